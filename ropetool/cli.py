@@ -141,6 +141,9 @@ def _print_plan(desc: dict) -> None:
         click.echo(f"skipped: {', '.join(desc['skipped'])}")
 
 
+from . import cli_gguf  # noqa: E402,F401  (registers inspect, set-rope, set, unset, diff)
+
+
 def main():
     cli(prog_name="ropetool")
 

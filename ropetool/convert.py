@@ -286,15 +286,30 @@ def _hparam_kv(arch: Arch, hp: Hparams, rotary_dim: int, context_length: int) ->
     return kv
 
 
+def _model_name(name: str, vocab) -> str:
+    """general.name; llama.cpp (llama-vocab.cpp) sets token attributes for any model whose name contains
+    "phi3"/"phi-3" and aborts if "</s>", "<unk>", "<s>" or "<|endoftext|>" is missing from its vocabulary."""
+    phi3_tokens = ("</s>", "<unk>", "<s>", "<|endoftext|>")
+    lowered = name.lower()
+    if vocab is not None and ("phi3" in lowered or "phi-3" in lowered):
+        if not set(phi3_tokens) <= set(vocab.tokens):
+            return lowered.replace("phi-3", "phi_3").replace("phi3", "phi_3")
+    return name
+
+
 def plan_conversion(
     model_dir: str | os.PathLike,
     outtype: str = "auto",
     method: str | None = None,
     approximate: bool = False,
     pre_tokenizer: str | None = None,
+    with_vocab: bool = True,
     **rope_options,
 ) -> Plan:
-    """Read a model folder and decide everything the GGUF will hold; raises RopetoolError on bad input."""
+    """Read a model folder and decide everything the GGUF will hold; raises RopetoolError on bad input.
+
+    ``with_vocab=False`` skips the tokenizer (for callers that only want the tensors, like the reference).
+    """
     ckpt = open_checkpoint(model_dir)
     arch = arch_for_config(ckpt.config)
     hp = Hparams.from_config(ckpt.config, arch)
@@ -316,14 +331,16 @@ def plan_conversion(
     for name, data in lowered.tensors.items():
         tensors.append(PlannedTensor(name, tuple(data.shape), Q.F32, [], data=data))
 
-    from .vocab import load_vocab
+    vocab = None
+    if with_vocab:
+        from .vocab import load_vocab
 
-    vocab = load_vocab(ckpt.path, vocab_size=hp.vocab_size, pre_tokenizer=pre_tokenizer)
+        vocab = load_vocab(ckpt.path, vocab_size=hp.vocab_size, pre_tokenizer=pre_tokenizer)
     plan = Plan(ckpt.path, arch, hp, rope, rotary_dim, lowered, qtype, tensors=tensors, skipped=skipped, vocab=vocab)
     T = gguf.GGUFValueType
     context = lowered.context_length or hp.trained_context
     context = max(context, hp.trained_context)
-    plan.kv[K.NAME] = (ckpt.path.name, T.STRING)
+    plan.kv[K.NAME] = (_model_name(ckpt.path.name, vocab), T.STRING)
     plan.kv[K.FILE_TYPE] = (int(FILE_TYPES[qtype]), T.UINT32)
     plan.kv.update(_hparam_kv(arch, hp, rotary_dim, context))
     plan.kv.update(lowered.kv)

@@ -1,0 +1,293 @@
+"""ropetool convert: llama.cpp on the output against transformers on the source (the oracle).
+
+The tolerances are the issue's: f32 within 2e-3 x max|logit|, f16/bf16 within 1e-2 x, q8_0 within
+5e-2 x, and the same top-1 token wherever transformers' top-2 margin exceeds the tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gguf
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import ALL_FIXTURES, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
+from ropetool.cli import cli
+from ropetool.convert import convert
+
+TOLERANCE = {"f32": 2e-3, "f16": 1e-2, "bf16": 1e-2, "q8_0": 5e-2}
+N_TOKENS = 100  # longer than every fixture's original context (64)
+
+
+def assert_logits_match(ours: np.ndarray, theirs: np.ndarray, rel_tol: float) -> float:
+    scale = np.abs(theirs).max()
+    diff = np.abs(ours - theirs).max()
+    assert diff <= rel_tol * scale, f"max |diff| {diff:.3g} > {rel_tol} x {scale:.3g}"
+    top2 = np.sort(theirs, axis=-1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > rel_tol * scale
+    assert decisive.any()
+    np.testing.assert_array_equal(ours.argmax(-1)[decisive], theirs.argmax(-1)[decisive])
+    return diff / scale
+
+
+def fixture_options(name: str, n: int) -> dict:
+    # llama.cpp has no dynamic NTK: ropetool bakes the base for a target length, exact at that length.
+    return {"target_context": n} if name == "llama-dynamic" else {}
+
+
+@pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0"])
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_fixture_logits_match_transformers(name, outtype, tmp_gguf):
+    vocab = fixture_config(name)["vocab_size"]
+    ids = token_ids(N_TOKENS, vocab)
+    convert(fixture_dir(name), tmp_gguf, outtype=outtype, **fixture_options(name, N_TOKENS))
+    ours = llama_cpp_logits(tmp_gguf, ids, f32_kv=(outtype == "f32"))
+    assert_logits_match(ours, hf_logits(name, ids), TOLERANCE[outtype])
+
+
+def written_keys(path) -> dict:
+    reader = gguf.GGUFReader(path)
+    return {f.name: f.contents() for f in reader.fields.values()}
+
+
+def test_auto_outtype_follows_source(tmp_path):
+    convert(fixture_dir("mistral"), tmp_path / "m.gguf")  # bf16 source
+    convert(fixture_dir("llama"), tmp_path / "l.gguf")  # f32 source -> f16, as llama.cpp's converter
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors}
+    assert types["blk.0.attn_q.weight"] == "BF16" and types["blk.0.attn_norm.weight"] == "F32"
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(tmp_path / "l.gguf").tensors}
+    assert types["blk.0.attn_q.weight"] == "F16"
+
+
+# --- rope chosen on the command line, against transformers configured the same way -----------
+
+BASE_THETA = 10000.0
+D = 16  # the llama fixture's head_dim
+
+
+CLI_CASES = {
+    "linear": (["--rope", "linear", "--factor", "4"], {"rope_type": "linear", "factor": 4.0}),
+    # NTK-aware alpha 4: base * alpha^(d/(d-2)), written out from bloc97's formula.
+    "ntk": (["--rope", "ntk", "--alpha", "4"], {"rope_type": "default", "rope_theta": BASE_THETA * 4 ** (D / (D - 2))}),
+    # NTK-by-parts is YaRN's frequencies without its attention factor.
+    "ntk-by-parts": (["--rope", "ntk-by-parts", "--factor", "4"],
+                     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "attention_factor": 1.0}),
+    "yarn": (["--rope", "yarn", "--factor", "4"],
+             {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
+    "yarn-betas": (["--rope", "yarn", "--factor", "4", "--beta-fast", "8", "--beta-slow", "2"],
+                   {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": 8.0,
+                    "beta_slow": 2.0}),
+    "llama3": (["--rope", "llama3", "--factor", "8"],
+               {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_cli_rope_on_llama_matches_transformers(case, tmp_gguf):
+    args, rope = CLI_CASES[case]
+    rope = {"rope_theta": BASE_THETA, **rope}
+    result = CliRunner().invoke(cli, ["convert", str(fixture_dir("llama")), "-o", str(tmp_gguf), "--outtype", "f32", *args])
+    assert result.exit_code == 0, result.output
+    ids = token_ids(160, 384)
+    ours = llama_cpp_logits(tmp_gguf, ids)
+    assert_logits_match(ours, hf_logits("llama", ids, rope), TOLERANCE["f32"])
+    # The setting took effect: the unscaled model does not match.
+    plain = hf_logits("llama", ids)
+    assert np.abs(ours - plain).max() > 5 * TOLERANCE["f32"] * np.abs(plain).max()
+
+
+def test_cli_yarn_on_qwen2_matches_transformers(tmp_gguf):
+    rope = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 8.0, "original_max_position_embeddings": 32}
+    args = ["--rope", "yarn", "--factor", "8", "--original-context", "32"]
+    result = CliRunner().invoke(cli, ["convert", str(fixture_dir("qwen2")), "-o", str(tmp_gguf), "--outtype", "f32", *args])
+    assert result.exit_code == 0, result.output
+    ids = token_ids(160, 400)
+    ours = llama_cpp_logits(tmp_gguf, ids)
+    assert_logits_match(ours, hf_logits("qwen2", ids, rope), TOLERANCE["f32"])
+    assert np.abs(ours - hf_logits("qwen2", ids)).max() > 5 * TOLERANCE["f32"] * np.abs(ours).max()
+
+
+def test_yarn_betas_refused_where_llama_cpp_cannot(tmp_gguf):
+    """qwen2 loads no rope_freqs and ignores yarn_beta_*: refused unless --approximate, then recorded."""
+    args = ["convert", str(fixture_dir("qwen2")), "-o", str(tmp_gguf), "--rope", "yarn", "--factor", "8",
+            "--original-context", "32", "--beta-fast", "1.5", "--beta-slow", "0.5"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0 and "--approximate" in result.output and not tmp_gguf.exists()
+    result = CliRunner().invoke(cli, [*args, "--approximate"])
+    assert result.exit_code == 0, result.output
+    keys = written_keys(tmp_gguf)
+    assert keys["ropetool.rope.exact"] is False and keys["ropetool.rope.approx_max_rel_error"] > 0
+
+
+# --- tensor layout ------------------------------------------------------------------------------
+
+def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """convert_hf_to_gguf.py's LlamaModel.permute, written out."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def test_f32_tensors_equal_source_after_permutation(tmp_gguf):
+    from safetensors.numpy import load_file
+
+    convert(fixture_dir("llama"), tmp_gguf, outtype="f32")
+    src = load_file(fixture_dir("llama") / "model.safetensors")
+    out = {t.name: np.array(t.data).reshape(list(reversed(t.shape.tolist()))) for t in gguf.GGUFReader(tmp_gguf).tensors}
+    cfg = fixture_config("llama")
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        np.testing.assert_array_equal(out[f"blk.{i}.attn_q.weight"],
+                                      llama_cpp_permute(src[p + "self_attn.q_proj.weight"], cfg["num_attention_heads"]))
+        np.testing.assert_array_equal(out[f"blk.{i}.attn_k.weight"],
+                                      llama_cpp_permute(src[p + "self_attn.k_proj.weight"], cfg["num_key_value_heads"]))
+        np.testing.assert_array_equal(out[f"blk.{i}.attn_v.weight"], src[p + "self_attn.v_proj.weight"])
+        np.testing.assert_array_equal(out[f"blk.{i}.ffn_gate.weight"], src[p + "mlp.gate_proj.weight"])
+        np.testing.assert_array_equal(out[f"blk.{i}.attn_norm.weight"], src[p + "input_layernorm.weight"])
+    np.testing.assert_array_equal(out["token_embd.weight"], src["model.embed_tokens.weight"])
+    np.testing.assert_array_equal(out["output.weight"], src["lm_head.weight"])
+
+
+def test_bf16_source_widened_exactly(tmp_gguf):
+    import torch
+    from safetensors.torch import load_file
+
+    convert(fixture_dir("mistral"), tmp_gguf, outtype="f32")
+    src = load_file(fixture_dir("mistral") / "model.safetensors")
+    out = {t.name: np.array(t.data) for t in gguf.GGUFReader(tmp_gguf).tensors}
+    np.testing.assert_array_equal(out["blk.1.attn_v.weight"].reshape(-1),
+                                  src["model.layers.1.self_attn.v_proj.weight"].to(torch.float32).numpy().reshape(-1))
+
+
+# --- metadata -------------------------------------------------------------------------------------
+
+def test_context_length_extended_and_original_kept(tmp_gguf):
+    convert(fixture_dir("llama"), tmp_gguf, outtype="f32", method="yarn", factor=4.0)
+    keys = written_keys(tmp_gguf)
+    assert keys["llama.context_length"] == 256
+    assert keys["llama.rope.scaling.original_context_length"] == 64
+    assert keys["llama.rope.scaling.type"] == "yarn" and keys["llama.rope.scaling.factor"] == 4.0
+    assert keys["ropetool.rope.method"] == "yarn" and keys["ropetool.rope.exact"] is True
+
+
+def test_llama3_rope_freqs_follow_llama_cpp_formula(tmp_gguf):
+    """The rope_freqs tensor equals llama.cpp's converter formula (conversion/llama.py), written out."""
+    convert(fixture_dir("llama3"), tmp_gguf, outtype="f32")
+    reader = gguf.GGUFReader(tmp_gguf)
+    ff = np.array(next(t for t in reader.tensors if t.name == "rope_freqs.weight").data)
+    base, dim, factor, low, high, old = 500000.0, 16, 8.0, 1.0, 4.0, 64
+    expected = []
+    for i in range(0, dim, 2):
+        freq = 1.0 / (base ** (i / dim))
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            expected.append(1.0)
+        elif wavelen > old / low:
+            expected.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            expected.append(1 / ((1 - smooth) / factor + smooth))
+    np.testing.assert_allclose(ff, expected, rtol=1e-6)
+
+
+# --- bad input: one line, non-zero exit, no output ------------------------------------------------
+
+def _copy_fixture(tmp_path, name="llama"):
+    import shutil
+
+    dst = tmp_path / name
+    shutil.copytree(fixture_dir(name), dst)
+    return dst
+
+
+def _edit_config(folder, **changes):
+    import json
+
+    cfg = json.loads((folder / "config.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def bad_no_weights(tmp_path):
+    d = _copy_fixture(tmp_path)
+    (d / "model.safetensors").unlink()
+    return d, [], "no weight files"
+
+
+def bad_tensor_missing_from_shard(tmp_path):
+    import json
+
+    d = _copy_fixture(tmp_path, "qwen3")
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.layers.9.mlp.up_proj.weight"] = "model-00001-of-00003.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    return d, [], "model.layers.9.mlp.up_proj.weight"
+
+
+def bad_shape(tmp_path):
+    d = _copy_fixture(tmp_path)
+    _edit_config(d, intermediate_size=96)
+    return d, [], "shape"
+
+
+def bad_architecture(tmp_path):
+    d = _copy_fixture(tmp_path)
+    _edit_config(d, architectures=["FancyNetForCausalLM"], model_type="fancynet")
+    return d, [], "unknown architecture"
+
+
+def bad_rope_type(tmp_path):
+    d = _copy_fixture(tmp_path)
+    _edit_config(d, rope_parameters={"rope_type": "spiral", "rope_theta": 10000.0})
+    return d, [], "spiral"
+
+
+def bad_factor(tmp_path):
+    return fixture_dir("llama"), ["--rope", "linear", "--factor", "0.5"], "factor"
+
+
+def bad_yarn_without_original(tmp_path):
+    d = _copy_fixture(tmp_path, "llama-yarn")
+    _edit_config(d, max_position_embeddings=None,
+                 rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0})
+    return d, [], "original_context"
+
+
+BAD_INPUTS = [bad_no_weights, bad_tensor_missing_from_shard, bad_shape, bad_architecture, bad_rope_type, bad_factor,
+              bad_yarn_without_original]
+
+
+@pytest.mark.parametrize("make", BAD_INPUTS, ids=[f.__name__ for f in BAD_INPUTS])
+def test_bad_input_one_line_error(make, tmp_path):
+    folder, args, words = make(tmp_path)
+    out = tmp_path / "out" / "x.gguf"
+    out.parent.mkdir()
+    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(out), *args])
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert words in lines[0]
+    assert list(out.parent.iterdir()) == []  # no output, no temporary file left
+
+
+def test_existing_output_kept_without_force(tmp_path):
+    out = tmp_path / "x.gguf"
+    out.write_bytes(b"precious")
+    result = CliRunner().invoke(cli, ["convert", str(fixture_dir("llama")), "-o", str(out)])
+    assert result.exit_code != 0 and "--force" in result.output
+    assert out.read_bytes() == b"precious"
+    result = CliRunner().invoke(cli, ["convert", str(fixture_dir("llama")), "-o", str(out), "--force"])
+    assert result.exit_code == 0 and out.read_bytes()[:4] == b"GGUF"
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    out = tmp_path / "x.gguf"
+    result = CliRunner().invoke(cli, ["convert", str(fixture_dir("qwen3")), "-o", str(out), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "blk.0.attn_q_norm.weight" in result.output and "qwen3.rope.freq_base" in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
