@@ -24,7 +24,7 @@ import logging
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import gguf
 
@@ -78,7 +78,7 @@ TEKKEN_PATTERN = (
     r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
     r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-#: Qwen3.5: as Qwen2 with combining marks (\p{M}) kept with letters.
+#: llama.cpp's "qwen35": as Qwen2, with combining marks (\p{M}) kept with letters.
 QWEN35_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
@@ -118,6 +118,11 @@ _RULES: tuple[_PreTokenizerRule, ...] = (
     _PreTokenizerRule("gpt-4o", (GPT4O_PATTERN,), ignore_merges=False),
     _PreTokenizerRule("tekken", (TEKKEN_PATTERN,), ignore_merges=True),
 )
+
+#: Names whose regexes llama.cpp only approximates (it sees ASCII case only, and no \p{M} in its
+#: letter classes): words that change case outside ASCII or carry combining marks may split
+#: differently from the Hugging Face tokenizer.
+_APPROXIMATED_BY_LLAMA_CPP = frozenset({"gpt-4o", "tekken"})
 
 #: Every ``tokenizer.ggml.pre`` name llama.cpp's llama-vocab.cpp accepts for a "gpt2" vocabulary
 #: and that the bundled llama.cpp (llama-cpp-python 0.3.36) loads; ``pre_tokenizer=`` overrides
@@ -205,12 +210,15 @@ def load_vocab(model_dir: Path, vocab_size: int | None = None, pre_tokenizer: st
         vocab = _load_byte_level_bpe(tokenizer_json, tokenizer_json_path, vocab_size, pre_tokenizer)
     elif spm_path.is_file():
         if pre_tokenizer is not None:
-            raise RopetoolError("--pre-tokenizer applies to byte-level BPE tokenizers, not to SentencePiece tokenizer.model")
+            raise RopetoolError(
+                "--pre-tokenizer applies to byte-level BPE tokenizers, not to SentencePiece tokenizer.model"
+            )
         vocab = _load_sentencepiece(model_dir, spm_path, tokenizer_json, vocab_size)
     elif tokenizer_json is not None:
         model_type = (tokenizer_json.get("model") or {}).get("type")
         raise RopetoolError(
-            f"{tokenizer_json_path}: unsupported tokenizer (model {model_type!r}, not byte-level BPE) and no tokenizer.model"
+            f"{tokenizer_json_path}: unsupported tokenizer (model {model_type!r}, not byte-level BPE) "
+            "and no tokenizer.model"
         )
     else:
         raise RopetoolError(f"{model_dir} has neither tokenizer.json nor tokenizer.model")
@@ -261,12 +269,17 @@ def detect_pre_tokenizer(tokenizer_json: dict) -> str:
     ignore_merges = bool(model.get("ignore_merges", False))
     for rule in _RULES:
         if rule.patterns == patterns and rule.ignore_merges == ignore_merges:
+            if rule.name in _APPROXIMATED_BY_LLAMA_CPP:
+                logger.warning(
+                    "pre-tokenizer %s: llama.cpp approximates its regex (ASCII case only, no combining marks); "
+                    "some non-ASCII words may tokenize differently from the Hugging Face tokenizer",
+                    rule.name,
+                )
             return rule.name
     if any(rule.patterns == patterns for rule in _RULES):
         _cannot_tell(f"its regexes are known, but not with ignore_merges={str(ignore_merges).lower()}")
     shown = " then ".join(repr(p) for p in patterns) or "none"
     _cannot_tell(f"its split regexes ({shown}) match no pre-tokenizer known here")
-    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- #
@@ -330,7 +343,6 @@ def _step_pattern(step: Any) -> str:
     if kind == "Digits":
         return DIGIT_PATTERN if step.get("individual_digits", False) else DIGITS_PATTERN
     _cannot_tell(f"its pre-tokenizer has a {kind!r} step")
-    raise AssertionError("unreachable")
 
 
 def _is_noop_or_nfc_normalizer(normalizer: Any) -> bool:
@@ -389,7 +401,7 @@ def _detect_or_explain(tokenizer_json: dict, path: Path) -> str:
         raise RopetoolError(f"{path}: {exc}") from None
 
 
-def _cannot_tell(reason: str) -> None:
+def _cannot_tell(reason: str) -> NoReturn:
     raise RopetoolError(
         f"cannot tell which llama.cpp pre-tokenizer this tokenizer needs: {reason}; "
         f"pass --pre-tokenizer NAME (e.g. llama-bpe, qwen2, gpt-2)"
@@ -412,7 +424,9 @@ def _fill_ids(by_id: dict[int, tuple[str, int]], vocab_size: int | None, path: P
     """Token texts and types for ids 0..n-1, holes and the tail up to vocab_size as [PAD{id}] / UNUSED."""
     n_tokenizer = max(by_id) + 1
     if vocab_size is not None and n_tokenizer > vocab_size:
-        raise RopetoolError(f"{path}: the tokenizer has ids up to {n_tokenizer - 1}, beyond the model's vocab_size {vocab_size}")
+        raise RopetoolError(
+            f"{path}: the tokenizer has ids up to {n_tokenizer - 1}, beyond the model's vocab_size {vocab_size}"
+        )
     n = vocab_size if vocab_size is not None else n_tokenizer
     tokens: list[str] = []
     types: list[int] = []
@@ -433,8 +447,8 @@ def _merges(merges: Any, path: Path) -> list[str]:
         if isinstance(merge, str) and merge.find(" ", 1) > 0:
             out.append(merge)  # llama.cpp splits at the first space after the first character
         elif isinstance(merge, list) and len(merge) == 2 and all(isinstance(p, str) and p for p in merge):
-            # llama.cpp splits on the first space; a space inside a part is written as U+0120 as
-            # gguf-py does (byte-level vocabularies never contain a raw space anyway).
+            # A space inside a part is written as U+0120, as gguf-py does (byte-level
+            # vocabularies never contain a raw space anyway).
             out.append(" ".join(p.replace(" ", chr(ord(" ") + 256)) for p in merge))
         else:
             raise RopetoolError(f"{path}: malformed merge {merge!r}")
@@ -445,7 +459,9 @@ def _check_unique(tokens: list[str], path: Path) -> None:
     seen: dict[str, int] = {}
     for i, text in enumerate(tokens):
         if text in seen:
-            raise RopetoolError(f"{path}: token {text!r} appears twice (ids {seen[text]} and {i}); llama.cpp rejects that")
+            raise RopetoolError(
+                f"{path}: token {text!r} appears twice (ids {seen[text]} and {i}); llama.cpp rejects that"
+            )
         seen[text] = i
 
 
@@ -461,7 +477,6 @@ _SPM_MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
 class _SentencePieceModel:
     pieces: list[tuple[str, float, int]]  # (piece, score, type)
     model_type: int = _SPM_UNIGRAM
-    byte_fallback: bool = False
     normalizer_name: str = ""
     has_charsmap: bool = False
     add_dummy_prefix: bool = True
@@ -477,7 +492,8 @@ def _load_sentencepiece(model_dir: Path, path: Path, tokenizer_json: dict | None
         )
     if spm.has_charsmap and spm.normalizer_name not in ("identity", ""):
         logger.warning(
-            "%s: SentencePiece normalizer %r is not applied by llama.cpp; text that it would change tokenizes differently",
+            "%s: SentencePiece normalizer %r is not applied by llama.cpp; "
+            "text that it would change tokenizes differently",
             path, spm.normalizer_name,
         )  # fmt: skip
 
@@ -487,7 +503,9 @@ def _load_sentencepiece(model_dir: Path, path: Path, tokenizer_json: dict | None
         if token_id < n_spm and by_id[token_id][0] == content:
             continue  # already in the SentencePiece vocabulary: keep its own type and score
         if vocab_size is not None and token_id >= vocab_size:
-            logger.warning("%s: added token %r (id %d) is beyond vocab_size %d; skipped", path, content, token_id, vocab_size)
+            logger.warning(
+                "%s: added token %r (id %d) is beyond vocab_size %d; skipped", path, content, token_id, vocab_size
+            )
             continue
         kind = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
         by_id[token_id] = (content, _ADDED_SCORE, kind)
@@ -557,8 +575,6 @@ def _parse_sentencepiece(data: bytes, path: Path) -> _SentencePieceModel:
                 for sub, sub_value in _protobuf_fields(_as_bytes(value)):
                     if sub == 3:
                         spm.model_type = _as_int(sub_value)
-                    elif sub == 35:
-                        spm.byte_fallback = bool(_as_int(sub_value))
             elif number == 3:
                 for sub, sub_value in _protobuf_fields(_as_bytes(value)):
                     if sub == 1:
@@ -701,7 +717,8 @@ def _fill_special_tokens(vocab: Vocab, model_dir: Path, tokenizer_json: dict | N
             special_ids[kind] = token_id
     for kind, token_id in list(special_ids.items()):
         if not 0 <= token_id < len(vocab.tokens):
-            logger.warning("special token %s id %d is outside the vocabulary (%d tokens); skipped", kind, token_id, len(vocab.tokens))
+            n = len(vocab.tokens)
+            logger.warning("special token %s id %d is outside the vocabulary (%d tokens); skipped", kind, token_id, n)
             del special_ids[kind]
     special_ids.pop("cls", None)  # llama.cpp has no CLS key; it served as BOS above
     vocab.special_ids = special_ids
@@ -792,7 +809,9 @@ def _chat_template(model_dir: Path, tok_config: dict) -> str | None:
             if isinstance(entry, dict) and entry.get("name") == "default" and isinstance(entry.get("template"), str):
                 return entry["template"]
         return None
-    raise RopetoolError(f"chat_template must be a string or a list of {{name, template}}, got {type(template).__name__}")
+    raise RopetoolError(
+        f"chat_template must be a string or a list of {{name, template}}, got {type(template).__name__}"
+    )
 
 
 # --------------------------------------------------------------------------- #
