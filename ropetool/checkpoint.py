@@ -127,7 +127,7 @@ def load_tensor(ref: TensorRef) -> np.ndarray:
     if ref.dtype == "BF16":
         return (arr.astype(np.uint32) << 16).view(np.float32)
     if arr.dtype.kind == "f":
-        return arr.astype(np.float32)
+        return arr.astype(np.float32, copy=False)  # f32: the memory-mapped bytes themselves
     return np.array(arr)
 
 

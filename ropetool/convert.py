@@ -34,6 +34,7 @@ FILE_TYPES = {
     Q.BF16: gguf.LlamaFileType.MOSTLY_BF16,
     Q.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
 }
+CHUNK_ELEMENTS = 1 << 22  # rows converted at a time: 16 MB of float32
 # HF tensors that carry nothing llama.cpp needs.
 SKIP_SUFFIXES = (".rotary_emb.inv_freq", ".attn.masked_bias", ".attn.bias")
 
@@ -93,18 +94,27 @@ class PlannedTensor:
         return int(np.prod(self.shape, dtype=np.int64)) // block * size
 
     def produce(self) -> np.ndarray:
+        """The tensor's bytes as written: converted in chunks of rows, so that no more than the source
+        tensor (memory-mapped) and the output are held, whatever the type."""
         if self.data is not None:
             arr = self.data
         else:
             arr = load_tensor(self.source[0])
             if self.transform is not None:
                 arr = self.transform(arr)
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
         if self.qtype == Q.F32:
-            return arr
+            return np.ascontiguousarray(arr, dtype=np.float32)
+        rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim > 1 else arr.reshape(1, -1)
         if self.qtype == Q.F16:
-            return arr.astype(np.float16)
-        return gguf.quants.quantize(arr, self.qtype)
+            out = np.empty(rows.shape, dtype=np.float16)
+        else:
+            out = np.empty(gguf.quant_shape_to_byte_shape(rows.shape, self.qtype), dtype=np.uint8)
+        step = max(1, CHUNK_ELEMENTS // rows.shape[1])
+        for i in range(0, rows.shape[0], step):
+            chunk = np.asarray(rows[i:i + step], dtype=np.float32)
+            out[i:i + step] = chunk.astype(np.float16) if self.qtype == Q.F16 else gguf.quants.quantize(chunk, self.qtype)
+        byte_shape = (*arr.shape[:-1], out.shape[-1]) if arr.ndim > 1 else (out.shape[-1],)
+        return out.reshape(byte_shape)
 
 
 @dataclass
