@@ -338,23 +338,35 @@ class ReferenceModel:
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike, use_provenance: bool = True) -> "ReferenceModel":
-        """Read a GGUF file; every tensor is dequantized to float32 (f32, f16, bf16, q8_0, ...)."""
-        reader = gguf.GGUFReader(path)
-        kv = {}
-        for name, field in reader.fields.items():
-            if field.types and field.types[0] == gguf.GGUFValueType.ARRAY and name.startswith("tokenizer."):
-                continue  # the vocabulary is not needed, and slow to parse
-            kv[name] = field.contents()
-        arch_name = kv.get(K.ARCHITECTURE)
-        arch = arch_by_name(arch_name)
-        if arch is None:
-            raise RopetoolError(f"the reference does not know architecture {arch_name!r}")
-        tensors = {
-            t.name: np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
-            for t in reader.tensors
-        }
+        """Read a GGUF file; every tensor is dequantized to float32 (f32, f16, bf16, q8_0, ...).
+
+        The header is parsed (and checked against the file) by gguf_file; the vocabulary is skipped."""
+        from .gguf_file import open_gguf
+
+        with open_gguf(path) as f:
+            if f.endian != "little":
+                raise RopetoolError(f"{path}: the reference reads little-endian GGUF files only")
+            kv = {key: field.value for key, field in f.fields.items()
+                  if not (field.is_array and key.startswith("tokenizer."))}
+            arch_name = kv.get(K.ARCHITECTURE)
+            arch = arch_by_name(arch_name)
+            if arch is None:
+                raise RopetoolError(f"the reference does not know architecture {arch_name!r}")
+            tensors, stored = {}, {}
+            for t in f.tensors:
+                shape = tuple(reversed(t.shape))
+                raw = np.frombuffer(f.raw(t.data_offset, t.data_offset + t.nbytes), dtype=np.uint8)
+                raw = raw.reshape(gguf.quant_shape_to_byte_shape(shape, t.type)) if shape else raw
+                if t.type == gguf.GGMLQuantizationType.F32:
+                    data = raw.view(np.float32).reshape(shape)
+                elif t.type == gguf.GGMLQuantizationType.F16:
+                    data = raw.view(np.float16).reshape(shape)
+                else:
+                    data = gguf.quants.dequantize(raw, t.type)
+                tensors[t.name] = np.ascontiguousarray(data, dtype=np.float32)
+                stored[t.name] = t.type.name
         model = cls(arch, kv, tensors, use_provenance, source=str(path))
-        model.stored_types = {t.name: t.tensor_type.name for t in reader.tensors}
+        model.stored_types = stored
         return model
 
     @classmethod

@@ -26,20 +26,28 @@ def gpu_available() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+_SILENT = None
+
+
 @contextlib.contextmanager
-def _quiet_stderr(enabled: bool):
-    """llama.cpp writes its load log to fd 2; keep it off the user's terminal unless asked."""
+def _quiet_log(enabled: bool):
+    """llama.cpp logs (warnings included) through llama-cpp-python's callback; silence it unless asked."""
+    global _SILENT
     if not enabled:
         yield
         return
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _logger
+
+    if _SILENT is None:
+        _SILENT = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+    llama_cpp.llama_log_set(_SILENT, ctypes.c_void_p(0))
+    try:
+        yield
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
 def load(path, n_ctx: int, device: str = "cpu", verbose: bool = False):
@@ -51,7 +59,7 @@ def load(path, n_ctx: int, device: str = "cpu", verbose: bool = False):
     if device == "gpu" and not gpu_available():
         raise RopetoolError("this llama-cpp-python was built without a GPU backend (CUDA or Metal); use --device cpu")
     try:
-        with _quiet_stderr(not verbose):
+        with _quiet_log(not verbose):
             return llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
@@ -88,6 +96,7 @@ def run(llm, ids: list[int], device: str = "cpu") -> LlamaRun:
 def llama_cpp_logits(path, ids: list[int], device: str = "cpu", verbose: bool = False) -> LlamaRun:
     llm = load(path, n_ctx=max(len(ids), 16), device=device, verbose=verbose)
     try:
-        return run(llm, ids, device)
+        with _quiet_log(not verbose):
+            return run(llm, ids, device)
     finally:
         llm.close()

@@ -1,0 +1,731 @@
+"""A fast, defensive GGUF header reader and a verbatim-copying GGUF writer.
+
+Reading
+-------
+:class:`GGUFFile` memory-maps the file and parses the header (magic, version, counts, key/value
+records, tensor infos) with ``struct``, without reading any tensor data.  Every count, length and
+offset is checked against the file size *before* anything is allocated, so a truncated or corrupted
+file raises a one-line :class:`~ropetool.errors.RopetoolError` instead of a traceback or a huge
+allocation.  Big arrays are not turned into Python objects: numeric arrays are kept as (offset,
+count) and turned into numpy arrays on demand; string arrays (``tokenizer.ggml.tokens``/``merges``)
+are skipped by a scan of their length prefixes and decoded only when asked (:meth:`Field.head`,
+:attr:`Field.value`).
+
+Writing
+-------
+:func:`write_gguf` writes a new header (reusing the raw bytes of unchanged key/value records, so
+they survive byte for byte, and encoding new ones itself, so empty strings and empty arrays are
+written rather than silently dropped as gguf-py's writer does), lays the tensors out in order with
+``general.alignment`` padding, and streams each tensor's bytes from the source file.  The output goes
+to a temporary file in the target folder that is fsync'ed and renamed over the target only when
+complete; on any failure it is removed and the target (and the input) are left untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import mmap
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+
+from . import keys as K
+from .errors import RopetoolError
+
+T = GGUFValueType
+GGUF_MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+GGML_MAX_DIMS = 4
+MAX_NESTING = 8
+COPY_CHUNK = 16 << 20
+
+# The type names used by inspect's output and by ``ropetool set`` (``KEY=TYPE:VALUE``).
+TYPE_NAMES: dict[T, str] = {
+    T.UINT8: "u8", T.INT8: "i8", T.UINT16: "u16", T.INT16: "i16", T.UINT32: "u32", T.INT32: "i32",
+    T.UINT64: "u64", T.INT64: "i64", T.FLOAT32: "f32", T.FLOAT64: "f64", T.BOOL: "bool", T.STRING: "str",
+    T.ARRAY: "arr",
+}
+TYPES_BY_NAME: dict[str, T] = {v: k for k, v in TYPE_NAMES.items()}
+# struct format and numpy kind of each fixed-size type (without byte order).
+_FORMATS: dict[T, str] = {
+    T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
+    T.UINT64: "Q", T.INT64: "q", T.FLOAT32: "f", T.FLOAT64: "d", T.BOOL: "B",
+}
+_NUMPY: dict[T, str] = {
+    T.UINT8: "u1", T.INT8: "i1", T.UINT16: "u2", T.INT16: "i2", T.UINT32: "u4", T.INT32: "i4",
+    T.UINT64: "u8", T.INT64: "i8", T.FLOAT32: "f4", T.FLOAT64: "f8", T.BOOL: "u1",
+}
+INT_RANGES: dict[T, tuple[int, int]] = {
+    T.UINT8: (0, 2**8 - 1), T.INT8: (-(2**7), 2**7 - 1), T.UINT16: (0, 2**16 - 1), T.INT16: (-(2**15), 2**15 - 1),
+    T.UINT32: (0, 2**32 - 1), T.INT32: (-(2**31), 2**31 - 1), T.UINT64: (0, 2**64 - 1), T.INT64: (-(2**63), 2**63 - 1),
+}
+
+
+def type_name(vtype: T, sub_type: T | None = None) -> str:
+    """``u32``, ``str``, ``arr[i32]``, ``arr[str]`` ... (the syntax of ``ropetool set``)."""
+    if vtype == T.ARRAY:
+        return f"arr[{TYPE_NAMES.get(sub_type, '?')}]"
+    return TYPE_NAMES[vtype]
+
+
+def _itemsize(vtype: T) -> int:
+    return struct.calcsize("<" + _FORMATS[vtype])
+
+
+def align(offset: int, alignment: int) -> int:
+    return offset + (-offset) % alignment
+
+
+class _Truncated(Exception):
+    pass
+
+
+@dataclass
+class Field:
+    """One key/value record.  Scalars are parsed; arrays are kept as a location and parsed on demand."""
+
+    key: str
+    type: T
+    start: int  # offset of the record (its key-length field)
+    end: int  # offset just past the record
+    data_start: int  # scalars: the value; arrays: the first element
+    count: int = 1  # number of elements (arrays)
+    sub_type: T | None = None
+    scalar: object = None  # the value of a scalar
+    _file: "GGUFFile | None" = field(default=None, repr=False)
+    _nested: list | None = field(default=None, repr=False)  # parsed elements of an array of arrays
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type, self.sub_type)
+
+    @property
+    def is_array(self) -> bool:
+        return self.type == T.ARRAY
+
+    def raw(self) -> bytes:
+        """The whole record, as stored (key, type and value)."""
+        return self._file.raw(self.start, self.end)
+
+    def raw_value(self) -> bytes:
+        """The value part of the record (type tag onwards), as stored."""
+        return self._file.raw(self.data_start - (4 if not self.is_array else 16), self.end)
+
+    def head(self, n: int | None) -> list:
+        """The first ``n`` elements of an array (all of them when ``n`` is None) as Python values."""
+        if not self.is_array:
+            return [self.scalar]
+        if self._nested is not None:
+            return self._nested if n is None else self._nested[:n]
+        n = self.count if n is None else min(n, self.count)
+        if self.sub_type == T.STRING:
+            return self._file._read_strings(self.data_start, n)
+        arr = self._file._read_numeric(self.data_start, self.sub_type, n)
+        if self.sub_type == T.BOOL:
+            return [bool(v) for v in arr]
+        return arr.tolist()
+
+    @property
+    def value(self):
+        """Scalars: the value; numeric arrays: a numpy array; string arrays: a list of str."""
+        if not self.is_array:
+            return self.scalar
+        if self.sub_type == T.STRING or self._nested is not None:
+            return self.head(None)
+        arr = self._file._read_numeric(self.data_start, self.sub_type, self.count)
+        return arr.astype(bool) if self.sub_type == T.BOOL else arr
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # ggml order: ne[0] (the contiguous dimension) first, as gguf-dump prints it
+    type: GGMLQuantizationType
+    offset: int  # relative to the data section
+    n_elements: int
+    nbytes: int
+    data_offset: int = 0  # absolute offset in the file
+
+    @property
+    def type_name(self) -> str:
+        return self.type.name
+
+
+class GGUFFile:
+    """A parsed GGUF header.  Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self._f = open(self.path, "rb")
+        except IsADirectoryError:
+            raise RopetoolError(f"{self.path} is a folder, not a GGUF file") from None
+        except FileNotFoundError:
+            raise RopetoolError(f"no such file: {self.path}") from None
+        try:
+            self.size = os.fstat(self._f.fileno()).st_size
+            if self.size < 24:
+                raise RopetoolError(f"{self.path}: not a GGUF file (only {self.size} bytes)")
+            self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        mm = getattr(self, "_mm", None)
+        if mm is not None:
+            mm.close()
+            self._mm = None
+        if getattr(self, "_f", None) is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> "GGUFFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def raw(self, start: int, end: int) -> bytes:
+        return self._mm[start:end]
+
+    def _fail(self, what: str, pos: int, need: int | None = None) -> RopetoolError:
+        left = max(self.size - pos, 0)
+        if need is None:
+            detail = f"at offset {pos}"
+        else:
+            detail = f"at offset {pos} needs {need:,} bytes but only {left:,} remain"
+        return RopetoolError(f"{self.path}: truncated or corrupted GGUF: {what} {detail} (file size {self.size:,})")
+
+    def _need(self, pos: int, n: int, what: str) -> None:
+        if n < 0 or pos + n > self.size:
+            raise self._fail(what, pos, n)
+
+    def _scalar(self, pos: int, vtype: T, what: str):
+        n = _itemsize(vtype)
+        self._need(pos, n, what)
+        (v,) = struct.unpack_from(self._e + _FORMATS[vtype], self._mm, pos)
+        if vtype == T.BOOL:
+            v = bool(v)
+        return v, pos + n
+
+    def _string(self, pos: int, what: str, strict: bool = False) -> tuple[str, int]:
+        n, pos = self._scalar(pos, T.UINT64, f"the length of {what}")
+        self._need(pos, n, what)
+        data = self._mm[pos:pos + n]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            if strict:
+                raise RopetoolError(f"{self.path}: corrupted GGUF: {what} at offset {pos} is not valid UTF-8") from None
+            text = data.decode("utf-8", errors="replace")
+        return text, pos + n
+
+    def _skip_strings(self, pos: int, count: int, what: str) -> int:
+        """Offset just past ``count`` length-prefixed strings starting at ``pos`` (no decoding)."""
+        self._need(pos, 8 * count, what)  # every element has at least its 8-byte length
+        unpack = struct.Struct(self._e + "Q").unpack_from
+        mm = self._mm
+        start = pos
+        try:
+            for _ in range(count):
+                (n,) = unpack(mm, pos)
+                pos += 8 + n
+        except (struct.error, OverflowError):
+            raise self._fail(f"{what} (element lengths)", start, pos - start + 8) from None
+        if pos > self.size:
+            raise self._fail(f"{what} (element lengths)", start, pos - start)
+        return pos
+
+    def _read_strings(self, pos: int, count: int) -> list[str]:
+        out = []
+        unpack = struct.Struct(self._e + "Q").unpack_from
+        mm = self._mm
+        for _ in range(count):
+            (n,) = unpack(mm, pos)
+            out.append(mm[pos + 8:pos + 8 + n].decode("utf-8", errors="replace"))
+            pos += 8 + n
+        return out
+
+    def _read_numeric(self, pos: int, vtype: T, count: int) -> np.ndarray:
+        dtype = np.dtype(self._e + _NUMPY[vtype])
+        arr = np.frombuffer(self._mm[pos:pos + count * dtype.itemsize], dtype=dtype, count=count)
+        return arr.astype(dtype.newbyteorder("="), copy=True)
+
+    # -- parsing ----------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        mm = self._mm
+        if mm[:4] != GGUF_MAGIC:
+            raise RopetoolError(f"{self.path}: not a GGUF file (magic {bytes(mm[:4])!r}, expected b'GGUF')")
+        (v_le,) = struct.unpack_from("<I", mm, 4)
+        # No endianness flag: a big-endian file has its version's bytes reversed (gguf-py's rule).
+        self._e = ">" if v_le & 0xFFFF == 0 else "<"
+        self.endian = "big" if self._e == ">" else "little"
+        (self.version,) = struct.unpack_from(self._e + "I", mm, 4)
+        if self.version == 1:
+            raise RopetoolError(f"{self.path}: GGUF version 1 is no longer supported (llama.cpp refuses it too)")
+        if self.version not in (2, 3):
+            raise RopetoolError(f"{self.path}: unsupported GGUF version {self.version} (ropetool reads 2 and 3)")
+        self.tensor_count, self.kv_count = struct.unpack_from(self._e + "QQ", mm, 8)
+        # Each record takes a minimum number of bytes: refuse impossible counts before looping.
+        min_kv, min_ti = 8 + 4 + 1, 8 + 4 + 4 + 8
+        if self.kv_count * min_kv + self.tensor_count * min_ti > self.size - 24:
+            raise RopetoolError(
+                f"{self.path}: truncated or corrupted GGUF: header claims {self.kv_count:,} keys and "
+                f"{self.tensor_count:,} tensors, which cannot fit in {self.size:,} bytes"
+            )
+        pos = 24
+        self.fields: dict[str, Field] = {}
+        for i in range(self.kv_count):
+            f, pos = self._parse_field(pos, i)
+            if f.key in self.fields:
+                raise RopetoolError(f"{self.path}: corrupted GGUF: duplicate key {f.key!r} (llama.cpp refuses it)")
+            self.fields[f.key] = f
+        self.alignment = DEFAULT_ALIGNMENT
+        af = self.fields.get(K.ALIGNMENT)
+        if af is not None:
+            if af.type != T.UINT32:
+                raise RopetoolError(f"{self.path}: corrupted GGUF: {K.ALIGNMENT} has type {af.type_name}, not u32")
+            if af.scalar == 0 or af.scalar & (af.scalar - 1):
+                raise RopetoolError(f"{self.path}: corrupted GGUF: {K.ALIGNMENT} = {af.scalar} is not a power of two")
+            self.alignment = int(af.scalar)
+        self.tensors: list[TensorInfo] = []
+        self._tensor_index: dict[str, TensorInfo] = {}
+        for i in range(self.tensor_count):
+            t, pos = self._parse_tensor_info(pos, i)
+            if t.name in self._tensor_index:
+                raise RopetoolError(f"{self.path}: corrupted GGUF: duplicate tensor {t.name!r}")
+            self.tensors.append(t)
+            self._tensor_index[t.name] = t
+        self.header_end = pos
+        self.data_offset = align(pos, self.alignment)
+        self._check_tensor_layout()
+
+    def _parse_field(self, pos: int, i: int) -> tuple[Field, int]:
+        start = pos
+        key, pos = self._string(pos, f"the name of key #{i + 1}", strict=True)
+        (tag, pos) = self._scalar(pos, T.UINT32, f"the type of key {key!r}")
+        try:
+            vtype = T(tag)
+        except ValueError:
+            raise RopetoolError(f"{self.path}: corrupted GGUF: key {key!r} has unknown value type {tag}") from None
+        if vtype == T.ARRAY:
+            f, pos = self._parse_array(pos, key, start, 0)
+            return f, pos
+        data_start = pos
+        if vtype == T.STRING:
+            value, pos = self._string(pos, f"the value of {key!r}")
+        else:
+            value, pos = self._scalar(pos, vtype, f"the value of {key!r}")
+        return Field(key, vtype, start, pos, data_start, 1, None, value, self), pos
+
+    def _parse_array(self, pos: int, key: str, start: int, depth: int) -> tuple[Field, int]:
+        if depth >= MAX_NESTING:
+            raise RopetoolError(f"{self.path}: corrupted GGUF: arrays nested deeper than {MAX_NESTING} in {key!r}")
+        (tag, pos) = self._scalar(pos, T.UINT32, f"the element type of {key!r}")
+        try:
+            sub = T(tag)
+        except ValueError:
+            raise RopetoolError(f"{self.path}: corrupted GGUF: array {key!r} has unknown element type {tag}") from None
+        (count, pos) = self._scalar(pos, T.UINT64, f"the length of array {key!r}")
+        data_start = pos
+        what = f"the {count:,} elements of array {key!r}"
+        if sub == T.STRING:
+            pos = self._skip_strings(pos, count, what)
+            return Field(key, T.ARRAY, start, pos, data_start, count, sub, None, self), pos
+        if sub == T.ARRAY:
+            self._need(pos, 12 * count, what)
+            nested = []
+            for j in range(count):
+                inner, pos = self._parse_array(pos, f"{key}[{j}]", pos, depth + 1)
+                nested.append(inner.head(None))
+            return Field(key, T.ARRAY, start, pos, data_start, count, sub, None, self, nested), pos
+        n = _itemsize(sub) * count
+        self._need(pos, n, what)
+        return Field(key, T.ARRAY, start, pos + n, data_start, count, sub, None, self), pos + n
+
+    def _parse_tensor_info(self, pos: int, i: int) -> tuple[TensorInfo, int]:
+        name, pos = self._string(pos, f"the name of tensor #{i + 1}", strict=True)
+        (n_dims, pos) = self._scalar(pos, T.UINT32, f"the dimension count of tensor {name!r}")
+        if n_dims > GGML_MAX_DIMS:
+            raise RopetoolError(f"{self.path}: corrupted GGUF: tensor {name!r} has {n_dims} dimensions (at most {GGML_MAX_DIMS})")
+        self._need(pos, 8 * n_dims + 12, f"the shape, type and offset of tensor {name!r}")
+        shape = struct.unpack_from(self._e + "Q" * n_dims, self._mm, pos)
+        pos += 8 * n_dims
+        tag, offset = struct.unpack_from(self._e + "IQ", self._mm, pos)
+        pos += 12
+        try:
+            qtype = GGMLQuantizationType(tag)
+            block, type_size = GGML_QUANT_SIZES[qtype]
+        except (ValueError, KeyError):
+            raise RopetoolError(f"{self.path}: corrupted GGUF: tensor {name!r} has unknown type id {tag}") from None
+        n_elements = math.prod(shape)
+        if any(d >= 2**63 for d in shape) or n_elements >= 2**63:
+            raise RopetoolError(f"{self.path}: corrupted GGUF: tensor {name!r} has an impossible shape {list(shape)}")
+        if shape and shape[0] % block:
+            raise RopetoolError(
+                f"{self.path}: corrupted GGUF: tensor {name!r} ({qtype.name}) has ne[0] = {shape[0]}, "
+                f"not a multiple of its block size {block}"
+            )
+        nbytes = n_elements // block * type_size
+        return TensorInfo(name, tuple(shape), qtype, offset, n_elements, nbytes), pos
+
+    def _check_tensor_layout(self) -> None:
+        if not self.tensors:
+            return
+        for t in self.tensors:
+            if t.offset % self.alignment:
+                raise RopetoolError(
+                    f"{self.path}: corrupted GGUF: tensor {t.name!r} has offset {t.offset}, "
+                    f"not a multiple of the alignment {self.alignment}"
+                )
+            t.data_offset = self.data_offset + t.offset
+            if t.data_offset + t.nbytes > self.size:
+                raise RopetoolError(
+                    f"{self.path}: truncated or corrupted GGUF: tensor {t.name!r} needs bytes "
+                    f"{t.data_offset:,}..{t.data_offset + t.nbytes:,} but the file ends at {self.size:,}"
+                )
+        ordered = sorted(self.tensors, key=lambda t: t.offset)
+        for a, b in zip(ordered, ordered[1:]):
+            if a.offset + a.nbytes > b.offset:
+                raise RopetoolError(f"{self.path}: corrupted GGUF: tensors {a.name!r} and {b.name!r} overlap")
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def get(self, key: str, default=None):
+        """The value of a scalar key (arrays: the full value), or ``default``."""
+        f = self.fields.get(key)
+        return default if f is None else f.value
+
+    def tensor(self, name: str) -> TensorInfo | None:
+        return self._tensor_index.get(name)
+
+    @property
+    def architecture(self) -> str | None:
+        v = self.get(K.ARCHITECTURE)
+        return v if isinstance(v, str) else None
+
+    def layout_is_canonical(self) -> bool:
+        """True when tensors sit in order, each at the padded end of the previous (what llama.cpp requires)."""
+        expected = 0
+        for t in self.tensors:
+            if t.offset != expected:
+                return False
+            expected += align(t.nbytes, self.alignment)
+        return True
+
+    def read_tensor(self, name: str, max_elements: int = 1 << 20) -> np.ndarray:
+        """A small tensor's data (F32/F16 only), e.g. ``rope_freqs.weight``; big tensors are refused."""
+        t = self.tensor(name)
+        if t is None:
+            raise KeyError(name)
+        if t.n_elements > max_elements:
+            raise RopetoolError(f"{name} has {t.n_elements:,} elements; refusing to read it whole")
+        kinds = {GGMLQuantizationType.F32: "f4", GGMLQuantizationType.F16: "f2"}
+        if t.type not in kinds:
+            raise RopetoolError(f"{name} is {t.type.name}; ropetool reads only F32/F16 rope tensors")
+        dtype = np.dtype(self._e + kinds[t.type])
+        data = np.frombuffer(self._mm[t.data_offset:t.data_offset + t.nbytes], dtype=dtype)
+        return data.astype(np.float64).reshape(tuple(reversed(t.shape)) or ())
+
+    def iter_tensor_bytes(self, t: TensorInfo, chunk: int = COPY_CHUNK) -> Iterator[bytes]:
+        """Stream a tensor's bytes in chunks (for hashing and copying); never loads it whole."""
+        fd = self._f.fileno()
+        pos, end = t.data_offset, t.data_offset + t.nbytes
+        while pos < end:
+            data = os.pread(fd, min(chunk, end - pos), pos)
+            if not data:
+                raise RopetoolError(f"{self.path}: file shrank while reading tensor {t.name!r}")
+            yield data
+            pos += len(data)
+
+    def tensor_hash(self, t: TensorInfo) -> str:
+        h = hashlib.sha256()
+        for data in self.iter_tensor_bytes(t):
+            h.update(data)
+        return h.hexdigest()
+
+
+def open_gguf(path: str | os.PathLike) -> GGUFFile:
+    return GGUFFile(path)
+
+
+# ------------------------------------------------------------------------------------------
+# Encoding
+
+
+def check_value(vtype: T, value, sub_type: T | None = None, key: str = "value"):
+    """Validate (and normalise) a value for ``vtype``; raise RopetoolError naming ``key`` if it does not fit."""
+    if vtype == T.ARRAY:
+        if sub_type is None or sub_type == T.ARRAY:
+            raise RopetoolError(f"{key}: arrays of arrays cannot be written")
+        return [check_value(sub_type, v, None, key) for v in value]
+    if vtype == T.STRING:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if not isinstance(value, str):
+            raise RopetoolError(f"{key}: expected a string, got {value!r}")
+        return value
+    if vtype == T.BOOL:
+        if not isinstance(value, (bool, np.bool_)) and value not in (0, 1):
+            raise RopetoolError(f"{key}: expected a bool, got {value!r}")
+        return bool(value)
+    if vtype in INT_RANGES:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise RopetoolError(f"{key}: expected an integer for {TYPE_NAMES[vtype]}, got {value!r}")
+        lo, hi = INT_RANGES[vtype]
+        if not lo <= int(value) <= hi:
+            raise RopetoolError(f"{key}: {value} is out of range for {TYPE_NAMES[vtype]} ({lo}..{hi})")
+        return int(value)
+    if vtype in (T.FLOAT32, T.FLOAT64):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise RopetoolError(f"{key}: expected a number, got {value!r}") from None
+        if vtype == T.FLOAT32 and math.isfinite(v) and abs(v) > float(np.finfo(np.float32).max):
+            raise RopetoolError(f"{key}: {value} is out of range for f32")
+        return v
+    raise RopetoolError(f"{key}: cannot write values of type {vtype!r}")  # pragma: no cover
+
+
+def encode_value(vtype: T, value, sub_type: T | None = None, endian: str = "<") -> bytes:
+    """The value part of a record (type tag included) in ``endian`` ('<' or '>')."""
+    e = endian
+    out = [struct.pack(e + "I", int(vtype))]
+    if vtype == T.ARRAY:
+        out.append(struct.pack(e + "IQ", int(sub_type), len(value)))
+        if sub_type == T.STRING:
+            for s in value:
+                b = s.encode("utf-8")
+                out.append(struct.pack(e + "Q", len(b)))
+                out.append(b)
+        else:
+            out.append(np.asarray(value, dtype=np.dtype(e + _NUMPY[sub_type])).tobytes())
+    elif vtype == T.STRING:
+        b = value.encode("utf-8")
+        out.append(struct.pack(e + "Q", len(b)))
+        out.append(b)
+    else:
+        out.append(struct.pack(e + _FORMATS[vtype], int(value) if vtype == T.BOOL else value))
+    return b"".join(out)
+
+
+def encode_kv(key: str, vtype: T, value, sub_type: T | None = None, endian: str = "<") -> bytes:
+    kb = key.encode("utf-8")
+    return struct.pack(endian + "Q", len(kb)) + kb + encode_value(vtype, value, sub_type, endian)
+
+
+@dataclass
+class NewValue:
+    """A key/value record to write (as opposed to one copied verbatim from a source file)."""
+
+    key: str
+    type: T
+    value: object
+    sub_type: T | None = None
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type, self.sub_type)
+
+    def encode(self, endian: str) -> bytes:
+        return encode_kv(self.key, self.type, self.value, self.sub_type, endian)
+
+
+@dataclass
+class TensorOut:
+    """A tensor to write: copied from ``source`` (a TensorInfo of the input) or given as ``data``."""
+
+    name: str
+    shape: tuple[int, ...]  # ggml order
+    type: GGMLQuantizationType
+    nbytes: int
+    source: TensorInfo | None = None
+    data: bytes | None = None
+
+    @classmethod
+    def copy_of(cls, t: TensorInfo) -> "TensorOut":
+        return cls(t.name, t.shape, t.type, t.nbytes, source=t)
+
+    @classmethod
+    def from_array(cls, name: str, arr: np.ndarray, endian: str = "<") -> "TensorOut":
+        arr = np.ascontiguousarray(arr, dtype=np.dtype(endian + "f4"))
+        return cls(name, tuple(reversed(arr.shape)), GGMLQuantizationType.F32, arr.nbytes, data=arr.tobytes())
+
+
+def _copy_range(src_fd: int, offset: int, n: int, dst_fd: int) -> None:
+    use_cfr = hasattr(os, "copy_file_range")
+    while n > 0:
+        if use_cfr:
+            try:
+                done = os.copy_file_range(src_fd, dst_fd, min(n, 1 << 30), offset)
+            except OSError:
+                use_cfr = False
+                continue
+            if done == 0:
+                raise RopetoolError("the input file ended while copying tensor data")
+        else:
+            data = os.pread(src_fd, min(n, COPY_CHUNK), offset)
+            if not data:
+                raise RopetoolError("the input file ended while copying tensor data")
+            done = _write_all(dst_fd, data)
+        offset += done
+        n -= done
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    return len(data)
+
+
+def check_output(out: Path, *, source: Path | None, force: bool, in_place: bool) -> None:
+    """The safety rules shared by every command that writes a GGUF."""
+    if not out.parent.is_dir():
+        raise RopetoolError(f"output folder does not exist: {out.parent}")
+    if out.is_dir():
+        raise RopetoolError(f"{out} is a folder")
+    if source is not None and not in_place and out.exists() and os.path.samefile(out, source):
+        raise RopetoolError(f"{out} is the input file; pass --in-place to rewrite it")
+    if out.exists() and not force and not in_place:
+        raise RopetoolError(f"{out} exists; pass --force to overwrite it")
+
+
+def write_gguf(
+    out: str | os.PathLike,
+    records: Iterable["Field | NewValue"],
+    tensors: list[TensorOut],
+    *,
+    source: GGUFFile | None = None,
+    alignment: int = DEFAULT_ALIGNMENT,
+    version: int = 3,
+    endian: str = "<",
+    mode: int | None = None,
+    fail_after_header=None,
+) -> Path:
+    """Write a GGUF atomically: a temporary file in ``out``'s folder, fsync, then rename.
+
+    ``records`` are Fields of ``source`` (copied byte for byte) or NewValues (encoded here; empty
+    strings and arrays included).  Tensors are laid out in order, each at an offset aligned to
+    ``alignment``, and copied from ``source`` in chunks.  ``fail_after_header`` is a test hook.
+    """
+    out = Path(out)
+    records = list(records)
+    kv = []
+    for r in records:
+        if isinstance(r, Field):
+            if source is None or r._file is not source:
+                raise ValueError("a copied record must come from the source file")
+            kv.append(r.raw())
+        else:
+            kv.append(r.encode(endian))
+    keys = [r.key for r in records]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise RopetoolError(f"internal error: duplicate keys {dup}")  # pragma: no cover
+    header = bytearray()
+    header += GGUF_MAGIC + struct.pack(endian + "IQQ", version, len(tensors), len(kv))
+    for b in kv:
+        header += b
+    offsets = []
+    pos = 0
+    for t in tensors:
+        offsets.append(pos)
+        pos = align(pos + t.nbytes, alignment)
+    for t, off in zip(tensors, offsets):
+        nb = t.name.encode("utf-8")
+        header += struct.pack(endian + "Q", len(nb)) + nb
+        header += struct.pack(endian + "I", len(t.shape)) + struct.pack(endian + "Q" * len(t.shape), *t.shape)
+        header += struct.pack(endian + "IQ", int(t.type), off)
+    header += b"\0" * ((-len(header)) % alignment)
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.fchmod(fd, mode)
+        _write_all(fd, bytes(header))
+        if fail_after_header is not None:
+            fail_after_header()
+        src_fd = source._f.fileno() if source is not None else None
+        written = 0
+        for t, off in zip(tensors, offsets):
+            if written < off:
+                _write_all(fd, b"\0" * (off - written))
+                written = off
+            if t.data is not None:
+                if len(t.data) != t.nbytes:  # pragma: no cover - a caller bug
+                    raise RopetoolError(f"internal error: {t.name} has {len(t.data)} bytes, expected {t.nbytes}")
+                _write_all(fd, t.data)
+            else:
+                _copy_range(src_fd, t.source.data_offset, t.nbytes, fd)
+            written += t.nbytes
+        if tensors and written % alignment:
+            _write_all(fd, b"\0" * ((-written) % alignment))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, out)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return out
+
+
+def plain_value(value):
+    """A value as JSON-safe plain data (numpy arrays to lists; non-finite floats as strings)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [plain_value(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return plain_value(value.item())
+    return value
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False)
+
+
+__all__ = [
+    "GGUFFile",
+    "Field",
+    "TensorInfo",
+    "NewValue",
+    "TensorOut",
+    "open_gguf",
+    "write_gguf",
+    "check_output",
+    "encode_kv",
+    "encode_value",
+    "check_value",
+    "type_name",
+    "TYPE_NAMES",
+    "TYPES_BY_NAME",
+    "INT_RANGES",
+    "align",
+    "plain_value",
+]

@@ -1,0 +1,127 @@
+"""ropetool check: llama.cpp (the real one, CPU) against the numpy reference, with a negative control."""
+
+from __future__ import annotations
+
+import json
+
+import gguf
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import fixture_dir
+from ropetool.check import check_gguf
+from ropetool.cli import cli
+from ropetool.convert import convert
+
+# Every fixture architecture with every method llama.cpp can express on it (lowering.md).
+LLAMA_METHODS = {
+    "config": {},
+    "none": {"method": "none"},
+    "linear": {"method": "linear", "factor": 4.0},
+    "ntk": {"method": "ntk", "alpha": 4.0},
+    "dynamic-ntk": {"method": "dynamic-ntk", "factor": 2.0},
+    "ntk-by-parts": {"method": "ntk-by-parts", "factor": 4.0},
+    "yarn": {"method": "yarn", "factor": 4.0},
+    "yarn-betas": {"method": "yarn", "factor": 4.0, "original_context": 32, "beta_fast": 1.5, "beta_slow": 0.5},
+    "yarn-attn": {"method": "yarn", "factor": 4.0, "attention_factor": 1.3},
+    "dynamic-yarn": {"method": "dynamic-yarn", "factor": 2.0},
+    "llama3": {"method": "llama3", "factor": 8.0},
+}
+NEOX_METHODS = {k: LLAMA_METHODS[k] for k in ("config", "none", "linear", "ntk", "dynamic-ntk", "ntk-by-parts", "yarn",
+                                              "yarn-attn", "dynamic-yarn")}
+MATRIX = (
+    [("llama", m) for m in LLAMA_METHODS]
+    + [("llama3", "config"), ("llama-yarn", "config"), ("llama-linear", "config"), ("llama-dynamic", "config")]
+    + [("mistral", m) for m in ("config", "yarn", "yarn-betas", "llama3")]
+    + [("qwen2", m) for m in NEOX_METHODS]
+    + [("qwen3", m) for m in ("config", "linear", "yarn", "ntk")]
+    + [("phi3", m) for m in ("config", "linear", "yarn")]
+    + [("bloom", "config")]
+)
+
+
+@pytest.mark.parametrize("name,method", MATRIX, ids=[f"{n}-{m}" for n, m in MATRIX])
+def test_check_passes_with_meaningful_control(name, method, tmp_gguf):
+    convert(fixture_dir(name), tmp_gguf, outtype="f32", **LLAMA_METHODS[method])
+    report = check_gguf(tmp_gguf)
+    assert report.verdict == "pass", report.summary()
+    m, c = report.llama_vs_reference, report.control_effect
+    assert m.rel_error <= report.tolerance
+    assert c.rel_error >= 10 * m.rel_error, report.summary()
+    assert m.top1_agreement == 1.0
+
+
+@pytest.mark.parametrize("outtype", ["f16", "q8_0"])
+def test_check_quantized_within_type_tolerance(outtype, tmp_gguf):
+    convert(fixture_dir("llama"), tmp_gguf, outtype=outtype, method="yarn", factor=4.0)
+    report = check_gguf(tmp_gguf)
+    assert report.llama_vs_reference.rel_error <= report.tolerance
+    assert report.weight_type == outtype.upper()
+
+
+def _rewrite(src, dst, drop=(), add=()):
+    """Copy a GGUF with gguf-py, dropping keys by prefix and adding raw (key, value, type) triples."""
+    reader = gguf.GGUFReader(src)
+    arch = reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(dst, arch)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        if any(field.name.startswith(p) for p in drop):
+            continue
+        vtype = field.types[0]
+        value = field.contents()
+        sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, value, vtype, sub_type=sub)
+    for key, value, vtype in add:
+        writer.add_key_value(key, value, vtype)
+    for t in reader.tensors:
+        writer.add_tensor(t.name, np.array(t.data), raw_shape=list(reversed(t.shape.tolist())), raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_ignored_yarn_beta_fast_fails_and_is_named(tmp_path):
+    """llama.cpp ignores yarn_beta_fast on llama (practical.md); the key's documented meaning changes the ramp."""
+    base = tmp_path / "base.gguf"
+    convert(fixture_dir("llama"), base, outtype="f32", method="yarn", factor=4.0, original_context=4096)
+    plain, beta8 = tmp_path / "plain.gguf", tmp_path / "beta8.gguf"
+    _rewrite(base, plain, drop=("ropetool.",))  # as llama.cpp's own converter writes a yarn model
+    _rewrite(base, beta8, drop=("ropetool.",),
+             add=[("llama.rope.scaling.yarn_beta_fast", 8.0, gguf.GGUFValueType.FLOAT32)])
+
+    assert check_gguf(plain, n_tokens=200).verdict == "pass"
+    result = CliRunner().invoke(cli, ["check", str(beta8), "--tokens", "200"])
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output and "llama.rope.scaling.yarn_beta_fast" in result.output
+
+
+def test_check_cli_json_and_text(tmp_path):
+    out = tmp_path / "q.gguf"
+    convert(fixture_dir("qwen2"), out, outtype="f32")
+    text = tmp_path / "t.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 12)
+    result = CliRunner().invoke(cli, ["check", str(out), "--text", str(text), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["verdict"] == "pass" and report["method"] == "yarn" and report["n_tokens"] > 64
+    assert set(report["llama_vs_reference"]) >= {"max_abs_diff", "rel_error", "top1_agreement", "kl_mean", "kl_max"}
+
+
+def test_check_with_source_weights(tmp_path):
+    out = tmp_path / "m.gguf"
+    convert(fixture_dir("mistral"), out, outtype="bf16", method="yarn", factor=4.0)
+    report = check_gguf(out, source=fixture_dir("mistral"))
+    assert report.verdict == "pass", report.summary()
+
+
+def test_check_bad_file_one_line(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 20)
+    result = CliRunner().invoke(cli, ["check", str(bad)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:")
