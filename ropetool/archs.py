@@ -75,3 +75,31 @@ def arch_for_config(config: dict) -> Arch:
 
 def arch_by_name(name: str) -> Arch | None:
     return ARCHS.get(name)
+
+
+# --- llama.cpp facts beyond the conversion table (llama-cpp-semantics.md §1, §3, §5), used by lint/inspect ---
+# Keys added here; nothing above changed.
+
+from . import keys as _K  # noqa: E402
+
+# The rope keys that only a few llama.cpp architectures read; every other architecture ignores them.
+RARE_ROPE_KEY_READERS: dict[str, tuple[str, ...]] = {
+    _K.ROPE_YARN_EXT_FACTOR: ("grok",),
+    _K.ROPE_YARN_ATTN_FACTOR: ("grok",),
+    _K.ROPE_YARN_BETA_FAST: ("grok", "mistral3"),
+    _K.ROPE_YARN_BETA_SLOW: ("grok", "mistral3"),
+    _K.ROPE_YARN_LOG_MUL: ("deepseek2", "deepseek32", "mistral3", "mistral4"),
+    _K.ROPE_SCALING_ALPHA: ("hunyuan_vl",),
+}
+# Architectures whose loader divides yarn_log_multiplier by 0.1 (the converter pre-multiplies it).
+YARN_LOG_MUL_PRESCALED = ("deepseek2", "deepseek32", "mistral4")
+# YaRN beta defaults where an architecture reads the keys (grok: beta_fast 8); 32/1 everywhere else.
+YARN_BETA_DEFAULTS: dict[str, tuple[float, float]] = {"grok": (8.0, 1.0)}
+# Architectures that hard-code the ALiBi max_bias (attention.max_alibi_bias is ignored there).
+# baichuan hard-codes 8 too, but only for its 13B (40-layer) variant, which uses no RoPE.
+HARDCODED_ALIBI_MAX_BIAS: dict[str, float] = {"bloom": 8.0, "refact": 8.0, "jina-bert-v2": 8.0}
+BAICHUAN_ALIBI_LAYERS = 40
+# Architectures that read attention.max_alibi_bias.
+ALIBI_KEY_READERS = ("mpt", "jais")
+# Architectures whose loader throws unless rope.dimension_count equals the head dimension.
+ROPE_DIM_MUST_EQUAL_HEAD_DIM = ("llama", "deci", "falcon", "llama-embed")

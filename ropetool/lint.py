@@ -1,0 +1,290 @@
+"""Lint rules for a GGUF's RoPE/ALiBi metadata: what llama.cpp will ignore, refuse or silently default.
+
+Every rule has a stable id, a severity and a one-line message (the table is :data:`RULES`, and
+docs/inspect.md lists it).  Severities:
+
+* ``error``: llama.cpp refuses the file, aborts, or computes something other than what the file
+  says it holds;
+* ``warning``: a setting llama.cpp ignores or defaults in a way the writer probably did not mean;
+* ``info``: worth knowing, never a failure.
+
+``ropetool inspect --strict`` exits 1 when there is a finding of severity warning or error.
+:func:`lint_gguf` is the library entry point (``check`` names ignored keys with it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import keys as K
+from .archs import (
+    ALIBI_KEY_READERS,
+    HARDCODED_ALIBI_MAX_BIAS,
+    RARE_ROPE_KEY_READERS,
+    ROPE_DIM_MUST_EQUAL_HEAD_DIM,
+)
+from .errors import RopetoolError
+from .gguf_file import GGUFFile, T, type_name
+from .inspect import SCALING_TYPES, RopeState, _provenance, rope_state
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str
+    severity: str
+    message: str
+    key: str | None = None  # the key (or tensor name) the finding is about
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.id}: {self.message}"
+
+
+# id -> (severity, what it checks).  Ids are stable: scripts may match on them.
+RULES: dict[str, tuple[str, str]] = {
+    "unknown-scaling-type": (ERROR, "rope.scaling.type is not none/linear/yarn/longrope: llama.cpp aborts (GGML_ASSERT)"),
+    "wrong-key-type": (ERROR, "a rope/context key has a GGUF type llama.cpp does not accept (it throws 'wrong type')"),
+    "missing-architecture": (ERROR, "no general.architecture string: llama.cpp cannot load the file"),
+    "missing-context-length": (ERROR, "no {arch}.context_length: llama.cpp refuses to load the model"),
+    "rope-tensor-shape": (ERROR, "rope_freqs / rope_factors_* is not F32 with rope.dimension_count/2 entries"),
+    "implausible-value": (ERROR, "a rope value no model can have (freq_base <= 1, odd or huge rotary dim, non-positive factors)"),
+    "rope-dim-mismatch": (ERROR, "rope.dimension_count differs from the head dimension on an arch that requires them equal"),
+    "llama3-without-rope-freqs": (ERROR, "ropetool recorded llama3 rope but llama.cpp gets no rope_freqs tensor"),
+    "rope-tensor-unused": (ERROR, "a rope tensor this architecture (and scaling type) does not load: llama.cpp refuses "
+                                  "files with tensors it does not use ('wrong number of tensors')"),
+    "tensor-layout": (ERROR, "tensors are not laid out in order at aligned offsets, as llama.cpp requires"),
+    "yarn-no-original-context": (WARNING, "yarn without rope.scaling.original_context_length: llama.cpp uses context_length as the original"),
+    "ignored-key": (WARNING, "a key this architecture's llama.cpp loader never reads (e.g. yarn_beta_fast on llama)"),
+    "alibi-key-ignored": (WARNING, "attention.max_alibi_bias on an architecture that hard-codes the ALiBi bias"),
+    "context-length-mismatch": (WARNING, "context_length is not factor x original_context_length"),
+    "legacy-scale-linear": (WARNING, "the legacy rope.scale_linear key (read only when rope.scaling.factor is missing)"),
+    "factor-without-type": (WARNING, "a scaling factor without rope.scaling.type: llama.cpp defaults the type to linear"),
+    "longrope-factors-missing": (WARNING, "scaling type longrope without rope_factors_long/short tensors"),
+    "provenance-mismatch": (WARNING, "the method ropetool recorded is not what llama.cpp will compute from the keys and tensors"),
+    "unknown-architecture": (INFO, "an architecture ropetool has no conversion facts for: some checks are skipped"),
+}
+
+# The GGUF types llama.cpp's loader accepts for each key (it compares types exactly).
+EXPECTED_TYPES: dict[str, T] = {
+    K.CONTEXT_LENGTH: T.UINT32,
+    K.ROPE_DIMENSION_COUNT: T.UINT32,
+    K.ROPE_FREQ_BASE: T.FLOAT32,
+    K.ROPE_SCALE_LINEAR: T.FLOAT32,
+    K.ROPE_SCALING_TYPE: T.STRING,
+    K.ROPE_SCALING_FACTOR: T.FLOAT32,
+    K.ROPE_SCALING_ALPHA: T.FLOAT32,
+    K.ROPE_SCALING_ATTN_FACTOR: T.FLOAT32,
+    K.ROPE_SCALING_ORIG_CTX: T.UINT32,
+    K.ROPE_SCALING_FINETUNED: T.BOOL,
+    K.ROPE_YARN_LOG_MUL: T.FLOAT32,
+    K.ROPE_YARN_EXT_FACTOR: T.FLOAT32,
+    K.ROPE_YARN_ATTN_FACTOR: T.FLOAT32,
+    K.ROPE_YARN_BETA_FAST: T.FLOAT32,
+    K.ROPE_YARN_BETA_SLOW: T.FLOAT32,
+    K.MAX_ALIBI_BIAS: T.FLOAT32,
+}
+
+
+def _f(rule: str, message: str, key: str | None = None) -> Finding:
+    return Finding(rule, RULES[rule][0], message, key)
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+
+
+def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
+    """All findings for an open GGUF, in rule-table order."""
+    st = st or rope_state(gf)
+    arch = gf.architecture
+    out: list[Finding] = []
+    if arch is None:
+        return [_f("missing-architecture", f"no {K.ARCHITECTURE} string: llama.cpp cannot load this file", K.ARCHITECTURE)]
+
+    def key(template):
+        return K.k(template, arch)
+
+    def has(template):
+        return key(template) in gf.fields
+
+    # -- errors --------------------------------------------------------------------------
+    raw_type = st.scaling_type_raw
+    if has(K.ROPE_SCALING_TYPE) and (raw_type is None or raw_type not in SCALING_TYPES):
+        shown = raw_type if raw_type is not None else gf.fields[key(K.ROPE_SCALING_TYPE)].type_name
+        out.append(_f("unknown-scaling-type",
+                      f"{key(K.ROPE_SCALING_TYPE)} = {shown!r}: llama.cpp knows only {', '.join(SCALING_TYPES)} and aborts on anything else",
+                      key(K.ROPE_SCALING_TYPE)))
+    for template, want in EXPECTED_TYPES.items():
+        f = gf.fields.get(key(template))
+        if f is not None and f.type != want:
+            out.append(_f("wrong-key-type",
+                          f"{f.key} is {f.type_name} but llama.cpp reads it as {type_name(want)} and refuses the file "
+                          f"(set it with `ropetool set FILE {f.key}={type_name(want)}:VALUE`)", f.key))
+    if not has(K.CONTEXT_LENGTH):
+        out.append(_f("missing-context-length", f"no {key(K.CONTEXT_LENGTH)}: llama.cpp requires it", key(K.CONTEXT_LENGTH)))
+    half = st.n_rot // 2 if st.n_rot else None
+    for name in K.ROPE_TENSORS:
+        t = gf.tensor(name)
+        if t is None:
+            continue
+        problems = []
+        if t.type.name != "F32":
+            problems.append(f"type {t.type.name} (must be F32)")
+        if len(t.shape) != 1:
+            problems.append(f"shape {list(t.shape)} (must be 1-D)")
+        if half is not None and t.n_elements != half:
+            problems.append(f"{t.n_elements} entries (must be rope.dimension_count/2 = {half})")
+        if problems:
+            out.append(_f("rope-tensor-shape", f"{name} has {', '.join(problems)}: llama.cpp refuses the file", name))
+    for what, why in st.problems:
+        out.append(_f("implausible-value", f"{what}: {why}", what))
+    n_rot_key = gf.get(key(K.ROPE_DIMENSION_COUNT))
+    if arch in ROPE_DIM_MUST_EQUAL_HEAD_DIM and isinstance(n_rot_key, int) and st.head_dim and n_rot_key != st.head_dim:
+        out.append(_f("rope-dim-mismatch",
+                      f"{key(K.ROPE_DIMENSION_COUNT)} = {n_rot_key} but the head dimension is {st.head_dim}: "
+                      f"llama.cpp's {arch} loader throws unless they are equal", key(K.ROPE_DIMENSION_COUNT)))
+    method, params, _ = _provenance(gf)
+    if method == "llama3" and not st.rope_freqs_used:
+        why = "no rope_freqs tensor" if st.rope_freqs is None else f"a rope_freqs tensor that llama.cpp's {arch} does not load"
+        out.append(_f("llama3-without-rope-freqs",
+                      f"{K.RT_METHOD} is llama3 but the file has {why}: llama.cpp runs plain RoPE", K.ROPE_FREQS_TENSOR))
+    if not gf.layout_is_canonical():
+        out.append(_f("tensor-layout", "tensor offsets are not consecutive aligned blocks in tensor-info order: llama.cpp "
+                                       "refuses the file (any `ropetool set` rewrite lays them out again)"))
+
+    # -- warnings ------------------------------------------------------------------------
+    if st.scaling_type_raw == "yarn" and not has(K.ROPE_SCALING_ORIG_CTX):
+        out.append(_f("yarn-no-original-context",
+                      f"yarn without {key(K.ROPE_SCALING_ORIG_CTX)}: llama.cpp takes the original context from "
+                      f"{key(K.CONTEXT_LENGTH)} ({st.context_length}), which shifts the YaRN ramp", key(K.ROPE_SCALING_ORIG_CTX)))
+    for template, readers in RARE_ROPE_KEY_READERS.items():
+        if has(template) and arch not in readers:
+            out.append(_f("ignored-key",
+                          f"{key(template)} is ignored by llama.cpp's {arch} loader (read only by {', '.join(readers)})",
+                          key(template)))
+    if has(K.MAX_ALIBI_BIAS):
+        bias = gf.get(key(K.MAX_ALIBI_BIAS))
+        if arch in HARDCODED_ALIBI_MAX_BIAS:
+            out.append(_f("alibi-key-ignored",
+                          f"{key(K.MAX_ALIBI_BIAS)} = {bias} is ignored: llama.cpp hard-codes max_bias "
+                          f"{HARDCODED_ALIBI_MAX_BIAS[arch]:g} for {arch}", key(K.MAX_ALIBI_BIAS)))
+        elif arch not in ALIBI_KEY_READERS:
+            out.append(_f("ignored-key",
+                          f"{key(K.MAX_ALIBI_BIAS)} is ignored by llama.cpp's {arch} loader (read only by "
+                          f"{', '.join(ALIBI_KEY_READERS)})", key(K.MAX_ALIBI_BIAS)))
+    factor = gf.get(key(K.ROPE_SCALING_FACTOR))
+    orig = gf.get(key(K.ROPE_SCALING_ORIG_CTX))
+    ctx = st.context_length
+    if (isinstance(factor, float) and factor > 1 and isinstance(orig, int) and not isinstance(orig, bool)
+            and isinstance(ctx, int) and st.scaling_type in ("linear", "yarn", "longrope")):
+        want = int(round(factor * orig))
+        if ctx != want:
+            out.append(_f("context-length-mismatch",
+                          f"{key(K.CONTEXT_LENGTH)} = {ctx} but factor {factor:g} x original {orig} = {want}: "
+                          f"llama.cpp treats {ctx} as the trained context", key(K.CONTEXT_LENGTH)))
+    elif isinstance(orig, int) and isinstance(ctx, int) and not isinstance(orig, bool) and ctx < orig:
+        out.append(_f("context-length-mismatch",
+                      f"{key(K.CONTEXT_LENGTH)} = {ctx} is below the original context {orig}", key(K.CONTEXT_LENGTH)))
+    if has(K.ROPE_SCALE_LINEAR):
+        legacy = gf.get(key(K.ROPE_SCALE_LINEAR))
+        extra = (f"; {key(K.ROPE_SCALING_FACTOR)} = {factor:g} wins" if isinstance(factor, float) and factor
+                 else "; use rope.scaling.type/factor")
+        out.append(_f("legacy-scale-linear", f"{key(K.ROPE_SCALE_LINEAR)} = {legacy} is a legacy key{extra}",
+                      key(K.ROPE_SCALE_LINEAR)))
+    if st.scaling_type_raw is None and st.factor and st.factor != 1:
+        out.append(_f("factor-without-type",
+                      f"scaling factor {st.factor:g} ({st.factor_source}) without {key(K.ROPE_SCALING_TYPE)}: "
+                      "llama.cpp defaults the type to linear", key(K.ROPE_SCALING_TYPE)))
+    if st.facts is not None:
+        for name, present, used in ((K.ROPE_FREQS_TENSOR, st.rope_freqs is not None, st.rope_freqs_used),
+                                    (K.ROPE_FACTORS_LONG_TENSOR, st.long_factors is not None, st.longrope_used),
+                                    (K.ROPE_FACTORS_SHORT_TENSOR, st.short_factors is not None, st.longrope_used)):
+            if present and not used and not any(x.key == name for x in out):
+                out.append(_f("rope-tensor-unused",
+                              f"{name} is not loaded by llama.cpp's {arch} (scaling type {st.scaling_type}), so llama.cpp "
+                              "refuses the file (wrong number of tensors)", name))
+        if (st.scaling_type == "longrope" and st.facts.loads_longrope("longrope")
+                and st.long_factors is None and st.short_factors is None):
+            out.append(_f("longrope-factors-missing",
+                          f"scaling type longrope but no {K.ROPE_FACTORS_LONG_TENSOR}/{K.ROPE_FACTORS_SHORT_TENSOR}: "
+                          "llama.cpp runs unscaled frequencies", key(K.ROPE_SCALING_TYPE)))
+    if method is not None and not any(x.severity == ERROR for x in out):
+        out.extend(_provenance_findings(gf, st, method, params))
+    if st.facts is None:
+        out.append(_f("unknown-architecture",
+                      f"ropetool has no conversion facts for {arch}: rope tensors are assumed loaded and "
+                      "set-rope assumes no rope_freqs/longrope support", K.ARCHITECTURE))
+    order = list(RULES)
+    out.sort(key=lambda x: order.index(x.id))
+    return out
+
+
+def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict) -> list[Finding]:
+    from .rope import alibi_slopes, make_params, rope_frequencies
+
+    try:
+        p = make_params(method, **params)
+    except (RopetoolError, TypeError) as e:
+        return [_f("provenance-mismatch", f"{K.RT_PARAMS} cannot be read as {method} parameters: {e}", K.RT_PARAMS)]
+    exact = gf.get(K.RT_EXACT)
+    approx = gf.get(K.RT_APPROX_ERROR)
+    approx = float(approx) if isinstance(approx, float) and math.isfinite(approx) else 0.0
+    tol = 1e-4 if exact is not False else 1e-4 + 1.05 * approx
+    seq = st.context_length
+    if p.is_alibi:
+        got = st.alibi_slopes()
+        if got is None or not st.n_head:
+            return [_f("provenance-mismatch", f"{K.RT_METHOD} is {method} but llama.cpp runs no ALiBi on this file", K.RT_METHOD)]
+        want = alibi_slopes(p, st.n_head, seq_len=seq)
+        err = _rel(got, want)
+        if err > tol:
+            return [_f("provenance-mismatch",
+                       f"{K.RT_METHOD} is {method} but llama.cpp's ALiBi slopes differ from it by up to {err:.3g} (relative)",
+                       K.RT_METHOD)]
+        return []
+    if st.encoding != "rope" or not st.computable or st.scaling_type not in SCALING_TYPES:
+        return []
+    try:
+        want_inv, want_attn = rope_frequencies(p, st.n_rot, seq_len=seq)
+    except (RopetoolError, ValueError) as e:
+        return [_f("provenance-mismatch", f"{K.RT_PARAMS} does not fit this file: {e}", K.RT_PARAMS)]
+    got_inv = st.inv_freq(seq)
+    err = _rel(got_inv, want_inv)
+    if err > tol:
+        return [_f("provenance-mismatch",
+                   f"{K.RT_METHOD} is {method} ({_short(p)}) but llama.cpp's frequencies differ from it by up to "
+                   f"{err:.3g} (relative): a rope key or tensor was changed after ropetool wrote it", K.RT_METHOD)]
+    mag_err = abs(st.magnitude / want_attn - 1)
+    if mag_err > tol:
+        return [_f("provenance-mismatch",
+                   f"{K.RT_METHOD} is {method} with attention factor {want_attn:.6g} but llama.cpp scales cos/sin by "
+                   f"{st.magnitude:.6g}", K.RT_METHOD)]
+    return []
+
+
+def _short(p) -> str:
+    d = {k: v for k, v in p.as_dict().items() if k != "method" and not isinstance(v, list)}
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items()) or "defaults"
+
+
+def lint_gguf(path: str | os.PathLike) -> list[Finding]:
+    """Lint a GGUF file; raises RopetoolError when the file cannot be parsed at all."""
+    with GGUFFile(path) as gf:
+        return lint_file(gf)
+
+
+def failing(findings: list[Finding], strict: bool) -> bool:
+    """Whether ``findings`` make ``inspect --strict`` fail."""
+    return strict and any(f.severity in (ERROR, WARNING) for f in findings)
+
+
+__all__ = ["Finding", "RULES", "EXPECTED_TYPES", "lint_gguf", "lint_file", "failing", "ERROR", "WARNING", "INFO"]
