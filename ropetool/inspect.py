@@ -78,16 +78,18 @@ def _first_int(gf: GGUFFile, key: str) -> int | None:
 
 
 def _get_mscale(s: float, m: float) -> float:
-    return 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
+    from .rope import yarn_mscale
+
+    return yarn_mscale(s, m)
 
 
 def ggml_corr_dims(n_rot: int, n_ctx_orig: int, beta_fast: float, beta_slow: float, base: float) -> tuple[int, int]:
-    """ggml_rope_yarn_corr_dims: pairs below ``low`` extrapolate, above ``high`` interpolate."""
+    """ggml_rope_yarn_corr_dims: pairs below ``low`` extrapolate, above ``high`` interpolate (the rope core's
+    truncated correction range, which is ggml's)."""
+    from .rope import RopeParams, yarn_correction_range
 
-    def corr(beta):
-        return n_rot * math.log(n_ctx_orig / (beta * 2 * math.pi)) / (2 * math.log(base))
-
-    return max(0, math.floor(corr(beta_fast))), min(n_rot - 1, math.ceil(corr(beta_slow)))
+    p = RopeParams(method="yarn", base=base, original_context=n_ctx_orig, beta_fast=beta_fast, beta_slow=beta_slow)
+    return yarn_correction_range(p, n_rot)
 
 
 @dataclass
@@ -170,11 +172,9 @@ class RopeState:
         """llama.cpp's per-head ALiBi slopes (ggml_soft_max_ext)."""
         if self.encoding != "alibi" or not self.n_head or not self.alibi_max_bias or self.n_head > MAX_HEADS:
             return None
-        n = self.n_head
-        n_log2 = 1 << int(math.floor(math.log2(n)))
-        m0 = 2.0 ** (-self.alibi_max_bias / n_log2)
-        m1 = 2.0 ** (-(self.alibi_max_bias / 2.0) / n_log2)
-        return np.array([m0 ** (h + 1) if h < n_log2 else m1 ** (2 * (h - n_log2) + 1) for h in range(n)])
+        from .rope import alibi_base_slopes  # ggml's m0^(h+1) / m1^(2(h-n)+1) schedule is ALiBi's
+
+        return alibi_base_slopes(self.n_head, self.alibi_max_bias)
 
 
 def _read_rope_tensor(gf: GGUFFile, name: str, notes: list[str]) -> np.ndarray | None:
@@ -347,7 +347,9 @@ def _check_plausible(st: RopeState, a: str) -> None:
 
 
 def _default_inv(base: float, d: int) -> np.ndarray:
-    return base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    from .rope import default_inv_freq
+
+    return default_inv_freq(base, d)
 
 
 def _close(a, b, tol=REL_TOL) -> bool:
@@ -367,19 +369,12 @@ def _nice(x: float) -> float:
 
 
 def llama3_rope_freqs(base: float, d: int, factor: float, low: float, high: float, old: float) -> np.ndarray:
-    """llama.cpp's converter (conversion/llama.py): the divisor written to rope_freqs per pair."""
-    freqs = _default_inv(base, d)
-    out = []
-    for freq in freqs:
-        wavelen = 2 * math.pi / freq
-        if wavelen < old / high:
-            out.append(1.0)
-        elif wavelen > old / low:
-            out.append(factor)
-        else:
-            smooth = (old / wavelen - low) / (high - low)
-            out.append(1 / ((1 - smooth) / factor + smooth))
-    return np.array(out)
+    """The rope_freqs divisor per pair that llama3 rope needs (what llama.cpp's converter writes), from the rope core."""
+    from .rope import RopeParams, rope_frequencies
+
+    p = RopeParams(method="llama3", base=base, factor=factor, low_freq_factor=low, high_freq_factor=high,
+                   original_context=int(old))
+    return _default_inv(base, d) / rope_frequencies(p, d)[0]
 
 
 def _fit_llama3(ff: np.ndarray, base: float, d: int, olds: list[int], orig_key: int | None) -> dict | None:
