@@ -291,3 +291,26 @@ def test_dry_run_writes_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "blk.0.attn_q_norm.weight" in result.output and "qwen3.rope.freq_base" in result.output
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+# --- the tokenizer in the converted file ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_llama_cpp_tokenizer_on_output_matches_hf(name, tmp_gguf):
+    import llama_cpp
+    from transformers import AutoTokenizer
+    from test_vocab import TEXT
+
+    convert(fixture_dir(name), tmp_gguf)
+    llm = llama_cpp.Llama(model_path=str(tmp_gguf), vocab_only=True, verbose=False)
+    try:
+        ours = llm.tokenize(TEXT.encode(), add_bos=False, special=False)
+    finally:
+        llm.close()
+    if (fixture_dir(name) / "tokenizer.model").exists():
+        import sentencepiece  # the SentencePiece model's own tokenizer is the oracle here
+
+        expected = sentencepiece.SentencePieceProcessor(model_file=str(fixture_dir(name) / "tokenizer.model")).encode(TEXT)
+    else:
+        expected = AutoTokenizer.from_pretrained(fixture_dir(name))(TEXT, add_special_tokens=False)["input_ids"]
+    assert ours == expected
