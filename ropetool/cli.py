@@ -66,6 +66,20 @@ def rope_options(f):
 
 ROPE_OPTION_NAMES = ("factor", "alpha", "original_context", "target_context", "beta_fast", "beta_slow",
                      "attention_factor", "base")
+_FLAGS = {"attention_factor": "--attn-factor", "base": "--freq-base"}
+
+
+def chosen_rope_options(method: str | None, values: dict) -> dict:
+    """The rope options given on the command line; an option the chosen method does not read is an error."""
+    from .rope.params import unused_parameters
+
+    given = {k: values[k] for k in ROPE_OPTION_NAMES if values.get(k) is not None}
+    if method is not None:
+        unused = unused_parameters(method, given)
+        if unused:
+            flags = ", ".join(_FLAGS.get(n, "--" + n.replace("_", "-")) for n in unused)
+            raise RopetoolError(f"{flags} does not apply to --rope {method}")
+    return {k: values[k] for k in ROPE_OPTION_NAMES}
 
 
 def _progress(label: str):
@@ -93,7 +107,7 @@ def convert(model_dir, outfile, outtype, method, approximate, pre_tokenizer, dry
     """Convert the Hugging Face model in MODEL_DIR to GGUF."""
     from .convert import plan_conversion, write_gguf
 
-    rope_values = {k: rope[k] for k in ROPE_OPTION_NAMES}
+    rope_values = chosen_rope_options(method, rope)
     outfile = outfile or Path(f"{Path(model_dir).resolve().name}-{outtype}.gguf")
     if outfile.exists() and not force and not dry_run:
         raise RopetoolError(f"{outfile} exists; pass --force to overwrite it")

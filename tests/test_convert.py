@@ -314,3 +314,10 @@ def test_llama_cpp_tokenizer_on_output_matches_hf(name, tmp_gguf):
     else:
         expected = AutoTokenizer.from_pretrained(fixture_dir(name))(TEXT, add_special_tokens=False)["input_ids"]
     assert ours == expected
+
+
+def test_option_the_method_does_not_read_is_an_error(tmp_gguf):
+    result = CliRunner().invoke(cli, ["convert", str(fixture_dir("llama")), "-o", str(tmp_gguf),
+                                      "--rope", "linear", "--factor", "2", "--alpha", "3"])
+    assert result.exit_code == 2 and "--alpha does not apply to --rope linear" in result.output
+    assert not tmp_gguf.exists()

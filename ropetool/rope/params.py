@@ -41,6 +41,31 @@ ALIASES = {
 }
 
 
+_CONTEXT = {"base", "original_context", "target_context"}
+_RAMP = {"factor", "beta_fast", "beta_slow", "extrapolation_factor", "truncate"}
+# The parameters each method reads (besides its name): anything else given for it is a mistake.
+USES = {
+    "none": {"base", "target_context"},
+    "linear": _CONTEXT | {"factor"},
+    "ntk": _CONTEXT | {"alpha"},
+    "dynamic-ntk": _CONTEXT | {"factor"},
+    "ntk-by-parts": _CONTEXT | _RAMP,
+    "yarn": _CONTEXT | _RAMP | {"attention_factor", "mscale", "mscale_all_dim"},
+    "dynamic-yarn": _CONTEXT | _RAMP | {"attention_factor", "mscale", "mscale_all_dim"},
+    "llama3": _CONTEXT | {"factor", "low_freq_factor", "high_freq_factor"},
+    "longrope": _CONTEXT | {"factor", "short_factor", "long_factor", "attention_factor"},
+    "alibi": {"max_bias", "original_context", "target_context"},
+    "alibi-interp": {"max_bias", "original_context", "target_context", "alpha"},
+    "ntk-alibi": {"max_bias", "original_context", "target_context", "alpha"},
+    "dynamic-ntk-alibi": {"max_bias", "original_context", "target_context", "alpha"},
+}
+
+
+def unused_parameters(method: str, names) -> list[str]:
+    """The parameters among ``names`` that ``method`` does not read."""
+    return sorted(set(names) - USES[canonical_method(method)])
+
+
 def canonical_method(name: str) -> str:
     """Map a method name (ours, an alias, or transformers' rope_type) to its canonical name."""
     key = str(name).strip().lower().replace("_", "-")
@@ -218,4 +243,5 @@ def make_params(method: str, **values) -> RopeParams:
     return validate(RopeParams(method=canonical_method(method), **given))
 
 
-__all__ = ["RopeParams", "METHODS", "ROPE_METHODS", "ALIBI_METHODS", "canonical_method", "make_params", "validate"]
+__all__ = ["RopeParams", "METHODS", "ROPE_METHODS", "ALIBI_METHODS", "USES", "canonical_method", "make_params",
+           "unused_parameters", "validate"]
