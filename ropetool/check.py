@@ -166,9 +166,15 @@ def check_gguf(
 ) -> CheckReport:
     """Run llama.cpp on ``path`` and compare with the numpy reference (weights from the GGUF or ``source``)."""
     from . import runner
+    from .lint import lint_gguf
     from .reference import ReferenceModel
 
     path = Path(path)
+    findings = lint_gguf(path)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more: see ropetool inspect)" if len(errors) > 1 else ""
+        raise RopetoolError(f"{path}: {errors[0].message}{more}")
     ref = ReferenceModel.from_gguf(path)
     weight_type = _weight_type(ref.tensor_types())
     if source is not None:
@@ -202,9 +208,8 @@ def check_gguf(
         verdict = "inconclusive"
     else:
         verdict = "pass"
-    lint = []
-    if verdict == "fail":
-        lint = _ignored_key_findings(path)
+    # Warnings predict keys llama.cpp ignores or misreads: the likely cause of a failure.
+    lint = [f.as_dict() for f in findings if f.severity == "warning"] if verdict == "fail" else []
     if rope.method == "longrope" and original and llama.n_ctx > original >= len(ids):
         notes.append("llama.cpp uses the long factors because its allocated context exceeds the original context; "
                      "the reference picks the table by the sequence length")
@@ -214,16 +219,3 @@ def check_gguf(
         llama_vs_reference=measured, control=control_words, control_effect=effect, verdict=verdict, lint=lint,
         notes=notes,
     )
-
-
-def _ignored_key_findings(path) -> list[dict]:
-    """Lint findings that predict llama.cpp ignoring or misreading a key: the likely cause of a failure."""
-    try:
-        from .lint import lint_gguf
-    except ImportError:  # pragma: no cover
-        return []
-    out = []
-    for f in lint_gguf(path):
-        d = f.to_dict() if hasattr(f, "to_dict") else dict(f.__dict__)
-        out.append(d)
-    return out

@@ -10,6 +10,7 @@ shards exactly.  Pickle checkpoints (.bin/.pt) are refused: loading them runs ar
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ def read_json(path: Path, what: str) -> dict:
         raise RopetoolError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RopetoolError(f"{path.name} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise RopetoolError(f"{path.name} is nested too deeply to be a configuration file") from None
     except OSError as e:
         raise RopetoolError(f"cannot read {path}: {e.strerror or e}") from None
     if not isinstance(value, dict):
@@ -82,39 +85,63 @@ def read_safetensors_header(path: Path) -> list[TensorRef]:
     except OSError as e:
         raise RopetoolError(f"cannot read {path}: {e.strerror or e}") from None
     try:
-        header = json.loads(raw)
+        pairs = json.loads(raw, object_pairs_hook=_Pairs)  # every object, as its (key, value) pairs
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise RopetoolError(f"{path.name}: safetensors header is not valid JSON") from None
-    if not isinstance(header, dict):
+    except RecursionError:
+        raise RopetoolError(f"{path.name}: safetensors header is nested too deeply") from None
+    if not isinstance(pairs, _Pairs):
         raise RopetoolError(f"{path.name}: safetensors header must be a JSON object")
+    names = [k for k, _ in pairs]
+    if len(set(names)) != len(names):
+        dup = next(k for k in names if names.count(k) > 1)
+        raise RopetoolError(f"{path.name}: safetensors header names tensor {dup!r} twice")
     data_start = 8 + n
     data_size = size - data_start
     refs = []
-    for name, info in header.items():
+    for name, info in pairs:
         if name == "__metadata__":
             continue
-        if not isinstance(info, dict):
+        if not isinstance(info, _Pairs):
             raise RopetoolError(f"{path.name}: tensor {name!r} has a malformed entry")
+        info = dict(info)
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in _DTYPES:
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise RopetoolError(f"{path.name}: tensor {name!r} has unsupported dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
             raise RopetoolError(f"{path.name}: tensor {name!r} has a malformed shape {shape!r}")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(isinstance(o, int) for o in offsets)
+            or not all(_is_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1] <= data_size
         ):
             raise RopetoolError(f"{path.name}: tensor {name!r} has offsets {offsets!r} outside the file")
-        expected = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype].itemsize
+        expected = math.prod(shape) * _DTYPES[dtype].itemsize  # Python ints: no overflow
         if offsets[1] - offsets[0] != expected:
             raise RopetoolError(
                 f"{path.name}: tensor {name!r} holds {offsets[1] - offsets[0]} bytes but its shape {shape} "
                 f"and dtype {dtype} need {expected}"
             )
         refs.append(TensorRef(name, path, dtype, tuple(shape), data_start + offsets[0], data_start + offsets[1]))
+    ordered = sorted((r for r in refs if r.nbytes), key=lambda r: r.start)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.start < a.end:
+            raise RopetoolError(f"{path.name}: tensors {a.name!r} and {b.name!r} overlap in the file")
     return refs
+
+
+class _Pairs(list):
+    """A JSON object as the list of its (key, value) pairs, duplicates kept."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def checkpoint_dtype(name: str) -> np.dtype:
+    """The numpy dtype a safetensors dtype name is stored as (BF16 as uint16, widened by hand)."""
+    return _DTYPES[name]
 
 
 def load_tensor(ref: TensorRef) -> np.ndarray:
@@ -148,7 +175,34 @@ class Checkpoint:
         return "F32"
 
     def largest_tensor_bytes(self) -> int:
-        return max((int(np.prod(r.shape, dtype=np.int64)) * 4 for r in self.tensors.values()), default=0)
+        return max((math.prod(r.shape) * 4 for r in self.tensors.values()), default=0)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PICKLE_WHY = ("ropetool reads safetensors only, because loading a pickle can run arbitrary code "
+              "(convert them with safetensors first)")
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    """Whether ``path`` (symlinks resolved) lies in ``folder``, or, for a Hugging Face hub cache
+    snapshot (``models--ORG--NAME/snapshots/REV``), in that repository's ``blobs`` folder, where the
+    hub's own symlinks point."""
+    real = Path(os.path.realpath(path))
+    root = Path(os.path.realpath(folder))
+    if real == root or root in real.parents:
+        return True
+    if root.parent.name == "snapshots" and root.parent.parent.name.startswith("models--"):
+        blobs = root.parent.parent / "blobs"
+        return blobs in real.parents
+    return False
+
+
+def _check_weight_file(folder: Path, path: Path, what: str) -> None:
+    if not _inside(folder, path):
+        raise RopetoolError(f"{what} {path.name} is a link to {os.path.realpath(path)}, outside the model folder; "
+                            "refusing to read it")
+    if not path.is_file():
+        raise RopetoolError(f"{what} {path.name} is not a regular file")
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -159,23 +213,29 @@ def _weight_files(folder: Path) -> list[Path]:
             raise RopetoolError(f"{INDEX_FILE}: weight_map must be a non-empty object")
         files = []
         for tensor, fname in weight_map.items():
-            if not isinstance(fname, str) or os.path.isabs(fname) or ".." in Path(fname).parts or "/" in fname or "\\" in fname:
+            if (not isinstance(fname, str) or not fname or os.path.isabs(fname) or ".." in Path(fname).parts
+                    or "/" in fname or "\\" in fname or "\0" in fname):
                 raise RopetoolError(f"{INDEX_FILE}: tensor {tensor!r} names a file outside the model folder: {fname!r}")
+            if fname.endswith(PICKLE_SUFFIXES):
+                raise RopetoolError(f"{INDEX_FILE} names a PyTorch pickle shard ({fname}); {PICKLE_WHY}")
+            if not fname.endswith(".safetensors"):
+                raise RopetoolError(f"{INDEX_FILE}: tensor {tensor!r} is in {fname!r}, not a .safetensors file")
             if fname not in files:
                 files.append(fname)
-        missing = [f for f in files if not (folder / f).is_file()]
+        missing = [f for f in files if not (folder / f).exists()]
         if missing:
             raise RopetoolError(f"{INDEX_FILE} names missing shard(s): {', '.join(missing)}")
+        for f in files:
+            _check_weight_file(folder, folder / f, "shard")
         return [folder / f for f in files]
     files = sorted(folder.glob("*.safetensors"))
     if files:
+        for f in files:
+            _check_weight_file(folder, f, "weight file")
         return files
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
-        raise RopetoolError(
-            f"{folder} holds only PyTorch pickle weights ({', '.join(pickles[:3])}); ropetool reads safetensors only, "
-            "because loading a pickle can run arbitrary code (convert them with safetensors first)"
-        )
+        raise RopetoolError(f"{folder} holds only PyTorch pickle weights ({', '.join(pickles[:3])}); {PICKLE_WHY}")
     raise RopetoolError(f"no weight files (*.safetensors) in {folder}")
 
 

@@ -3,14 +3,22 @@
 The pipeline: read config.json and the safetensors headers (checkpoint.py); pick the architecture
 (archs.py); resolve the rope method from config.json or the caller (rope/); lower it to GGUF keys
 and tensors (lowering.py); plan every output tensor (name, type, shape) and check the shapes
-against config.json; then write the header and stream the tensors one at a time into a temporary
-file that is renamed over the target only when complete.
+against config.json; then write the header and convert the tensors a run of rows at a time (a
+few runs in memory, whatever the model's size) into a temporary file that is renamed over the
+target only when complete.  A conversion killed outright (SIGKILL)
+leaves that ``.NAME.XXXXXXXX.tmp`` file behind but never a partial target; the next conversion to
+the same target removes it (gguf_file.create_temp).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
-import tempfile
+import struct
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,8 +30,9 @@ from gguf import GGMLQuantizationType as Q
 from . import __version__
 from . import keys as K
 from .archs import Arch, arch_for_config
-from .checkpoint import Checkpoint, TensorRef, load_tensor, open_checkpoint
+from .checkpoint import Checkpoint, TensorRef, checkpoint_dtype, load_tensor, open_checkpoint
 from .errors import RopetoolError
+from .gguf_file import create_temp
 from .lowering import Lowered, lower, provenance
 from .rope import RopeParams, make_params, rope_from_hf_config
 
@@ -34,7 +43,10 @@ FILE_TYPES = {
     Q.BF16: gguf.LlamaFileType.MOSTLY_BF16,
     Q.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
 }
-CHUNK_ELEMENTS = 1 << 22  # rows converted at a time: 16 MB of float32
+CHUNK_ELEMENTS = 1 << 18  # rows converted at a time: about 1 MB of float32 (stays in cache)
+WORKERS = max(1, min(4, os.cpu_count() or 1))  # threads converting chunks (numpy releases the GIL)
+ALIGNMENT = 32  # general.alignment's default; the writer adds no alignment key
+COPY_BYTES = 64 << 20  # tensors kept in their source type are copied in runs of this size
 # HF tensors that carry nothing llama.cpp needs.
 SKIP_SUFFIXES = (".rotary_emb.inv_freq", ".attn.masked_bias", ".attn.bias")
 
@@ -57,26 +69,52 @@ class Hparams:
         def need(*names, default=None):
             for n in names:
                 if config.get(n) is not None:
-                    return config[n]
+                    return n, config[n]
             if default is not None:
-                return default
+                return names[0], default
             raise RopetoolError(f"config.json lacks {names[0]}")
 
-        n_embd = int(need("hidden_size", "n_embed", "n_embd"))
-        n_head = int(need("num_attention_heads", "n_head"))
-        head_dim = int(config.get("head_dim") or n_embd // n_head)
+        def count(*names, default=None) -> int:
+            name, v = need(*names, default=default)
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise RopetoolError(f"config.json: {name} must be a positive integer, got {v!r}")
+            return v
+
+        n_embd = count("hidden_size", "n_embed", "n_embd")
+        n_head = count("num_attention_heads", "n_head")
+        head_dim = count("head_dim") if config.get("head_dim") else n_embd // n_head
+        if head_dim < 1:
+            raise RopetoolError(f"config.json: hidden_size {n_embd} is smaller than num_attention_heads {n_head}")
+        eps_name, eps = need(arch.hf_eps_key, "rms_norm_eps", "layer_norm_epsilon", "layer_norm_eps")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
+            raise RopetoolError(f"config.json: {eps_name} must be a finite number >= 0, got {eps!r}")
+        tied = config.get("tie_word_embeddings", arch.is_alibi)
+        if not isinstance(tied, bool):
+            raise RopetoolError(f"config.json: tie_word_embeddings must be true or false, got {tied!r}")
         return cls(
             n_embd=n_embd,
-            n_layer=int(need("num_hidden_layers", "n_layer")),
+            n_layer=count("num_hidden_layers", "n_layer"),
             n_head=n_head,
-            n_head_kv=int(need("num_key_value_heads", "n_head", "num_attention_heads")),
-            n_ff=int(need("intermediate_size", default=4 * n_embd)),
+            n_head_kv=count("num_key_value_heads", "n_head", "num_attention_heads"),
+            n_ff=count("intermediate_size", default=4 * n_embd),
             head_dim=head_dim,
-            eps=float(need(arch.hf_eps_key, "rms_norm_eps", "layer_norm_epsilon", "layer_norm_eps")),
-            vocab_size=int(need("vocab_size")),
-            trained_context=int(need("max_position_embeddings", "seq_length", "n_positions", default=2048)),
-            tied=bool(config.get("tie_word_embeddings", arch.is_alibi)),
+            eps=float(eps),
+            vocab_size=count("vocab_size"),
+            trained_context=count("max_position_embeddings", "seq_length", "n_positions", default=2048),
+            tied=tied,
         )
+
+
+def check_rope_config(config: dict) -> None:
+    """The config.json numbers the rope readers (rope/hf.py) convert without checking."""
+    prf = config.get("partial_rotary_factor")
+    if isinstance(config.get("rope_parameters"), dict):
+        prf = config["rope_parameters"].get("partial_rotary_factor", prf)
+    if prf is not None and (isinstance(prf, bool) or not isinstance(prf, (int, float))
+                            or not (math.isfinite(prf) and 0 < prf <= 1)):
+        raise RopetoolError(f"config.json: partial_rotary_factor must be a number in (0, 1], got {prf!r}")
 
 
 @dataclass
@@ -91,30 +129,72 @@ class PlannedTensor:
     @property
     def nbytes(self) -> int:
         block, size = gguf.GGML_QUANT_SIZES[self.qtype]
-        return int(np.prod(self.shape, dtype=np.int64)) // block * size
+        return math.prod(self.shape) // block * size
+
+    @property
+    def streamed(self) -> bool:
+        """Read from the checkpoint a run of rows at a time (no transform, not generated)."""
+        return self.data is None and self.transform is None
+
+    def whole(self) -> np.ndarray:
+        """The tensor's values before conversion (float32 unless generated otherwise), all at once."""
+        if self.data is not None:
+            return self.data
+        arr = load_tensor(self.source[0])
+        return self.transform(arr) if self.transform is not None else arr
 
     def produce(self) -> np.ndarray:
-        """The tensor's bytes as written: converted in chunks of rows, so that no more than the source
-        tensor (memory-mapped) and the output are held, whatever the type."""
-        if self.data is not None:
-            arr = self.data
-        else:
-            arr = load_tensor(self.source[0])
-            if self.transform is not None:
-                arr = self.transform(arr)
+        """The tensor as written, in memory: F32/F16 as such, other types as bytes shaped (..., bytes per row)."""
+        arr = np.asarray(self.whole())
         if self.qtype == Q.F32:
-            return np.ascontiguousarray(arr, dtype=np.float32)
-        rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim > 1 else arr.reshape(1, -1)
+            return np.ascontiguousarray(arr, dtype=np.float32).reshape(self.shape)
+        rows, cols = _rows_cols(self.shape)
+        out = np.empty(self.nbytes, dtype=np.uint8)
+        row_bytes = self.nbytes // rows if rows else 0
+        flat = arr.reshape(rows, cols)
+        scratch = _Scratch()
+        step = max(1, CHUNK_ELEMENTS // max(cols, 1))
+        for i in range(0, rows, step):
+            chunk = encode_rows(flat[i:i + step], self.qtype, scratch)
+            out[i * row_bytes:i * row_bytes + chunk.nbytes] = chunk
         if self.qtype == Q.F16:
-            out = np.empty(rows.shape, dtype=np.float16)
-        else:
-            out = np.empty(gguf.quant_shape_to_byte_shape(rows.shape, self.qtype), dtype=np.uint8)
-        step = max(1, CHUNK_ELEMENTS // rows.shape[1])
-        for i in range(0, rows.shape[0], step):
-            chunk = np.asarray(rows[i:i + step], dtype=np.float32)
-            out[i:i + step] = chunk.astype(np.float16) if self.qtype == Q.F16 else gguf.quants.quantize(chunk, self.qtype)
-        byte_shape = (*arr.shape[:-1], out.shape[-1]) if arr.ndim > 1 else (out.shape[-1],)
-        return out.reshape(byte_shape)
+            return out.view(np.float16).reshape(self.shape)
+        return out.reshape(*self.shape[:-1], row_bytes) if len(self.shape) > 1 else out
+
+
+def _rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A tensor as a 2-D array of rows (its last dimension), which every output type converts row-wise."""
+    if len(shape) == 0:
+        return 1, 1
+    return math.prod(shape[:-1]), shape[-1]
+
+
+class _Scratch(threading.local):
+    """Per-thread work buffers, reused from chunk to chunk (fresh big arrays cost page faults)."""
+
+    def buf(self, name: str, dtype, n: int) -> np.ndarray:
+        bufs = self.__dict__.setdefault("bufs", {})
+        arr = bufs.get(name)
+        if arr is None or arr.dtype != np.dtype(dtype) or arr.size < n:
+            arr = bufs[name] = np.empty(max(n, CHUNK_ELEMENTS), dtype=dtype)
+        return arr[:n]
+
+
+_SCRATCH = _Scratch()  # each converting thread sees its own buffers
+
+
+def encode_rows(rows: np.ndarray, qtype: Q, scratch: _Scratch) -> np.ndarray:
+    """A 2-D run of rows (any float or integer dtype) converted to ``qtype``, as a flat uint8 array that may
+    be one of ``scratch``'s buffers (valid until its next use).  F16 is numpy's cast (what gguf-py's
+    quantizer does for F16); BF16 and Q8_0 are gguf-py's quantizers, bit-exact with ggml's."""
+    n = rows.size
+    if qtype in (Q.F32, Q.F16):
+        out = scratch.buf(qtype.name, np.float32 if qtype == Q.F32 else np.float16, n)
+        np.copyto(out, rows.reshape(-1), casting="unsafe")
+    else:
+        with np.errstate(over="ignore"):  # a block scale beyond float16 becomes inf, as in ggml
+            out = gguf.quants.quantize(np.asarray(rows, dtype=np.float32), qtype)
+    return np.ascontiguousarray(out).reshape(-1).view(np.uint8)
 
 
 @dataclass
@@ -269,6 +349,9 @@ def plan_tensors(ckpt: Checkpoint, arch: Arch, hp: Hparams, outtype: Q) -> tuple
         planned.append(PlannedTensor("output.weight", embd.shape, embd.qtype, embd.source))
     if "token_embd.weight" not in names:
         raise RopetoolError("the checkpoint has no token embedding tensor")
+    if "output.weight" not in names and not hp.tied:
+        raise RopetoolError("config.json says the output matrix is not tied to the embeddings "
+                            "(tie_word_embeddings false), but the checkpoint has no lm_head.weight")
     missing = [f"blk.{i}" for i in range(hp.n_layer) if not any(n.startswith(f"blk.{i}.") for n in names)]
     if missing:
         raise RopetoolError(f"the checkpoint lacks the weights of block(s) {', '.join(missing)}")
@@ -330,8 +413,12 @@ def plan_conversion(
     else:
         raise RopetoolError(f"unknown output type {outtype!r}; choose from auto, {', '.join(OUTTYPES)}")
 
+    check_rope_config(ckpt.config)
     rope, rotary_dim = rope_for(ckpt.config, method, hp, **rope_options)
-    lowered = lower(rope, arch, rotary_dim, hp.n_head, hp.trained_context)
+    try:
+        lowered = lower(rope, arch, rotary_dim, hp.n_head, hp.trained_context)
+    except OverflowError:
+        raise RopetoolError(f"{rope.method}: the extended context length overflows (factor {rope.factor})") from None
     if lowered.needs_approval and not approximate:
         raise RopetoolError(
             f"llama.cpp cannot compute {rope.method} exactly on {arch.name}: {'; '.join(lowered.notes)} "
@@ -360,7 +447,13 @@ def plan_conversion(
 
 def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
                progress: Callable[[Iterator[PlannedTensor]], Iterator[PlannedTensor]] | None = None) -> Path:
-    """Write ``plan`` to ``out`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``plan`` to ``out`` through a temporary file in the same folder and an atomic rename.
+
+    The layout is gguf-py's GGUFWriter's (header, key/values, tensor infos, then each tensor padded
+    to 32 bytes), byte for byte.  Every tensor's place in the file is known from the plan, so the
+    tensors are converted a run of rows at a time by WORKERS threads, each writing its run at its
+    offset (tensors kept in their source type are copied by the kernel); a few runs are in flight.
+    """
     out = Path(out)
     if out.exists() and not force:
         raise RopetoolError(f"{out} exists; pass --force to overwrite it")
@@ -368,49 +461,187 @@ def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
         raise RopetoolError(f"refusing to overwrite {out.name}, a file of the source model")
     if not out.parent.is_dir():
         raise RopetoolError(f"output folder does not exist: {out.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    header, offsets = _header_bytes(plan)
+    data_start = len(header) + (-len(header)) % ALIGNMENT
+    end = data_start + (offsets[-1] + _padded(plan.tensors[-1].nbytes) if plan.tensors else 0)
+    fd, tmp = create_temp(out)
+    sources: dict[Path, int] = {}
     try:
-        writer = gguf.GGUFWriter(tmp, plan.arch.name)
-        for key, (value, vtype) in plan.kv.items():
-            if key == K.ARCHITECTURE:
-                continue
-            sub = None
-            if vtype == gguf.GGUFValueType.ARRAY:
-                value, sub = value
-            writer.add_key_value(key, value, vtype, sub_type=sub)
-        if plan.vocab is not None:
-            from .vocab import write_vocab
-
-            write_vocab(writer, plan.vocab)
-        for t in plan.tensors:
-            if t.qtype in (Q.F32, Q.F16):
-                dtype = np.float32 if t.qtype == Q.F32 else np.float16
-                writer.add_tensor_info(t.name, t.shape, np.dtype(dtype), t.nbytes)
-            else:
-                byte_shape = gguf.quant_shape_to_byte_shape(t.shape, t.qtype)
-                writer.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), t.nbytes, raw_dtype=t.qtype)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() creates files (mkstemp's are 0600)
+        _pwrite_all(fd, header, 0)
         items = progress(iter(plan.tensors)) if progress else plan.tensors
-        for t in items:
-            data = t.produce()
-            if data.nbytes != t.nbytes:  # pragma: no cover - a planning bug, not bad input
-                raise RopetoolError(f"internal error: {t.name} produced {data.nbytes} bytes, planned {t.nbytes}")
-            writer.write_tensor_data(data)
-            del data
-        writer.close()
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
+        offset_of = {id(t): data_start + off for t, off in zip(plan.tensors, offsets)}
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ropetool-convert") as pool:
+            pending: deque = deque()
+            try:
+                for t in items:
+                    for task in _tasks(t, offset_of[id(t)], fd, sources):
+                        pending.append(pool.submit(task))
+                        while len(pending) > 2 * WORKERS:
+                            pending.popleft().result()
+                while pending:
+                    pending.popleft().result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        os.ftruncate(fd, end)  # the padding after the last tensor
+        os.fsync(fd)
+        os.replace(tmp, out)  # still locked (see gguf_file.create_temp)
+        os.close(fd)
+        fd = -1
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+    finally:
+        for sfd in sources.values():
+            os.close(sfd)
     return out
+
+
+def _padded(n: int) -> int:
+    return n + (-n) % ALIGNMENT
+
+
+def _tasks(t: PlannedTensor, offset: int, fd: int, sources: dict[Path, int]) -> Iterator[Callable[[], None]]:
+    """Callables that together write tensor ``t``'s bytes at ``offset`` of ``fd``, a run of rows each."""
+    rows, cols = _rows_cols(t.shape)
+    if rows == 0 or cols == 0:
+        return
+    row_bytes = t.nbytes // rows
+    step = max(1, CHUNK_ELEMENTS // cols)
+    if not t.streamed:
+        flat = np.asarray(t.whole()).reshape(rows, cols)  # generated or transformed: computed whole
+        for i in range(0, rows, step):
+            yield functools.partial(_encode_and_write, flat[i:i + step], t.qtype, fd, offset + i * row_bytes)
+        return
+    ref = t.source[0]
+    if ref.path not in sources:
+        sources[ref.path] = os.open(ref.path, os.O_RDONLY)
+    src = sources[ref.path]
+    if (ref.dtype, t.qtype) in (("F32", Q.F32), ("F16", Q.F16)):  # the bytes themselves
+        for i in range(0, t.nbytes, COPY_BYTES):
+            n = min(COPY_BYTES, t.nbytes - i)
+            yield functools.partial(_copy_range, src, ref.start + i, n, fd, offset + i)
+        return
+    itemsize = checkpoint_dtype(ref.dtype).itemsize
+    for i in range(0, rows, step):
+        n = min(step, rows - i)
+        yield functools.partial(_convert_and_write, src, ref, ref.start + i * cols * itemsize, n, cols, t.qtype,
+                                fd, offset + i * row_bytes)
+
+
+def _convert_and_write(src: int, ref: TensorRef, start: int, n: int, cols: int, qtype: Q, fd: int, offset: int) -> None:
+    scratch = _SCRATCH
+    dtype = checkpoint_dtype(ref.dtype)
+    raw = scratch.buf("src_" + dtype.str, dtype, n * cols)
+    _pread_into(src, raw, start, ref.path)
+    if ref.dtype == "BF16":  # widened by hand: bf16 is the top half of a float32
+        wide = scratch.buf("bf16", np.uint32, raw.size)
+        np.copyto(wide, raw)
+        np.left_shift(wide, np.uint32(16), out=wide)
+        raw = wide.view(np.float32)
+    _encode_and_write(raw.reshape(n, cols), qtype, fd, offset)
+
+
+def _encode_and_write(rows: np.ndarray, qtype: Q, fd: int, offset: int) -> None:
+    _pwrite_all(fd, encode_rows(rows, qtype, _SCRATCH), offset)
+
+
+def _pread_into(fd: int, arr: np.ndarray, offset: int, path: Path) -> None:
+    view = memoryview(arr.reshape(-1).view(np.uint8))
+    while view:
+        got = os.preadv(fd, [view], offset)
+        if got == 0:
+            raise RopetoolError(f"{path} shrank while it was being converted")
+        view, offset = view[got:], offset + got
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def _copy_range(src: int, src_offset: int, n: int, dst: int, dst_offset: int) -> None:
+    """Copy bytes between files in the kernel (copy_file_range), else through a buffer."""
+    while n > 0:
+        try:
+            done = os.copy_file_range(src, dst, n, src_offset, dst_offset)
+        except (AttributeError, OSError):  # old kernels, other file systems: copy by hand
+            data = os.pread(src, min(n, COPY_BYTES), src_offset)
+            done = len(data)
+            if done:
+                _pwrite_all(dst, data, dst_offset)
+        if done == 0:
+            raise RopetoolError("a weight file shrank while it was being converted")
+        src_offset, dst_offset, n = src_offset + done, dst_offset + done, n - done
+
+
+def _header_bytes(plan: Plan) -> tuple[bytes, list[int]]:
+    """GGUF v3 header, key/values (general.architecture first) and tensor infos, as gguf-py writes them;
+    and each tensor's offset in the data section."""
+    collector = gguf.GGUFWriter(None, plan.arch.name)  # only collects the key/values (vocab included)
+    for key, (value, vtype) in plan.kv.items():
+        if key == K.ARCHITECTURE:
+            continue
+        sub = None
+        if vtype == gguf.GGUFValueType.ARRAY:
+            value, sub = value
+        collector.add_key_value(key, value, vtype, sub_type=sub)
+    if plan.vocab is not None:
+        from .vocab import write_vocab
+
+        write_vocab(collector, plan.vocab)
+    kv = collector.kv_data[0]
+    parts = [struct.pack("<4sIQQ", b"GGUF", 3, len(plan.tensors), len(kv))]
+    offsets = []
+    for key, val in kv.items():
+        parts.append(_pack_string(key.encode("utf-8")))
+        parts.append(_pack_value(collector, val.value, val.type, val.sub_type))
+    offset = 0
+    for t in plan.tensors:
+        parts.append(_pack_string(t.name.encode("utf-8")))
+        parts.append(struct.pack(f"<I{len(t.shape)}QIQ", len(t.shape), *reversed(t.shape), int(t.qtype), offset))
+        offsets.append(offset)
+        offset += _padded(t.nbytes)
+    return b"".join(parts), offsets
+
+
+def _pack_string(b: bytes) -> bytes:
+    return struct.pack("<Q", len(b)) + b
+
+
+_ARRAY_FAST_TYPES = {str: gguf.GGUFValueType.STRING, bytes: gguf.GGUFValueType.STRING,
+                     float: gguf.GGUFValueType.FLOAT32, int: gguf.GGUFValueType.INT32}
+
+
+def _pack_value(writer: gguf.GGUFWriter, value, vtype, sub_type) -> bytes:
+    """One value as GGUFWriter._pack_val packs it, with fast paths for the big vocabulary arrays."""
+    T = gguf.GGUFValueType
+    if vtype == T.ARRAY and isinstance(value, (list, tuple)) and value:
+        kinds = {type(v) for v in value}
+        inferred = {_ARRAY_FAST_TYPES.get(k) for k in kinds}
+        elem = sub_type if sub_type is not None else (inferred.pop() if len(inferred) == 1 else None)
+        head = struct.pack("<IIQ", int(T.ARRAY), int(elem or 0), len(value))
+        if elem == T.STRING and kinds <= {str, bytes}:
+            return head + b"".join(_pack_string(v.encode("utf-8") if isinstance(v, str) else v) for v in value)
+        if elem == T.INT32 and kinds == {int}:
+            arr = np.array(value, dtype=np.int64)
+            if arr.min() >= -(2**31) and arr.max() < 2**31:
+                return head + arr.astype("<i4").tobytes()
+        if elem == T.FLOAT32 and kinds == {float}:
+            arr = np.array(value, dtype=np.float64)
+            if np.all(np.isfinite(arr)) and np.all(np.abs(arr) <= float(np.finfo(np.float32).max)):
+                return head + arr.astype("<f4").tobytes()
+    return writer._pack_val(value, vtype, add_vtype=True, sub_type=sub_type)
 
 
 def convert(model_dir, out, outtype="auto", method=None, approximate=False, force=False, pre_tokenizer=None,

@@ -368,12 +368,18 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
             raise RopetoolError(f"{path} has no usable {K.k(K.HEAD_COUNT, name)}")
         rec_method, rec_params, _ = _provenance(gf)
         values = {k: v for k, v in options.items() if v is not None}
+        base_from_provenance = rec_method is not None and rec_method not in ALIBI_METHODS
+        _refuse_broken_rope_keys(gf, st, path, name, base_needed="base" not in values and not base_from_provenance)
         if method not in ALIBI_METHODS:
             if not st.n_rot:
                 raise RopetoolError(f"{path} has no usable {K.k(K.ROPE_DIMENSION_COUNT, name)} or head dimension")
             if "base" not in values:
-                if rec_method is not None and rec_method not in ALIBI_METHODS:
-                    values["base"] = float(rec_params.get("base", RopeParams().base))
+                if base_from_provenance:
+                    recorded = rec_params.get("base", RopeParams().base)
+                    if isinstance(recorded, bool) or not isinstance(recorded, (int, float)):
+                        raise RopetoolError(f"{path}: {K.RT_PARAMS} records base {recorded!r}, not a number; "
+                                            "pass --freq-base")
+                    values["base"] = float(recorded)
                 else:
                     values["base"] = st.freq_base
                     inferred = _ntk_hint(gf, st)
@@ -389,7 +395,10 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
                     values[opt] = [float(x) for x in arr]
         params = make_params(method, **values)
         rotary = st.n_rot or 0
-        lowered = lower(params, arch, rotary, st.n_head, trained)
+        try:
+            lowered = lower(params, arch, rotary, st.n_head, trained)
+        except OverflowError:
+            raise RopetoolError(f"{params.method}: the extended context length overflows (factor {params.factor})") from None
         if lowered.needs_approval and not approximate:
             raise RopetoolError(
                 f"llama.cpp cannot compute {params.method} exactly on {name}: {'; '.join(lowered.notes)} "
@@ -431,6 +440,28 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
         result.rope = {"method": params.method, "params": params.as_dict(), "exact": lowered.exact,
                        "approx_error": lowered.approx_error, "context_length": context}
         return _finish(gf, result, records, tensors, target, in_place, dry_run, _hooks)
+
+
+# Lint errors that make a file's current rope settings unreadable; set-rope refuses to start from them.
+_BROKEN_ROPE_FINDINGS = ("wrong-key-type", "implausible-value", "unknown-scaling-type")
+
+
+def _refuse_broken_rope_keys(gf: GGUFFile, st, path: Path, arch: str, base_needed: bool) -> None:
+    """set-rope starts from the file's base, trained context and head/rotary dimensions, and replaces
+    the other rope keys.  A rope key of the wrong type, or holding a NaN, infinite or impossible value,
+    means the file's settings cannot be read (llama.cpp refuses the file or computes NaN), so set-rope
+    refuses, naming the key, rather than guess.  A broken freq_base is tolerated when ropetool's
+    provenance or --freq-base gives the base; broken rope tensors are simply replaced."""
+    from .lint import ERROR, lint_file
+
+    base_key = K.k(K.ROPE_FREQ_BASE, arch)
+    for f in lint_file(gf, st):
+        if f.severity != ERROR or f.id not in _BROKEN_ROPE_FINDINGS or f.key not in gf.fields:
+            continue
+        if f.key == base_key and not base_needed:
+            continue
+        raise RopetoolError(f"{path}: {f.message}; set-rope cannot tell what the file's rope settings are "
+                            f"(fix or remove {f.key} first with `ropetool set` / `ropetool unset`)")
 
 
 def _new_value(key: str, v) -> NewValue:

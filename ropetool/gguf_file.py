@@ -18,7 +18,9 @@ they survive byte for byte, and encoding new ones itself, so empty strings and e
 written rather than silently dropped as gguf-py's writer does), lays the tensors out in order with
 ``general.alignment`` padding, and streams each tensor's bytes from the source file.  The output goes
 to a temporary file in the target folder that is fsync'ed and renamed over the target only when
-complete; on any failure it is removed and the target (and the input) are left untouched.
+complete; on any failure it is removed and the target (and the input) are left untouched.  A process
+killed outright (SIGKILL) leaves its ``.NAME.XXXXXXXX.tmp`` behind, never a partial target; the next
+write of the same target removes it (:func:`create_temp`).
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ import json
 import math
 import mmap
 import os
+import re
 import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
@@ -44,7 +52,8 @@ T = GGUFValueType
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 GGML_MAX_DIMS = 4
-MAX_NESTING = 8
+GGML_MAX_NAME = 64  # ggml's tensor name buffer: llama.cpp refuses longer tensor names
+MAX_KEY_LENGTH = 65535  # what `ropetool set` writes; real keys are a few dozen bytes
 COPY_CHUNK = 16 << 20
 
 # The type names used by inspect's output and by ``ropetool set`` (``KEY=TYPE:VALUE``).
@@ -101,7 +110,6 @@ class Field:
     sub_type: T | None = None
     scalar: object = None  # the value of a scalar
     _file: "GGUFFile | None" = field(default=None, repr=False)
-    _nested: list | None = field(default=None, repr=False)  # parsed elements of an array of arrays
 
     @property
     def type_name(self) -> str:
@@ -123,8 +131,6 @@ class Field:
         """The first ``n`` elements of an array (all of them when ``n`` is None) as Python values."""
         if not self.is_array:
             return [self.scalar]
-        if self._nested is not None:
-            return self._nested if n is None else self._nested[:n]
         n = self.count if n is None else min(n, self.count)
         if self.sub_type == T.STRING:
             return self._file._read_strings(self.data_start, n)
@@ -138,7 +144,7 @@ class Field:
         """Scalars: the value; numeric arrays: a numpy array; string arrays: a list of str."""
         if not self.is_array:
             return self.scalar
-        if self.sub_type == T.STRING or self._nested is not None:
+        if self.sub_type == T.STRING:
             return self.head(None)
         arr = self._file._read_numeric(self.data_start, self.sub_type, self.count)
         return arr.astype(bool) if self.sub_type == T.BOOL else arr
@@ -220,8 +226,11 @@ class GGUFFile:
             v = bool(v)
         return v, pos + n
 
-    def _string(self, pos: int, what: str, strict: bool = False) -> tuple[str, int]:
+    def _string(self, pos: int, what: str, strict: bool = False, limit: int | None = None) -> tuple[str, int]:
         n, pos = self._scalar(pos, T.UINT64, f"the length of {what}")
+        if limit is not None and n > limit:
+            raise RopetoolError(f"{self.path}: corrupted GGUF: {what} at offset {pos} is {n:,} bytes long "
+                                f"(at most {limit:,})")
         self._need(pos, n, what)
         data = self._mm[pos:pos + n]
         try:
@@ -231,6 +240,11 @@ class GGUFFile:
                 raise RopetoolError(f"{self.path}: corrupted GGUF: {what} at offset {pos} is not valid UTF-8") from None
             text = data.decode("utf-8", errors="replace")
         return text, pos + n
+
+    def _skip_string(self, pos: int, what: str) -> int:
+        n, pos = self._scalar(pos, T.UINT64, f"the length of {what}")
+        self._need(pos, n, what)
+        return pos + n
 
     def _skip_strings(self, pos: int, count: int, what: str) -> int:
         """Offset just past ``count`` length-prefixed strings starting at ``pos`` (no decoding)."""
@@ -312,28 +326,31 @@ class GGUFFile:
         self.header_end = pos
         self.data_offset = align(pos, self.alignment)
         self._check_tensor_layout()
+        # String values are decoded only now, when every length in the header has proved consistent:
+        # a corrupted length that still lies inside a big file is not turned into a giant str first.
+        for f in self.fields.values():
+            if f.type == T.STRING:
+                f.scalar, _ = self._string(f.data_start, f"the value of {f.key!r}")
 
     def _parse_field(self, pos: int, i: int) -> tuple[Field, int]:
         start = pos
-        key, pos = self._string(pos, f"the name of key #{i + 1}", strict=True)
+        key, pos = self._string(pos, f"the name of key #{i + 1}", strict=True, limit=MAX_KEY_LENGTH)
         (tag, pos) = self._scalar(pos, T.UINT32, f"the type of key {key!r}")
         try:
             vtype = T(tag)
         except ValueError:
             raise RopetoolError(f"{self.path}: corrupted GGUF: key {key!r} has unknown value type {tag}") from None
         if vtype == T.ARRAY:
-            f, pos = self._parse_array(pos, key, start, 0)
+            f, pos = self._parse_array(pos, key, start)
             return f, pos
         data_start = pos
-        if vtype == T.STRING:
-            value, pos = self._string(pos, f"the value of {key!r}")
+        if vtype == T.STRING:  # decoded once the whole header has parsed (see _parse)
+            value, pos = None, self._skip_string(pos, f"the value of {key!r}")
         else:
             value, pos = self._scalar(pos, vtype, f"the value of {key!r}")
         return Field(key, vtype, start, pos, data_start, 1, None, value, self), pos
 
-    def _parse_array(self, pos: int, key: str, start: int, depth: int) -> tuple[Field, int]:
-        if depth >= MAX_NESTING:
-            raise RopetoolError(f"{self.path}: corrupted GGUF: arrays nested deeper than {MAX_NESTING} in {key!r}")
+    def _parse_array(self, pos: int, key: str, start: int) -> tuple[Field, int]:
         (tag, pos) = self._scalar(pos, T.UINT32, f"the element type of {key!r}")
         try:
             sub = T(tag)
@@ -346,18 +363,17 @@ class GGUFFile:
             pos = self._skip_strings(pos, count, what)
             return Field(key, T.ARRAY, start, pos, data_start, count, sub, None, self), pos
         if sub == T.ARRAY:
-            self._need(pos, 12 * count, what)
-            nested = []
-            for j in range(count):
-                inner, pos = self._parse_array(pos, f"{key}[{j}]", pos, depth + 1)
-                nested.append(inner.head(None))
-            return Field(key, T.ARRAY, start, pos, data_start, count, sub, None, self, nested), pos
+            # gguf-py can write arrays of arrays, but llama.cpp refuses them ("invalid GGUF type 9"), and
+            # walking (and holding) millions of tiny nested arrays is the one place a corrupted count
+            # would cost memory: refuse them.
+            raise RopetoolError(f"{self.path}: unsupported GGUF: {key!r} is an array of arrays, which llama.cpp "
+                                "refuses (it cannot load this file)")
         n = _itemsize(sub) * count
         self._need(pos, n, what)
         return Field(key, T.ARRAY, start, pos + n, data_start, count, sub, None, self), pos + n
 
     def _parse_tensor_info(self, pos: int, i: int) -> tuple[TensorInfo, int]:
-        name, pos = self._string(pos, f"the name of tensor #{i + 1}", strict=True)
+        name, pos = self._string(pos, f"the name of tensor #{i + 1}", strict=True, limit=GGML_MAX_NAME - 1)
         (n_dims, pos) = self._scalar(pos, T.UINT32, f"the dimension count of tensor {name!r}")
         if n_dims > GGML_MAX_DIMS:
             raise RopetoolError(f"{self.path}: corrupted GGUF: tensor {name!r} has {n_dims} dimensions (at most {GGML_MAX_DIMS})")
@@ -593,6 +609,64 @@ def _write_all(fd: int, data: bytes) -> int:
     return len(data)
 
 
+_TEMP_NAME = r"\.{name}\.[a-z0-9_]{{8}}\.tmp"  # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")
+
+
+def create_temp(out: Path) -> tuple[int, str]:
+    """A new temporary file next to ``out`` (``.NAME.XXXXXXXX.tmp``), held under an exclusive flock
+    for as long as the returned descriptor is open; first removes the stale temporaries of ``out``.
+
+    A writer killed outright (SIGKILL, power loss) cannot delete its temporary file; the target path
+    is never touched, since the temporary is renamed over it only when complete.  The lock is how the
+    next writer of the same target tells such a leftover from the file of a writer still running: the
+    kernel drops a lock when its holder dies, so an unlocked temporary is stale."""
+    remove_stale_temps(out)
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        if fcntl is None:
+            return fd, tmp
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:  # not removed as stale in the instant before it was locked
+            return fd, tmp
+        os.close(fd)
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Delete the leftover temporary files of ``out`` that no running writer holds (see create_temp);
+    only files named as ropetool names them and owned by this user.  Returns what was removed."""
+    if fcntl is None:  # pragma: no cover - no flock (Windows): leave them
+        return []
+    pattern = re.compile(_TEMP_NAME.format(name=re.escape(out.name)))
+    removed = []
+    try:
+        entries = list(os.scandir(out.parent))
+    except OSError:
+        return []
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a writer holds it: not stale
+            os.close(fd)
+            continue
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(entry.path, follow_symlinks=False)):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 def check_output(out: Path, *, source: Path | None, force: bool, in_place: bool) -> None:
     """The safety rules shared by every command that writes a GGUF."""
     if not out.parent.is_dir():
@@ -653,7 +727,7 @@ def write_gguf(
         header += struct.pack(endian + "IQ", int(t.type), off)
     header += b"\0" * ((-len(header)) % alignment)
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = create_temp(out)
     try:
         if mode is None:
             umask = os.umask(0)
@@ -679,9 +753,9 @@ def write_gguf(
         if tensors and written % alignment:
             _write_all(fd, b"\0" * ((-written) % alignment))
         os.fsync(fd)
+        os.replace(tmp, out)  # still locked: no other writer can take it for stale
         os.close(fd)
         fd = -1
-        os.replace(tmp, out)
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -719,6 +793,8 @@ __all__ = [
     "open_gguf",
     "write_gguf",
     "check_output",
+    "create_temp",
+    "remove_stale_temps",
     "encode_kv",
     "encode_value",
     "check_value",

@@ -827,6 +827,8 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RopetoolError(f"{path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RopetoolError(f"{path} is nested too deeply to be a tokenizer file") from None
 
 
 def _config_vocab_size(config: dict) -> int | None:

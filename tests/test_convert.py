@@ -321,3 +321,18 @@ def test_option_the_method_does_not_read_is_an_error(tmp_gguf):
                                       "--rope", "linear", "--factor", "2", "--alpha", "3"])
     assert result.exit_code == 2 and "--alpha does not apply to --rope linear" in result.output
     assert not tmp_gguf.exists()
+
+
+def test_untied_model_without_lm_head_is_refused(tmp_path):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    d = _copy_fixture(tmp_path)
+    tensors = load_file(d / "model.safetensors")
+    del tensors["lm_head.weight"]
+    save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
+    assert json.loads((d / "config.json").read_text())["tie_word_embeddings"] is False
+    out = tmp_path / "x.gguf"
+    result = CliRunner().invoke(cli, ["convert", str(d), "-o", str(out)])
+    assert result.exit_code == 2 and "lm_head.weight" in result.output and not out.exists()
