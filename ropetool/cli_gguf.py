@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .cli import ROPE_OPTION_NAMES, cli, rope_options
+from .cli import chosen_rope_options, cli, rope_options
 
 _PATH = click.Path(path_type=Path, dir_okay=False)
 
@@ -121,7 +121,7 @@ def set_rope_command(file, outfile, in_place, force, dry_run, as_json, method, a
     """
     from .edit import set_rope
 
-    values = {k: rope[k] for k in ROPE_OPTION_NAMES}
+    values = chosen_rope_options(method, rope)
     result = set_rope(file, method, outfile, in_place=in_place, force=force, dry_run=dry_run,
                       approximate=approximate, **values)
     _report_edit(result, as_json, dry_run)

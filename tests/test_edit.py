@@ -405,3 +405,19 @@ def test_diff_detects_tensor_bytes(tmp_path):
     assert diff_gguf(a, b, tensor_data=False)["tensors"]["changed"] == []
     res = CliRunner().invoke(cli, ["diff", str(a), str(b)])
     assert res.exit_code == 1 and "n.weight: data differs" in res.output
+
+
+def test_set_rope_option_the_method_does_not_read_is_an_error(tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import fixture_dir
+    from ropetool.cli import cli
+    from ropetool.convert import convert
+
+    src = tmp_path / "in.gguf"
+    convert(fixture_dir("llama"), src, outtype="f16")
+    out = tmp_path / "out.gguf"
+    result = CliRunner().invoke(cli, ["set-rope", str(src), "-o", str(out), "--rope", "ntk", "--alpha", "2",
+                                      "--factor", "3"])
+    assert result.exit_code == 2 and "--factor does not apply to --rope ntk" in result.output
+    assert not out.exists()
