@@ -32,8 +32,8 @@ from . import keys as K
 from .archs import Arch, arch_for_config
 from .checkpoint import Checkpoint, TensorRef, checkpoint_dtype, load_tensor, open_checkpoint
 from .errors import RopetoolError
-from .gguf_file import create_temp
-from .lowering import Lowered, lower, provenance
+from .gguf_file import atomic_file
+from .lowering import Lowered, lower_for_llama_cpp, provenance
 from .rope import RopeParams, make_params, rope_from_hf_config
 
 OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
@@ -415,15 +415,7 @@ def plan_conversion(
 
     check_rope_config(ckpt.config)
     rope, rotary_dim = rope_for(ckpt.config, method, hp, **rope_options)
-    try:
-        lowered = lower(rope, arch, rotary_dim, hp.n_head, hp.trained_context)
-    except OverflowError:
-        raise RopetoolError(f"{rope.method}: the extended context length overflows (factor {rope.factor})") from None
-    if lowered.needs_approval and not approximate:
-        raise RopetoolError(
-            f"llama.cpp cannot compute {rope.method} exactly on {arch.name}: {'; '.join(lowered.notes)} "
-            "(pass --approximate to write it anyway, recording the approximation)"
-        )
+    lowered = lower_for_llama_cpp(rope, arch, rotary_dim, hp.n_head, hp.trained_context, approximate)
     tensors, skipped = plan_tensors(ckpt, arch, hp, qtype)
     for name, data in lowered.tensors.items():
         tensors.append(PlannedTensor(name, tuple(data.shape), Q.F32, [], data=data))
@@ -464,41 +456,26 @@ def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
     header, offsets = _header_bytes(plan)
     data_start = len(header) + (-len(header)) % ALIGNMENT
     end = data_start + (offsets[-1] + _padded(plan.tensors[-1].nbytes) if plan.tensors else 0)
-    fd, tmp = create_temp(out)
     sources: dict[Path, int] = {}
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as open() creates files (mkstemp's are 0600)
-        _pwrite_all(fd, header, 0)
-        items = progress(iter(plan.tensors)) if progress else plan.tensors
-        offset_of = {id(t): data_start + off for t, off in zip(plan.tensors, offsets)}
-        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ropetool-convert") as pool:
-            pending: deque = deque()
-            try:
-                for t in items:
-                    for task in _tasks(t, offset_of[id(t)], fd, sources):
-                        pending.append(pool.submit(task))
-                        while len(pending) > 2 * WORKERS:
-                            pending.popleft().result()
-                while pending:
-                    pending.popleft().result()
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-        os.ftruncate(fd, end)  # the padding after the last tensor
-        os.fsync(fd)
-        os.replace(tmp, out)  # still locked (see gguf_file.create_temp)
-        os.close(fd)
-        fd = -1
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        with atomic_file(out) as fd:
+            _pwrite_all(fd, header, 0)
+            items = progress(iter(plan.tensors)) if progress else plan.tensors
+            offset_of = {id(t): data_start + off for t, off in zip(plan.tensors, offsets)}
+            with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ropetool-convert") as pool:
+                pending: deque = deque()
+                try:
+                    for t in items:
+                        for task in _tasks(t, offset_of[id(t)], fd, sources):
+                            pending.append(pool.submit(task))
+                            while len(pending) > 2 * WORKERS:
+                                pending.popleft().result()
+                    while pending:
+                        pending.popleft().result()
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+            os.ftruncate(fd, end)  # the padding after the last tensor
     finally:
         for sfd in sources.values():
             os.close(sfd)

@@ -343,7 +343,7 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
     ``ropetool.rope.params`` (else ``rope.freq_base``), the trained context from
     ``rope.scaling.original_context_length`` (else ``context_length``).
     """
-    from .lowering import lower, provenance
+    from .lowering import lower_for_llama_cpp, provenance
     from .rope import ALIBI_METHODS, RopeParams, canonical_method, make_params
 
     path = Path(path)
@@ -395,15 +395,7 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
                     values[opt] = [float(x) for x in arr]
         params = make_params(method, **values)
         rotary = st.n_rot or 0
-        try:
-            lowered = lower(params, arch, rotary, st.n_head, trained)
-        except OverflowError:
-            raise RopetoolError(f"{params.method}: the extended context length overflows (factor {params.factor})") from None
-        if lowered.needs_approval and not approximate:
-            raise RopetoolError(
-                f"llama.cpp cannot compute {params.method} exactly on {name}: {'; '.join(lowered.notes)} "
-                "(pass --approximate to write it anyway, recording the approximation)"
-            )
+        lowered = lower_for_llama_cpp(params, arch, rotary, st.n_head, trained, approximate)
         context = max(lowered.context_length or trained, trained)
         if context > 2**32 - 1:
             raise RopetoolError(f"context length {context} does not fit a u32")

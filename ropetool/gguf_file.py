@@ -25,6 +25,7 @@ write of the same target removes it (:func:`create_temp`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -631,6 +632,31 @@ def create_temp(out: Path) -> tuple[int, str]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def atomic_file(out: Path, mode: int | None = None) -> Iterator[int]:
+    """The descriptor of a locked temporary file beside ``out`` (see create_temp).  When the block ends
+    normally the file is fsynced and renamed over ``out`` in one step; on any error it is removed and
+    ``out`` is untouched.  ``mode`` defaults to what open() would give a new file (mkstemp's is 0600)."""
+    fd, tmp = create_temp(out)
+    try:
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.fchmod(fd, mode)
+        yield fd
+        os.fsync(fd)
+        os.replace(tmp, out)  # still locked: no other writer can take it for stale
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+
+
 def remove_stale_temps(out: Path) -> list[Path]:
     """Delete the leftover temporary files of ``out`` that no running writer holds (see create_temp);
     only files named as ropetool names them and owned by this user.  Returns what was removed."""
@@ -727,13 +753,7 @@ def write_gguf(
         header += struct.pack(endian + "IQ", int(t.type), off)
     header += b"\0" * ((-len(header)) % alignment)
 
-    fd, tmp = create_temp(out)
-    try:
-        if mode is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.fchmod(fd, mode)
+    with atomic_file(out, mode) as fd:
         _write_all(fd, bytes(header))
         if fail_after_header is not None:
             fail_after_header()
@@ -752,18 +772,6 @@ def write_gguf(
             written += t.nbytes
         if tensors and written % alignment:
             _write_all(fd, b"\0" * ((-written) % alignment))
-        os.fsync(fd)
-        os.replace(tmp, out)  # still locked: no other writer can take it for stale
-        os.close(fd)
-        fd = -1
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return out
 
 

@@ -208,6 +208,21 @@ def _lower_alibi(out: Lowered, p: RopeParams, arch: Arch, n_heads: int, trained_
         out.notes.append(f"llama.cpp derives every slope from max_bias; the best fit ({max_bias:.4g}) is off by up to {err:.3g}")
 
 
+def lower_for_llama_cpp(p: RopeParams, arch: Arch, rotary_dim: int, n_heads: int, trained_context: int,
+                        approximate: bool = False) -> Lowered:
+    """:func:`lower`, refusing what llama.cpp cannot compute exactly unless ``approximate`` accepts it."""
+    try:
+        lowered = lower(p, arch, rotary_dim, n_heads, trained_context)
+    except OverflowError:
+        raise RopetoolError(f"{p.method}: the extended context length overflows (factor {p.factor})") from None
+    if lowered.needs_approval and not approximate:
+        raise RopetoolError(
+            f"llama.cpp cannot compute {p.method} exactly on {arch.name}: {'; '.join(lowered.notes)} "
+            "(pass --approximate to write it anyway, recording the approximation)"
+        )
+    return lowered
+
+
 def provenance(lowered: Lowered, version: str) -> dict[str, tuple[object, T]]:
     """ropetool.* keys recording what the user asked for and how exactly it reached the file."""
     kv = {
@@ -223,4 +238,4 @@ def provenance(lowered: Lowered, version: str) -> dict[str, tuple[object, T]]:
     return kv
 
 
-__all__ = ["Lowered", "lower", "provenance"]
+__all__ = ["Lowered", "lower", "lower_for_llama_cpp", "provenance"]
