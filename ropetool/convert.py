@@ -32,7 +32,7 @@ from . import keys as K
 from .archs import Arch, arch_for_config
 from .checkpoint import Checkpoint, TensorRef, checkpoint_dtype, load_tensor, open_checkpoint
 from .errors import RopetoolError
-from .gguf_file import atomic_file
+from .gguf_file import atomic_file, encode_value
 from .lowering import Lowered, lower_for_llama_cpp, provenance
 from .rope import RopeParams, make_params, rope_from_hf_config
 
@@ -582,7 +582,7 @@ def _header_bytes(plan: Plan) -> tuple[bytes, list[int]]:
     offsets = []
     for key, val in kv.items():
         parts.append(_pack_string(key.encode("utf-8")))
-        parts.append(_pack_value(collector, val.value, val.type, val.sub_type))
+        parts.append(_pack_value(val.value, val.type, val.sub_type))
     offset = 0
     for t in plan.tensors:
         parts.append(_pack_string(t.name.encode("utf-8")))
@@ -596,29 +596,22 @@ def _pack_string(b: bytes) -> bytes:
     return struct.pack("<Q", len(b)) + b
 
 
-_ARRAY_FAST_TYPES = {str: gguf.GGUFValueType.STRING, bytes: gguf.GGUFValueType.STRING,
-                     float: gguf.GGUFValueType.FLOAT32, int: gguf.GGUFValueType.INT32}
+_INFERRED = {str: gguf.GGUFValueType.STRING, bytes: gguf.GGUFValueType.STRING, bool: gguf.GGUFValueType.BOOL,
+             int: gguf.GGUFValueType.INT32, float: gguf.GGUFValueType.FLOAT32}
 
 
-def _pack_value(writer: gguf.GGUFWriter, value, vtype, sub_type) -> bytes:
-    """One value as GGUFWriter._pack_val packs it, with fast paths for the big vocabulary arrays."""
-    T = gguf.GGUFValueType
-    if vtype == T.ARRAY and isinstance(value, (list, tuple)) and value:
-        kinds = {type(v) for v in value}
-        inferred = {_ARRAY_FAST_TYPES.get(k) for k in kinds}
-        elem = sub_type if sub_type is not None else (inferred.pop() if len(inferred) == 1 else None)
-        head = struct.pack("<IIQ", int(T.ARRAY), int(elem or 0), len(value))
-        if elem == T.STRING and kinds <= {str, bytes}:
-            return head + b"".join(_pack_string(v.encode("utf-8") if isinstance(v, str) else v) for v in value)
-        if elem == T.INT32 and kinds == {int}:
-            arr = np.array(value, dtype=np.int64)
-            if arr.min() >= -(2**31) and arr.max() < 2**31:
-                return head + arr.astype("<i4").tobytes()
-        if elem == T.FLOAT32 and kinds == {float}:
-            arr = np.array(value, dtype=np.float64)
-            if np.all(np.isfinite(arr)) and np.all(np.abs(arr) <= float(np.finfo(np.float32).max)):
-                return head + arr.astype("<f4").tobytes()
-    return writer._pack_val(value, vtype, add_vtype=True, sub_type=sub_type)
+def _pack_value(value, vtype, sub_type) -> bytes:
+    """One value as gguf-py's GGUFWriter packs it (an array's element type inferred from its first element,
+    as gguf-py does), encoded by gguf_file (whose string arrays are joined, not packed one by one)."""
+    if vtype == gguf.GGUFValueType.ARRAY:
+        value = list(value)
+        if sub_type is None:
+            sub_type = _INFERRED[type(value[0])] if value else gguf.GGUFValueType.UINT8
+        if sub_type == gguf.GGUFValueType.STRING:
+            value = [v.decode("utf-8") if isinstance(v, bytes) else v for v in value]
+    elif isinstance(value, bytes):
+        value = value.decode("utf-8")
+    return encode_value(vtype, value, sub_type)
 
 
 def convert(model_dir, out, outtype="auto", method=None, approximate=False, force=False, pre_tokenizer=None,

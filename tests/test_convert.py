@@ -336,3 +336,38 @@ def test_untied_model_without_lm_head_is_refused(tmp_path):
     out = tmp_path / "x.gguf"
     result = CliRunner().invoke(cli, ["convert", str(d), "-o", str(out)])
     assert result.exit_code == 2 and "lm_head.weight" in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("name,outtype,options", [
+    ("llama", "q8_0", {"method": "llama3", "factor": 8.0}),
+    ("mistral", "auto", {}),
+    ("qwen3", "f16", {}),
+    ("phi3", "bf16", {}),
+    ("bloom", "f32", {}),
+])
+def test_output_is_byte_identical_to_gguf_py_writer(name, outtype, options, tmp_path):
+    """ropetool streams the file itself; gguf-py's GGUFWriter, given the same plan, writes the same bytes."""
+    from ropetool.convert import plan_conversion, write_gguf
+    from ropetool.vocab import write_vocab
+
+    plan = plan_conversion(fixture_dir(name), outtype, **options)
+    ours = tmp_path / "ours.gguf"
+    write_gguf(plan, ours)
+
+    theirs = tmp_path / "gguf-py.gguf"
+    writer = gguf.GGUFWriter(str(theirs), plan.arch.name)
+    for key, (value, vtype) in plan.kv.items():
+        if key != "general.architecture":
+            writer.add_key_value(key, value, vtype)
+    write_vocab(writer, plan.vocab)
+    for t in plan.tensors:
+        values = np.asarray(t.whole(), dtype=np.float32)
+        if t.qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            writer.add_tensor(t.name, values.astype(np.float16 if t.qtype.name == "F16" else np.float32))
+        else:
+            writer.add_tensor(t.name, gguf.quants.quantize(values, t.qtype), raw_dtype=t.qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert ours.read_bytes() == theirs.read_bytes()
