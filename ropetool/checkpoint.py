@@ -174,9 +174,6 @@ class Checkpoint:
                 return ref.dtype
         return "F32"
 
-    def largest_tensor_bytes(self) -> int:
-        return max((math.prod(r.shape) * 4 for r in self.tensors.values()), default=0)
-
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 PICKLE_WHY = ("ropetool reads safetensors only, because loading a pickle can run arbitrary code "

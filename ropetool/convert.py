@@ -143,24 +143,6 @@ class PlannedTensor:
         arr = load_tensor(self.source[0])
         return self.transform(arr) if self.transform is not None else arr
 
-    def produce(self) -> np.ndarray:
-        """The tensor as written, in memory: F32/F16 as such, other types as bytes shaped (..., bytes per row)."""
-        arr = np.asarray(self.whole())
-        if self.qtype == Q.F32:
-            return np.ascontiguousarray(arr, dtype=np.float32).reshape(self.shape)
-        rows, cols = _rows_cols(self.shape)
-        out = np.empty(self.nbytes, dtype=np.uint8)
-        row_bytes = self.nbytes // rows if rows else 0
-        flat = arr.reshape(rows, cols)
-        scratch = _Scratch()
-        step = max(1, CHUNK_ELEMENTS // max(cols, 1))
-        for i in range(0, rows, step):
-            chunk = encode_rows(flat[i:i + step], self.qtype, scratch)
-            out[i * row_bytes:i * row_bytes + chunk.nbytes] = chunk
-        if self.qtype == Q.F16:
-            return out.view(np.float16).reshape(self.shape)
-        return out.reshape(*self.shape[:-1], row_bytes) if len(self.shape) > 1 else out
-
 
 def _rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
     """A tensor as a 2-D array of rows (its last dimension), which every output type converts row-wise."""

@@ -381,7 +381,7 @@ class ReferenceModel:
 
         plan = plan_conversion(model_dir, "f32", method, approximate=True, with_vocab=False, **rope_options)
         kv = {key: value for key, (value, _) in plan.kv.items()}
-        tensors = {t.name: t.produce() for t in plan.tensors}
+        tensors = {t.name: np.ascontiguousarray(t.whole(), dtype=np.float32) for t in plan.tensors}
         return cls(plan.arch, kv, tensors, source=str(model_dir))
 
     def _check_tensors(self) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bad_inputs import set_config
 from conftest import ALL_FIXTURES, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
 from ropetool.cli import cli
 from ropetool.convert import convert
@@ -201,18 +202,6 @@ def _copy_fixture(tmp_path, name="llama"):
     return dst
 
 
-def _edit_config(folder, **changes):
-    import json
-
-    cfg = json.loads((folder / "config.json").read_text())
-    for k, v in changes.items():
-        if v is None:
-            cfg.pop(k, None)
-        else:
-            cfg[k] = v
-    (folder / "config.json").write_text(json.dumps(cfg))
-
-
 def bad_no_weights(tmp_path):
     d = _copy_fixture(tmp_path)
     (d / "model.safetensors").unlink()
@@ -231,19 +220,19 @@ def bad_tensor_missing_from_shard(tmp_path):
 
 def bad_shape(tmp_path):
     d = _copy_fixture(tmp_path)
-    _edit_config(d, intermediate_size=96)
+    set_config(d, intermediate_size=96)
     return d, [], "shape"
 
 
 def bad_architecture(tmp_path):
     d = _copy_fixture(tmp_path)
-    _edit_config(d, architectures=["FancyNetForCausalLM"], model_type="fancynet")
+    set_config(d, architectures=["FancyNetForCausalLM"], model_type="fancynet")
     return d, [], "unknown architecture"
 
 
 def bad_rope_type(tmp_path):
     d = _copy_fixture(tmp_path)
-    _edit_config(d, rope_parameters={"rope_type": "spiral", "rope_theta": 10000.0})
+    set_config(d, rope_parameters={"rope_type": "spiral", "rope_theta": 10000.0})
     return d, [], "spiral"
 
 
@@ -253,7 +242,7 @@ def bad_factor(tmp_path):
 
 def bad_yarn_without_original(tmp_path):
     d = _copy_fixture(tmp_path, "llama-yarn")
-    _edit_config(d, max_position_embeddings=None,
+    set_config(d, max_position_embeddings=None,
                  rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0})
     return d, [], "original_context"
 

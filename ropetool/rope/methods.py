@@ -208,7 +208,6 @@ ALIBI_FUNCTIONS: dict[str, Callable] = {
     "ntk-alibi": ntk_alibi,
     "dynamic-ntk-alibi": dynamic_ntk_alibi,
 }
-DYNAMIC_METHODS = frozenset({"dynamic-ntk", "dynamic-yarn", "dynamic-ntk-alibi", "longrope"})
 
 
 def rope_frequencies(p: RopeParams, dim: int, seq_len: int | None = None) -> tuple[np.ndarray, float]:

@@ -66,7 +66,8 @@ def _convert_case(root: Path, name: str, folder: Path, words, *extra_args: str, 
                 out, notes)
 
 
-def _set_config(folder: Path, **changes) -> None:
+def set_config(folder: Path, **changes) -> None:
+    """Change (None: remove) top-level keys of a model folder's config.json."""
     config = json.loads((folder / "config.json").read_text())
     for k, v in changes.items():
         if v is None:
@@ -110,7 +111,7 @@ def hf_cases(root: Path) -> list[Case]:
         if text is not None:
             (folder / "config.json").write_bytes(text if isinstance(text, bytes) else text.encode())
         else:
-            _set_config(folder, **changes)
+            set_config(folder, **changes)
         cases.append(_convert_case(root, name, folder, words, *extra))
 
     # config.json itself
@@ -455,4 +456,4 @@ def build_all(root: Path) -> list[Case]:
     return cases
 
 
-__all__ = ["Case", "build_all", "hf_cases", "gguf_cases", "FIXTURES"]
+__all__ = ["Case", "build_all", "hf_cases", "gguf_cases", "set_config", "FIXTURES"]
