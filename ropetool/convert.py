@@ -16,7 +16,6 @@ import functools
 import math
 import os
 import struct
-import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,8 +30,9 @@ from . import __version__
 from . import keys as K
 from .archs import Arch, arch_for_config
 from .checkpoint import Checkpoint, TensorRef, checkpoint_dtype, load_tensor, open_checkpoint
+from .encode import CHUNK_ELEMENTS, SCRATCH, encode_rows
 from .errors import RopetoolError
-from .gguf_file import atomic_file, encode_value
+from .gguf_file import atomic_file, copy_range, encode_value, pwrite_all
 from .lowering import Lowered, lower_for_llama_cpp, provenance
 from .rope import RopeParams, make_params, rope_from_hf_config
 
@@ -43,7 +43,6 @@ FILE_TYPES = {
     Q.BF16: gguf.LlamaFileType.MOSTLY_BF16,
     Q.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
 }
-CHUNK_ELEMENTS = 1 << 18  # rows converted at a time: about 1 MB of float32 (stays in cache)
 WORKERS = max(1, min(4, os.cpu_count() or 1))  # threads converting chunks (numpy releases the GIL)
 ALIGNMENT = 32  # general.alignment's default; the writer adds no alignment key
 COPY_BYTES = 64 << 20  # tensors kept in their source type are copied in runs of this size
@@ -149,34 +148,6 @@ def _rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(shape) == 0:
         return 1, 1
     return math.prod(shape[:-1]), shape[-1]
-
-
-class _Scratch(threading.local):
-    """Per-thread work buffers, reused from chunk to chunk (fresh big arrays cost page faults)."""
-
-    def buf(self, name: str, dtype, n: int) -> np.ndarray:
-        bufs = self.__dict__.setdefault("bufs", {})
-        arr = bufs.get(name)
-        if arr is None or arr.dtype != np.dtype(dtype) or arr.size < n:
-            arr = bufs[name] = np.empty(max(n, CHUNK_ELEMENTS), dtype=dtype)
-        return arr[:n]
-
-
-_SCRATCH = _Scratch()  # each converting thread sees its own buffers
-
-
-def encode_rows(rows: np.ndarray, qtype: Q, scratch: _Scratch) -> np.ndarray:
-    """A 2-D run of rows (any float or integer dtype) converted to ``qtype``, as a flat uint8 array that may
-    be one of ``scratch``'s buffers (valid until its next use).  F16 is numpy's cast (what gguf-py's
-    quantizer does for F16); BF16 and Q8_0 are gguf-py's quantizers, bit-exact with ggml's."""
-    n = rows.size
-    if qtype in (Q.F32, Q.F16):
-        out = scratch.buf(qtype.name, np.float32 if qtype == Q.F32 else np.float16, n)
-        np.copyto(out, rows.reshape(-1), casting="unsafe")
-    else:
-        with np.errstate(over="ignore"):  # a block scale beyond float16 becomes inf, as in ggml
-            out = gguf.quants.quantize(np.asarray(rows, dtype=np.float32), qtype)
-    return np.ascontiguousarray(out).reshape(-1).view(np.uint8)
 
 
 @dataclass
@@ -441,7 +412,7 @@ def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
     sources: dict[Path, int] = {}
     try:
         with atomic_file(out) as fd:
-            _pwrite_all(fd, header, 0)
+            pwrite_all(fd, header, 0)
             items = progress(iter(plan.tensors)) if progress else plan.tensors
             offset_of = {id(t): data_start + off for t, off in zip(plan.tensors, offsets)}
             with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ropetool-convert") as pool:
@@ -487,7 +458,7 @@ def _tasks(t: PlannedTensor, offset: int, fd: int, sources: dict[Path, int]) -> 
     if (ref.dtype, t.qtype) in (("F32", Q.F32), ("F16", Q.F16)):  # the bytes themselves
         for i in range(0, t.nbytes, COPY_BYTES):
             n = min(COPY_BYTES, t.nbytes - i)
-            yield functools.partial(_copy_range, src, ref.start + i, n, fd, offset + i)
+            yield functools.partial(copy_range, src, ref.start + i, n, fd, offset + i)
         return
     itemsize = checkpoint_dtype(ref.dtype).itemsize
     for i in range(0, rows, step):
@@ -497,7 +468,7 @@ def _tasks(t: PlannedTensor, offset: int, fd: int, sources: dict[Path, int]) -> 
 
 
 def _convert_and_write(src: int, ref: TensorRef, start: int, n: int, cols: int, qtype: Q, fd: int, offset: int) -> None:
-    scratch = _SCRATCH
+    scratch = SCRATCH
     dtype = checkpoint_dtype(ref.dtype)
     raw = scratch.buf("src_" + dtype.str, dtype, n * cols)
     _pread_into(src, raw, start, ref.path)
@@ -510,7 +481,7 @@ def _convert_and_write(src: int, ref: TensorRef, start: int, n: int, cols: int, 
 
 
 def _encode_and_write(rows: np.ndarray, qtype: Q, fd: int, offset: int) -> None:
-    _pwrite_all(fd, encode_rows(rows, qtype, _SCRATCH), offset)
+    pwrite_all(fd, encode_rows(rows, qtype), offset)
 
 
 def _pread_into(fd: int, arr: np.ndarray, offset: int, path: Path) -> None:
@@ -520,28 +491,6 @@ def _pread_into(fd: int, arr: np.ndarray, offset: int, path: Path) -> None:
         if got == 0:
             raise RopetoolError(f"{path} shrank while it was being converted")
         view, offset = view[got:], offset + got
-
-
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        done = os.pwrite(fd, view, offset)
-        view, offset = view[done:], offset + done
-
-
-def _copy_range(src: int, src_offset: int, n: int, dst: int, dst_offset: int) -> None:
-    """Copy bytes between files in the kernel (copy_file_range), else through a buffer."""
-    while n > 0:
-        try:
-            done = os.copy_file_range(src, dst, n, src_offset, dst_offset)
-        except (AttributeError, OSError):  # old kernels, other file systems: copy by hand
-            data = os.pread(src, min(n, COPY_BYTES), src_offset)
-            done = len(data)
-            if done:
-                _pwrite_all(dst, data, dst_offset)
-        if done == 0:
-            raise RopetoolError("a weight file shrank while it was being converted")
-        src_offset, dst_offset, n = src_offset + done, dst_offset + done, n - done
 
 
 def _header_bytes(plan: Plan) -> tuple[bytes, list[int]]:

@@ -582,32 +582,32 @@ class TensorOut:
         return cls(name, tuple(reversed(arr.shape)), GGMLQuantizationType.F32, arr.nbytes, data=arr.tobytes())
 
 
-def _copy_range(src_fd: int, offset: int, n: int, dst_fd: int) -> None:
+def copy_range(src: int, src_offset: int, n: int, dst: int, dst_offset: int) -> None:
+    """Copy ``n`` bytes between files at the given offsets: in the kernel (copy_file_range) where it
+    can, else through a buffer."""
     use_cfr = hasattr(os, "copy_file_range")
     while n > 0:
         if use_cfr:
             try:
-                done = os.copy_file_range(src_fd, dst_fd, min(n, 1 << 30), offset)
-            except OSError:
+                done = os.copy_file_range(src, dst, min(n, 1 << 30), src_offset, dst_offset)
+            except OSError:  # old kernels, some file systems
                 use_cfr = False
                 continue
-            if done == 0:
-                raise RopetoolError("the input file ended while copying tensor data")
         else:
-            data = os.pread(src_fd, min(n, COPY_CHUNK), offset)
-            if not data:
-                raise RopetoolError("the input file ended while copying tensor data")
-            done = _write_all(dst_fd, data)
-        offset += done
-        n -= done
+            data = os.pread(src, min(n, COPY_CHUNK), src_offset)
+            done = len(data)
+            pwrite_all(dst, data, dst_offset)
+        if done == 0:
+            raise RopetoolError("an input file ended while its data was being copied (did it change meanwhile?)")
+        src_offset, dst_offset, n = src_offset + done, dst_offset + done, n - done
 
 
-def _write_all(fd: int, data: bytes) -> int:
-    view = memoryview(data)
+def pwrite_all(fd: int, data, offset: int) -> None:
+    """Write all of ``data`` (any buffer) at ``offset`` of ``fd``."""
+    view = memoryview(data).cast("B")
     while view:
-        written = os.write(fd, view)
-        view = view[written:]
-    return len(data)
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
 
 
 _TEMP_NAME = r"\.{name}\.[a-z0-9_]{{8}}\.tmp"  # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")
@@ -721,7 +721,7 @@ def write_gguf(
 
     ``records`` are Fields of ``source`` (copied byte for byte) or NewValues (encoded here; empty
     strings and arrays included).  Tensors are laid out in order, each at an offset aligned to
-    ``alignment``, and copied from ``source`` in chunks.  ``fail_after_header`` is a test hook.
+    ``alignment``, and copied from ``source`` (see _copy_runs).  ``fail_after_header`` is a test hook.
     """
     out = Path(out)
     records = list(records)
@@ -754,25 +754,38 @@ def write_gguf(
     header += b"\0" * ((-len(header)) % alignment)
 
     with atomic_file(out, mode) as fd:
-        _write_all(fd, bytes(header))
+        pwrite_all(fd, header, 0)
         if fail_after_header is not None:
             fail_after_header()
-        src_fd = source._f.fileno() if source is not None else None
-        written = 0
+        base = len(header)
         for t, off in zip(tensors, offsets):
-            if written < off:
-                _write_all(fd, b"\0" * (off - written))
-                written = off
             if t.data is not None:
                 if len(t.data) != t.nbytes:  # pragma: no cover - a caller bug
                     raise RopetoolError(f"internal error: {t.name} has {len(t.data)} bytes, expected {t.nbytes}")
-                _write_all(fd, t.data)
-            else:
-                _copy_range(src_fd, t.source.data_offset, t.nbytes, fd)
-            written += t.nbytes
-        if tensors and written % alignment:
-            _write_all(fd, b"\0" * ((-written) % alignment))
+                pwrite_all(fd, t.data, base + off)
+        for src_offset, n, dst_offset in _copy_runs(tensors, offsets):
+            copy_range(source._f.fileno(), src_offset, n, fd, base + dst_offset)
+        os.ftruncate(fd, base + (align(pos, alignment) if tensors else 0))  # zero padding between and after
     return out
+
+
+def _copy_runs(tensors: list[TensorOut], offsets: list[int]) -> list[tuple[int, int, int]]:
+    """(source offset, length, data-section offset) of the bytes to copy: neighbouring copied tensors
+    that lie at the same distance from each other in both files are one run (the padding between them
+    comes along), so an edit that keeps the tensors copies the whole data section at once."""
+    runs: list[list[int]] = []
+    joinable = False
+    for t, off in zip(tensors, offsets):
+        if t.data is not None:
+            joinable = False  # written from data: a run must not copy over it
+            continue
+        src = t.source.data_offset
+        if joinable and src - runs[-1][0] == off - runs[-1][2] and src >= runs[-1][0] + runs[-1][1]:
+            runs[-1][1] = src + t.nbytes - runs[-1][0]
+        else:
+            runs.append([src, t.nbytes, off])
+        joinable = True
+    return [tuple(r) for r in runs]
 
 
 def plain_value(value):
