@@ -12,42 +12,29 @@ run.py (same timing rules) on a --layers 450 checkpoint (6.6 GB of float32, gene
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, ROPETOOL, largest_tensor_mb, machine, run_timed  # noqa: E402
+from run import ROPETOOL, checkpoint, copy_floors, largest_tensor_mb, machine, parse_args, run_timed, work_folder  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-at-scale.md")
-    ap.add_argument("--layers", type=int, default=450)
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--keep", type=Path, help="work here (and keep the checkpoint) instead of a temporary folder")
-    args = ap.parse_args()
+    args = parse_args(__doc__, "benchmarks-at-scale.md", repeat=2, layers=450)
     started = time.perf_counter()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="ropetool-scale-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(args.keep)
     r: dict = {}
     try:
-        ckpt = work / "ckpt"
-        if not (ckpt / "model.safetensors").exists():
-            subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_checkpoint.py"), str(ckpt),
-                            "--layers", str(args.layers)], check=True, stdout=subprocess.DEVNULL)
+        ckpt = checkpoint(work, args.layers)
         st = ckpt / "model.safetensors"
         size_gb = st.stat().st_size / 1e9
         largest = largest_tensor_mb(ckpt)
-        copy, out = work / "copy.safetensors", work / "model.gguf"
-        r["cp"] = run_timed(["cp", str(st), str(copy)], [copy], args.repeat)
-        r["cp + sync"] = run_timed(["sh", "-c", f'cp "{st}" "{copy}" && sync "{copy}"'], [copy], args.repeat)
-        copy.unlink(missing_ok=True)
+        out = work / "model.gguf"
+        r.update(copy_floors(st, work / "copy.safetensors", args.repeat))
         for outtype in ("f16", "q8_0"):
             r[f"convert → {outtype}"] = run_timed(
                 ROPETOOL + ["convert", str(ckpt), "-o", str(out), "--outtype", outtype], [out], args.repeat)
@@ -55,9 +42,7 @@ def main() -> int:
         subprocess.run(ROPETOOL + ["convert", str(ckpt), "-o", str(out), "--outtype", "f32", "--force"], check=True,
                        stdout=subprocess.DEVNULL)  # a GGUF as big as the checkpoint, for set-rope
         edited = work / "yarn.gguf"
-        r["cp (f32 GGUF)"] = run_timed(["cp", str(out), str(edited)], [edited], args.repeat)
-        r["cp + sync (f32 GGUF)"] = run_timed(["sh", "-c", f'cp "{out}" "{edited}" && sync "{edited}"'], [edited],
-                                              args.repeat)
+        r.update(copy_floors(out, edited, args.repeat, " (f32 GGUF)"))
         r["set-rope (f32 GGUF)"] = run_timed(
             ROPETOOL + ["set-rope", str(out), "-o", str(edited), "--rope", "yarn", "--factor", "4"], [edited],
             args.repeat)
@@ -68,7 +53,7 @@ def main() -> int:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     def row(name: str, floor: str) -> str:
-        v, cp, cps = r[name], r[f"cp{floor}"]["wall"], r[f"cp + sync{floor}"]["wall"]
+        v, cp, cps = r[name], r[f"cp{floor}"]["wall"], r[f"cp+sync{floor}"]["wall"]
         return (f"| {name} | {v['wall']:.2f} | {', '.join(f'{w:.2f}' for w in v['walls'])} | {v['wall'] / cp:.2f}x | "
                 f"{v['wall'] / cps:.2f}x | {v['rss_mb']:.0f} |")
 

@@ -73,6 +73,14 @@ def run_timed(cmd: list[str], cleanup: list[Path] = (), repeat: int = 3, warm: b
     return {"wall": statistics.median(walls), "walls": walls, "rss_mb": max(rss)}
 
 
+def copy_floors(src: Path, dst: Path, repeat: int, label: str = "") -> dict:
+    """The copy floors for writing ``src``'s bytes again: plain cp, and cp then sync FILE (durable)."""
+    floors = {f"cp{label}": run_timed(["cp", str(src), str(dst)], [dst], repeat),
+              f"cp+sync{label}": run_timed(["sh", "-c", f'cp "{src}" "{dst}" && sync "{dst}"'], [dst], repeat)}
+    dst.unlink(missing_ok=True)
+    return floors
+
+
 def machine() -> str:
     cpu = "?"
     try:
@@ -139,33 +147,45 @@ def forward(which: str, path: Path, out: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--layers", type=int, default=30)
+def parse_args(doc: str, out: str, repeat: int, layers: int) -> argparse.Namespace:
+    """The options both benchmark scripts take (their defaults differ)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / out)
+    ap.add_argument("--repeat", type=int, default=repeat)
+    ap.add_argument("--layers", type=int, default=layers)
     ap.add_argument("--keep", type=Path, help="work here (and keep the files) instead of a temporary folder")
-    args = ap.parse_args()
-    started = time.perf_counter()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="ropetool-bench-"))
+    return ap.parse_args()
+
+
+def work_folder(keep: Path | None) -> Path:
+    work = keep or Path(tempfile.mkdtemp(prefix="ropetool-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def checkpoint(work: Path, layers: int) -> Path:
+    """make_checkpoint.py's checkpoint in ``work``/ckpt, made unless it is there (not timed)."""
+    ckpt = work / "ckpt"
+    if not (ckpt / "model.safetensors").exists():
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_checkpoint.py"), str(ckpt),
+                        "--layers", str(layers)], check=True, stdout=subprocess.DEVNULL)
+    return ckpt
+
+
+def main() -> int:
+    args = parse_args(__doc__, "benchmarks.md", repeat=3, layers=30)
+    started = time.perf_counter()
+    work = work_folder(args.keep)
     results: dict = {}
     try:
-        # -- inputs (not timed) -------------------------------------------------------------
-        ckpt = work / "ckpt"
-        if not (ckpt / "model.safetensors").exists():
-            subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_checkpoint.py"), str(ckpt),
-                            "--layers", str(args.layers)], check=True, stdout=subprocess.DEVNULL)
+        ckpt = checkpoint(work, args.layers)
         st = ckpt / "model.safetensors"
         size_mb = st.stat().st_size / 1e6
         largest = largest_tensor_mb(ckpt)
         print(f"checkpoint: {size_mb:.0f} MB f32, largest tensor {largest:.0f} MiB", flush=True)
 
         # -- 1. convert vs copy -------------------------------------------------------------
-        copy = work / "copy.safetensors"
-        results["cp"] = run_timed(["cp", str(st), str(copy)], [copy], args.repeat)
-        results["cp+sync"] = run_timed(["sh", "-c", f'cp "{st}" "{copy}" && sync "{copy}"'], [copy], args.repeat)
-        copy.unlink()
+        results.update(copy_floors(st, work / "copy.safetensors", args.repeat))
         for outtype in ("f16", "q8_0"):
             out = work / f"model-{outtype}.gguf"
             results[f"convert {outtype}"] = run_timed(
@@ -196,9 +216,7 @@ def main() -> int:
 
         # -- 3. set-rope vs gguf-new-metadata and copy ---------------------------------------
         edited = work / "yarn.gguf"
-        results["cp f16"] = run_timed(["cp", str(f16), str(edited)], [edited], args.repeat)
-        results["cp+sync f16"] = run_timed(["sh", "-c", f'cp "{f16}" "{edited}" && sync "{edited}"'], [edited],
-                                           args.repeat)
+        results.update(copy_floors(f16, edited, args.repeat, " f16"))
         results["set-rope"] = run_timed(
             ROPETOOL + ["set-rope", str(f16), "-o", str(edited), "--rope", "yarn", "--factor", "4"], [edited],
             args.repeat)

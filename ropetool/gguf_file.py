@@ -765,7 +765,7 @@ def write_gguf(
                 pwrite_all(fd, t.data, base + off)
         for src_offset, n, dst_offset in _copy_runs(tensors, offsets):
             copy_range(source._f.fileno(), src_offset, n, fd, base + dst_offset)
-        os.ftruncate(fd, base + (align(pos, alignment) if tensors else 0))  # zero padding between and after
+        os.ftruncate(fd, base + pos)  # pos: the data section's aligned end; the padding reads as zeros
     return out
 
 

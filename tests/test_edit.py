@@ -25,7 +25,7 @@ from ropetool.cli import cli
 from ropetool.convert import convert
 from ropetool.edit import diff_gguf, parse_assignment, set_keys, set_rope, unset_keys
 from ropetool.errors import RopetoolError
-from ropetool.gguf_file import T
+from ropetool.gguf_file import T, TensorOut, open_gguf, write_gguf
 
 R = gguf.Keys.Rope
 N = 100
@@ -274,6 +274,29 @@ def test_big_endian_file_stays_big_endian(tmp_path):
     assert reader.fields["test.x"].contents() == [1, 2] and reader.fields["test.s"].contents() == "hi"
     assert reader.fields[key(gguf.Keys.LLM.CONTEXT_LENGTH)].contents() == 4096
     np.testing.assert_array_equal(reader.tensors[0].data, gguf.GGUFReader(src).tensors[0].data)
+
+
+@pytest.mark.parametrize("replaced", [None, "b.weight", "a.weight", "c.weight"])
+def test_copied_and_new_tensors_land_where_gguf_py_reads_them(tmp_path, replaced):
+    """The writer copies neighbouring kept tensors in one run; a tensor written anew between them (same size,
+    same place) must not be overwritten by that run, nor its neighbours by it."""
+    rng = np.random.default_rng(5)
+    arrays = {n: rng.standard_normal(shape).astype(np.float32) for n, shape in
+              [("a.weight", (3, 40)), ("b.weight", (7,)), ("c.weight", (2, 33)), ("d.weight", (5,))]}
+    src = build(tmp_path / "src.gguf", tensors=arrays)
+    new = -np.arange(arrays[replaced].size, dtype=np.float32).reshape(arrays[replaced].shape) if replaced else None
+    out = tmp_path / "out.gguf"
+    with open_gguf(src) as gf:
+        tensors = [TensorOut.from_array(t.name, new) if t.name == replaced else TensorOut.copy_of(t)
+                   for t in gf.tensors]
+        write_gguf(out, list(gf.fields.values()), tensors, source=gf)
+    reader = gguf.GGUFReader(out)
+    assert [t.name for t in reader.tensors] == list(arrays)
+    for t in reader.tensors:
+        want = new if t.name == replaced else arrays[t.name]
+        np.testing.assert_array_equal(np.asarray(t.data).reshape(want.shape), want, err_msg=t.name)
+        assert int(t.data_offset) % 32 == 0
+    assert out.stat().st_size == src.stat().st_size  # same layout, padded to the end
 
 
 # --------------------------------------------------------------------------------------------
