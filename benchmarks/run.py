@@ -339,7 +339,7 @@ convert → f16 {ratio:.1f}x, → q8_0 {q8_cp:.1f}x and set-rope {sr_cp:.1f}x.  
 ({fsync:.2f} s) take {fixed:.2f} s; 2x plain `cp` of the f16 file would leave set-rope {budget_sr:.2f} s, of which
 the start-up and its fsync take {sr_fixed:.2f} s.  Plain `cp` is reported beside every row.
 
-On real model sizes the page cache cannot hide the disk from `cp` either: docs/benchmarks-at-scale.md
+On bigger models the page cache hides less of the disk from `cp`: docs/benchmarks-at-scale.md
 (`python benchmarks/at_scale.py`) times convert and set-rope on a 6.6 GB checkpoint against plain `cp`
 and the durable copy side by side.
 
