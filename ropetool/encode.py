@@ -49,7 +49,7 @@ def encode_rows(rows: np.ndarray, qtype: Q, scratch: Scratch = SCRATCH) -> np.nd
 
 def q8_0(x: np.ndarray, scratch: Scratch = SCRATCH) -> np.ndarray:
     """Q8_0 blocks of float32 ``x`` (size a multiple of 32): per block of 32 values, the scale
-    d = max|x| / 127 as float16, then round(x / d) as int8, rounding halves away from zero."""
+    d = max|x| / 127 stored as float16, then x * (1/d) in float32 rounded half away from zero, as int8."""
     blocks = x.reshape(-1, Q8_BLOCK)
     nb = blocks.shape[0]
     a = scratch.buf("q8_abs", np.float32, x.size).reshape(nb, Q8_BLOCK)
