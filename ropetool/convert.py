@@ -487,7 +487,12 @@ def _encode_and_write(rows: np.ndarray, qtype: Q, fd: int, offset: int) -> None:
 def _pread_into(fd: int, arr: np.ndarray, offset: int, path: Path) -> None:
     view = memoryview(arr.reshape(-1).view(np.uint8))
     while view:
-        got = os.preadv(fd, [view], offset)
+        if hasattr(os, "preadv"):  # straight into the buffer
+            got = os.preadv(fd, [view], offset)
+        else:  # older macOS Pythons: os.pread and a copy
+            data = os.pread(fd, len(view), offset)
+            got = len(data)
+            view[:got] = data
         if got == 0:
             raise RopetoolError(f"{path} shrank while it was being converted")
         view, offset = view[got:], offset + got
