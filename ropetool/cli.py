@@ -188,6 +188,8 @@ from . import cli_gguf  # noqa: E402,F401  (registers inspect, set-rope, set, un
 
 
 def main():
+    if os.name != "posix":  # positional reads and writes, flock, rename of an open file
+        sys.exit("Error: ropetool runs on Linux and macOS (on Windows, inside WSL)")
     cli(prog_name="ropetool")
 
 

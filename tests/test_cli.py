@@ -29,3 +29,12 @@ def test_every_command_is_listed(how):
     for command in COMMANDS:
         sub = _run(argv + [command, "--help"])
         assert sub.returncode == 0 and sub.stdout.startswith("Usage:"), (command, sub.stderr)
+
+
+def test_windows_gets_a_one_line_error(monkeypatch, capsys):
+    from ropetool import cli
+
+    monkeypatch.setattr(cli.os, "name", "nt")
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code != 0 and str(e.value).startswith("Error: ") and "\n" not in str(e.value)
