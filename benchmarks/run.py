@@ -317,15 +317,13 @@ def notes_values(r: dict) -> dict:
     startup = r["python -c 'import ropetool.cli' (start-up)"]["wall"]
     cp, cps, sr = r["cp"]["wall"], r["cp+sync"]["wall"], r["set-rope"]["wall"]
     q8, q8_py = r["convert q8_0"]["wall"], r["convert q8_0, gguf-py's quantizer (diagnostic)"]["wall"]
+    sr_nofsync = r["set-rope, fsync skipped (diagnostic)"]["wall"]
+    cp16 = r["cp f16"]["wall"]
     return dict(rss=r["convert f16"]["rss_mb"], conv=conv, startup=startup, work=nof - startup, fsync=conv - nof,
-                nofsync=nof, cp=cp, cps=cps, ratio=conv / cp, ratio_sync=conv / cps, q8=q8, q8_py=q8_py,
-                q8_ratio=q8 / cps, q8_py_ratio=q8_py / cps, q8_cp=q8 / cp, sr=sr,
-                sr_fsync=sr - r["set-rope, fsync skipped (diagnostic)"]["wall"],
-                sr_nm=r["gguf-new-metadata"]["wall"] / sr, sr_sync=sr / r["cp+sync f16"]["wall"],
-                sr_cp=sr / r["cp f16"]["wall"], cp16=r["cp f16"]["wall"], startup_cp16=startup / r["cp f16"]["wall"],
-                budget=3 * cp, fixed=startup + conv - nof, budget_sr=2 * r["cp f16"]["wall"],
-                sr_fixed=startup + sr - r["set-rope, fsync skipped (diagnostic)"]["wall"])
-
+                nofsync=nof, ratio=conv / cp, q8=q8, q8_py=q8_py, q8_py_ratio=q8_py / cps, q8_cp=q8 / cp, sr=sr,
+                sr_fsync=sr - sr_nofsync, sr_nm=r["gguf-new-metadata"]["wall"] / sr, sr_cp=sr / cp16, cp16=cp16,
+                startup_cp16=startup / cp16, budget=3 * cp, fixed=startup + conv - nof, budget_sr=2 * cp16,
+                sr_fixed=startup + sr - sr_nofsync)
 
 NOTES = """## The copy floor is a durable copy
 
