@@ -64,6 +64,13 @@ def llama_cpp_logits(path, ids, f32_kv: bool = True, n_ctx: int = 512) -> np.nda
         llm.close()
 
 
+def pytest_report_header(config):
+    """What the tests ran against (versions of llama.cpp's binding, gguf, numpy and the oracles)."""
+    from pins import versions_line
+
+    return versions_line()
+
+
 @pytest.fixture
 def tmp_gguf(tmp_path):
     return tmp_path / "out.gguf"
