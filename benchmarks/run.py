@@ -41,7 +41,7 @@ ROPETOOL = [sys.executable, "-c", "from ropetool.cli import main; main()"]
 # Diagnostic only: the same command with os.fsync made a no-op, to show what the durable write costs.
 ROPETOOL_NO_FSYNC = [sys.executable, "-c", "import os; os.fsync = lambda fd: None; from ropetool.cli import main; main()"]
 # Diagnostic only: convert with gguf-py's own Q8_0 quantizer in place of ropetool's byte-identical one.
-ROPETOOL_GGUF_PY_Q8 = [sys.executable, "-c", "import gguf, ropetool.encode as e; "
+ROPETOOL_GGUF_PY_Q8 = [sys.executable, "-c", "import gguf, ropetool.io.encode as e; "
                        "e.q8_0 = lambda x, s: gguf.quants.quantize(x, gguf.GGMLQuantizationType.Q8_0); "
                        "from ropetool.cli import main; main()"]
 N_TOKENS = 256

@@ -1,5 +1,5 @@
 """``python -m ropetool``: the same as the ``ropetool`` command."""
 
-from .cli import main
+from ropetool.cli import main
 
 main()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RopetoolError
-from .rope import RopeParams, make_params
+from ropetool.errors import RopetoolError
+from ropetool.rope import RopeParams, make_params
 
 # Relative tolerance (x max|logit|) by the dominant weight type: llama.cpp quantizes activations to
 # match the weights in its matrix products (bf16, q8_0), so coarser types need looser bounds.
@@ -165,9 +165,9 @@ def check_gguf(
     verbose: bool = False,
 ) -> CheckReport:
     """Run llama.cpp on ``path`` and compare with the numpy reference (weights from the GGUF or ``source``)."""
-    from . import runner
-    from .lint import lint_gguf
-    from .reference import ReferenceModel
+    from ropetool.llamacpp import runner
+    from ropetool.lint import lint_gguf
+    from ropetool.reference import ReferenceModel
 
     path = Path(path)
     findings = lint_gguf(path)

@@ -26,15 +26,15 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
-from . import __version__
-from . import keys as K
-from .archs import Arch, arch_for_config
-from .checkpoint import Checkpoint, TensorRef, checkpoint_dtype, load_tensor, open_checkpoint
-from .encode import CHUNK_ELEMENTS, SCRATCH, encode_rows
-from .errors import RopetoolError
-from .gguf_file import atomic_file, copy_range, encode_value, pwrite_all
-from .lowering import Lowered, lower_for_llama_cpp, provenance
-from .rope import RopeParams, make_params, rope_from_hf_config
+from ropetool.version import __version__
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.archs import Arch, arch_for_config
+from ropetool.io.checkpoint import Checkpoint, TensorRef, checkpoint_dtype, load_tensor, open_checkpoint
+from ropetool.io.encode import CHUNK_ELEMENTS, SCRATCH, encode_rows
+from ropetool.errors import RopetoolError
+from ropetool.io.gguf_file import atomic_file, copy_range, encode_value, pwrite_all
+from ropetool.llamacpp.lowering import Lowered, lower_for_llama_cpp, provenance
+from ropetool.rope import RopeParams, make_params, rope_from_hf_config
 
 OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
 FILE_TYPES = {
@@ -375,7 +375,7 @@ def plan_conversion(
 
     vocab = None
     if with_vocab:
-        from .vocab import load_vocab
+        from ropetool.io.vocab import load_vocab
 
         vocab = load_vocab(ckpt.path, vocab_size=hp.vocab_size, pre_tokenizer=pre_tokenizer)
     plan = Plan(ckpt.path, arch, hp, rope, rotary_dim, lowered, qtype, tensors=tensors, skipped=skipped, vocab=vocab)
@@ -510,7 +510,7 @@ def _header_bytes(plan: Plan) -> tuple[bytes, list[int]]:
             value, sub = value
         collector.add_key_value(key, value, vtype, sub_type=sub)
     if plan.vocab is not None:
-        from .vocab import write_vocab
+        from ropetool.io.vocab import write_vocab
 
         write_vocab(collector, plan.vocab)
     kv = collector.kv_data[0]

@@ -20,11 +20,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
-from . import keys as K
-from .archs import ALIBI_KEY_READERS, HARDCODED_ALIBI_MAX_BIAS, Arch, arch_by_name
-from .errors import RopetoolError
-from .gguf_file import (
+from ropetool.version import __version__
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.archs import ALIBI_KEY_READERS, HARDCODED_ALIBI_MAX_BIAS, Arch, arch_by_name
+from ropetool.errors import RopetoolError
+from ropetool.io.gguf_file import (
     INT_RANGES,
     TYPES_BY_NAME,
     Field,
@@ -38,7 +38,7 @@ from .gguf_file import (
     plain_value,
     write_gguf,
 )
-from .inspect import ARRAY_PREVIEW, _provenance, field_json, rope_state
+from ropetool.inspect import ARRAY_PREVIEW, _provenance, field_json, rope_state
 
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}
@@ -248,7 +248,7 @@ def _write(gf: GGUFFile, target: Path, records: list, tensors: list[TensorOut], 
 
 
 def _new_lint(source_findings, target: Path) -> list[str]:
-    from .lint import lint_gguf
+    from ropetool.lint import lint_gguf
 
     before = {(f.id, f.key) for f in source_findings}
     return [str(f) for f in lint_gguf(target) if (f.id, f.key) not in before and f.severity != "info"]
@@ -310,7 +310,7 @@ def unset_keys(path, keys_: list[str], out=None, *, in_place: bool = False, forc
 def _finish(gf, result: EditResult, records, tensors, target, in_place, dry_run, hooks) -> EditResult:
     if dry_run:
         return result
-    from .lint import lint_file
+    from ropetool.lint import lint_file
 
     before = lint_file(gf)
     _write(gf, target, records, tensors, in_place, **(hooks or {}))
@@ -343,8 +343,8 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
     ``ropetool.rope.params`` (else ``rope.freq_base``), the trained context from
     ``rope.scaling.original_context_length`` (else ``context_length``).
     """
-    from .lowering import lower_for_llama_cpp, provenance
-    from .rope import ALIBI_METHODS, RopeParams, canonical_method, make_params
+    from ropetool.llamacpp.lowering import lower_for_llama_cpp, provenance
+    from ropetool.rope import ALIBI_METHODS, RopeParams, canonical_method, make_params
 
     path = Path(path)
     if not method:
@@ -444,7 +444,7 @@ def _refuse_broken_rope_keys(gf: GGUFFile, st, path: Path, arch: str, base_neede
     means the file's settings cannot be read (llama.cpp refuses the file or computes NaN), so set-rope
     refuses, naming the key, rather than guess.  A broken freq_base is tolerated when ropetool's
     provenance or --freq-base gives the base; broken rope tensors are simply replaced."""
-    from .lint import ERROR, lint_file
+    from ropetool.lint import ERROR, lint_file
 
     base_key = K.k(K.ROPE_FREQ_BASE, arch)
     for f in lint_file(gf, st):
@@ -465,7 +465,7 @@ def _new_value(key: str, v) -> NewValue:
 
 
 def _ntk_hint(gf: GGUFFile, st) -> str | None:
-    from .inspect import infer_method
+    from ropetool.inspect import infer_method
 
     m, params, _ = infer_method(gf, st)
     if m == "ntk":

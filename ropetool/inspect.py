@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import keys as K
-from .archs import (
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.archs import (
     ALIBI_KEY_READERS,
     BAICHUAN_ALIBI_LAYERS,
     HARDCODED_ALIBI_MAX_BIAS,
@@ -36,8 +36,8 @@ from .archs import (
     Arch,
     arch_by_name,
 )
-from .errors import RopetoolError
-from .gguf_file import GGUFFile, T, plain_value
+from ropetool.errors import RopetoolError
+from ropetool.io.gguf_file import GGUFFile, T, plain_value
 
 SCHEMA_VERSION = 1
 ARRAY_PREVIEW = 8  # array elements shown without --full
@@ -78,7 +78,7 @@ def _first_int(gf: GGUFFile, key: str) -> int | None:
 
 
 def _get_mscale(s: float, m: float) -> float:
-    from .rope import yarn_mscale
+    from ropetool.rope import yarn_mscale
 
     return yarn_mscale(s, m)
 
@@ -86,7 +86,7 @@ def _get_mscale(s: float, m: float) -> float:
 def ggml_corr_dims(n_rot: int, n_ctx_orig: int, beta_fast: float, beta_slow: float, base: float) -> tuple[int, int]:
     """ggml_rope_yarn_corr_dims: pairs below ``low`` extrapolate, above ``high`` interpolate (the rope core's
     truncated correction range, which is ggml's)."""
-    from .rope import RopeParams, yarn_correction_range
+    from ropetool.rope import RopeParams, yarn_correction_range
 
     p = RopeParams(method="yarn", base=base, original_context=n_ctx_orig, beta_fast=beta_fast, beta_slow=beta_slow)
     return yarn_correction_range(p, n_rot)
@@ -172,7 +172,7 @@ class RopeState:
         """llama.cpp's per-head ALiBi slopes (ggml_soft_max_ext)."""
         if self.encoding != "alibi" or not self.n_head or not self.alibi_max_bias or self.n_head > MAX_HEADS:
             return None
-        from .rope import alibi_base_slopes  # ggml's m0^(h+1) / m1^(2(h-n)+1) schedule is ALiBi's
+        from ropetool.rope import alibi_base_slopes  # ggml's m0^(h+1) / m1^(2(h-n)+1) schedule is ALiBi's
 
         return alibi_base_slopes(self.n_head, self.alibi_max_bias)
 
@@ -347,7 +347,7 @@ def _check_plausible(st: RopeState, a: str) -> None:
 
 
 def _default_inv(base: float, d: int) -> np.ndarray:
-    from .rope import default_inv_freq
+    from ropetool.rope import default_inv_freq
 
     return default_inv_freq(base, d)
 
@@ -370,7 +370,7 @@ def _nice(x: float) -> float:
 
 def llama3_rope_freqs(base: float, d: int, factor: float, low: float, high: float, old: float) -> np.ndarray:
     """The rope_freqs divisor per pair that llama3 rope needs (what llama.cpp's converter writes), from the rope core."""
-    from .rope import RopeParams, rope_frequencies
+    from ropetool.rope import RopeParams, rope_frequencies
 
     p = RopeParams(method="llama3", base=base, factor=factor, low_freq_factor=low, high_freq_factor=high,
                    original_context=int(old))
@@ -522,7 +522,7 @@ METHOD_FIELDS = {
 
 def _with_defaults(method: str, recorded: dict) -> dict:
     """Recorded parameters plus the defaults of the fields ``method`` reads (RopeParams' defaults)."""
-    from .rope import RopeParams
+    from ropetool.rope import RopeParams
 
     defaults = RopeParams()
     out = {}
@@ -662,7 +662,7 @@ def summarize_rope(gf: GGUFFile, st: RopeState | None = None) -> dict:
     inf_method, inf_params, inf_notes = infer_method(gf, st)
     correction_fit = inf_params.pop("_correction_range", None)
     if rec_method is not None:
-        from .rope import make_params
+        from ropetool.rope import make_params
 
         try:
             make_params(rec_method, **rec_params)
@@ -823,7 +823,7 @@ def field_json(f, full: bool) -> dict:
 
 def inspect_gguf(path: str | os.PathLike, full: bool = False) -> dict:
     """The whole report (metadata, tensors, rope summary, lint) as plain data; see docs/inspect.md."""
-    from .lint import lint_file
+    from ropetool.lint import lint_file
 
     with GGUFFile(path) as gf:
         st = rope_state(gf)

@@ -20,16 +20,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import keys as K
-from .archs import (
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.archs import (
     ALIBI_KEY_READERS,
     HARDCODED_ALIBI_MAX_BIAS,
     RARE_ROPE_KEY_READERS,
     ROPE_DIM_MUST_EQUAL_HEAD_DIM,
 )
-from .errors import RopetoolError
-from .gguf_file import GGUFFile, T, type_name
-from .inspect import SCALING_TYPES, RopeState, _provenance, rope_state
+from ropetool.errors import RopetoolError
+from ropetool.io.gguf_file import GGUFFile, T, type_name
+from ropetool.inspect import SCALING_TYPES, RopeState, _provenance, rope_state
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
@@ -229,7 +229,7 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
 
 
 def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict) -> list[Finding]:
-    from .rope import alibi_slopes, make_params, rope_frequencies
+    from ropetool.rope import alibi_slopes, make_params, rope_frequencies
 
     try:
         p = make_params(method, **params)

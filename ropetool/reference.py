@@ -42,10 +42,10 @@ from dataclasses import dataclass
 import gguf
 import numpy as np
 
-from . import keys as K
-from .archs import Arch, arch_by_name
-from .errors import RopetoolError
-from .rope import RopeParams, alibi_slopes, make_params, rope_frequencies
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.archs import Arch, arch_by_name
+from ropetool.errors import RopetoolError
+from ropetool.rope import RopeParams, alibi_slopes, make_params, rope_frequencies
 
 T = gguf.MODEL_TENSOR
 QUERY_BLOCK = 1024  # query rows per attention block (bounds the [heads, rows, n] score memory)
@@ -341,7 +341,7 @@ class ReferenceModel:
         """Read a GGUF file; every tensor is dequantized to float32 (f32, f16, bf16, q8_0, ...).
 
         The header is parsed (and checked against the file) by gguf_file; the vocabulary is skipped."""
-        from .gguf_file import open_gguf
+        from ropetool.io.gguf_file import open_gguf
 
         with open_gguf(path) as f:
             if f.endian != "little":
@@ -377,7 +377,7 @@ class ReferenceModel:
         approximations llama.cpp would need are accepted, because the reference evaluates the method
         itself from the provenance keys.
         """
-        from .convert import plan_conversion
+        from ropetool.convert import plan_conversion
 
         plan = plan_conversion(model_dir, "f32", method, approximate=True, with_vocab=False, **rope_options)
         kv = {key: value for key, (value, _) in plan.kv.items()}

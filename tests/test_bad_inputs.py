@@ -144,7 +144,7 @@ def test_set_rope_replaces_what_it_does_not_read(tmp_path):
     from bad_inputs import FIXTURES
     from ropetool.cli import cli
     from ropetool.convert import convert
-    from ropetool.gguf_file import GGUFFile, NewValue, T, TensorOut, write_gguf
+    from ropetool.io.gguf_file import GGUFFile, NewValue, T, TensorOut, write_gguf
     from ropetool.lint import lint_gguf
 
     src = tmp_path / "llama3.gguf"

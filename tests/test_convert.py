@@ -341,7 +341,7 @@ def test_output_is_byte_identical_to_gguf_py_writer(name, outtype, options, linu
     """ropetool streams the file itself; gguf-py's GGUFWriter, given the same plan, writes the same bytes.
     Also where os.preadv and os.copy_file_range are missing (macOS)."""
     from ropetool.convert import plan_conversion, write_gguf
-    from ropetool.vocab import write_vocab
+    from ropetool.io.vocab import write_vocab
 
     if not linux_calls:
         for call in ("preadv", "copy_file_range"):

@@ -20,12 +20,12 @@ from click.testing import CliRunner
 
 from conftest import fixture_dir, llama_cpp_logits, token_ids
 from test_inspect import build
-from ropetool import keys as K
+from ropetool.llamacpp import keys as K
 from ropetool.cli import cli
 from ropetool.convert import convert
 from ropetool.edit import diff_gguf, parse_assignment, set_keys, set_rope, unset_keys
 from ropetool.errors import RopetoolError
-from ropetool.gguf_file import T, TensorOut, open_gguf, write_gguf
+from ropetool.io.gguf_file import T, TensorOut, open_gguf, write_gguf
 
 R = gguf.Keys.Rope
 N = 100

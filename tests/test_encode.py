@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ropetool.encode import Scratch, encode_rows
+from ropetool.io.encode import Scratch, encode_rows
 
 TYPES = [Q.F32, Q.F16, Q.BF16, Q.Q8_0]
 

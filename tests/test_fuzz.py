@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from ropetool.convert import convert
 from ropetool.edit import set_keys
 from ropetool.errors import RopetoolError
-from ropetool.gguf_file import GGUFFile, dumps
+from ropetool.io.gguf_file import GGUFFile, dumps
 from ropetool.inspect import inspect_gguf, render_text
 
 from conftest import fixture_dir

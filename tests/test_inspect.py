@@ -23,12 +23,12 @@ from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from conftest import fixture_config, fixture_dir
-from ropetool import keys as K
+from ropetool.llamacpp import keys as K
 from ropetool.cli import cli
 from ropetool.convert import convert
 from ropetool.edit import set_rope, unset_keys
 from ropetool.errors import RopetoolError
-from ropetool.gguf_file import GGUFFile
+from ropetool.io.gguf_file import GGUFFile
 from ropetool.inspect import inspect_gguf
 
 R = gguf.Keys.Rope

@@ -17,11 +17,11 @@ from click.testing import CliRunner
 
 from conftest import fixture_dir, llama_cpp_logits, token_ids
 from test_inspect import build, llama_cpp_llama3_rope_freqs
-from ropetool import keys as K
+from ropetool.llamacpp import keys as K
 from ropetool.cli import cli
 from ropetool.convert import convert
 from ropetool.edit import set_keys, unset_keys
-from ropetool.gguf_file import GGUFFile, TensorOut, write_gguf
+from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
 from ropetool.lint import RULES, Finding, lint_gguf
 
 R = gguf.Keys.Rope

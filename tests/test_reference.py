@@ -24,8 +24,8 @@ import torch  # noqa: E402
 import transformers.models.bloom.modeling_bloom as modeling_bloom  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from ropetool import keys as K  # noqa: E402
-from ropetool.archs import ARCHS  # noqa: E402
+from ropetool.llamacpp import keys as K  # noqa: E402
+from ropetool.llamacpp.archs import ARCHS  # noqa: E402
 from ropetool.convert import plan_conversion, write_gguf  # noqa: E402
 from ropetool.errors import RopetoolError  # noqa: E402
 import ropetool.reference as reference_module  # noqa: E402

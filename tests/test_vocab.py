@@ -1,4 +1,4 @@
-"""ropetool.vocab: tokenizer files -> GGUF tokenizer keys, checked by running llama.cpp.
+"""ropetool.io.vocab: tokenizer files -> GGUF tokenizer keys, checked by running llama.cpp.
 
 Every expected token id comes from an independent implementation: the Hugging Face tokenizer
 (transformers / tokenizers) and, for the SentencePiece fixture, the sentencepiece library. The GGUF
@@ -22,7 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ropetool import RopetoolError  # noqa: E402
-from ropetool.vocab import LLAMA_CPP_PRE_TOKENIZERS, Vocab, load_vocab, write_vocab  # noqa: E402
+from ropetool.io.vocab import LLAMA_CPP_PRE_TOKENIZERS, Vocab, load_vocab, write_vocab  # noqa: E402
 
 llama_cpp = pytest.importorskip("llama_cpp")
 transformers = pytest.importorskip("transformers")
@@ -356,7 +356,7 @@ def test_merges_match_tokenizer_json(converted):
 # tokenizer.json pre-tokenizer, checked against the tokenizers library.
 # --------------------------------------------------------------------------- #
 
-from ropetool import vocab as vocab_module  # noqa: E402
+from ropetool.io import vocab as vocab_module  # noqa: E402
 
 CORPUS = [line for line in TEXT.splitlines() if line] + [
     "The quick brown fox jumps over the lazy dog. It's HelloWorld and helloWORLD in camelCase.",

@@ -250,7 +250,7 @@ def hf_cases(root: Path) -> list[Case]:
 
 def _layout(path: Path) -> dict:
     """Offsets of the header sections of a GGUF written by ropetool (little-endian)."""
-    from ropetool.gguf_file import GGUFFile, T
+    from ropetool.io.gguf_file import GGUFFile, T
 
     data = path.read_bytes()
     out = {"size": len(data)}
@@ -295,7 +295,7 @@ def _patch(data: bytes, pos: int, fmt: str, value) -> bytes:
 
 def _rewrite(src: Path, dst: Path, changes: dict, drop_provenance: bool = False) -> None:
     """A copy of ``src`` with keys replaced / added (NewValue) or removed (None), through ropetool's writer."""
-    from ropetool.gguf_file import GGUFFile, TensorOut, write_gguf
+    from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
 
     with GGUFFile(src) as gf:
         records = []
@@ -311,7 +311,7 @@ def _rewrite(src: Path, dst: Path, changes: dict, drop_provenance: bool = False)
 
 def gguf_cases(root: Path, base: Path) -> list[Case]:
     """``base``: the llama fixture converted to f16."""
-    from ropetool.gguf_file import NewValue, T
+    from ropetool.io.gguf_file import NewValue, T
 
     cases: list[Case] = []
     data = base.read_bytes()

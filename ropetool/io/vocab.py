@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import gguf
 
-from .errors import RopetoolError
+from ropetool.errors import RopetoolError
 
 logger = logging.getLogger(__name__)
 

@@ -45,11 +45,13 @@ except ImportError:  # pragma: no cover - Windows
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+from gguf import Keys as _Keys
 
-from . import keys as K
-from .errors import RopetoolError
+from ropetool.errors import RopetoolError
 
 T = GGUFValueType
+ALIGNMENT_KEY = _Keys.General.ALIGNMENT
+ARCHITECTURE_KEY = _Keys.General.ARCHITECTURE
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 GGML_MAX_DIMS = 4
@@ -309,12 +311,12 @@ class GGUFFile:
                 raise RopetoolError(f"{self.path}: corrupted GGUF: duplicate key {f.key!r} (llama.cpp refuses it)")
             self.fields[f.key] = f
         self.alignment = DEFAULT_ALIGNMENT
-        af = self.fields.get(K.ALIGNMENT)
+        af = self.fields.get(ALIGNMENT_KEY)
         if af is not None:
             if af.type != T.UINT32:
-                raise RopetoolError(f"{self.path}: corrupted GGUF: {K.ALIGNMENT} has type {af.type_name}, not u32")
+                raise RopetoolError(f"{self.path}: corrupted GGUF: {ALIGNMENT_KEY} has type {af.type_name}, not u32")
             if af.scalar == 0 or af.scalar & (af.scalar - 1):
-                raise RopetoolError(f"{self.path}: corrupted GGUF: {K.ALIGNMENT} = {af.scalar} is not a power of two")
+                raise RopetoolError(f"{self.path}: corrupted GGUF: {ALIGNMENT_KEY} = {af.scalar} is not a power of two")
             self.alignment = int(af.scalar)
         self.tensors: list[TensorInfo] = []
         self._tensor_index: dict[str, TensorInfo] = {}
@@ -431,7 +433,7 @@ class GGUFFile:
 
     @property
     def architecture(self) -> str | None:
-        v = self.get(K.ARCHITECTURE)
+        v = self.get(ARCHITECTURE_KEY)
         return v if isinstance(v, str) else None
 
     def layout_is_canonical(self) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import gguf
 
-from .errors import RopetoolError
+from ropetool.errors import RopetoolError
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def arch_by_name(name: str) -> Arch | None:
 # --- llama.cpp facts beyond the conversion table (llama-cpp-semantics.md §1, §3, §5), used by lint/inspect ---
 # Keys added here; nothing above changed.
 
-from . import keys as _K  # noqa: E402
+from ropetool.llamacpp import keys as _K  # noqa: E402
 
 # The rope keys that only a few llama.cpp architectures read; every other architecture ignores them.
 RARE_ROPE_KEY_READERS: dict[str, tuple[str, ...]] = {

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from gguf import GGUFValueType as T
 
-from . import keys as K
-from .archs import Arch
-from .errors import RopetoolError
-from .rope import RopeParams, alibi_slopes, default_inv_freq, dynamic_ntk_base, ntk_base, rope_frequencies
-from .rope.methods import dynamic_ntk_alibi_ratio
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.archs import Arch
+from ropetool.errors import RopetoolError
+from ropetool.rope import RopeParams, alibi_slopes, default_inv_freq, dynamic_ntk_base, ntk_base, rope_frequencies
+from ropetool.rope.methods import dynamic_ntk_alibi_ratio
 
 @dataclass
 class Lowered:

@@ -1,9 +1,6 @@
-"""Click commands that read and edit existing GGUF files: inspect, set-rope, set, unset, diff.
+"""The commands that edit or compare GGUF files: set-rope, set, unset, diff.
 
-Registered on the ``ropetool`` group defined in cli.py.  Bad input (including a truncated or
-corrupted GGUF) is a RopetoolError, which the group prints as one ``Error: ...`` line (exit 2).
-Exit codes: ``inspect --strict`` exits 1 when lint finds a warning or an error; ``diff`` exits 1
-when the files differ (0 when identical), like diff(1).
+Exit codes: ``diff`` exits 1 when the files differ (0 when identical), like diff(1).
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .cli import chosen_rope_options, cli, rope_options
+from ropetool.cli.options import chosen_rope_options, rope_options
 
 _PATH = click.Path(path_type=Path, dir_okay=False)
 
@@ -89,26 +86,7 @@ def _edit_options(f):
     return f
 
 
-@cli.command("inspect")
-@click.argument("file", type=_PATH)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/inspect.md).")
-@click.option("--full", is_flag=True, help="Print whole arrays and long strings (default: abbreviated).")
-@click.option("--strict", is_flag=True, help="Exit 1 when lint finds a warning or an error.")
-@click.pass_context
-def inspect_command(ctx, file, as_json, full, strict):
-    """Show a GGUF's metadata, tensors, RoPE/ALiBi settings in plain words, and lint findings."""
-    from .inspect import inspect_gguf, render_text
-    from .gguf_file import dumps
-
-    report = inspect_gguf(file, full=full)
-    click.echo(dumps(report) if as_json else render_text(report, full=full))
-    bad = [x for x in report["lint"] if x["severity"] in ("error", "warning")]
-    if strict and bad:
-        click.echo(f"lint: {len(bad)} warning(s)/error(s) with --strict", err=True)
-        ctx.exit(1)
-
-
-@cli.command("set-rope")
+@click.command("set-rope")
 @click.argument("file", type=_PATH)
 @_edit_options
 @rope_options
@@ -119,7 +97,7 @@ def set_rope_command(file, outfile, in_place, force, dry_run, as_json, method, a
     (else rope.freq_base) and the trained context from rope.scaling.original_context_length (else
     context_length), unless --freq-base / --original-context say otherwise.
     """
-    from .edit import set_rope
+    from ropetool.edit import set_rope
 
     values = chosen_rope_options(method, rope)
     result = set_rope(file, method, outfile, in_place=in_place, force=force, dry_run=dry_run,
@@ -127,7 +105,7 @@ def set_rope_command(file, outfile, in_place, force, dry_run, as_json, method, a
     _report_edit(result, as_json, dry_run)
 
 
-@cli.command("set")
+@click.command("set")
 @click.argument("file", type=_PATH)
 @click.argument("assignments", nargs=-1, required=True, metavar="KEY=TYPE:VALUE...")
 @_edit_options
@@ -142,25 +120,25 @@ def set_command(file, assignments, outfile, in_place, force, dry_run, as_json):
       llama.rope.dimension_sections=arr[i32]:16,24,24,0
       tokenizer.chat_template=str@template.jinja   (a string read from a file)
     """
-    from .edit import set_keys
+    from ropetool.edit import set_keys
 
     result = set_keys(file, list(assignments), outfile, in_place=in_place, force=force, dry_run=dry_run)
     _report_edit(result, as_json, dry_run)
 
 
-@cli.command("unset")
+@click.command("unset")
 @click.argument("file", type=_PATH)
 @click.argument("keys", nargs=-1, required=True, metavar="KEY...")
 @_edit_options
 def unset_command(file, keys, outfile, in_place, force, dry_run, as_json):
     """Remove keys from FILE."""
-    from .edit import unset_keys
+    from ropetool.edit import unset_keys
 
     result = unset_keys(file, list(keys), outfile, in_place=in_place, force=force, dry_run=dry_run)
     _report_edit(result, as_json, dry_run)
 
 
-@cli.command("diff")
+@click.command("diff")
 @click.argument("a", type=_PATH)
 @click.argument("b", type=_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
@@ -168,8 +146,8 @@ def unset_command(file, keys, outfile, in_place, force, dry_run, as_json):
 @click.pass_context
 def diff_command(ctx, a, b, as_json, no_data):
     """Compare two GGUFs: metadata and tensors (bytes by streamed sha256). Exit 0 if identical, 1 if not."""
-    from .edit import diff_gguf
-    from .gguf_file import dumps
+    from ropetool.edit import diff_gguf
+    from ropetool.io.gguf_file import dumps
 
     d = diff_gguf(a, b, tensor_data=not no_data)
     if as_json:

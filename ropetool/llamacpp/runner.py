@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import RopetoolError
+from ropetool.errors import RopetoolError
 
 GGML_TYPE_F32 = 0
 

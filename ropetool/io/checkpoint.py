@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RopetoolError
+from ropetool.errors import RopetoolError
 
 INDEX_FILE = "model.safetensors.index.json"
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit

@@ -1,0 +1,62 @@
+"""The ``ropetool`` command line: a thin Click layer over the library.
+
+Every command turns a RopetoolError (bad input) into a one-line ``Error: ...`` and exit code 2;
+set ROPETOOL_DEBUG=1 to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ropetool.version import __version__
+from ropetool.errors import RopetoolError
+from ropetool.rope import METHODS
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RopetoolError as e:
+            _fail(str(e), 2)
+        except OSError as e:
+            _fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", 2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:  # pragma: no cover - a bug, reported in one line unless debugging
+            if os.environ.get("ROPETOOL_DEBUG"):
+                raise
+            _fail(f"internal error ({type(e).__name__}: {e}); rerun with ROPETOOL_DEBUG=1 and report it", 70)
+
+
+def _fail(message: str, code: int):
+    click.echo(f"Error: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ropetool")
+def cli():
+    """Convert Hugging Face checkpoints to GGUF with RoPE/ALiBi context extension, and check them."""
+
+
+from ropetool.cli import check, convert, edit, inspect  # noqa: E402  (the command modules)
+
+for _command in (convert.convert, inspect.inspect_command, edit.set_rope_command, edit.set_command,
+                 edit.unset_command, edit.diff_command, check.check):
+    cli.add_command(_command)
+
+
+def main():
+    if os.name != "posix":  # positional reads and writes, flock, rename of an open file
+        sys.exit("Error: ropetool runs on Linux and macOS (on Windows, inside WSL)")
+    cli(prog_name="ropetool")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

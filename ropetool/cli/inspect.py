@@ -1,0 +1,28 @@
+"""``ropetool inspect``: metadata, tensors, the rope summary and lint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+PATH = click.Path(path_type=Path, dir_okay=False)
+
+
+@click.command("inspect")
+@click.argument("file", type=PATH)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/inspect.md).")
+@click.option("--full", is_flag=True, help="Print whole arrays and long strings (default: abbreviated).")
+@click.option("--strict", is_flag=True, help="Exit 1 when lint finds a warning or an error.")
+@click.pass_context
+def inspect_command(ctx, file, as_json, full, strict):
+    """Show a GGUF's metadata, tensors, RoPE/ALiBi settings in plain words, and lint findings."""
+    from ropetool.inspect import inspect_gguf, render_text
+    from ropetool.io.gguf_file import dumps
+
+    report = inspect_gguf(file, full=full)
+    click.echo(dumps(report) if as_json else render_text(report, full=full))
+    bad = [x for x in report["lint"] if x["severity"] in ("error", "warning")]
+    if strict and bad:
+        click.echo(f"lint: {len(bad)} warning(s)/error(s) with --strict", err=True)
+        ctx.exit(1)
