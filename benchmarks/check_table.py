@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rows = [
-        f"| fixture | method | weights | device | max abs diff | relative | top-1 | KL mean | control effect | control / diff | verdict |",
+        "| fixture | method | weights | device | max abs diff | relative | top-1 | KL mean | control effect | control / diff | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     failures = 0

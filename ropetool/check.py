@@ -165,8 +165,8 @@ def check_gguf(
     verbose: bool = False,
 ) -> CheckReport:
     """Run llama.cpp on ``path`` and compare with the numpy reference (weights from the GGUF or ``source``)."""
-    from ropetool.llamacpp import runner
     from ropetool.lint import lint_gguf
+    from ropetool.llamacpp import runner
     from ropetool.reference import ReferenceModel
 
     path = Path(path)

@@ -1,8 +1,8 @@
 """Convert a Hugging Face checkpoint folder to GGUF, with the chosen rope method embedded.
 
-The pipeline: read config.json and the safetensors headers (checkpoint.py); pick the architecture
-(archs.py); resolve the rope method from config.json or the caller (rope/); lower it to GGUF keys
-and tensors (lowering.py); plan every output tensor (name, type, shape) and check the shapes
+The pipeline: read config.json and the safetensors headers (io/checkpoint.py); pick the model family
+(families.py); resolve the rope method from config.json or the caller (rope/); lower it to GGUF keys
+and tensors (llamacpp/lowering.py); plan every output tensor (name, type, shape) and check the shapes
 against config.json; then write the header and convert the tensors a run of rows at a time (a
 few runs in memory, whatever the model's size) into a temporary file that is renamed over the
 target only when complete.  A conversion killed outright (SIGKILL)
@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,15 +25,15 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as Q
 
-from ropetool.version import __version__
-from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.archs import Arch, arch_for_config
+from ropetool.errors import RopetoolError
+from ropetool.families import Family, family_for_config
 from ropetool.io.checkpoint import Checkpoint, TensorRef, checkpoint_dtype, load_tensor, open_checkpoint
 from ropetool.io.encode import CHUNK_ELEMENTS, SCRATCH, encode_rows
-from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import atomic_file, copy_range, encode_value, pwrite_all
+from ropetool.io.gguf_file import NewValue, TensorOut, atomic_file, copy_range, header_bytes, pwrite_all
+from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.lowering import Lowered, lower_for_llama_cpp, provenance
 from ropetool.rope import RopeParams, make_params, rope_from_hf_config
+from ropetool.version import __version__
 
 OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
 FILE_TYPES = {
@@ -64,7 +63,7 @@ class Hparams:
     tied: bool
 
     @classmethod
-    def from_config(cls, config: dict, arch: Arch) -> "Hparams":
+    def from_config(cls, config: dict, family: Family) -> "Hparams":
         def need(*names, default=None):
             for n in names:
                 if config.get(n) is not None:
@@ -86,10 +85,10 @@ class Hparams:
         head_dim = count("head_dim") if config.get("head_dim") else n_embd // n_head
         if head_dim < 1:
             raise RopetoolError(f"config.json: hidden_size {n_embd} is smaller than num_attention_heads {n_head}")
-        eps_name, eps = need(arch.hf_eps_key, "rms_norm_eps", "layer_norm_epsilon", "layer_norm_eps")
+        eps_name, eps = need(family.hf_eps_key, "rms_norm_eps", "layer_norm_epsilon", "layer_norm_eps")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
             raise RopetoolError(f"config.json: {eps_name} must be a finite number >= 0, got {eps!r}")
-        tied = config.get("tie_word_embeddings", arch.is_alibi)
+        tied = config.get("tie_word_embeddings", family.tied_default)
         if not isinstance(tied, bool):
             raise RopetoolError(f"config.json: tie_word_embeddings must be true or false, got {tied!r}")
         return cls(
@@ -155,16 +154,20 @@ class Plan:
     """Everything a conversion will write, computed before any byte is written."""
 
     source: Path
-    arch: Arch
+    family: Family
     hparams: Hparams
     rope: RopeParams
     rotary_dim: int
     lowered: Lowered
     outtype: Q
-    kv: dict[str, tuple[object, gguf.GGUFValueType]] = field(default_factory=dict)
+    values: list[NewValue] = field(default_factory=list)  # every key/value of the header, in order
     tensors: list[PlannedTensor] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     vocab: object | None = None
+
+    @property
+    def arch(self) -> str:
+        return self.family.arch
 
     @property
     def total_bytes(self) -> int:
@@ -174,14 +177,14 @@ class Plan:
         """The plan as plain data (for --dry-run and --json)."""
         return {
             "source": str(self.source),
-            "architecture": self.arch.name,
+            "architecture": self.arch,
             "outtype": self.outtype.name,
             "rope": self.rope.as_dict(),
             "exact": self.lowered.exact,
             "notes": self.lowered.notes,
             "warnings": self.lowered.warnings,
             "context_length": self.lowered.context_length,
-            "keys": {k: _plain(v) for k, (v, _) in self.kv.items()},
+            "keys": {v.key: _plain(v.value) for v in self.values if not v.key.startswith("tokenizer.")},
             "tensors": [
                 {"name": t.name, "type": t.qtype.name, "shape": list(t.shape), "bytes": t.nbytes} for t in self.tensors
             ],
@@ -196,9 +199,9 @@ def _plain(value):
     return value
 
 
-def rope_for(config: dict, method: str | None, hp: Hparams, **options) -> tuple[RopeParams, int]:
+def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **options) -> tuple[RopeParams, int]:
     """The rope method to embed: config.json's, or the caller's ``method`` with ``options``."""
-    hf = rope_from_hf_config(config)
+    hf = rope_from_hf_config(config, alibi=family.alibi)
     if method is None:
         params = hf.params
         changes = {k: v for k, v in options.items() if v is not None}
@@ -214,7 +217,7 @@ def rope_for(config: dict, method: str | None, hp: Hparams, **options) -> tuple[
     return make_params(method, **values), hf.rotary_dim
 
 
-def _expected_shapes(arch: Arch, hp: Hparams) -> dict[str, tuple[int, ...]]:
+def _expected_shapes(family: Family, hp: Hparams) -> dict[str, tuple[int, ...]]:
     """HF-orientation shape of each GGUF tensor kind, from config.json."""
     q = hp.n_head * hp.head_dim
     kv = hp.n_head_kv * hp.head_dim
@@ -234,7 +237,7 @@ def _expected_shapes(arch: Arch, hp: Hparams) -> dict[str, tuple[int, ...]]:
         "attn_q_norm": (hp.head_dim,),
         "attn_k_norm": (hp.head_dim,),
         "ffn_gate": (f, e),
-        "ffn_up": (2 * f, e) if arch.ffn == "swiglu-fused" else (f, e),
+        "ffn_up": (2 * f, e) if family.ffn == "swiglu-fused" else (f, e),
         "ffn_down": (e, f),
     }
 
@@ -266,19 +269,20 @@ def _tensor_type(name: str, shape: tuple[int, ...], outtype: Q) -> Q:
     return outtype
 
 
-def plan_tensors(ckpt: Checkpoint, arch: Arch, hp: Hparams, outtype: Q) -> tuple[list[PlannedTensor], list[str]]:
-    name_map = gguf.get_tensor_name_map(arch.model_arch, hp.n_layer)
-    expected = _expected_shapes(arch, hp)
+def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> tuple[list[PlannedTensor], list[str]]:
+    name_map = gguf.get_tensor_name_map(family.model_arch, hp.n_layer)
+    expected = _expected_shapes(family, hp)
     planned: list[PlannedTensor] = []
     skipped: list[str] = []
     for hf_name, ref in ckpt.tensors.items():
         if hf_name.endswith(SKIP_SUFFIXES):
             skipped.append(hf_name)
             continue
-        lookup = hf_name[len(arch.strip_prefix):] if hf_name.startswith(arch.strip_prefix) else hf_name
+        prefix = family.strip_prefix
+        lookup = hf_name[len(prefix):] if prefix and hf_name.startswith(prefix) else hf_name
         name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise RopetoolError(f"tensor {hf_name!r} is not part of a {arch.name} model as ropetool knows it")
+            raise RopetoolError(f"tensor {hf_name!r} is not part of a {family.arch} model as ropetool knows it")
         kind = name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0]
         is_bias = name.endswith(".bias")
         want = expected.get(kind)
@@ -289,15 +293,15 @@ def plan_tensors(ckpt: Checkpoint, arch: Arch, hp: Hparams, outtype: Q) -> tuple
                     f"tensor {hf_name!r} has shape {list(ref.shape)} but config.json implies {list(want)}"
                 )
         transform = None
-        if arch.permute_qk and kind in ("attn_q", "attn_k"):
+        if family.permute_qk and kind in ("attn_q", "attn_k"):
             transform = _permute(hp.n_head if kind == "attn_q" else hp.n_head_kv)
-        if arch.fused_qkv == "bloom" and kind == "attn_qkv":
+        if family.qkv_layout == "per-head" and kind == "attn_qkv":
             transform = _bloom_qkv(hp.n_head)
         shape = tuple(ref.shape)
         planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), [ref], transform))
     names = {t.name for t in planned}
-    if "output.weight" not in names and "token_embd.weight" in names and arch.is_alibi:
-        # llama.cpp's bloom converter writes the tied output matrix explicitly.
+    if "output.weight" not in names and "token_embd.weight" in names and family.writes_tied_output:
+        # llama.cpp's converter writes the tied output matrix explicitly (bloom).
         embd = next(t for t in planned if t.name == "token_embd.weight")
         planned.append(PlannedTensor("output.weight", embd.shape, embd.qtype, embd.source))
     if "token_embd.weight" not in names:
@@ -311,25 +315,23 @@ def plan_tensors(ckpt: Checkpoint, arch: Arch, hp: Hparams, outtype: Q) -> tuple
     return planned, skipped
 
 
-def _hparam_kv(arch: Arch, hp: Hparams, rotary_dim: int, context_length: int) -> dict:
-    T = gguf.GGUFValueType
-    a = arch.name
-    kv = {
-        K.k(K.CONTEXT_LENGTH, a): (int(context_length), T.UINT32),
-        K.k(K.EMBEDDING_LENGTH, a): (hp.n_embd, T.UINT32),
-        K.k(K.BLOCK_COUNT, a): (hp.n_layer, T.UINT32),
-        K.k(K.FEED_FORWARD_LENGTH, a): (hp.n_ff, T.UINT32),
-        K.k(K.HEAD_COUNT, a): (hp.n_head, T.UINT32),
-        K.k(K.HEAD_COUNT_KV, a): (hp.n_head_kv, T.UINT32),
-        K.k(K.VOCAB_SIZE, a): (hp.vocab_size, T.UINT32),
-    }
-    kv[K.k(K.LAYERNORM_RMS_EPS if arch.norm == "rms" else K.LAYERNORM_EPS, a)] = (hp.eps, T.FLOAT32)
+def _hparam_values(family: Family, hp: Hparams, rotary_dim: int, context_length: int) -> list[NewValue]:
+    a = family.arch
+    values = [
+        (K.CONTEXT_LENGTH, int(context_length)),
+        (K.EMBEDDING_LENGTH, hp.n_embd),
+        (K.BLOCK_COUNT, hp.n_layer),
+        (K.FEED_FORWARD_LENGTH, hp.n_ff),
+        (K.HEAD_COUNT, hp.n_head),
+        (K.HEAD_COUNT_KV, hp.n_head_kv),
+        (K.VOCAB_SIZE, hp.vocab_size),
+        (K.LAYERNORM_RMS_EPS if family.norm == "rms" else K.LAYERNORM_EPS, hp.eps),
+    ]
     if hp.head_dim != hp.n_embd // hp.n_head:
-        kv[K.k(K.KEY_LENGTH, a)] = (hp.head_dim, T.UINT32)
-        kv[K.k(K.VALUE_LENGTH, a)] = (hp.head_dim, T.UINT32)
-    if not arch.is_alibi:
-        kv[K.k(K.ROPE_DIMENSION_COUNT, a)] = (rotary_dim, T.UINT32)
-    return kv
+        values += [(K.KEY_LENGTH, hp.head_dim), (K.VALUE_LENGTH, hp.head_dim)]
+    if family.loader.uses_rope(hp.n_layer):
+        values.append((K.ROPE_DIMENSION_COUNT, rotary_dim))
+    return [NewValue(K.k(template, a), K.TYPES[template], value) for template, value in values]
 
 
 def _model_name(name: str, vocab) -> str:
@@ -357,8 +359,8 @@ def plan_conversion(
     ``with_vocab=False`` skips the tokenizer (for callers that only want the tensors, like the reference).
     """
     ckpt = open_checkpoint(model_dir)
-    arch = arch_for_config(ckpt.config)
-    hp = Hparams.from_config(ckpt.config, arch)
+    family = family_for_config(ckpt.config)
+    hp = Hparams.from_config(ckpt.config, family)
     if outtype == "auto":
         qtype = Q.BF16 if ckpt.source_dtype == "BF16" else Q.F16
     elif outtype in OUTTYPES:
@@ -367,9 +369,10 @@ def plan_conversion(
         raise RopetoolError(f"unknown output type {outtype!r}; choose from auto, {', '.join(OUTTYPES)}")
 
     check_rope_config(ckpt.config)
-    rope, rotary_dim = rope_for(ckpt.config, method, hp, **rope_options)
-    lowered = lower_for_llama_cpp(rope, arch, rotary_dim, hp.n_head, hp.trained_context, approximate)
-    tensors, skipped = plan_tensors(ckpt, arch, hp, qtype)
+    rope, rotary_dim = rope_for(ckpt.config, family, method, hp, **rope_options)
+    lowered = lower_for_llama_cpp(rope, family.loader, rotary_dim, hp.n_head, hp.trained_context, approximate,
+                                  n_layer=hp.n_layer)
+    tensors, skipped = plan_tensors(ckpt, family, hp, qtype)
     for name, data in lowered.tensors.items():
         tensors.append(PlannedTensor(name, tuple(data.shape), Q.F32, [], data=data))
 
@@ -378,15 +381,20 @@ def plan_conversion(
         from ropetool.io.vocab import load_vocab
 
         vocab = load_vocab(ckpt.path, vocab_size=hp.vocab_size, pre_tokenizer=pre_tokenizer)
-    plan = Plan(ckpt.path, arch, hp, rope, rotary_dim, lowered, qtype, tensors=tensors, skipped=skipped, vocab=vocab)
-    T = gguf.GGUFValueType
-    context = lowered.context_length or hp.trained_context
-    context = max(context, hp.trained_context)
-    plan.kv[K.NAME] = (_model_name(ckpt.path.name, vocab), T.STRING)
-    plan.kv[K.FILE_TYPE] = (int(FILE_TYPES[qtype]), T.UINT32)
-    plan.kv.update(_hparam_kv(arch, hp, rotary_dim, context))
-    plan.kv.update(lowered.kv)
-    plan.kv.update(provenance(lowered, __version__))
+    plan = Plan(ckpt.path, family, hp, rope, rotary_dim, lowered, qtype, tensors=tensors, skipped=skipped, vocab=vocab)
+    context = max(lowered.context_length or hp.trained_context, hp.trained_context)
+    plan.values = [
+        NewValue(K.ARCHITECTURE, K.T.STRING, family.arch),
+        NewValue(K.NAME, K.T.STRING, _model_name(ckpt.path.name, vocab)),
+        NewValue(K.FILE_TYPE, K.T.UINT32, int(FILE_TYPES[qtype])),
+        *_hparam_values(family, hp, rotary_dim, context),
+        *lowered.values,
+        *provenance(lowered, __version__),
+    ]
+    if vocab is not None:
+        from ropetool.io.vocab import vocab_records
+
+        plan.values += vocab_records(vocab)
     return plan
 
 
@@ -407,7 +415,7 @@ def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
     if not out.parent.is_dir():
         raise RopetoolError(f"output folder does not exist: {out.parent}")
     header, offsets = _header_bytes(plan)
-    data_start = len(header) + (-len(header)) % ALIGNMENT
+    data_start = len(header)  # padded to the alignment
     end = data_start + (offsets[-1] + _padded(plan.tensors[-1].nbytes) if plan.tensors else 0)
     sources: dict[Path, int] = {}
     try:
@@ -499,55 +507,10 @@ def _pread_into(fd: int, arr: np.ndarray, offset: int, path: Path) -> None:
 
 
 def _header_bytes(plan: Plan) -> tuple[bytes, list[int]]:
-    """GGUF v3 header, key/values (general.architecture first) and tensor infos, as gguf-py writes them;
-    and each tensor's offset in the data section."""
-    collector = gguf.GGUFWriter(None, plan.arch.name)  # only collects the key/values (vocab included)
-    for key, (value, vtype) in plan.kv.items():
-        if key == K.ARCHITECTURE:
-            continue
-        sub = None
-        if vtype == gguf.GGUFValueType.ARRAY:
-            value, sub = value
-        collector.add_key_value(key, value, vtype, sub_type=sub)
-    if plan.vocab is not None:
-        from ropetool.io.vocab import write_vocab
-
-        write_vocab(collector, plan.vocab)
-    kv = collector.kv_data[0]
-    parts = [struct.pack("<4sIQQ", b"GGUF", 3, len(plan.tensors), len(kv))]
-    offsets = []
-    for key, val in kv.items():
-        parts.append(_pack_string(key.encode("utf-8")))
-        parts.append(_pack_value(val.value, val.type, val.sub_type))
-    offset = 0
-    for t in plan.tensors:
-        parts.append(_pack_string(t.name.encode("utf-8")))
-        parts.append(struct.pack(f"<I{len(t.shape)}QIQ", len(t.shape), *reversed(t.shape), int(t.qtype), offset))
-        offsets.append(offset)
-        offset += _padded(t.nbytes)
-    return b"".join(parts), offsets
-
-
-def _pack_string(b: bytes) -> bytes:
-    return struct.pack("<Q", len(b)) + b
-
-
-_INFERRED = {str: gguf.GGUFValueType.STRING, bytes: gguf.GGUFValueType.STRING, bool: gguf.GGUFValueType.BOOL,
-             int: gguf.GGUFValueType.INT32, float: gguf.GGUFValueType.FLOAT32}
-
-
-def _pack_value(value, vtype, sub_type) -> bytes:
-    """One value as gguf-py's GGUFWriter packs it (an array's element type inferred from its first element,
-    as gguf-py does), encoded by gguf_file (whose string arrays are joined, not packed one by one)."""
-    if vtype == gguf.GGUFValueType.ARRAY:
-        value = list(value)
-        if sub_type is None:
-            sub_type = _INFERRED[type(value[0])] if value else gguf.GGUFValueType.UINT8
-        if sub_type == gguf.GGUFValueType.STRING:
-            value = [v.decode("utf-8") if isinstance(v, bytes) else v for v in value]
-    elif isinstance(value, bytes):
-        value = value.decode("utf-8")
-    return encode_value(vtype, value, sub_type)
+    """The header (gguf_file's one header writer) and each tensor's offset in the data section."""
+    infos = [TensorOut(t.name, tuple(reversed(t.shape)), t.qtype, t.nbytes) for t in plan.tensors]
+    header, offsets, _ = header_bytes(plan.values, infos, alignment=ALIGNMENT)
+    return header, offsets
 
 
 def convert(model_dir, out, outtype="auto", method=None, approximate=False, force=False, pre_tokenizer=None,

@@ -20,10 +20,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ropetool.version import __version__
-from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.archs import ALIBI_KEY_READERS, HARDCODED_ALIBI_MAX_BIAS, Arch, arch_by_name
 from ropetool.errors import RopetoolError
+from ropetool.inspect import ARRAY_PREVIEW, field_json
 from ropetool.io.gguf_file import (
     INT_RANGES,
     TYPES_BY_NAME,
@@ -38,7 +36,11 @@ from ropetool.io.gguf_file import (
     plain_value,
     write_gguf,
 )
-from ropetool.inspect import ARRAY_PREVIEW, _provenance, field_json, rope_state
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.archs import LoaderArch, loader
+from ropetool.llamacpp.provenance import read_record
+from ropetool.llamacpp.state import read_state
+from ropetool.version import __version__
 
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}
@@ -323,15 +325,12 @@ def _finish(gf, result: EditResult, records, tensors, target, in_place, dry_run,
 # set-rope
 
 
-def _arch_facts(name: str, warnings: list[str]) -> Arch:
-    arch = arch_by_name(name)
-    if arch is not None:
-        return arch
-    alibi = name in HARDCODED_ALIBI_MAX_BIAS or name in ALIBI_KEY_READERS
-    warnings.append(f"ropetool has no facts about {name}: assuming llama.cpp loads no rope_freqs and no "
-                    "longrope tensors for it (YaRN variants and llama3 that need rope_freqs are refused)")
-    return Arch(name, (), "rms", "swiglu", None if alibi else "neox",
-                alibi_max_bias=HARDCODED_ALIBI_MAX_BIAS.get(name), reads_alibi_key=name in ALIBI_KEY_READERS)
+def _arch_facts(name: str, warnings: list[str]) -> LoaderArch:
+    arch = loader(name)
+    if not arch.known:
+        warnings.append(f"ropetool has no facts about {name}: assuming llama.cpp loads no rope_freqs and no "
+                        "longrope tensors for it (YaRN variants and llama3 that need rope_freqs are refused)")
+    return arch
 
 
 def set_rope(path, method: str | None, out=None, *, in_place: bool = False, force: bool = False,
@@ -357,7 +356,7 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
             raise RopetoolError(f"{path} has no {K.ARCHITECTURE}")
         warnings: list[str] = []
         arch = _arch_facts(name, warnings)
-        st = rope_state(gf)
+        st = read_state(gf)
         ctx_key = K.k(K.CONTEXT_LENGTH, name)
         orig = gf.get(K.k(K.ROPE_SCALING_ORIG_CTX, name))
         ctx = gf.get(ctx_key)
@@ -366,7 +365,8 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
             raise RopetoolError(f"{path} has no {ctx_key}: cannot tell the trained context")
         if not st.n_head:
             raise RopetoolError(f"{path} has no usable {K.k(K.HEAD_COUNT, name)}")
-        rec_method, rec_params, _ = _provenance(gf)
+        record = read_record(gf.get)
+        rec_method, rec_params = (record.method, record.params) if record is not None else (None, {})
         values = {k: v for k, v in options.items() if v is not None}
         base_from_provenance = rec_method is not None and rec_method not in ALIBI_METHODS
         _refuse_broken_rope_keys(gf, st, path, name, base_needed="base" not in values and not base_from_provenance)
@@ -395,7 +395,7 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
                     values[opt] = [float(x) for x in arr]
         params = make_params(method, **values)
         rotary = st.n_rot or 0
-        lowered = lower_for_llama_cpp(params, arch, rotary, st.n_head, trained, approximate)
+        lowered = lower_for_llama_cpp(params, arch, rotary, st.n_head, trained, approximate, n_layer=st.n_layer)
         context = max(lowered.context_length or trained, trained)
         if context > 2**32 - 1:
             raise RopetoolError(f"context length {context} does not fit a u32")
@@ -409,8 +409,7 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
                     anchor = len(records)
                 continue
             records.append(f)
-        new_kv = [_new_value(k, v) for k, v in lowered.kv.items()]
-        new_kv += [_new_value(k, v) for k, v in provenance(lowered, __version__).items()]
+        new_kv = list(lowered.values) + provenance(lowered, __version__)
         if anchor is None:
             anchor = max((i + 1 for i, r in enumerate(records) if r.key.startswith(name + ".")), default=len(records))
         records = _insert_at(records, anchor, new_kv)
@@ -456,18 +455,11 @@ def _refuse_broken_rope_keys(gf: GGUFFile, st, path: Path, arch: str, base_neede
                             f"(fix or remove {f.key} first with `ropetool set` / `ropetool unset`)")
 
 
-def _new_value(key: str, v) -> NewValue:
-    value, vtype = v
-    sub = None
-    if vtype == T.ARRAY:
-        value, sub = value
-    return NewValue(key, vtype, check_value(vtype, value, sub, key), sub)
-
-
 def _ntk_hint(gf: GGUFFile, st) -> str | None:
-    from ropetool.inspect import infer_method
+    from ropetool.llamacpp.readback import infer_method
 
-    m, params, _ = infer_method(gf, st)
+    named = infer_method(st)
+    m, params = named.method, named.params
     if m == "ntk":
         return (f"freq_base {st.freq_base:g} looks NTK-scaled (alpha {params['alpha']:g} over base {params['base']:g}); "
                 f"set-rope starts from freq_base as the base: pass --freq-base {params['base']:g} to start from the original")

@@ -20,16 +20,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.archs import (
-    ALIBI_KEY_READERS,
-    HARDCODED_ALIBI_MAX_BIAS,
-    RARE_ROPE_KEY_READERS,
-    ROPE_DIM_MUST_EQUAL_HEAD_DIM,
-)
 from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import GGUFFile, T, type_name
-from ropetool.inspect import SCALING_TYPES, RopeState, _provenance, rope_state
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.provenance import read_record
+from ropetool.llamacpp.state import SCALING_TYPES, RopeState, read_state
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
@@ -69,28 +64,12 @@ RULES: dict[str, tuple[str, str]] = {
     "factor-without-type": (WARNING, "a scaling factor without rope.scaling.type: llama.cpp defaults the type to linear"),
     "longrope-factors-missing": (WARNING, "scaling type longrope without rope_factors_long/short tensors"),
     "provenance-mismatch": (WARNING, "the method ropetool recorded is not what llama.cpp will compute from the keys and tensors"),
-    "unknown-architecture": (INFO, "an architecture ropetool has no conversion facts for: some checks are skipped"),
+    "unknown-architecture": (INFO, "an architecture llama.cpp does not know (as vendored by the pinned llama-cpp-python): "
+                                   "some checks are skipped"),
 }
 
-# The GGUF types llama.cpp's loader accepts for each key (it compares types exactly).
-EXPECTED_TYPES: dict[str, T] = {
-    K.CONTEXT_LENGTH: T.UINT32,
-    K.ROPE_DIMENSION_COUNT: T.UINT32,
-    K.ROPE_FREQ_BASE: T.FLOAT32,
-    K.ROPE_SCALE_LINEAR: T.FLOAT32,
-    K.ROPE_SCALING_TYPE: T.STRING,
-    K.ROPE_SCALING_FACTOR: T.FLOAT32,
-    K.ROPE_SCALING_ALPHA: T.FLOAT32,
-    K.ROPE_SCALING_ATTN_FACTOR: T.FLOAT32,
-    K.ROPE_SCALING_ORIG_CTX: T.UINT32,
-    K.ROPE_SCALING_FINETUNED: T.BOOL,
-    K.ROPE_YARN_LOG_MUL: T.FLOAT32,
-    K.ROPE_YARN_EXT_FACTOR: T.FLOAT32,
-    K.ROPE_YARN_ATTN_FACTOR: T.FLOAT32,
-    K.ROPE_YARN_BETA_FAST: T.FLOAT32,
-    K.ROPE_YARN_BETA_SLOW: T.FLOAT32,
-    K.MAX_ALIBI_BIAS: T.FLOAT32,
-}
+# The GGUF types llama.cpp's loader accepts for the rope and context keys (it compares types exactly).
+EXPECTED_TYPES: dict[str, T] = {template: K.TYPES[template] for template in K.ROPE_CONTEXT_KEYS}
 
 
 def _f(rule: str, message: str, key: str | None = None) -> Finding:
@@ -104,7 +83,7 @@ def _rel(a, b) -> float:
 
 def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
     """All findings for an open GGUF, in rule-table order."""
-    st = st or rope_state(gf)
+    st = st or read_state(gf)
     arch = gf.architecture
     out: list[Finding] = []
     if arch is None:
@@ -148,11 +127,12 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
     for what, why in st.problems:
         out.append(_f("implausible-value", f"{what}: {why}", what))
     n_rot_key = gf.get(key(K.ROPE_DIMENSION_COUNT))
-    if arch in ROPE_DIM_MUST_EQUAL_HEAD_DIM and isinstance(n_rot_key, int) and st.head_dim and n_rot_key != st.head_dim:
+    if st.facts.n_rot_is_head_dim and isinstance(n_rot_key, int) and st.head_dim and n_rot_key != st.head_dim:
         out.append(_f("rope-dim-mismatch",
                       f"{key(K.ROPE_DIMENSION_COUNT)} = {n_rot_key} but the head dimension is {st.head_dim}: "
                       f"llama.cpp's {arch} loader throws unless they are equal", key(K.ROPE_DIMENSION_COUNT)))
-    method, params, _ = _provenance(gf)
+    record = read_record(gf.get)
+    method, params = (record.method, record.params) if record is not None else (None, {})
     if method == "llama3" and not st.rope_freqs_used:
         why = "no rope_freqs tensor" if st.rope_freqs is None else f"a rope_freqs tensor that llama.cpp's {arch} does not load"
         out.append(_f("llama3-without-rope-freqs",
@@ -166,21 +146,9 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
         out.append(_f("yarn-no-original-context",
                       f"yarn without {key(K.ROPE_SCALING_ORIG_CTX)}: llama.cpp takes the original context from "
                       f"{key(K.CONTEXT_LENGTH)} ({st.context_length}), which shifts the YaRN ramp", key(K.ROPE_SCALING_ORIG_CTX)))
-    for template, readers in RARE_ROPE_KEY_READERS.items():
-        if has(template) and arch not in readers:
-            out.append(_f("ignored-key",
-                          f"{key(template)} is ignored by llama.cpp's {arch} loader (read only by {', '.join(readers)})",
-                          key(template)))
-    if has(K.MAX_ALIBI_BIAS):
-        bias = gf.get(key(K.MAX_ALIBI_BIAS))
-        if arch in HARDCODED_ALIBI_MAX_BIAS:
-            out.append(_f("alibi-key-ignored",
-                          f"{key(K.MAX_ALIBI_BIAS)} = {bias} is ignored: llama.cpp hard-codes max_bias "
-                          f"{HARDCODED_ALIBI_MAX_BIAS[arch]:g} for {arch}", key(K.MAX_ALIBI_BIAS)))
-        elif arch not in ALIBI_KEY_READERS:
-            out.append(_f("ignored-key",
-                          f"{key(K.MAX_ALIBI_BIAS)} is ignored by llama.cpp's {arch} loader (read only by "
-                          f"{', '.join(ALIBI_KEY_READERS)})", key(K.MAX_ALIBI_BIAS)))
+    for ignored in st.ignored:
+        hard_coded = ignored.key == key(K.MAX_ALIBI_BIAS) and not ignored.readers
+        out.append(_f("alibi-key-ignored" if hard_coded else "ignored-key", ignored.why, ignored.key))
     factor = gf.get(key(K.ROPE_SCALING_FACTOR))
     orig = gf.get(key(K.ROPE_SCALING_ORIG_CTX))
     ctx = st.context_length
@@ -204,7 +172,7 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
         out.append(_f("factor-without-type",
                       f"scaling factor {st.factor:g} ({st.factor_source}) without {key(K.ROPE_SCALING_TYPE)}: "
                       "llama.cpp defaults the type to linear", key(K.ROPE_SCALING_TYPE)))
-    if st.facts is not None:
+    if st.facts.known:
         for name, present, used in ((K.ROPE_FREQS_TENSOR, st.rope_freqs is not None, st.rope_freqs_used),
                                     (K.ROPE_FACTORS_LONG_TENSOR, st.long_factors is not None, st.longrope_used),
                                     (K.ROPE_FACTORS_SHORT_TENSOR, st.short_factors is not None, st.longrope_used)):
@@ -219,10 +187,10 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
                           "llama.cpp runs unscaled frequencies", key(K.ROPE_SCALING_TYPE)))
     if method is not None and not any(x.severity == ERROR for x in out):
         out.extend(_provenance_findings(gf, st, method, params))
-    if st.facts is None:
+    if not st.facts.known:
         out.append(_f("unknown-architecture",
-                      f"ropetool has no conversion facts for {arch}: rope tensors are assumed loaded and "
-                      "set-rope assumes no rope_freqs/longrope support", K.ARCHITECTURE))
+                      f"llama.cpp (as ropetool knows it) has no architecture {arch}: rope tensors are assumed loaded "
+                      "and set-rope assumes no rope_freqs/longrope support", K.ARCHITECTURE))
     order = list(RULES)
     out.sort(key=lambda x: order.index(x.id))
     return out

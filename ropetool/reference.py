@@ -3,38 +3,39 @@ llama.cpp's logits with.
 
 It reads the weights in GGUF layout (from a GGUF file, or from the conversion plan of a Hugging Face
 folder, which is the same data) and runs one causal forward pass over positions 0..n-1.  Everything
-that differs between architectures is data, read from ``archs.Arch`` or from which tensors exist:
+that differs between architectures is data, read from the model's family (``families.py``: norm,
+feed-forward), llama.cpp's loader record (``llamacpp/archs.py``: rope pairing, ALiBi) or from which
+tensors exist:
 
 ==================  ===================================================================================
-norm                ``arch.norm``: "rms" (x / rms(x) * w) or "layer" ((x - mean) / std * w + b)
-feed-forward        ``arch.ffn``: "swiglu" (down(silu(gate x) * up x)); "swiglu-fused" (phi3: ``ffn_up``
+norm                ``family.norm``: "rms" (x / rms(x) * w) or "layer" ((x - mean) / std * w + b)
+feed-forward        ``family.ffn``: "swiglu" (down(silu(gate x) * up x)); "swiglu-fused" (phi3: ``ffn_up``
                     holds [gate; up], gate first, as transformers' Phi3MLP ``chunk(2)`` and ggml_swiglu
                     split it); "gelu" (bloom: down(gelu_tanh(up x)); transformers' bloom_gelu_forward
                     and ggml_gelu both use the tanh approximation)
 biases              added wherever a ``.bias`` tensor exists (qwen2 q/k/v, all of bloom's)
 q/k norms           RMSNorm over each head when ``attn_q_norm``/``attn_k_norm`` exist (qwen3), before rope
 fused qkv           ``attn_qkv`` rows are [q; k; v] (the converter already regrouped bloom's per-head layout)
-rope pairing        ``arch.rope_pairing``: "normal" rotates (x[2i], x[2i+1]) (llama after the converter's
+rope pairing        ``arch.pairing``: "normal" rotates (x[2i], x[2i+1]) (llama after the converter's
                     Q/K permutation), "neox" rotates (x[i], x[i + n_rot/2]); only the first
                     ``rope.dimension_count`` dims of each head are rotated (phi3's partial rotary)
 GQA                 query head h reads kv head h // (n_head / n_head_kv)
-ALiBi               ``arch.is_alibi``: no rope; score[h, i, j] -= slope[h] * (i - j); bloom also
+ALiBi               the file's state (llama.cpp runs ALiBi): no rope; score[h, i, j] -= slope[h] * (i - j); bloom also
                     normalises the embeddings (``token_embd_norm``)
 tied output         no ``output.weight``: the logits use ``token_embd.weight``
 ==================  ===================================================================================
 
-The rope settings: when the file carries ropetool's provenance keys (``ropetool.rope.method`` and
+The rope settings: when the file carries ropetool's record (``ropetool.rope.method`` and
 ``ropetool.rope.params``), the method is evaluated with the rope core directly at the sequence
 length, which is how methods llama.cpp lacks (dynamic NTK, dynamic YaRN, ALiBi interpolation,
-NTK-ALiBi, dynamic NTK-ALiBi) are judged.  Otherwise the llama.cpp keys are read with the meaning
-llama-cpp-semantics.md documents for them (see :func:`rope_from_keys`), turned into a
-:class:`RopeParams` and evaluated by the same rope core; this module holds no rope formula of its own.
+NTK-ALiBi, dynamic NTK-ALiBi) are judged.  Otherwise the keys are read with their documented meaning
+(:func:`ropetool.llamacpp.state.read_state` with ``reading="keys"``) and the frequencies are what ggml
+would compute from them; this module holds no rope formula of its own.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -42,10 +43,12 @@ from dataclasses import dataclass
 import gguf
 import numpy as np
 
-from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.archs import Arch, arch_by_name
 from ropetool.errors import RopetoolError
-from ropetool.rope import RopeParams, alibi_slopes, make_params, rope_frequencies
+from ropetool.families import Family, family_for_arch
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.provenance import read_record
+from ropetool.llamacpp.state import KEYS, RopeState, read_state
+from ropetool.rope import RopeParams, alibi_slopes, rope_frequencies
 
 T = gguf.MODEL_TENSOR
 QUERY_BLOCK = 1024  # query rows per attention block (bounds the [heads, rows, n] score memory)
@@ -73,19 +76,19 @@ class Shapes:
     context_length: int | None
 
 
-def shapes_from_keys(arch: Arch, kv: dict) -> Shapes:
+def shapes_from_keys(family: Family, kv: dict, alibi: bool) -> Shapes:
     def get(template, default=None, required=False):
-        value = kv.get(K.k(template, arch.name), default)
+        value = kv.get(K.k(template, family.arch), default)
         if value is None and required:
-            raise RopetoolError(f"the GGUF lacks {K.k(template, arch.name)}")
+            raise RopetoolError(f"the GGUF lacks {K.k(template, family.arch)}")
         return value
 
     n_embd = int(get(K.EMBEDDING_LENGTH, required=True))
     n_head = int(get(K.HEAD_COUNT, required=True))
     head_dim = int(get(K.KEY_LENGTH, n_embd // n_head))
-    eps_key = K.LAYERNORM_RMS_EPS if arch.norm == "rms" else K.LAYERNORM_EPS
-    n_rot = 0 if arch.is_alibi else int(get(K.ROPE_DIMENSION_COUNT, head_dim))
-    if not arch.is_alibi and (n_rot < 2 or n_rot % 2 or n_rot > head_dim):
+    eps_key = K.LAYERNORM_RMS_EPS if family.norm == "rms" else K.LAYERNORM_EPS
+    n_rot = 0 if alibi else int(get(K.ROPE_DIMENSION_COUNT, head_dim))
+    if not alibi and (n_rot < 2 or n_rot % 2 or n_rot > head_dim):
         raise RopetoolError(f"rope.dimension_count must be even and within 2..{head_dim}, got {n_rot}")
     context = get(K.CONTEXT_LENGTH)
     return Shapes(
@@ -105,116 +108,37 @@ def shapes_from_keys(arch: Arch, kv: dict) -> Shapes:
 
 @dataclass(frozen=True)
 class FileRope:
-    """The rope (or ALiBi) method in force, plus what the llama.cpp keys add on top of a method.
+    """The rope (or ALiBi) method in force and where it came from.
 
-    ``rope_freqs`` divides every pair's frequency (the ``rope_freqs`` tensor); ``factors`` are the
-    (short, long) per-pair divisors of ``rope_factors_short/long`` when the scaling type is not
-    longrope (a longrope method holds its own tables); ``attn_factor`` is ``rope.scaling.attn_factor``,
-    which multiplies the method's cos/sin magnitude.  ``source`` says where it came from.
-    """
+    ``source`` "provenance": ``params`` is ropetool's record, evaluated by the rope core at the sequence
+    length.  ``source`` "keys": ``state`` is the keys' documented reading, whose frequencies are what ggml
+    computes from them; ``params`` names the method the scaling keys alone give, and ``rope_freqs`` /
+    ``factors`` (short, long) are the rope tensors that divide its frequencies."""
 
     params: RopeParams
     source: str  # "provenance" (ropetool.rope.*) or "keys" (llama.cpp's keys and tensors)
+    state: RopeState | None = None
     rope_freqs: np.ndarray | None = None
     factors: tuple[np.ndarray, np.ndarray] | None = None
-    attn_factor: float = 1.0
 
+    @classmethod
+    def from_state(cls, st: RopeState) -> "FileRope":
+        if st.encoding == "alibi":
+            from ropetool.rope import make_params
 
-def rope_from_provenance(kv: dict) -> RopeParams | None:
-    """The method ropetool recorded in ``ropetool.rope.method``/``ropetool.rope.params``, if any."""
-    method, params = kv.get(K.RT_METHOD), kv.get(K.RT_PARAMS)
-    if method is None or params is None:
-        return None
-    try:
-        values = json.loads(params)
-    except json.JSONDecodeError as e:
-        raise RopetoolError(f"{K.RT_PARAMS} is not valid JSON: {e}") from None
-    values.pop("method", None)
-    return make_params(method, **values)
-
-
-def rope_from_keys(arch: Arch, kv: dict, tensors: dict[str, np.ndarray]) -> FileRope:
-    """The position encoding llama.cpp's keys and tensors describe, with their documented meaning.
-
-    - ``rope.scaling.type``: none | linear | yarn | longrope; a missing type means linear (llama.cpp's
-      default), and a missing or zero ``scaling.factor`` (legacy ``rope.scale_linear``) means 1.
-    - yarn: ``original_context_length`` (default ``context_length``), ``yarn_beta_fast/slow``,
-      ``yarn_ext_factor`` (the extrapolation factor), ``yarn_attn_factor`` (transformers' attention_factor:
-      the whole cos/sin magnitude instead of 0.1 ln s + 1) and ``yarn_log_multiplier`` (mscale_all_dim)
-      are used when present.  llama.cpp itself reads most of them only for grok/mistral3/deepseek, and
-      drops the 1 + 0.1 ln s magnitude when ext_factor is 0; ``check`` is what shows such gaps.
-    - ``rope.scaling.attn_factor`` multiplies the magnitude for every type.
-    - ``rope_freqs`` divides each pair's frequency.  ``rope_factors_long/short`` do too (long when the
-      sequence is longer than original_context_length); llama.cpp instead picks them by the context it
-      allocates (n_ctx > original), not by the length of the input.
-    - ALiBi: ``attention.max_alibi_bias`` when present and > 0, else the arch's hard-coded value
-      (bloom: 8).
-    """
-    a = arch.name
-
-    def get(template, default=None):
-        return kv.get(K.k(template, a), default)
-
-    if arch.is_alibi:
-        max_bias = get(K.MAX_ALIBI_BIAS)
-        if not max_bias or max_bias <= 0:
-            max_bias = arch.alibi_max_bias
-        if not max_bias:
-            raise RopetoolError(f"{a} uses ALiBi but the GGUF has no {K.k(K.MAX_ALIBI_BIAS, a)}")
-        return FileRope(make_params("alibi", max_bias=float(max_bias)), "keys")
-    if (get(K.MAX_ALIBI_BIAS) or 0) > 0:
-        raise RopetoolError(f"the reference does not model ALiBi together with rope ({a} has max_alibi_bias set)")
-
-    kind = str(get(K.ROPE_SCALING_TYPE, "linear")).lower()
-    base = float(get(K.ROPE_FREQ_BASE, 10000.0))
-    factor = get(K.ROPE_SCALING_FACTOR)
-    if factor is None:
-        factor = get(K.ROPE_SCALE_LINEAR)
-    factor = float(factor) if factor else 1.0
-    original = get(K.ROPE_SCALING_ORIG_CTX) or get(K.CONTEXT_LENGTH)
-    short = tensors.get(K.ROPE_FACTORS_SHORT_TENSOR)
-    long = tensors.get(K.ROPE_FACTORS_LONG_TENSOR)
-
-    try:
-        if kind == "none":
-            params = make_params("none", base=base)
-        elif kind == "linear":
-            params = make_params("linear", base=base, factor=factor)
-        elif kind == "yarn":
-            log_mul = get(K.ROPE_YARN_LOG_MUL)
-            params = make_params(
-                "yarn", base=base, factor=factor, original_context=original,
-                beta_fast=get(K.ROPE_YARN_BETA_FAST), beta_slow=get(K.ROPE_YARN_BETA_SLOW),
-                extrapolation_factor=get(K.ROPE_YARN_EXT_FACTOR), attention_factor=get(K.ROPE_YARN_ATTN_FACTOR),
-                mscale=1.0 if log_mul else None, mscale_all_dim=log_mul or None,
-            )
-        elif kind == "longrope":
-            if short is None or long is None:
-                raise RopetoolError(f"scaling type longrope needs {K.ROPE_FACTORS_SHORT_TENSOR} and "
-                                    f"{K.ROPE_FACTORS_LONG_TENSOR}")
-            params = make_params("longrope", base=base, original_context=original,
-                                 short_factor=short.tolist(), long_factor=long.tolist())
-            short = long = None  # the method holds the tables
-        else:
-            raise RopetoolError(f"unknown {K.k(K.ROPE_SCALING_TYPE, a)} {kind!r} (none, linear, yarn, longrope)")
-    except RopetoolError as e:
-        raise RopetoolError(f"GGUF rope settings: {e}") from None
-
-    factors = None
-    if short is not None and long is not None:
-        if original is None:
-            raise RopetoolError("rope_factors_long/short need rope.scaling.original_context_length")
-        factors = (np.asarray(short, np.float64), np.asarray(long, np.float64))
-        params = params.replace(original_context=int(original))  # the length that picks the table
-    freqs = tensors.get(K.ROPE_FREQS_TENSOR)
-    if kind == "longrope":
-        freqs = None  # archs that take the longrope branch load rope_factors_long/short instead of rope_freqs
-    return FileRope(
-        params, "keys",
-        rope_freqs=None if freqs is None else np.asarray(freqs, np.float64),
-        factors=factors,
-        attn_factor=float(get(K.ROPE_SCALING_ATTN_FACTOR, 1.0)),
-    )
+            return cls(make_params("alibi", max_bias=float(st.alibi_max_bias)), "keys", st)
+        if st.encoding == "none":
+            raise RopetoolError(f"llama.cpp applies no position encoding to this {st.arch} file; the reference "
+                                "does not model that")
+        if not st.computable:
+            key, why = st.problems[0] if st.problems else (K.k(K.ROPE_DIMENSION_COUNT, st.arch), "missing")
+            raise RopetoolError(f"GGUF rope settings: {key}: {why}")
+        params = st.scaling_params()
+        factors = None
+        if st.longrope_used and st.short_factors is not None and st.long_factors is not None:
+            factors = (st.short_factors, st.long_factors)
+        return cls(params, "keys", st, st.rope_freqs if st.rope_freqs_used else None,
+                   factors if params.method != "longrope" else None)
 
 
 # --- the building blocks ------------------------------------------------------------------------
@@ -281,22 +205,17 @@ def softmax(x):
 class ReferenceModel:
     """Weights in GGUF layout (float32) plus the shapes and position encoding to run them with."""
 
-    def __init__(self, arch: Arch, kv: dict, tensors: dict[str, np.ndarray], use_provenance: bool = True,
-                 source: str = ""):
-        self.arch = arch
+    def __init__(self, family: Family, kv: dict, tensors: dict[str, np.ndarray], file_rope: FileRope, source: str = ""):
+        self.family = family
+        self.arch = family.loader
         self.source = source
-        self.shapes = shapes_from_keys(arch, kv)
+        self.file_rope = file_rope
+        self.alibi = file_rope.params.is_alibi
+        self.shapes = shapes_from_keys(family, kv, self.alibi)
         self.tensors = tensors
         self.stored_types = {name: "F32" for name in tensors}  # how each tensor was stored (from_gguf fills it)
-        self._orig_ctx_key = kv.get(K.k(K.ROPE_SCALING_ORIG_CTX, arch.name))
+        self._orig_ctx_key = kv.get(K.k(K.ROPE_SCALING_ORIG_CTX, family.arch))
         self._check_tensors()
-        recorded = rope_from_provenance(kv) if use_provenance else None
-        if recorded is not None:
-            if recorded.is_alibi != arch.is_alibi:
-                raise RopetoolError(f"{K.RT_METHOD} {recorded.method} does not fit {arch.name}")
-            self.file_rope = FileRope(recorded, "provenance")
-        else:
-            self.file_rope = rope_from_keys(arch, kv, tensors)
 
     @property
     def rope(self) -> RopeParams:
@@ -322,7 +241,7 @@ class ReferenceModel:
         settings with the f32 weights of its Hugging Face source)."""
         mine, theirs = self.shapes, other.shapes
         fields = ("n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "head_dim_v")
-        if other.arch.name != self.arch.name or any(getattr(mine, f) != getattr(theirs, f) for f in fields):
+        if other.family.arch != self.family.arch or any(getattr(mine, f) != getattr(theirs, f) for f in fields):
             raise RopetoolError(f"the weights of {other.source or 'the other model'} do not fit {self.source or 'this model'}")
         for name, t in self.tensors.items():
             if name in other.tensors and other.tensors[name].shape != t.shape:
@@ -349,9 +268,10 @@ class ReferenceModel:
             kv = {key: field.value for key, field in f.fields.items()
                   if not (field.is_array and key.startswith("tokenizer."))}
             arch_name = kv.get(K.ARCHITECTURE)
-            arch = arch_by_name(arch_name)
-            if arch is None:
+            family = family_for_arch(arch_name)
+            if family is None:
                 raise RopetoolError(f"the reference does not know architecture {arch_name!r}")
+            file_rope = _file_rope(read_record(f.get) if use_provenance else None, read_state(f, reading=KEYS), family)
             tensors, stored = {}, {}
             for t in f.tensors:
                 shape = tuple(reversed(t.shape))
@@ -365,7 +285,7 @@ class ReferenceModel:
                     data = gguf.quants.dequantize(raw, t.type)
                 tensors[t.name] = np.ascontiguousarray(data, dtype=np.float32)
                 stored[t.name] = t.type.name
-        model = cls(arch, kv, tensors, use_provenance, source=str(path))
+        model = cls(family, kv, tensors, file_rope, source=str(path))
         model.stored_types = stored
         return model
 
@@ -380,9 +300,9 @@ class ReferenceModel:
         from ropetool.convert import plan_conversion
 
         plan = plan_conversion(model_dir, "f32", method, approximate=True, with_vocab=False, **rope_options)
-        kv = {key: value for key, (value, _) in plan.kv.items()}
+        kv = {v.key: v.value for v in plan.values}
         tensors = {t.name: np.ascontiguousarray(t.whole(), dtype=np.float32) for t in plan.tensors}
-        return cls(plan.arch, kv, tensors, source=str(model_dir))
+        return cls(plan.family, kv, tensors, _file_rope(read_record(kv.get), None, plan.family), source=str(model_dir))
 
     def _check_tensors(self) -> None:
         s = self.shapes
@@ -392,7 +312,7 @@ class ReferenceModel:
                      tensor_name(T.FFN_UP, il), tensor_name(T.FFN_DOWN, il)]
             if self._get(T.ATTN_QKV, il) is None:
                 need += [tensor_name(T.ATTN_Q, il), tensor_name(T.ATTN_K, il), tensor_name(T.ATTN_V, il)]
-            if self.arch.ffn == "swiglu":
+            if self.family.ffn == "swiglu":
                 need.append(tensor_name(T.FFN_GATE, il))
         missing = [n for n in need if n not in self.tensors]
         if missing:
@@ -408,18 +328,14 @@ class ReferenceModel:
         if rope is not None:
             return rope_frequencies(rope, self.shapes.n_rot, seq_len=n_tokens)
         f = self.file_rope
-        inv, attn = rope_frequencies(f.params, self.shapes.n_rot, seq_len=n_tokens)
-        if f.rope_freqs is not None:
-            inv = inv / f.rope_freqs
-        elif f.factors is not None:
-            short, long = f.factors
-            inv = inv / (long if n_tokens > f.params.original_context else short)
-        return inv, attn * f.attn_factor
+        if f.source == "keys":
+            return f.state.frequencies(n_tokens)
+        return rope_frequencies(f.params, self.shapes.n_rot, seq_len=n_tokens)
 
     def slopes(self, n_tokens: int, rope: RopeParams | None = None) -> np.ndarray | None:
         """One ALiBi slope per head for a sequence of n_tokens (None: no ALiBi)."""
         p = self.rope if rope is None else rope
-        if not (self.arch.is_alibi and p.is_alibi):
+        if not (self.alibi and p.is_alibi):
             return None
         return alibi_slopes(p, self.shapes.n_head, seq_len=n_tokens)
 
@@ -438,18 +354,18 @@ class ReferenceModel:
             raise RopetoolError("no tokens to evaluate")
         if ids.min() < 0 or ids.max() >= embd.shape[0]:
             raise RopetoolError(f"token ids must be within 0..{embd.shape[0] - 1}")
-        if rope is not None and rope.is_alibi and not self.arch.is_alibi:
+        if rope is not None and rope.is_alibi and not self.alibi:
             raise RopetoolError(f"{rope.method} is an ALiBi method; {self.arch.name} uses rope")
-        if rope is not None and self.arch.is_alibi and not (rope.is_alibi or rope.method == "none"):
+        if rope is not None and self.alibi and not (rope.is_alibi or rope.method == "none"):
             raise RopetoolError(f"{self.arch.name} uses ALiBi; give an ALiBi method (or none) instead of {rope.method}")
 
         def w(kind, layer=None, suffix="weight"):
             t = self._get(kind, layer, suffix)
             return None if t is None else t.astype(dtype, copy=False)
 
-        norm = NORMS[self.arch.norm]
+        norm = NORMS[self.family.norm]
         cos = sin = None
-        if not self.arch.is_alibi:
+        if not self.alibi:
             inv, magnitude = self.frequencies(n, rope)
             angles = np.arange(n, dtype=np.float64)[:, None] * inv[None, :]
             cos, sin = (np.cos(angles) * magnitude).astype(dtype), (np.sin(angles) * magnitude).astype(dtype)
@@ -485,8 +401,8 @@ class ReferenceModel:
             q = rms_norm(q, w(T.ATTN_Q_NORM, il), None, s.eps)
             k = rms_norm(k, w(T.ATTN_K_NORM, il), None, s.eps)
         if cos is not None:
-            q = rotate(q, cos, sin, s.n_rot, self.arch.rope_pairing)
-            k = rotate(k, cos, sin, s.n_rot, self.arch.rope_pairing)
+            q = rotate(q, cos, sin, s.n_rot, self.arch.pairing)
+            k = rotate(k, cos, sin, s.n_rot, self.arch.pairing)
         # GQA: group the query heads by the kv head they share, [Hkv, group, n, d], and broadcast k and v.
         g = H // Hkv
         q = q.reshape(Hkv, g, n, d)
@@ -506,7 +422,7 @@ class ReferenceModel:
 
     def _feed_forward(self, x, il, w):
         up = linear(x, w(T.FFN_UP, il), w(T.FFN_UP, il, "bias"))
-        ffn = self.arch.ffn
+        ffn = self.family.ffn
         if ffn == "swiglu":
             h = silu(linear(x, w(T.FFN_GATE, il), w(T.FFN_GATE, il, "bias"))) * up
         elif ffn == "swiglu-fused":  # phi3: ffn_up = [gate; up]
@@ -519,5 +435,16 @@ class ReferenceModel:
         return linear(h, w(T.FFN_DOWN, il), w(T.FFN_DOWN, il, "bias"))
 
 
-__all__ = ["ReferenceModel", "Shapes", "FileRope", "rope_from_keys", "rope_from_provenance", "shapes_from_keys",
-           "tensor_name"]
+def _file_rope(record, state: RopeState | None, family: Family) -> FileRope:
+    """ropetool's record when the file has one (and it fits the architecture), else the keys' reading."""
+    if record is not None:
+        params = record.rope_params()
+        if params.is_alibi != family.alibi:
+            raise RopetoolError(f"{K.RT_METHOD} {params.method} does not fit {family.arch}")
+        return FileRope(params, "provenance")
+    if state is None:
+        raise RopetoolError("the model has no ropetool record of its rope method")
+    return FileRope.from_state(state)
+
+
+__all__ = ["ReferenceModel", "Shapes", "FileRope", "shapes_from_keys", "tensor_name"]

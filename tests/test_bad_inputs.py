@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from bad_inputs import build_all
 
 HEADROOM_MB = 384  # address space allowed beyond the imports (threads' stacks and arenas included)
@@ -92,9 +91,9 @@ def test_memory_stayed_bounded(corpus):
 
 def test_pickles_are_refused_by_name_without_being_opened(tmp_path):
     """A .bin that would run code if unpickled is never opened: the error says why ropetool refuses it."""
+    from bad_inputs import hf_cases
     from click.testing import CliRunner
 
-    from bad_inputs import hf_cases
     from ropetool.cli import cli
 
     cases = [c for c in hf_cases(tmp_path) if c.id.startswith("pickle-only") or c.id == "index-names-pickle-shard"]
@@ -110,9 +109,9 @@ def test_hub_cache_snapshot_symlinks_are_followed(tmp_path):
     whose files are symlinks to ../../blobs.  Those convert; a link out of the repository does not."""
     import shutil
 
+    from bad_inputs import FIXTURES
     from click.testing import CliRunner
 
-    from bad_inputs import FIXTURES
     from ropetool.cli import cli
 
     repo = tmp_path / "hub" / "models--org--tiny"
@@ -139,9 +138,9 @@ def test_set_rope_replaces_what_it_does_not_read(tmp_path):
     """What set-rope replaces without reading is not refused: a NaN rope_freqs tensor (replaced), and a NaN
     freq_base when ropetool's provenance records the base.  The output is clean for llama.cpp."""
     import numpy as np
+    from bad_inputs import FIXTURES
     from click.testing import CliRunner
 
-    from bad_inputs import FIXTURES
     from ropetool.cli import cli
     from ropetool.convert import convert
     from ropetool.io.gguf_file import GGUFFile, NewValue, T, TensorOut, write_gguf

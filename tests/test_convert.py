@@ -12,10 +12,10 @@ import os
 import gguf
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
 from bad_inputs import set_config
+from click.testing import CliRunner
 from conftest import ALL_FIXTURES, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
+
 from ropetool.cli import cli
 from ropetool.convert import convert
 
@@ -288,8 +288,8 @@ def test_dry_run_writes_nothing(tmp_path):
 @pytest.mark.parametrize("name", ALL_FIXTURES)
 def test_llama_cpp_tokenizer_on_output_matches_hf(name, tmp_gguf):
     import llama_cpp
-    from transformers import AutoTokenizer
     from test_vocab import TEXT
+    from transformers import AutoTokenizer
 
     convert(fixture_dir(name), tmp_gguf)
     llm = llama_cpp.Llama(model_path=str(tmp_gguf), vocab_only=True, verbose=False)
@@ -341,7 +341,6 @@ def test_output_is_byte_identical_to_gguf_py_writer(name, outtype, options, linu
     """ropetool streams the file itself; gguf-py's GGUFWriter, given the same plan, writes the same bytes.
     Also where os.preadv and os.copy_file_range are missing (macOS)."""
     from ropetool.convert import plan_conversion, write_gguf
-    from ropetool.io.vocab import write_vocab
 
     if not linux_calls:
         for call in ("preadv", "copy_file_range"):
@@ -351,11 +350,10 @@ def test_output_is_byte_identical_to_gguf_py_writer(name, outtype, options, linu
     write_gguf(plan, ours)
 
     theirs = tmp_path / "gguf-py.gguf"
-    writer = gguf.GGUFWriter(str(theirs), plan.arch.name)
-    for key, (value, vtype) in plan.kv.items():
-        if key != "general.architecture":
-            writer.add_key_value(key, value, vtype)
-    write_vocab(writer, plan.vocab)
+    writer = gguf.GGUFWriter(str(theirs), plan.arch)
+    for v in plan.values:  # the vocabulary's keys included
+        if v.key != "general.architecture":
+            writer.add_key_value(v.key, v.value, v.type, sub_type=v.sub_type)
     for t in plan.tensors:
         values = np.asarray(t.whole(), dtype=np.float32)
         if t.qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):

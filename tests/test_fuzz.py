@@ -20,16 +20,15 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from conftest import fixture_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ropetool.convert import convert
 from ropetool.edit import set_keys
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import GGUFFile, dumps
 from ropetool.inspect import inspect_gguf, render_text
-
-from conftest import fixture_dir
+from ropetool.io.gguf_file import GGUFFile, dumps
 
 EXAMPLES = int(os.environ.get("ROPETOOL_FUZZ_EXAMPLES", "250"))
 BOUNDARY = [0, 1, 2, 3, 4, 7, 8, 12, 13, 31, 32, 33, 255, 256, 65535, 2**31 - 1, 2**31, 2**32 - 1, 2**32,

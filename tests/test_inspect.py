@@ -19,17 +19,17 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import fixture_config, fixture_dir
 from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from conftest import fixture_config, fixture_dir
-from ropetool.llamacpp import keys as K
 from ropetool.cli import cli
 from ropetool.convert import convert
 from ropetool.edit import set_rope, unset_keys
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import GGUFFile
 from ropetool.inspect import inspect_gguf
+from ropetool.io.gguf_file import GGUFFile
+from ropetool.llamacpp import keys as K
 
 R = gguf.Keys.Rope
 

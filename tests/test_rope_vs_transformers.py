@@ -9,8 +9,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig
 from torch.overrides import TorchFunctionMode
+from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from ropetool.rope import rope_frequencies, rope_from_hf_config

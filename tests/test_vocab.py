@@ -22,7 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ropetool import RopetoolError  # noqa: E402
-from ropetool.io.vocab import LLAMA_CPP_PRE_TOKENIZERS, Vocab, load_vocab, write_vocab  # noqa: E402
+from ropetool.io.vocab import LLAMA_CPP_PRE_TOKENIZERS, Vocab, load_vocab, vocab_records  # noqa: E402
 
 llama_cpp = pytest.importorskip("llama_cpp")
 transformers = pytest.importorskip("transformers")
@@ -106,7 +106,8 @@ def write_vocab_only_gguf(path: Path, vocab: Vocab, config: dict | None = None) 
     writer.add_rope_dimension_count(config.get("head_dim", hidden // heads))
     writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
     writer.add_layer_norm_eps(config.get("layer_norm_epsilon", 1e-5))
-    write_vocab(writer, vocab)
+    for v in vocab_records(vocab):
+        writer.add_key_value(v.key, v.value, v.type, sub_type=v.sub_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -6,16 +6,13 @@ set ROPETOOL_DEBUG=1 to see tracebacks of unexpected errors.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 
 import click
 
-from ropetool.version import __version__
 from ropetool.errors import RopetoolError
-from ropetool.rope import METHODS
+from ropetool.version import __version__
 
 
 class Group(click.Group):

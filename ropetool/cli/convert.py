@@ -44,7 +44,7 @@ def convert(model_dir, outfile, outtype, method, approximate, pre_tokenizer, dry
     if as_json:
         click.echo(json.dumps({**plan.describe(), "output": str(outfile)}, indent=2, default=str))
     else:
-        click.echo(f"wrote {outfile} ({plan.total_bytes / 1e6:.1f} MB of tensors, {plan.arch.name}, "
+        click.echo(f"wrote {outfile} ({plan.total_bytes / 1e6:.1f} MB of tensors, {plan.arch}, "
                    f"{plan.outtype.name}, rope {_rope_words(plan.rope)})")
 
 

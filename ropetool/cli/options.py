@@ -36,7 +36,7 @@ _FLAGS = {"attention_factor": "--attn-factor", "base": "--freq-base"}
 
 def chosen_rope_options(method: str | None, values: dict) -> dict:
     """The rope options given on the command line; an option the chosen method does not read is an error."""
-    from ropetool.rope.params import unused_parameters
+    from ropetool.rope import unused_parameters
 
     given = {k: values[k] for k in ROPE_OPTION_NAMES if values.get(k) is not None}
     if method is not None:

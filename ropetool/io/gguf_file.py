@@ -707,6 +707,37 @@ def check_output(out: Path, *, source: Path | None, force: bool, in_place: bool)
         raise RopetoolError(f"{out} exists; pass --force to overwrite it")
 
 
+def header_bytes(records: Iterable["Field | NewValue"], tensors: Iterable, *, alignment: int = DEFAULT_ALIGNMENT,
+                 version: int = 3, endian: str = "<") -> tuple[bytes, list[int], int]:
+    """The one GGUF header writer: magic, version, counts, key/value records, tensor infos, padding.
+
+    ``records`` are Fields of a source file (copied byte for byte) or NewValues (encoded here; empty
+    strings and arrays included).  ``tensors`` need ``name``, ``shape`` (ggml order), ``type`` and
+    ``nbytes``; each is placed at the next offset aligned to ``alignment``.  Returns the header (padded to
+    the alignment), each tensor's offset in the data section and the data section's aligned end."""
+    records = list(records)
+    tensors = list(tensors)
+    keys = [r.key for r in records]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise RopetoolError(f"internal error: duplicate keys {dup}")  # pragma: no cover
+    header = bytearray(GGUF_MAGIC + struct.pack(endian + "IQQ", version, len(tensors), len(records)))
+    for r in records:
+        header += r.raw() if isinstance(r, Field) else r.encode(endian)
+    offsets = []
+    pos = 0
+    for t in tensors:
+        offsets.append(pos)
+        pos = align(pos + t.nbytes, alignment)
+    for t, off in zip(tensors, offsets):
+        nb = t.name.encode("utf-8")
+        header += struct.pack(endian + "Q", len(nb)) + nb
+        header += struct.pack(endian + "I", len(t.shape)) + struct.pack(endian + "Q" * len(t.shape), *t.shape)
+        header += struct.pack(endian + "IQ", int(t.type), off)
+    header += b"\0" * ((-len(header)) % alignment)
+    return bytes(header), offsets, pos
+
+
 def write_gguf(
     out: str | os.PathLike,
     records: Iterable["Field | NewValue"],
@@ -727,33 +758,10 @@ def write_gguf(
     """
     out = Path(out)
     records = list(records)
-    kv = []
     for r in records:
-        if isinstance(r, Field):
-            if source is None or r._file is not source:
-                raise ValueError("a copied record must come from the source file")
-            kv.append(r.raw())
-        else:
-            kv.append(r.encode(endian))
-    keys = [r.key for r in records]
-    if len(set(keys)) != len(keys):
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        raise RopetoolError(f"internal error: duplicate keys {dup}")  # pragma: no cover
-    header = bytearray()
-    header += GGUF_MAGIC + struct.pack(endian + "IQQ", version, len(tensors), len(kv))
-    for b in kv:
-        header += b
-    offsets = []
-    pos = 0
-    for t in tensors:
-        offsets.append(pos)
-        pos = align(pos + t.nbytes, alignment)
-    for t, off in zip(tensors, offsets):
-        nb = t.name.encode("utf-8")
-        header += struct.pack(endian + "Q", len(nb)) + nb
-        header += struct.pack(endian + "I", len(t.shape)) + struct.pack(endian + "Q" * len(t.shape), *t.shape)
-        header += struct.pack(endian + "IQ", int(t.type), off)
-    header += b"\0" * ((-len(header)) % alignment)
+        if isinstance(r, Field) and (source is None or r._file is not source):
+            raise ValueError("a copied record must come from the source file")
+    header, offsets, pos = header_bytes(records, tensors, alignment=alignment, version=version, endian=endian)
 
     with atomic_file(out, mode) as fd:
         pwrite_all(fd, header, 0)
@@ -815,6 +823,7 @@ __all__ = [
     "TensorOut",
     "open_gguf",
     "write_gguf",
+    "header_bytes",
     "check_output",
     "create_temp",
     "remove_stale_temps",

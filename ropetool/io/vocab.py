@@ -29,13 +29,14 @@ from typing import Any, NoReturn
 import gguf
 
 from ropetool.errors import RopetoolError
+from ropetool.io.gguf_file import NewValue, T
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "Vocab",
     "load_vocab",
-    "write_vocab",
+    "vocab_records",
     "detect_pre_tokenizer",
     "LLAMA_CPP_PRE_TOKENIZERS",
     "SPECIAL_TOKEN_TYPES",
@@ -227,32 +228,32 @@ def load_vocab(model_dir: Path, vocab_size: int | None = None, pre_tokenizer: st
     return vocab
 
 
-def write_vocab(writer: gguf.GGUFWriter, vocab: Vocab) -> None:
-    """Add the tokenizer keys (``tokenizer.ggml.*``) and the chat template to a GGUF writer."""
+def vocab_records(vocab: Vocab) -> list[NewValue]:
+    """The tokenizer keys (``tokenizer.ggml.*``) and the chat template, with the types gguf-py's writer gives them."""
     n = len(vocab.tokens)
     if len(vocab.token_types) != n or (vocab.scores is not None and len(vocab.scores) != n):
         raise RopetoolError("vocabulary is inconsistent: tokens, scores and token types differ in length")
-    writer.add_tokenizer_model(vocab.model)
-    writer.add_tokenizer_pre(vocab.pre if vocab.pre is not None else "default")
-    writer.add_token_list(vocab.tokens)
+    tk = gguf.Keys.Tokenizer
+    out = [
+        NewValue(tk.MODEL, T.STRING, vocab.model),
+        NewValue(tk.PRE, T.STRING, vocab.pre if vocab.pre is not None else "default"),
+        NewValue(tk.LIST, T.ARRAY, vocab.tokens, T.STRING),
+    ]
     if vocab.scores is not None:
-        writer.add_token_scores(vocab.scores)
-    writer.add_token_types(vocab.token_types)
+        out.append(NewValue(tk.SCORES, T.ARRAY, vocab.scores, T.FLOAT32))
+    out.append(NewValue(tk.TOKEN_TYPE, T.ARRAY, vocab.token_types, T.INT32))
     if vocab.merges:
-        writer.add_token_merges(vocab.merges)
+        out.append(NewValue(tk.MERGES, T.ARRAY, vocab.merges, T.STRING))
     for kind in _WRITABLE_SPECIAL_TYPES:
         if kind in vocab.special_ids:
-            getattr(writer, f"add_{kind}_token_id")(vocab.special_ids[kind])
-    if vocab.add_bos is not None:
-        writer.add_add_bos_token(vocab.add_bos)
-    if vocab.add_eos is not None:
-        writer.add_add_eos_token(vocab.add_eos)
-    if vocab.add_space_prefix is not None:
-        writer.add_add_space_prefix(vocab.add_space_prefix)
-    if vocab.remove_extra_whitespaces is not None:
-        writer.add_remove_extra_whitespaces(vocab.remove_extra_whitespaces)
+            out.append(NewValue(getattr(tk, f"{kind.upper()}_ID"), T.UINT32, int(vocab.special_ids[kind])))
+    for flag, value in ((tk.ADD_BOS, vocab.add_bos), (tk.ADD_EOS, vocab.add_eos), (tk.ADD_PREFIX, vocab.add_space_prefix),
+                        (tk.REMOVE_EXTRA_WS, vocab.remove_extra_whitespaces)):
+        if value is not None:
+            out.append(NewValue(flag, T.BOOL, bool(value)))
     if vocab.chat_template is not None:
-        writer.add_chat_template(vocab.chat_template)
+        out.append(NewValue(tk.CHAT_TEMPLATE, T.STRING, vocab.chat_template))
+    return out
 
 
 def detect_pre_tokenizer(tokenizer_json: dict) -> str:

@@ -1,105 +1,193 @@
-"""The architectures ropetool converts, as data: names, layout and what llama.cpp loads for each.
+"""What llama.cpp's loader does for each architecture name: which rope keys and tensors it reads.
 
-Facts about llama.cpp (which archs load ``rope_freqs``, which read ``max_alibi_bias``, rope
-pairing) come from llama-cpp-semantics.md and are proved by ``ropetool check``.
+One record per architecture llama.cpp knows, built from tables that mirror llama.cpp's own code
+(``llama_model_rope_type``'s switch, the ``load_tensors`` cases that create ``rope_freqs`` or
+``rope_factors_long/short``, the ``load_hparams`` cases that read the rarer rope keys, the graphs that
+hard-code ALiBi).  An architecture llama.cpp does not know gets :data:`UNKNOWN`'s safe reading: it reads
+only the common keys and loads no rope tensor.  docs/llama-cpp.md cites the source of every table.
+
+The shape of the forward pass (norms, feed-forward) is not here: :mod:`ropetool.families` holds it for
+the architectures ropetool converts and runs in its reference.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gguf
+from ropetool.llamacpp import keys as K
 
-from ropetool.errors import RopetoolError
+# Every architecture name llama.cpp knows (LLM_ARCH_NAMES in src/llama-arch.cpp; "clip" and "gptj" are names
+# it cannot load).
+NAMES = frozenset({
+    "afmoe", "apertus", "arcee", "arctic", "arwkv7", "baichuan", "bailingmoe", "bailingmoe2", "bailingmoe3",
+    "bert", "bitnet", "bloom", "chameleon", "chatglm", "clip", "codeshell", "cogvlm", "cohere2", "cohere2moe",
+    "command-r", "dbrx", "deci", "deepseek", "deepseek2", "deepseek2-ocr", "deepseek32", "deepseek4", "dflash",
+    "dots1", "dots3note", "dream", "eagle3", "ernie4_5", "ernie4_5-moe", "eurobert", "exaone", "exaone-moe",
+    "exaone4", "falcon", "falcon-h1", "gemma", "gemma-embedding", "gemma2", "gemma3", "gemma3n", "gemma4",
+    "gemma4-assistant", "glm-dsa", "glm4", "glm4moe", "glm5-next", "gpt-oss", "gpt2", "gptj", "gptneox",
+    "granite", "granite_swa", "granitehybrid", "granitemoe", "graniteswitch", "grok", "grovemoe", "hrm_text",
+    "hunyuan-dense", "hunyuan-moe", "hunyuan_vl", "hy_v3", "hy_v4", "internlm2", "jais", "jais2", "jamba",
+    "jina-bert-v2", "jina-bert-v3", "kimi-k3", "kimi-linear", "laguna", "lfm2", "lfm2moe", "llada", "llada-moe",
+    "llama", "llama-embed", "llama4", "maincoder", "mamba", "mamba2", "maple", "mellum", "mimo2", "minicpm",
+    "minicpm3", "minimax-01", "minimax-m2", "minimax-m3", "mistral3", "mistral4", "modern-bert", "mpt",
+    "muse-glimmer", "nanbeige", "nemotron", "nemotron_h", "nemotron_h_moe", "neo-bert", "nomic-bert",
+    "nomic-bert-moe", "olmo", "olmo2", "olmoe", "openelm", "orion", "paddleocr", "pangu-embedded", "phi2",
+    "phi3", "phimoe", "plamo", "plamo2", "plamo3", "plm", "pockettts", "qwen", "qwen2", "qwen2moe", "qwen2vl",
+    "qwen3", "qwen35", "qwen35moe", "qwen3moe", "qwen3next", "qwen3tts", "qwen3vl", "qwen3vlmoe", "qwen4exp",
+    "refact", "rnd1", "rwkv6", "rwkv6qwen2", "rwkv7", "seed_oss", "smallthinker", "smollm3", "spark2_5",
+    "stablelm", "starcoder", "starcoder2", "step35", "t5", "t5encoder", "talkie", "wavtokenizer-dec", "xverse",
+})
+
+# --- llama_model_rope_type (src/llama-model.cpp); every other name is NORM (pairs 2i, 2i+1) ----------------------
+ROPE_NONE = frozenset({
+    "arwkv7", "bloom", "clip", "glm5-next", "gpt2", "gptj", "jais", "jamba", "jina-bert-v2", "kimi-k3",
+    "kimi-linear", "mamba", "mamba2", "mpt", "nemotron_h", "nemotron_h_moe", "refact", "rwkv6", "rwkv6qwen2",
+    "rwkv7", "t5", "t5encoder", "wavtokenizer-dec",
+})
+ROPE_NEOX = frozenset({
+    "afmoe", "apertus", "bailingmoe2", "bert", "bitnet", "codeshell", "cogvlm", "dbrx", "dflash", "dots1",
+    "dream", "eurobert", "exaone", "exaone-moe", "exaone4", "falcon", "falcon-h1", "gemma", "gemma-embedding",
+    "gemma2", "gemma3", "gemma3n", "gemma4", "gemma4-assistant", "glm4moe", "gpt-oss", "gptneox", "grok",
+    "grovemoe", "hrm_text", "hunyuan-dense", "hunyuan-moe", "hunyuan_vl", "hy_v3", "jais2", "jina-bert-v3",
+    "laguna", "lfm2", "lfm2moe", "llada-moe", "maple", "mellum", "mimo2", "minicpm3", "minimax-01",
+    "minimax-m2", "minimax-m3", "modern-bert", "nemotron", "nomic-bert", "nomic-bert-moe", "olmo2", "olmoe",
+    "openelm", "orion", "pangu-embedded", "phi2", "phi3", "phimoe", "plamo", "plamo2", "plamo3", "qwen",
+    "qwen2", "qwen2moe", "qwen3", "qwen3moe", "qwen3next", "rnd1", "seed_oss", "smallthinker", "spark2_5",
+    "stablelm", "starcoder2", "step35", "talkie",
+})
+ROPE_MROPE = frozenset({
+    "paddleocr", "qwen2vl",
+})
+ROPE_IMROPE = frozenset({
+    "qwen35", "qwen35moe", "qwen3tts", "qwen3vl", "qwen3vlmoe", "qwen4exp",
+})
+
+# --- load_tensors: the cases that create rope_freqs, and rope_factors_long/short (always, or only when
+# rope.scaling.type is longrope, in which case rope_freqs is not created) --------------------------------------------
+LOADS_ROPE_FREQS = frozenset({
+    "apertus", "arcee", "cogvlm", "deci", "dflash", "eagle3", "exaone", "exaone-moe", "exaone4", "falcon-h1",
+    "gemma4", "gemma4-assistant", "granite", "granite_swa", "granitehybrid", "granitemoe", "llada", "llama",
+    "llama-embed", "llama4", "minicpm", "mistral3", "nanbeige", "pangu-embedded", "refact", "step35",
+})
+LONGROPE_ALWAYS = frozenset({
+    "minicpm3", "phi3", "phimoe",
+})
+LONGROPE_IF_TYPE = frozenset({
+    "apertus", "deci", "granite", "granite_swa", "granitemoe", "llama", "llama-embed", "minicpm", "mistral3",
+    "pangu-embedded", "refact", "step35",
+})
+
+# --- hparams (load_hparams): the rarer rope keys and who reads them ----------------------------------------
+READS: dict[str, frozenset[str]] = {
+    K.ROPE_YARN_EXT_FACTOR: frozenset({"grok"}),
+    K.ROPE_YARN_ATTN_FACTOR: frozenset({"grok"}),
+    K.ROPE_YARN_BETA_FAST: frozenset({"grok", "mistral3"}),
+    K.ROPE_YARN_BETA_SLOW: frozenset({"grok", "mistral3"}),
+    K.ROPE_YARN_LOG_MUL: frozenset({"deepseek2", "deepseek32", "mistral3", "mistral4"}),
+    K.ROPE_SCALING_ALPHA: frozenset({"hunyuan-dense", "hunyuan_vl"}),
+    K.MAX_ALIBI_BIAS: frozenset({"mpt", "jais"}),
+}
+LOG_MUL_PRESCALED = frozenset({"deepseek2", "deepseek32", "mistral4"})  # the loader divides the key by 0.1
+# llama_context: YaRN's mscale is yarn_log_multiplier itself when it is not 1 ([TAG_DEEPSEEK2_YARN_LOG_MUL_FIX])
+MSCALE_IS_LOG_MUL = frozenset({"deepseek2"})
+BETA_FAST_DEFAULT = {"grok": 8.0}  # yarn_beta_fast where it is read; 32 elsewhere
+ALIBI_FIXED = {"bloom": 8.0, "refact": 8.0, "jina-bert-v2": 8.0}  # the graph hard-codes max_bias
+ALIBI_BY_LAYERS = {"baichuan": ((40, 8.0),)}  # block_count -> max_bias; RoPE at 32 layers, nothing otherwise
+ROPE_BY_LAYERS = {"baichuan": (32,)}  # archs whose graph applies rope only at these block counts
+N_ROT_IS_HEAD_DIM = frozenset({"llama", "deci", "falcon", "llama-embed"})  # the loader throws otherwise
 
 
 @dataclass(frozen=True)
-class Arch:
-    name: str  # llama.cpp's architecture string
-    hf_architectures: tuple[str, ...]
-    norm: str  # "rms" or "layer"
-    ffn: str  # "swiglu" (separate gate), "swiglu-fused" (gate and up in one tensor), "gelu"
-    rope_pairing: str | None  # "normal" (pairs 2i, 2i+1) or "neox" (i, i + d/2) as llama.cpp rotates; None: ALiBi
-    permute_qk: bool = False  # HF rotate_half layout -> llama.cpp NORMAL pairs (llama's converter permutes)
-    fused_qkv: str | None = None  # "concat" (q;k;v) or "bloom" (per head q,k,v interleaved)
-    strip_prefix: str = ""  # prefix llama.cpp's converter removes from HF names
-    loads_rope_freqs: bool = False  # rope_freqs.weight divides each pair's frequency
-    longrope_tensors: str = "never"  # "always", "if-type-longrope" or "never"
-    alibi_max_bias: float | None = None  # hard-coded max_bias (bloom: 8); None: read from the key or no ALiBi
-    reads_alibi_key: bool = False
-    hf_eps_key: str = "rms_norm_eps"
+class LoaderArch:
+    """llama.cpp's loader and graph for one architecture name, as far as rope and ALiBi go."""
 
-    @property
-    def model_arch(self) -> gguf.MODEL_ARCH:
-        return next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == self.name)
+    name: str
+    known: bool
+    rope_type: str  # "none", "norm" (pairs 2i, 2i+1), "neox" (i, i + d/2), "mrope", "imrope"
+    rope_freqs: bool = False  # loads rope_freqs.weight (a per-pair divisor)
+    longrope: str = "never"  # rope_factors_long/short: "always", "if-type-longrope" (then no rope_freqs), "never"
+    reads: frozenset[str] = frozenset()  # rarer rope keys (templates) this loader reads
+    beta_fast_default: float = 32.0
+    beta_slow_default: float = 1.0
+    log_mul_prescaled: bool = False
+    mscale_is_log_mul: bool = False
+    alibi_fixed: float | None = None
+    alibi_by_layers: tuple[tuple[int, float], ...] = ()
+    rope_layer_counts: tuple[int, ...] = ()  # non-empty: rope only at these block counts
+    n_rot_is_head_dim: bool = False
 
-    @property
-    def is_alibi(self) -> bool:
-        return self.rope_pairing is None
+    def reads_key(self, template: str) -> bool:
+        return template in self.reads
+
+    def loads_rope_freqs(self, scaling_type: str | None) -> bool:
+        return self.rope_freqs and not (self.longrope == "if-type-longrope" and scaling_type == "longrope")
 
     def loads_longrope(self, scaling_type: str | None) -> bool:
-        return self.longrope_tensors == "always" or (
-            self.longrope_tensors == "if-type-longrope" and scaling_type == "longrope"
-        )
+        return self.longrope == "always" or (self.longrope == "if-type-longrope" and scaling_type == "longrope")
+
+    def alibi_bias(self, n_layer: int | None, key_value: float | None) -> tuple[float, str] | None:
+        """(max_bias, where it comes from) when this architecture runs ALiBi, else None."""
+        if self.alibi_fixed is not None:
+            return self.alibi_fixed, "hard-coded"
+        for layers, bias in self.alibi_by_layers:
+            if n_layer == layers:
+                return bias, f"hard-coded for {layers} layers"
+        if K.MAX_ALIBI_BIAS in self.reads:
+            return (float(key_value) if key_value else 0.0), "key"
+        return None
+
+    def uses_rope(self, n_layer: int | None) -> bool:
+        """Whether the graph rotates q and k at all (baichuan only at 32 layers)."""
+        if self.rope_type == "none":
+            return False
+        return not self.rope_layer_counts or n_layer in self.rope_layer_counts
+
+    @property
+    def pairing(self) -> str | None:
+        """How ggml pairs the rotated dims: "normal" (2i, 2i+1) or "neox" (i, i + d/2)."""
+        return {"norm": "normal", "neox": "neox", "mrope": "neox", "imrope": "neox"}.get(self.rope_type)
 
 
-ARCHS = {
-    a.name: a
-    for a in (
-        Arch("llama", ("LlamaForCausalLM", "MistralForCausalLM"), "rms", "swiglu", "normal", permute_qk=True,
-             loads_rope_freqs=True, longrope_tensors="if-type-longrope"),
-        Arch("qwen2", ("Qwen2ForCausalLM",), "rms", "swiglu", "neox"),
-        Arch("qwen3", ("Qwen3ForCausalLM",), "rms", "swiglu", "neox"),
-        Arch("phi3", ("Phi3ForCausalLM",), "rms", "swiglu-fused", "neox", fused_qkv="concat",
-             longrope_tensors="always"),
-        Arch("bloom", ("BloomForCausalLM", "BloomModel"), "layer", "gelu", None, fused_qkv="bloom",
-             strip_prefix="transformer.", alibi_max_bias=8.0, hf_eps_key="layer_norm_epsilon"),
+def _record(name: str, known: bool = True) -> LoaderArch:
+    if name in ROPE_NONE:
+        rope_type = "none"
+    elif name in ROPE_NEOX:
+        rope_type = "neox"
+    elif name in ROPE_MROPE:
+        rope_type = "mrope"
+    elif name in ROPE_IMROPE:
+        rope_type = "imrope"
+    else:
+        rope_type = "norm"
+    longrope = "always" if name in LONGROPE_ALWAYS else "if-type-longrope" if name in LONGROPE_IF_TYPE else "never"
+    return LoaderArch(
+        name=name,
+        known=known,
+        rope_type=rope_type,
+        rope_freqs=name in LOADS_ROPE_FREQS,
+        longrope=longrope,
+        reads=frozenset(t for t, readers in READS.items() if name in readers),
+        beta_fast_default=BETA_FAST_DEFAULT.get(name, 32.0),
+        log_mul_prescaled=name in LOG_MUL_PRESCALED,
+        mscale_is_log_mul=name in MSCALE_IS_LOG_MUL,
+        alibi_fixed=ALIBI_FIXED.get(name),
+        alibi_by_layers=ALIBI_BY_LAYERS.get(name, ()),
+        rope_layer_counts=ROPE_BY_LAYERS.get(name, ()),
+        n_rot_is_head_dim=name in N_ROT_IS_HEAD_DIM,
     )
-}
 
 
-def arch_for_config(config: dict) -> Arch:
-    names = config.get("architectures") or []
-    if not isinstance(names, list):
-        names = [names]
-    for arch in ARCHS.values():
-        if any(n in arch.hf_architectures for n in names):
-            return arch
-    model_type = config.get("model_type")
-    for arch in ARCHS.values():
-        if model_type and any(n.lower().startswith(str(model_type).lower()) for n in arch.hf_architectures):
-            return arch
-    known = ", ".join(n for a in ARCHS.values() for n in a.hf_architectures)
-    raise RopetoolError(f"unknown architecture {names or model_type!r}; ropetool converts: {known}")
+ARCHS: dict[str, LoaderArch] = {name: _record(name) for name in sorted(NAMES)}
+# An architecture llama.cpp does not know (or a newer one): only the common keys, no rope tensors, rope
+# paired as llama does.  llama.cpp itself refuses such a file; ropetool still reads and edits it.
+UNKNOWN = LoaderArch(name="?", known=False, rope_type="norm")
 
 
-def arch_by_name(name: str) -> Arch | None:
-    return ARCHS.get(name)
+def loader(name: str | None) -> LoaderArch:
+    """The record for an architecture name; an unknown name gets :data:`UNKNOWN`'s reading."""
+    if name in ARCHS:
+        return ARCHS[name]
+    return LoaderArch(name=name or "?", known=False, rope_type="norm")
 
 
-# --- llama.cpp facts beyond the conversion table (llama-cpp-semantics.md §1, §3, §5), used by lint/inspect ---
-# Keys added here; nothing above changed.
-
-from ropetool.llamacpp import keys as _K  # noqa: E402
-
-# The rope keys that only a few llama.cpp architectures read; every other architecture ignores them.
-RARE_ROPE_KEY_READERS: dict[str, tuple[str, ...]] = {
-    _K.ROPE_YARN_EXT_FACTOR: ("grok",),
-    _K.ROPE_YARN_ATTN_FACTOR: ("grok",),
-    _K.ROPE_YARN_BETA_FAST: ("grok", "mistral3"),
-    _K.ROPE_YARN_BETA_SLOW: ("grok", "mistral3"),
-    _K.ROPE_YARN_LOG_MUL: ("deepseek2", "deepseek32", "mistral3", "mistral4"),
-    _K.ROPE_SCALING_ALPHA: ("hunyuan_vl",),
-}
-# Architectures whose loader divides yarn_log_multiplier by 0.1 (the converter pre-multiplies it).
-YARN_LOG_MUL_PRESCALED = ("deepseek2", "deepseek32", "mistral4")
-# YaRN beta defaults where an architecture reads the keys (grok: beta_fast 8); 32/1 everywhere else.
-YARN_BETA_DEFAULTS: dict[str, tuple[float, float]] = {"grok": (8.0, 1.0)}
-# Architectures that hard-code the ALiBi max_bias (attention.max_alibi_bias is ignored there).
-# baichuan hard-codes 8 too, but only for its 13B (40-layer) variant, which uses no RoPE.
-HARDCODED_ALIBI_MAX_BIAS: dict[str, float] = {"bloom": 8.0, "refact": 8.0, "jina-bert-v2": 8.0}
-BAICHUAN_ALIBI_LAYERS = 40
-# Architectures that read attention.max_alibi_bias.
-ALIBI_KEY_READERS = ("mpt", "jais")
-# Architectures whose loader throws unless rope.dimension_count equals the head dimension.
-ROPE_DIM_MUST_EQUAL_HEAD_DIM = ("llama", "deci", "falcon", "llama-embed")
+__all__ = ["LoaderArch", "ARCHS", "UNKNOWN", "loader", "READS"]

@@ -1,21 +1,31 @@
-"""The rope core: per-method frequencies, attention factors and ALiBi slopes, one source of truth.
+"""The rope math: one record per method (parameters, validation, frequencies or slopes), what ggml computes
+from a resolved setting, and the inverse fits that name a method from a setting.  No GGUF, no llama.cpp.
 
-convert, inspect, set-rope and the numpy reference all call these functions.
+convert, inspect, set-rope, check and the numpy reference all call these functions.
 """
 
-from .hf import HFRope, rope_from_hf_config
-from .methods import (
+from ropetool.rope.hf import HFRope, rope_from_hf_config
+from ropetool.rope.methods import (
+    ALIBI_METHODS,
+    METHOD_TABLE,
+    METHODS,
+    ROPE_METHODS,
+    RopeParams,
     alibi_base_slopes,
     alibi_slopes,
+    canonical_method,
     default_inv_freq,
     dynamic_ntk_base,
+    make_params,
     ntk_base,
     rope_frequencies,
+    shown_parameters,
+    unused_parameters,
+    validate,
     yarn_correction_range,
     yarn_mscale,
     yarn_ramp,
 )
-from .params import ALIBI_METHODS, METHODS, ROPE_METHODS, RopeParams, canonical_method, make_params, validate
 
 __all__ = [
     "HFRope",
@@ -24,6 +34,9 @@ __all__ = [
     "make_params",
     "validate",
     "canonical_method",
+    "unused_parameters",
+    "shown_parameters",
+    "METHOD_TABLE",
     "METHODS",
     "ROPE_METHODS",
     "ALIBI_METHODS",

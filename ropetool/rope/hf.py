@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import RopetoolError
-from .params import RopeParams, canonical_method, make_params, validate
-
-# model_type values whose attention uses ALiBi instead of rotary embeddings.
-ALIBI_MODEL_TYPES = frozenset({"bloom", "mpt", "baichuan", "falcon-alibi"})
+from ropetool.errors import RopetoolError
+from ropetool.rope.methods import RopeParams, canonical_method, make_params, validate
 
 
 @dataclass(frozen=True)
@@ -54,10 +51,13 @@ def _rope_dict(config: dict) -> tuple[dict, str]:
     return {}, "plain"
 
 
-def rope_from_hf_config(config: dict) -> HFRope:
-    """The method and parameters a config.json asks for, as transformers reads them."""
+def rope_from_hf_config(config: dict, alibi: bool = False) -> HFRope:
+    """The method and parameters a config.json asks for, as transformers reads them.
+
+    ``alibi``: the model's family uses ALiBi instead of rotary embeddings (config.json's ``alibi`` flag,
+    as Falcon's, says so too)."""
     max_pos = config.get("max_position_embeddings") or config.get("n_positions") or config.get("seq_length")
-    if config.get("model_type") in ALIBI_MODEL_TYPES or config.get("alibi"):
+    if alibi or config.get("alibi") is True:
         return HFRope(make_params("alibi"), head_dim_of(config), 0, 1.0, max_pos, "alibi")
 
     d, schema = _rope_dict(config)

@@ -1,21 +1,106 @@
-"""One small function per position-encoding method: the single source of rope and ALiBi math.
+"""One record per position-encoding method: its parameters, their validation and its math.
 
-RoPE methods return ``(inv_freq, attention_factor)``: the inverse frequency of each rotated pair
-(length ``dim // 2``, float64) and the factor that multiplies cos and sin.  ALiBi methods return
-one slope per head.  ``seq_len`` is the length a dynamic method is evaluated at.
+RoPE methods compute ``(inv_freq, attention_factor)``: the inverse frequency of each rotated pair
+(length ``dim // 2``, float64) and the factor that multiplies cos and sin.  ALiBi methods compute one
+slope per head.  ``seq_len`` is the length a dynamic method is evaluated at.  How each method reaches
+llama.cpp is ``ropetool.llamacpp.lowering`` (a function per method, keyed by the same names).
 
-Formulas: ../shared/reference/rope-methods.md (transformers' modeling_rope_utils, the YaRN
-repository, keezen/ntk_alibi).  Notation: d = rotated dims, j = pair index, L0 = trained context.
+Formulas: transformers' ``modeling_rope_utils`` (the registry of one function per rope type this module
+follows), the YaRN repository, keezen/ntk_alibi; docs/methods.md gives them with their sources.
+Notation: d = rotated dims, j = pair index, L0 = trained context.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 import numpy as np
 
-from .params import RopeParams, validate
+from ropetool.errors import RopetoolError
+from ropetool.rope.checks import at_least, check_betas, context, finite, need_context, positive
+
+
+@dataclass(frozen=True)
+class RopeParams:
+    """Everything a position-encoding method needs besides the model's shapes.
+
+    ``original_context`` is the trained context L0 (for ALiBi methods: L_train);
+    ``target_context`` is the length a dynamic method is evaluated (or baked) at, when no
+    sequence length is given.  ``alpha`` is NTK-aware's alpha, ALiBi interpolation's and
+    NTK-ALiBi's ``a``, and dynamic NTK-ALiBi's ``a0``.
+    """
+
+    method: str = "none"
+    base: float = 10000.0
+    factor: float = 1.0
+    original_context: int | None = None
+    target_context: int | None = None
+    alpha: float | None = None
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    extrapolation_factor: float = 1.0
+    attention_factor: float | None = None
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    truncate: bool = True
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    short_factor: tuple[float, ...] | None = None
+    long_factor: tuple[float, ...] | None = None
+    max_bias: float = 8.0
+
+    def replace(self, **changes) -> "RopeParams":
+        return replace(self, **changes)
+
+    @property
+    def is_alibi(self) -> bool:
+        return METHOD_TABLE[self.method].kind == "alibi"
+
+    def as_dict(self) -> dict:
+        """The parameters that differ from their defaults (always with method), for reports."""
+        out = {"method": self.method}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "method" and value != f.default:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+DEFAULTS = RopeParams()
+FIELD_NAMES = tuple(f.name for f in fields(RopeParams))
+FLOAT_FIELDS = tuple(f.name for f in fields(RopeParams) if f.type in ("float", "float | None"))
+MAX_CONTEXT = 1 << 32  # a context length llama.cpp can hold (a u32)
+
+
+DEFAULTS = RopeParams()
+FIELD_NAMES = tuple(f.name for f in fields(RopeParams))
+FLOAT_FIELDS = tuple(f.name for f in fields(RopeParams) if f.type in ("float", "float | None"))
+
+
+def coerce(values: dict) -> dict:
+    """Given parameter values (None: take the default) as numbers of the right kind, checked finite."""
+    given = {k: v for k, v in values.items() if v is not None}
+    unknown = set(given) - set(FIELD_NAMES)
+    if unknown:
+        raise RopetoolError(f"unknown rope parameter(s): {', '.join(sorted(unknown))}")
+    for name in ("short_factor", "long_factor"):
+        if name in given:
+            try:
+                given[name] = tuple(float(v) for v in given[name])
+            except (TypeError, ValueError):
+                raise RopetoolError(f"{name} must be a list of numbers") from None
+    for name in ("original_context", "target_context"):
+        if name in given:
+            given[name] = context(name, given[name])
+    for name in FLOAT_FIELDS:
+        if name in given:
+            given[name] = finite(name, given[name])
+    return given
+
+
+# --- shared math ----------------------------------------------------------------------------------------
 
 
 def default_inv_freq(base: float, dim: int) -> np.ndarray:
@@ -79,7 +164,11 @@ def yarn_attention_factor(p: RopeParams, factor: float | None = None) -> float:
     return yarn_mscale(s)
 
 
-# --- RoPE methods -------------------------------------------------------------------------
+def _length(p: RopeParams, seq_len: int | None) -> int:
+    return seq_len if seq_len is not None else (p.target_context or p.original_context)
+
+
+# --- RoPE methods ---------------------------------------------------------------------------------------
 
 def rope_none(p: RopeParams, dim: int, seq_len: int | None):
     return default_inv_freq(p.base, dim), 1.0
@@ -94,8 +183,7 @@ def rope_ntk(p: RopeParams, dim: int, seq_len: int | None):
 
 
 def rope_dynamic_ntk(p: RopeParams, dim: int, seq_len: int | None):
-    length = seq_len if seq_len is not None else (p.target_context or p.original_context)
-    base = dynamic_ntk_base(p.base, p.factor, length, p.original_context, dim)
+    base = dynamic_ntk_base(p.base, p.factor, _length(p, seq_len), p.original_context, dim)
     return default_inv_freq(base, dim), 1.0
 
 
@@ -107,10 +195,14 @@ def rope_yarn(p: RopeParams, dim: int, seq_len: int | None):
     return _by_parts(p, dim, p.factor), yarn_attention_factor(p)
 
 
+def dynamic_yarn_factor(p: RopeParams, seq_len: int | None) -> float:
+    """Dynamic YaRN's scale at a length: s = max(L / L0, factor) (yarn repository)."""
+    return max(_length(p, seq_len) / p.original_context, p.factor)
+
+
 def rope_dynamic_yarn(p: RopeParams, dim: int, seq_len: int | None):
-    """YaRN recomputed for the current length: s = max(L / L0, factor) (yarn repo, Dynamic YaRN)."""
-    length = seq_len if seq_len is not None else (p.target_context or p.original_context)
-    s = max(length / p.original_context, p.factor)
+    """YaRN recomputed for the current length (yarn repo, Dynamic YaRN)."""
+    s = dynamic_yarn_factor(p, seq_len)
     return _by_parts(p, dim, s), yarn_attention_factor(p, s)
 
 
@@ -145,7 +237,7 @@ def rope_longrope(p: RopeParams, dim: int, seq_len: int | None):
     return default_inv_freq(p.base, dim) / np.asarray(table, dtype=np.float64), longrope_attention_factor(p)
 
 
-# --- ALiBi methods ------------------------------------------------------------------------
+# --- ALiBi methods --------------------------------------------------------------------------------------
 
 def alibi_base_slopes(n_heads: int, max_bias: float = 8.0) -> np.ndarray:
     """ALiBi (Press et al.): 2^(-max_bias*h/n) for the power-of-two heads, odd powers of the 2n schedule after."""
@@ -158,10 +250,15 @@ def alibi_base_slopes(n_heads: int, max_bias: float = 8.0) -> np.ndarray:
     return slopes
 
 
+def power_of_two_heads(n_heads: int) -> int:
+    """The heads ALiBi's geometric schedule covers: 2^floor(log2 n); the rest take the odd powers after."""
+    return 2 ** int(math.floor(math.log2(n_heads)))
+
+
 def _ntk_alibi_slopes(n_heads: int, max_bias: float, a: float) -> np.ndarray:
     """NTK-ALiBi (keezen): head h of the n power-of-two heads is divided by a^((h-1)/(n-1))."""
     slopes = alibi_base_slopes(n_heads, max_bias)
-    n = 2 ** int(math.floor(math.log2(n_heads)))
+    n = power_of_two_heads(n_heads)
     if n > 1:
         slopes[:n] = slopes[:n] * a ** (-np.arange(n, dtype=np.float64) / (n - 1))
     return slopes
@@ -181,49 +278,224 @@ def ntk_alibi(p: RopeParams, n_heads: int, seq_len: int | None):
 
 def dynamic_ntk_alibi_ratio(p: RopeParams, seq_len: int | None) -> float:
     """a = max(a0 * L / L_train, 1)."""
-    length = seq_len if seq_len is not None else (p.target_context or p.original_context)
-    return max(p.alpha * length / p.original_context, 1.0)
+    return max(p.alpha * _length(p, seq_len) / p.original_context, 1.0)
 
 
 def dynamic_ntk_alibi(p: RopeParams, n_heads: int, seq_len: int | None):
     return _ntk_alibi_slopes(n_heads, p.max_bias, dynamic_ntk_alibi_ratio(p, seq_len))
 
 
-# --- registry -----------------------------------------------------------------------------
+# --- validation, per method -----------------------------------------------------------------------------
 
-ROPE_FUNCTIONS: dict[str, Callable] = {
-    "none": rope_none,
-    "linear": rope_linear,
-    "ntk": rope_ntk,
-    "dynamic-ntk": rope_dynamic_ntk,
-    "ntk-by-parts": rope_ntk_by_parts,
-    "yarn": rope_yarn,
-    "dynamic-yarn": rope_dynamic_yarn,
-    "llama3": rope_llama3,
-    "longrope": rope_longrope,
+def _no_check(p: RopeParams, dim: int | None) -> None:
+    pass
+
+
+def _check_ntk(p: RopeParams, dim: int | None) -> None:
+    if p.alpha is None:
+        raise RopetoolError("alpha is required for ntk (NTK-aware scaling)")
+    at_least("alpha", p.alpha, 1.0)
+    if dim is not None and dim <= 2:
+        raise RopetoolError("ntk needs a rotary dimension > 2")
+
+
+def _check_original(p: RopeParams, dim: int | None) -> None:
+    need_context(p, p.method)
+
+
+def _check_ramp(p: RopeParams, dim: int | None) -> None:
+    need_context(p, p.method)
+    check_betas(p)
+
+
+def _check_llama3(p: RopeParams, dim: int | None) -> None:
+    need_context(p, "llama3")
+    positive("low_freq_factor", p.low_freq_factor)
+    finite("high_freq_factor", p.high_freq_factor)
+    if p.high_freq_factor <= p.low_freq_factor:
+        raise RopetoolError(
+            f"high_freq_factor ({p.high_freq_factor:g}) must be greater than low_freq_factor ({p.low_freq_factor:g})"
+        )
+
+
+def _check_longrope(p: RopeParams, dim: int | None) -> None:
+    need_context(p, "longrope")
+    for name in ("short_factor", "long_factor"):
+        values = getattr(p, name)
+        if values is None:
+            raise RopetoolError(f"{name} (a list of per-pair factors) is required for longrope")
+        for v in values:
+            positive(name, v)
+        if dim is not None and len(values) != dim // 2:
+            raise RopetoolError(f"{name} must have rotary_dim/2 = {dim // 2} entries, got {len(values)}")
+
+
+def _check_alibi_ratio(p: RopeParams, dim: int | None) -> None:
+    if p.alpha is None:
+        raise RopetoolError(f"alpha (the interpolation ratio a) is required for {p.method}")
+    at_least("alpha", p.alpha, 1.0)
+
+
+def _check_dynamic_alibi(p: RopeParams, dim: int | None) -> None:
+    if p.alpha is None:
+        raise RopetoolError("alpha (a0, the base ratio) is required for dynamic-ntk-alibi")
+    positive("alpha", p.alpha)
+    need_context(p, "dynamic-ntk-alibi")
+
+
+# --- the records ----------------------------------------------------------------------------------------
+
+_CONTEXT = ("base", "original_context", "target_context")
+_RAMP = ("factor", "beta_fast", "beta_slow", "extrapolation_factor", "truncate")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A position-encoding method: what it reads, how its values are checked, what it computes."""
+
+    name: str
+    kind: str  # "rope" or "alibi"
+    title: str  # its name in a sentence
+    uses: tuple[str, ...]  # every parameter it reads (anything else given for it is a mistake)
+    shown: tuple[str, ...]  # the parameters a report shows, with their defaults when not given
+    check: Callable[[RopeParams, int | None], None]
+    compute: Callable  # (params, dim or n_heads, seq_len) -> (inv_freq, attention_factor) or slopes
+    dynamic: bool = False  # depends on the sequence length (llama.cpp gets it baked at one length)
+
+
+METHOD_TABLE: dict[str, Method] = {m.name: m for m in (
+    Method("none", "rope", "plain RoPE (no context extension)", ("base", "target_context"), ("base",),
+           _no_check, rope_none),
+    Method("linear", "rope", "linear position interpolation (PI)", _CONTEXT + ("factor",), ("base", "factor"),
+           _no_check, rope_linear),
+    Method("ntk", "rope", "NTK-aware scaling", _CONTEXT + ("alpha",), ("base", "alpha"), _check_ntk, rope_ntk),
+    Method("dynamic-ntk", "rope", "dynamic NTK (baked at one length)", _CONTEXT + ("factor",),
+           ("base", "factor", "original_context", "target_context"), _check_original, rope_dynamic_ntk, dynamic=True),
+    Method("ntk-by-parts", "rope", "NTK-by-parts", _CONTEXT + _RAMP,
+           ("base", "factor", "original_context", "beta_fast", "beta_slow"), _check_ramp, rope_ntk_by_parts),
+    Method("yarn", "rope", "YaRN", _CONTEXT + _RAMP + ("attention_factor", "mscale", "mscale_all_dim"),
+           ("base", "factor", "original_context", "beta_fast", "beta_slow", "attention_factor", "mscale",
+            "mscale_all_dim"), _check_ramp, rope_yarn),
+    Method("dynamic-yarn", "rope", "dynamic YaRN (baked at one length)",
+           _CONTEXT + _RAMP + ("attention_factor", "mscale", "mscale_all_dim"),
+           ("base", "factor", "original_context", "target_context", "beta_fast", "beta_slow", "attention_factor"),
+           _check_ramp, rope_dynamic_yarn, dynamic=True),
+    Method("llama3", "rope", "Llama 3 rope scaling", _CONTEXT + ("factor", "low_freq_factor", "high_freq_factor"),
+           ("base", "factor", "original_context", "low_freq_factor", "high_freq_factor"), _check_llama3, rope_llama3),
+    Method("longrope", "rope", "LongRoPE", _CONTEXT + ("factor", "short_factor", "long_factor", "attention_factor"),
+           ("base", "factor", "original_context", "attention_factor", "short_factor", "long_factor"),
+           _check_longrope, rope_longrope),
+    Method("alibi", "alibi", "ALiBi", ("max_bias", "original_context", "target_context"), ("max_bias",),
+           _no_check, alibi),
+    Method("alibi-interp", "alibi", "ALiBi interpolation", ("max_bias", "original_context", "target_context", "alpha"),
+           ("max_bias", "alpha"), _check_alibi_ratio, alibi_interp),
+    Method("ntk-alibi", "alibi", "NTK-ALiBi", ("max_bias", "original_context", "target_context", "alpha"),
+           ("max_bias", "alpha"), _check_alibi_ratio, ntk_alibi),
+    Method("dynamic-ntk-alibi", "alibi", "dynamic NTK-ALiBi", ("max_bias", "original_context", "target_context", "alpha"),
+           ("max_bias", "alpha", "original_context", "target_context"), _check_dynamic_alibi, dynamic_ntk_alibi,
+           dynamic=True),
+)}
+
+METHODS = tuple(METHOD_TABLE)  # canonical names, in the order the README lists them
+ROPE_METHODS = tuple(n for n, m in METHOD_TABLE.items() if m.kind == "rope")
+ALIBI_METHODS = tuple(n for n, m in METHOD_TABLE.items() if m.kind == "alibi")
+USES = {name: set(m.uses) for name, m in METHOD_TABLE.items()}
+
+# Names other tools use for the same methods (transformers' rope_type values among them).
+ALIASES = {
+    "default": "none",
+    "rope": "none",
+    "pi": "linear",
+    "linear-interpolation": "linear",
+    "ntk-aware": "ntk",
+    "dynamic": "dynamic-ntk",
+    "ntk-dynamic": "dynamic-ntk",
+    "ntk-parts": "ntk-by-parts",
+    "su": "longrope",
+    "alibi-pi": "alibi-interp",
 }
-ALIBI_FUNCTIONS: dict[str, Callable] = {
-    "alibi": alibi,
-    "alibi-interp": alibi_interp,
-    "ntk-alibi": ntk_alibi,
-    "dynamic-ntk-alibi": dynamic_ntk_alibi,
-}
+
+
+def canonical_method(name: str) -> str:
+    """Map a method name (ours, an alias, or transformers' rope_type) to its canonical name."""
+    key = str(name).strip().lower().replace("_", "-")
+    key = ALIASES.get(key, key)
+    if key not in METHOD_TABLE:
+        raise RopetoolError(
+            f"unknown rope method {name!r}; known: {', '.join(METHODS)} (and {', '.join(sorted(ALIASES))})"
+        )
+    return key
+
+
+def unused_parameters(method: str, names) -> list[str]:
+    """The parameters among ``names`` that ``method`` does not read."""
+    return sorted(set(names) - USES[canonical_method(method)])
+
+
+def shown_parameters(p: RopeParams) -> dict:
+    """A method's parameters for a report: those it shows (with defaults) and any other that was given."""
+    method = METHOD_TABLE[p.method]
+    given = p.as_dict()
+    out = {}
+    for name in method.shown:
+        v = getattr(p, name)
+        if v is not None:
+            out[name] = list(v) if isinstance(v, tuple) else v
+    for name, v in given.items():
+        if name != "method":
+            out.setdefault(name, v)
+    return out
+
+
+def validate(p: RopeParams, dim: int | None = None) -> RopeParams:
+    """Check ``p`` for its method (and the rotary dim, when known); return it unchanged."""
+    method = METHOD_TABLE.get(p.method) or METHOD_TABLE[canonical_method(p.method)]
+    if method.kind == "rope":
+        positive("base", p.base)
+    at_least("factor", p.factor, 1.0)
+    if dim is not None and (dim < 2 or dim % 2):
+        raise RopetoolError(f"rotary dimension must be an even number >= 2, got {dim}")
+    if p.target_context is not None:
+        context("target_context", p.target_context)
+    if p.attention_factor is not None:
+        positive("attention_factor", p.attention_factor)
+    method.check(p, dim)
+    if method.kind == "alibi":
+        positive("max_bias", p.max_bias)
+    return p
+
+
+def make_params(method: str, **values) -> RopeParams:
+    """Build validated parameters; ``method`` may be an alias; None values take the defaults."""
+    return validate(RopeParams(method=canonical_method(method), **coerce(values)))
 
 
 def rope_frequencies(p: RopeParams, dim: int, seq_len: int | None = None) -> tuple[np.ndarray, float]:
     """Inverse frequency per rotated pair and the cos/sin attention factor for method ``p``."""
-    if p.is_alibi:
+    method = METHOD_TABLE[p.method]
+    if method.kind != "rope":
         raise ValueError(f"{p.method} is an ALiBi method; use alibi_slopes")
     validate(p, dim)
-    inv, attn = ROPE_FUNCTIONS[p.method](p, dim, seq_len)
+    inv, attn = method.compute(p, dim, seq_len)
     return np.asarray(inv, dtype=np.float64), float(attn)
 
 
 def alibi_slopes(p: RopeParams, n_heads: int, seq_len: int | None = None) -> np.ndarray:
     """One ALiBi slope per head for method ``p``."""
-    if not p.is_alibi:
+    method = METHOD_TABLE[p.method]
+    if method.kind != "alibi":
         raise ValueError(f"{p.method} is a RoPE method; use rope_frequencies")
     validate(p)
     if n_heads < 1:
         raise ValueError("n_heads must be >= 1")
-    return np.asarray(ALIBI_FUNCTIONS[p.method](p, n_heads, seq_len), dtype=np.float64)
+    return np.asarray(method.compute(p, n_heads, seq_len), dtype=np.float64)
+
+
+__all__ = [
+    "Method", "METHOD_TABLE", "METHODS", "ROPE_METHODS", "ALIBI_METHODS", "USES", "ALIASES", "DEFAULTS",
+    "RopeParams", "canonical_method", "unused_parameters", "shown_parameters", "validate", "make_params",
+    "rope_frequencies", "alibi_slopes", "default_inv_freq", "ntk_base", "dynamic_ntk_base", "yarn_mscale",
+    "yarn_correction_dim", "yarn_correction_range", "yarn_ramp", "yarn_attention_factor", "dynamic_yarn_factor",
+    "longrope_attention_factor", "longrope_uses_long", "alibi_base_slopes", "power_of_two_heads",
+    "dynamic_ntk_alibi_ratio",
+]

@@ -28,12 +28,12 @@ def main() -> None:
     manifest, results_path, headroom_mb = sys.argv[1], sys.argv[2], int(sys.argv[3])
     from click.testing import CliRunner
 
-    import ropetool.io.checkpoint  # noqa: F401
     import ropetool.convert  # noqa: F401
     import ropetool.edit  # noqa: F401
     import ropetool.inspect  # noqa: F401
-    import ropetool.lint  # noqa: F401
+    import ropetool.io.checkpoint  # noqa: F401
     import ropetool.io.vocab  # noqa: F401
+    import ropetool.lint  # noqa: F401
     from ropetool.cli import cli
 
     cases = json.load(open(manifest))
