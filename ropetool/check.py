@@ -1,63 +1,81 @@
-"""``ropetool check``: run llama.cpp on a GGUF and compare its logits with the numpy reference.
+"""``ropetool check``: which rope setting does llama.cpp compute for this file?
 
-The verdict reports how far apart they are (max |diff|, relative error, top-1 agreement, KL
-divergence) and, as a negative control, how much the file's rope setting itself moves the
-reference's logits, so that a pass means something: if llama.cpp ignored the setting, its logits
-would be about that far from the reference, and the check would fail.
+llama.cpp's next-token distributions are compared, position by position, with the numpy reference's
+under the setting the file means (ropetool's record, or the keys as they document it) and under the
+nearest wrong readings: no extension; each parameter that matters moved (factor, base, original
+context: x2 and /2); and what llama.cpp is known to fall back to (a key it ignores, a rope tensor it does
+not load, the attention factor dropped).  For each alternative *i*, with P llama.cpp's distribution,
+R0 the meant setting's and Ri the alternative's, per position:
+
+* ``gap_i = KL(P || Ri) - KL(P || R0)``: how much better the meant setting explains llama.cpp's output
+  (a log-likelihood ratio; it equals KL(R0 || Ri) when llama.cpp computes R0 exactly, and
+  -KL(Ri || R0) when it computes Ri);
+* ``separation_i = KL(R0 || Ri)``: how far apart the two settings are.
+
+The verdict (docs/check.md derives the margins):
+
+* PASS: for every alternative the mean gap is at least half the separation, and at least
+  ``SIGNIFICANCE`` standard errors of its per-position noise (standard error from blocks of positions);
+* FAIL: for some alternative the mean gap is negative by at least ``SIGNIFICANCE`` standard errors:
+  llama.cpp computes something closer to it (the report names the closest);
+* INCONCLUSIVE otherwise: a setting moves the output by less than llama.cpp's own rounding at this
+  length; the report says which, and what would separate them.
+
+The same rule holds for every weight type and length: no per-type tolerance.  Everything is streamed:
+the reference reads one layer at a time, llama.cpp's logits come a batch at a time, and the divergences
+are computed a chunk of positions at a time, never positions x vocabulary for the whole sequence.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ropetool.errors import RopetoolError
-from ropetool.rope import RopeParams, make_params
+from ropetool.io.gguf_file import GGUFFile
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.provenance import read_record
+from ropetool.llamacpp.readback import meant_method
+from ropetool.llamacpp.state import KEYS, LLAMA_CPP, RopeState, read_state
+from ropetool.reference import ReferenceModel, Setting, log_softmax
+from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, make_params, rope_frequencies
 
-# Relative tolerance (x max|logit|) by the dominant weight type: llama.cpp quantizes activations to
-# match the weights in its matrix products (bf16, q8_0), so coarser types need looser bounds.
-TOLERANCES = {"F32": 2e-3, "F16": 1e-2, "BF16": 1e-2, "Q8_0": 5e-2}
-DEFAULT_TOLERANCE = 1.5e-1
 MAX_DEFAULT_TOKENS = 2048
+SIGNIFICANCE = 4.0  # standard errors a gap must clear
+MIN_RATIO = 0.5  # a pass needs llama.cpp at least half-way closer to the meant setting than the separation
+CHUNK_ELEMENTS = 1 << 22  # logits values per chunk of the divergence computation (float64: 32 MB)
+FULL_LENGTH_ALTERNATIVES = 512  # up to this many tokens every alternative runs over all of them; beyond, over the first half
 
 
 @dataclass
 class Comparison:
+    """llama.cpp against the meant setting: plain distances, for information."""
+
     max_abs_diff: float
     rel_error: float  # max |diff| / max |reference logit|
     top1_agreement: float
     kl_mean: float
     kl_max: float
-    per_position_max_diff: list[float] = field(repr=False)
-
-    @classmethod
-    def of(cls, reference: np.ndarray, other: np.ndarray) -> "Comparison":
-        reference = reference.astype(np.float64)
-        other = other.astype(np.float64)
-        diff = np.abs(other - reference)
-        scale = float(np.abs(reference).max()) or 1.0
-        kl = _kl(reference, other)
-        return cls(
-            max_abs_diff=float(diff.max()),
-            rel_error=float(diff.max() / scale),
-            top1_agreement=float(np.mean(reference.argmax(-1) == other.argmax(-1))),
-            kl_mean=float(kl.mean()),
-            kl_max=float(kl.max()),
-            per_position_max_diff=[float(x) for x in diff.max(-1)],
-        )
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
-def _kl(p_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
-    lp, lq = _log_softmax(p_logits), _log_softmax(q_logits)
-    return np.maximum((np.exp(lp) * (lp - lq)).sum(-1), 0.0)
+@dataclass
+class Alternative:
+    label: str  # what the setting is, in words
+    kind: str  # "no-extension", "factor", "base", "original-context", "alpha", "max-bias", "rope-tensor",
+    #            "attention-factor", "longrope-table", "llama.cpp-reading", "keys-vs-record", "alibi-off"
+    separation: float  # mean KL(R0 || Ri), nats per position
+    separation_reverse: float  # mean KL(Ri || R0)
+    llama_distance: float  # mean KL(P || Ri)
+    gap: float  # mean KL(P || Ri) - KL(P || R0)
+    ratio: float  # gap / separation: 1 when llama.cpp computes the meant setting, about -1 when it computes this one
+    noise: float  # standard error of the mean of (gap - separation): llama.cpp's rounding if it computes the meant setting
+    noise_alt: float  # standard error of the mean of (gap + separation_reverse): its rounding if it computes this one
+    outcome: str = ""  # "farther", "closer" or "unresolved"
 
 
 @dataclass
@@ -66,80 +84,80 @@ class CheckReport:
     architecture: str
     weight_type: str
     method: str
+    method_source: str  # "ropetool" (the record) or "inferred" (the keys)
+    meant: str  # the setting checked, in words
     rope: dict
     device: str
     n_tokens: int
+    n_ctx: int
+    positions: list[int]  # first and last position compared with the meant setting
+    alternative_positions: list[int]  # first and last position the alternatives are compared on
     original_context: int | None
-    tolerance: float
-    llama_vs_reference: Comparison
-    control: str  # what the negative control changed
-    control_effect: Comparison  # reference with the setting vs without it
+    llama_vs_meant: Comparison
+    alternatives: list[Alternative]
     verdict: str  # "pass", "fail" or "inconclusive"
-    lint: list[dict] = field(default_factory=list)
+    reason: str
+    closest: str | None = None  # the alternative llama.cpp computes instead, when it fails
+    settings: dict = field(default_factory=dict)  # how llama.cpp was run
     notes: list[str] = field(default_factory=list)
+    lint: list[dict] = field(default_factory=list)
+    wall_seconds: float = 0.0
 
     @property
     def passed(self) -> bool:
         return self.verdict == "pass"
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("llama_vs_reference", "control_effect"):
-            d[k].pop("per_position_max_diff")
-        return d
+        return asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
     def summary(self) -> str:
-        m, c = self.llama_vs_reference, self.control_effect
+        m = self.llama_vs_meant
         lines = [
-            f"{self.path}: {self.architecture}, {self.weight_type} weights, rope {self.method}, "
-            f"{self.n_tokens} tokens on {self.device}",
-            f"llama.cpp vs reference: max |diff| {m.max_abs_diff:.3g} (relative {m.rel_error:.3g}, tolerance "
-            f"{self.tolerance:.3g}), top-1 agreement {m.top1_agreement:.1%}, KL mean {m.kl_mean:.3g} max {m.kl_max:.3g}",
-            f"negative control ({self.control}): moves the reference's logits by {c.max_abs_diff:.3g} "
-            f"(relative {c.rel_error:.3g}, {c.rel_error / max(m.rel_error, 1e-12):.3g}x the measured difference)",
+            f"{self.path}: {self.architecture}, {self.weight_type} weights, rope {self.method} "
+            f"({'recorded by ropetool' if self.method_source == 'ropetool' else 'read from the keys'}), "
+            f"{self.n_tokens} tokens on {self.device} in {self.wall_seconds:.1f} s",
+            f"meant setting: {self.meant}",
+            f"llama.cpp vs the meant setting: KL mean {m.kl_mean:.3g} max {m.kl_max:.3g} nats, top-1 agreement "
+            f"{m.top1_agreement:.1%}, max |diff| {m.max_abs_diff:.3g} (relative {m.rel_error:.3g})",
+            f"alternatives, over positions {self.alternative_positions[0]}..{self.alternative_positions[1]} (separation = "
+            "KL(meant || alt); gap = KL(llama.cpp || alt) - KL(llama.cpp || meant), in nats per position):",
         ]
-        if self.verdict == "pass":
-            lines.append(
-                f"PASS: llama.cpp matches the reference within {m.max_abs_diff:.2g}; the rope setting itself moves the "
-                f"logits by {c.max_abs_diff:.2g}, so this check would see it if llama.cpp ignored it."
-            )
-        elif self.verdict == "inconclusive":
-            lines.append(
-                "INCONCLUSIVE: llama.cpp matches the reference, but the rope setting moves the logits by less than the "
-                "tolerance at this length, so a pass would say little; use more tokens (--tokens)."
-            )
-        else:
-            lines.append(f"FAIL: llama.cpp differs from the reference by {m.rel_error:.3g} x max|logit| "
-                         f"(tolerance {self.tolerance:.3g}).")
+        width = max((len(a.label) for a in self.alternatives), default=0)
+        for a in self.alternatives:
+            noise = a.noise_alt if a.outcome == "closer" else a.noise
+            lines.append(f"  {a.label:<{width}}  separation {a.separation:.3g}, gap {a.gap:.3g} ({a.ratio:+.2f} of it, "
+                         f"noise {noise:.2g}): {a.outcome}")
+        lines.append(f"{self.verdict.upper()}: {self.reason}")
+        if self.verdict == "fail":
             for f in self.lint:
                 lines.append(f"  likely cause: {f['message']}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
 
-def control_for(rope: RopeParams) -> tuple[RopeParams, str]:
-    """The same setting with the context extension removed (or, for plain RoPE/ALiBi, a 2x change of it)."""
-    if rope.is_alibi:
-        if rope.method == "alibi":
-            return make_params("alibi-interp", alpha=2.0, max_bias=rope.max_bias), "ALiBi slopes halved"
-        return make_params("alibi", max_bias=rope.max_bias), "plain ALiBi instead of " + rope.method
-    if rope.method == "none":
-        return make_params("linear", base=rope.base, factor=2.0), "RoPE positions interpolated 2x"
-    return make_params("none", base=rope.base), f"plain RoPE (base {rope.base:g}) instead of {rope.method}"
+# ------------------------------------------------------------------------------------------
+# The settings: the meant one and its alternatives
+
+
+@dataclass
+class _Candidate:
+    setting: Setting
+    kind: str
 
 
 def default_tokens(n_vocab: int, original_context: int | None, n: int | None) -> tuple[list[int], list[str]]:
-    """A deterministic token sequence, longer than the original context where that is affordable."""
+    """A deterministic token sequence: the original context plus a quarter (at least 64 more), at most 2048."""
     notes = []
     if n is None:
         L0 = original_context or 256
         n = L0 + max(64, L0 // 4)
         if n > MAX_DEFAULT_TOKENS:
             n = MAX_DEFAULT_TOKENS
-            notes.append(f"the default {n} tokens do not exceed the original context ({L0}); pass --tokens to go past it")
+            notes.append(f"{n} tokens (the default) stay within the original context of {L0}; the alternatives are "
+                         f"told apart there, pass --tokens to go past it")
     if n < 2:
         raise RopetoolError("--tokens must be at least 2")
     rng = np.random.default_rng(0)
@@ -147,75 +165,397 @@ def default_tokens(n_vocab: int, original_context: int | None, n: int | None) ->
     return [int(t) for t in rng.integers(low, n_vocab, size=n)], notes
 
 
-def _weight_type(reader_tensors) -> str:
+class _KeyEdits:
+    """A GGUF header with some keys set or removed and some rope tensors hidden: the file as it would be."""
+
+    @dataclass
+    class _Value:
+        key: str
+        value: object
+        is_array: bool = False
+
+        @property
+        def scalar(self):
+            return self.value
+
+    def __init__(self, gf: GGUFFile, set_: dict | None = None, remove=(), hide=()):
+        self._gf = gf
+        self.architecture = gf.architecture
+        self.fields = {k: f for k, f in gf.fields.items() if k not in set(remove)}
+        for k, v in (set_ or {}).items():
+            self.fields[k] = self._Value(k, v)
+        self._hide = set(hide)
+
+    def get(self, key, default=None):
+        f = self.fields.get(key)
+        return default if f is None else f.value
+
+    def tensor(self, name):
+        return None if name in self._hide else self._gf.tensor(name)
+
+    def read_tensor(self, name, max_elements=1 << 20):
+        return self._gf.read_tensor(name, max_elements)
+
+
+def _state_setting(st: RopeState, n_tokens: int, n_ctx: int, label: str) -> Setting:
+    if st.encoding == "alibi":
+        return Setting(label, slopes=st.alibi_slopes())
+    if st.encoding == "none":
+        return Setting(label)
+    inv, mag = st.frequencies(n_tokens, n_ctx if st.reading == LLAMA_CPP else n_tokens)
+    return Setting(label, inv_freq=inv, magnitude=mag)
+
+
+def _params_setting(p: RopeParams, model: ReferenceModel, seq_len: int, label: str) -> Setting:
+    if p.is_alibi:
+        return Setting(label, slopes=alibi_slopes(p, model.shapes.n_head, seq_len=seq_len))
+    if p.method == "none" and model.alibi:
+        return Setting(label)
+    inv, mag = rope_frequencies(p, model.shapes.n_rot, seq_len=seq_len)
+    return Setting(label, inv_freq=inv, magnitude=mag)
+
+
+def _fmt(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _param_alternatives(p: RopeParams, model: ReferenceModel, seq_len: int) -> list[_Candidate]:
+    """The record's method with each parameter that matters moved, and with the extension removed."""
+    out = []
+    uses = set(METHOD_TABLE[p.method].uses)
+
+    def add(kind, label, **changes):
+        try:
+            q = make_params(changes.pop("method", p.method), **{**_values(p), **changes})
+            out.append(_Candidate(_params_setting(q, model, seq_len, label), kind))
+        except RopetoolError:
+            pass
+
+    if p.is_alibi:
+        if p.method != "alibi":
+            add("no-extension", f"plain ALiBi (max_bias {_fmt(p.max_bias)}) instead of {p.method}", method="alibi", alpha=None)
+        for f, word in ((2.0, "x2"), (0.5, "/2")):
+            add("max-bias", f"max_bias {_fmt(p.max_bias * f)} ({word})", max_bias=p.max_bias * f)
+            if p.alpha is not None and "alpha" in uses and p.alpha * f >= 1:
+                add("alpha", f"alpha {_fmt(p.alpha * f)} ({word})", alpha=p.alpha * f)
+        out.append(_Candidate(Setting("no ALiBi at all"), "alibi-off"))
+        return out
+    if p.method != "none":
+        add("no-extension", f"plain RoPE (base {_fmt(p.base)}) instead of {p.method}", method="none",
+            **{k: None for k in _values(p) if k != "base"})
+    for f, word in ((2.0, "x2"), (0.5, "/2")):
+        if "factor" in uses and p.factor > 1 and p.factor * f >= 1:
+            add("factor", f"factor {_fmt(p.factor * f)} ({word})", factor=p.factor * f)
+        if "alpha" in uses and p.alpha is not None and p.alpha * f >= 1:
+            add("alpha", f"alpha {_fmt(p.alpha * f)} ({word})", alpha=p.alpha * f)
+        add("base", f"base {_fmt(p.base * f)} ({word})", base=p.base * f)
+        if p.method in ("yarn", "ntk-by-parts", "llama3", "dynamic-ntk", "dynamic-yarn") and p.original_context:
+            add("original-context", f"original context {int(p.original_context * f)} ({word})",
+                original_context=int(p.original_context * f))
+    if p.method in ("yarn", "dynamic-yarn", "longrope") and (p.attention_factor is None or p.attention_factor != 1):
+        add("attention-factor", "without the attention factor (cos/sin magnitude 1)", attention_factor=1.0)
+    if p.method == "none":
+        add("factor", f"linear interpolation x2 (base {_fmt(p.base)})", method="linear", factor=2.0)
+    return out
+
+
+def _values(p: RopeParams) -> dict:
+    d = p.as_dict()
+    d.pop("method")
+    return d
+
+
+def _key_alternatives(gf: GGUFFile, st: RopeState, n: int, n_ctx: int) -> list[_Candidate]:
+    """The keys' reading with each key that matters moved (x2, /2), removed, or a rope tensor hidden."""
+    a = st.arch or "?"
+    out = []
+
+    def add(kind, label, set_=None, remove=(), hide=()):
+        try:
+            edited = read_state(_KeyEdits(gf, set_, remove, hide), KEYS)
+            if edited.encoding == "rope" and not edited.computable:
+                return
+            out.append(_Candidate(_state_setting(edited, n, n_ctx, label), kind))
+        except RopetoolError:
+            pass
+
+    def key(template):
+        return K.k(template, a)
+
+    if st.encoding == "alibi":
+        for f, word in ((2.0, "x2"), (0.5, "/2")):
+            add("max-bias", f"{key(K.MAX_ALIBI_BIAS)} = {_fmt(st.alibi_max_bias * f)} ({word})",
+                {key(K.MAX_ALIBI_BIAS): st.alibi_max_bias * f})
+        out.append(_Candidate(Setting("no ALiBi at all"), "alibi-off"))
+        return out
+    scaling = [key(t) for t in (K.ROPE_SCALING_TYPE, K.ROPE_SCALING_FACTOR, K.ROPE_SCALE_LINEAR, K.ROPE_SCALING_ATTN_FACTOR,
+                                K.ROPE_YARN_EXT_FACTOR, K.ROPE_YARN_ATTN_FACTOR, K.ROPE_YARN_LOG_MUL)]
+    extended = st.freq_scale != 1 or st.yarn_active or st.rope_freqs_used or st.longrope_used or st.magnitude != 1
+    if extended:
+        add("no-extension", f"plain RoPE (base {_fmt(st.freq_base)}): no scaling keys, no rope tensors",
+            {key(K.ROPE_SCALING_TYPE): "none"}, remove=scaling[1:], hide=K.ROPE_TENSORS)
+    for f, word in ((2.0, "x2"), (0.5, "/2")):
+        if st.factor and st.freq_scale != 1 and st.factor * f >= 1:
+            add("factor", f"{key(K.ROPE_SCALING_FACTOR)} = {_fmt(st.factor * f)} ({word})",
+                {key(K.ROPE_SCALING_FACTOR): st.factor * f})
+        add("base", f"{key(K.ROPE_FREQ_BASE)} = {_fmt(st.freq_base * f)} ({word})", {key(K.ROPE_FREQ_BASE): st.freq_base * f})
+        if (st.yarn_active or st.longrope_used) and st.n_ctx_orig:
+            add("original-context", f"{key(K.ROPE_SCALING_ORIG_CTX)} = {int(st.n_ctx_orig * f)} ({word})",
+                {key(K.ROPE_SCALING_ORIG_CTX): int(st.n_ctx_orig * f)})
+    if not extended:
+        add("factor", f"linear interpolation x2 ({key(K.ROPE_SCALING_TYPE)} = linear, factor 2)",
+            {key(K.ROPE_SCALING_TYPE): "linear", key(K.ROPE_SCALING_FACTOR): 2.0})
+    if st.rope_freqs_used:
+        add("rope-tensor", f"without {K.ROPE_FREQS_TENSOR} (the tensor ignored)", hide=[K.ROPE_FREQS_TENSOR])
+    if abs(st.rope_attn_factor - 1) > 1e-9:
+        add("attention-factor", f"without {key(K.ROPE_SCALING_ATTN_FACTOR)}", remove=[key(K.ROPE_SCALING_ATTN_FACTOR)])
+    return out
+
+
+def _settings(gf: GGUFFile, model: ReferenceModel, n: int, n_ctx: int) -> tuple[Setting, list[_Candidate], dict, list[str]]:
+    """(the meant setting, the alternatives, how the method is named, notes)."""
+    notes: list[str] = []
+    st_llama, st_keys = read_state(gf, LLAMA_CPP), read_state(gf, KEYS)
+    record = read_record(gf.get)
+    meant_named, _ = meant_method(record, st_llama)
+    naming = {"method": meant_named.method, "source": meant_named.source, "params": meant_named.params}
+    params = meant_named.rope if meant_named.source == "ropetool" else None
+    candidates: list[_Candidate] = []
+    if params is not None and record is not None and record.exact is False:
+        notes.append(f"the file approximates {params.method} (ropetool recorded a relative error of up to "
+                     f"{record.approx_error:.3g}); it is checked against what its keys say")
+        params = None
+    if params is not None:
+        method = METHOD_TABLE[params.method]
+        seq_len = n
+        if method.dynamic:
+            seq_len = params.target_context or st_llama.context_length or n
+            dynamic = _params_setting(params, model, n, "dynamic")
+            baked = _params_setting(params, model, seq_len, "baked")
+            a, b = (dynamic.inv_freq, baked.inv_freq) if dynamic.inv_freq is not None else (dynamic.slopes, baked.slopes)
+            if a is not None:
+                notes.append(f"{params.method} is baked for {seq_len} tokens (what llama.cpp can compute); at the "
+                             f"{n} tokens checked the dynamic method would differ by up to "
+                             f"{float(np.max(np.abs(a - b) / np.abs(b))):.3g} (relative frequency or slope)")
+        elif params.method == "longrope":
+            seq_len = n_ctx
+            notes.append(f"llama.cpp picks LongRoPE's table by the context it allocates ({n_ctx}), not by the "
+                         f"input's length; the meant setting follows it")
+        meant = _params_setting(params, model, seq_len, f"{params.method} as ropetool recorded it ({_short(params)})")
+        # What llama.cpp makes of the keys comes first: where it equals a moved parameter, its label names the key.
+        llama = _state_setting(st_llama, n, n_ctx, "the file's keys as llama.cpp reads them")
+        if not llama.same_as(meant, 1e-6):
+            candidates.append(_Candidate(replace(llama, label=_keys_vs_record(gf, st_llama, params, model)), "keys-vs-record"))
+        candidates += _param_alternatives(params, model, seq_len)
+        if params.method == "longrope":
+            other = n if n_ctx > (params.original_context or 0) >= n else max(n_ctx, (params.original_context or 0) + 1)
+            candidates.append(_Candidate(_params_setting(params, model, other, "LongRoPE's other table"), "longrope-table"))
+    else:
+        meant = _state_setting(st_keys, n, n_ctx, f"{meant_named.method}, as the keys document it")
+        llama = _state_setting(st_llama, n, n_ctx, "as llama.cpp reads the keys")
+        if not llama.same_as(meant, 1e-9):
+            ignored = ", ".join(f"{i.key} = {i.value}" for i in st_llama.ignored) or "its defaults"
+            candidates.append(_Candidate(replace(llama, label=f"as llama.cpp reads the keys (ignoring {ignored})"),
+                                         "llama.cpp-reading"))
+        candidates += _key_alternatives(gf, st_keys, n, n_ctx)
+    # One alternative per distinct setting, none equal to the meant one.
+    kept: list[_Candidate] = []
+    for c in candidates:
+        if c.setting.same_as(meant) or any(c.setting.same_as(k.setting) for k in kept):
+            continue
+        kept.append(c)
+    return meant, kept, naming, notes
+
+
+def _short(p: RopeParams) -> str:
+    d = {k: v for k, v in p.as_dict().items() if k != "method" and not isinstance(v, list)}
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in d.items()) or "defaults"
+
+
+def _keys_vs_record(gf: GGUFFile, st: RopeState, params: RopeParams, model: ReferenceModel) -> str:
+    """Name the keys that differ from what ropetool's lowering of the record writes."""
+    from ropetool.llamacpp.lowering import lower
+
+    try:
+        lowered = lower(params, st.facts, model.shapes.n_rot or 2, model.shapes.n_head, st.n_ctx_orig or 1, st.n_layer)
+    except RopetoolError:
+        return "the file's keys as llama.cpp reads them (they differ from ropetool's record)"
+    changed = []
+    for v in lowered.values:
+        have = gf.get(v.key)
+        if isinstance(v.value, float) and isinstance(have, float):
+            same = math.isclose(have, v.value, rel_tol=1e-6)
+        else:
+            same = have == v.value
+        if not same:
+            changed.append(f"{v.key} = {have} where the record means {v.value}")
+    for name in lowered.tensors:
+        if gf.tensor(name) is None:
+            changed.append(f"no {name}")
+    detail = "; ".join(changed) if changed else "a rope key or tensor changed after ropetool wrote it"
+    return f"the file's keys as llama.cpp reads them ({detail})"
+
+
+# ------------------------------------------------------------------------------------------
+# The comparison, streamed
+
+
+class _Tally:
+    """Per-position divergences and plain distances, accumulated a chunk at a time."""
+
+    def __init__(self, n: int, k: int):
+        self.kl_meant = np.zeros(n)  # KL(P || R0)
+        self.kl_alt = np.zeros((k, n))  # KL(P || Ri)
+        self.sep = np.zeros((k, n))  # KL(R0 || Ri)
+        self.sep_rev = np.zeros((k, n))  # KL(Ri || R0)
+        self.max_diff = 0.0
+        self.max_ref = 0.0
+        self.top1 = 0
+
+    def add(self, start: int, llama: np.ndarray, meant: np.ndarray, alts: list[np.ndarray]) -> None:
+        stop = start + len(llama)
+        lp = log_softmax(llama.astype(np.float64))
+        p = np.exp(lp)
+        l0 = log_softmax(meant.astype(np.float64))
+        p0 = np.exp(l0)
+        self.kl_meant[start:stop] = np.maximum((p * (lp - l0)).sum(-1), 0.0)
+        self.max_diff = max(self.max_diff, float(np.abs(llama - meant).max()))
+        self.max_ref = max(self.max_ref, float(np.abs(meant).max()))
+        self.top1 += int((llama.argmax(-1) == meant.argmax(-1)).sum())
+        for i, alt in enumerate(alts):  # an alternative may cover only the chunk's first rows
+            r = len(alt)
+            li = log_softmax(alt.astype(np.float64))
+            self.kl_alt[i, start:start + r] = np.maximum((p[:r] * (lp[:r] - li)).sum(-1), 0.0)
+            self.sep[i, start:start + r] = np.maximum((p0[:r] * (l0[:r] - li)).sum(-1), 0.0)
+            self.sep_rev[i, start:start + r] = np.maximum((np.exp(li) * (li - l0[:r])).sum(-1), 0.0)
+
+
+def _block_se(x: np.ndarray) -> float:
+    """Standard error of the mean of a per-position series, from the means of contiguous blocks (positions in
+    one sequence are correlated; blocks of n/16 or more positions are roughly independent)."""
+    n = len(x)
+    blocks = min(32, max(4, n // 16))
+    size = n // blocks
+    means = x[: size * blocks].reshape(blocks, size).mean(-1)
+    return float(means.std(ddof=1) / math.sqrt(blocks)) if blocks > 1 else float("inf")
+
+
+def _verdict(tally: _Tally, labels: list[str], kinds: list[str], positions: slice) -> tuple[list[Alternative], str, str, str | None]:
+    d0 = tally.kl_meant[positions]
+    alternatives = []
+    for i, (label, kind) in enumerate(zip(labels, kinds)):
+        di = tally.kl_alt[i, positions]
+        gap_series, sep_series, rev_series = di - d0, tally.sep[i, positions], tally.sep_rev[i, positions]
+        sep, rev, gap = float(sep_series.mean()), float(rev_series.mean()), float(gap_series.mean())
+        # Were llama.cpp computing the meant setting exactly, the gap would equal KL(R0 || Ri) at every position;
+        # were it computing the alternative, -KL(Ri || R0).  What it differs by is llama.cpp's rounding under that
+        # hypothesis; the standard error of its mean measures the noise a decision must clear.
+        noise = _block_se(gap_series - sep_series)
+        noise_alt = _block_se(gap_series + rev_series)
+        ratio = gap / sep if sep > 0 else 0.0
+        if gap < 0 and -gap >= MIN_RATIO * rev and -gap >= SIGNIFICANCE * noise_alt:
+            outcome = "closer"
+        elif gap >= MIN_RATIO * sep and gap >= SIGNIFICANCE * noise:
+            outcome = "farther"
+        else:
+            outcome = "unresolved"
+        alternatives.append(Alternative(label, kind, sep, rev, float(di.mean()), gap, ratio, noise, noise_alt, outcome))
+    closer = [a for a in alternatives if a.outcome == "closer"]
+    unresolved = [a for a in alternatives if a.outcome == "unresolved"]
+    if closer:
+        best = min(closer, key=lambda a: a.llama_distance)
+        errors = -best.gap / best.noise_alt if best.noise_alt else float("inf")
+        reason = (f"llama.cpp computes this file as {best.label}: its output is closer to that than to the meant "
+                  f"setting (by {-best.gap:.3g} nats per position, {best.ratio:+.2f} of their separation, "
+                  f"{errors:.0f} standard errors)")
+        return alternatives, "fail", reason, best.label
+    if unresolved:
+        names = "; ".join(a.label for a in unresolved)
+        reason = (f"llama.cpp's rounding hides the difference from: {names} (a gap of at least half the separation, either "
+              f"way, and {SIGNIFICANCE:g} standard errors is needed); more tokens, or a --text of real prose, would "
+              "separate them")
+        return alternatives, "inconclusive", reason, None
+    if not alternatives:
+        return alternatives, "inconclusive", "no alternative setting differs from the meant one here", None
+    weakest = min(alternatives, key=lambda a: a.gap / a.noise if a.noise else float("inf"))
+    reason = (f"llama.cpp computes the meant setting: every alternative is farther from its output (the nearest, "
+              f"{weakest.label}, by {weakest.ratio:.2f} of their separation, "
+              f"{(weakest.gap / weakest.noise) if weakest.noise else float('inf'):.0f} standard errors)")
+    return alternatives, "pass", reason, None
+
+
+def _weight_type(model: ReferenceModel) -> str:
     counts: dict[str, int] = {}
-    for name, qtype, n_elements in reader_tensors:
+    for name, qtype, n_elements in model.tensor_types():
         if name.endswith(".weight") and not name.startswith("rope_"):
             counts[qtype] = counts.get(qtype, 0) + n_elements
     return max(counts, key=counts.get) if counts else "F32"
 
 
-def check_gguf(
-    path,
-    device: str = "cpu",
-    n_tokens: int | None = None,
-    text: str | None = None,
-    source=None,
-    tolerance: float | None = None,
-    verbose: bool = False,
-) -> CheckReport:
-    """Run llama.cpp on ``path`` and compare with the numpy reference (weights from the GGUF or ``source``)."""
+def check_gguf(path, device: str = "cpu", n_tokens: int | None = None, text: str | None = None, source=None,
+               verbose: bool = False, flash_attn: bool = False) -> CheckReport:
+    """Which rope setting llama.cpp computes for ``path``, against the numpy reference (module docstring)."""
     from ropetool.lint import lint_gguf
-    from ropetool.llamacpp import runner
-    from ropetool.reference import ReferenceModel
+    from ropetool.llamacpp.runner import LlamaCpp, padded_context
 
+    started = time.perf_counter()
     path = Path(path)
     findings = lint_gguf(path)
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more: see ropetool inspect)" if len(errors) > 1 else ""
         raise RopetoolError(f"{path}: {errors[0].message}{more}")
-    ref = ReferenceModel.from_gguf(path)
-    weight_type = _weight_type(ref.tensor_types())
-    if source is not None:
-        ref = ref.with_weights_from(ReferenceModel.from_hf(source))
-    rope = ref.rope
-    original = ref.original_context
-    notes: list[str] = []
-    if text is not None:
-        llm = runner.load(path, n_ctx=16, device=device, verbose=verbose)
-        try:
-            ids = runner.tokenize(llm, text)
-        finally:
-            llm.close()
-        if n_tokens:
-            ids = ids[:n_tokens]
-        if len(ids) < 2:
-            raise RopetoolError("the text gives fewer than 2 tokens")
-    else:
-        ids, notes = default_tokens(ref.n_vocab, original, n_tokens)
-    llama = runner.llama_cpp_logits(path, ids, device=device, verbose=verbose)
-    reference = ref.logits(ids)
-    control_rope, control_words = control_for(rope)
-    control = ref.logits(ids, rope=control_rope)
-
-    tol = tolerance if tolerance is not None else TOLERANCES.get(weight_type, DEFAULT_TOLERANCE)
-    measured = Comparison.of(reference, llama.logits)
-    effect = Comparison.of(reference, control)
-    if measured.rel_error > tol:
-        verdict = "fail"
-    elif effect.rel_error <= max(tol, 10 * measured.rel_error):
-        verdict = "inconclusive"
-    else:
-        verdict = "pass"
-    # Warnings predict keys llama.cpp ignores or misreads: the likely cause of a failure.
+    with ReferenceModel.from_gguf(path) as ref, GGUFFile(path) as gf:
+        weight_type = _weight_type(ref)
+        model = ref.with_weights_from(ReferenceModel.from_hf(source)) if source is not None else ref
+        notes: list[str] = []
+        if text is not None:
+            with LlamaCpp(path, n_ctx=256, device=device, verbose=verbose) as llm:
+                ids = llm.tokenize(text)
+            if n_tokens:
+                ids = ids[:n_tokens]
+            if len(ids) < 2:
+                raise RopetoolError("the text gives fewer than 2 tokens")
+        else:
+            ids, notes = default_tokens(ref.n_vocab, ref.original_context, n_tokens)
+        n = len(ids)
+        n_ctx = padded_context(n)
+        meant, candidates, naming, more_notes = _settings(gf, model, n, n_ctx)
+        notes += more_notes
+        settings = [meant] + [c.setting for c in candidates]
+        m = n if n <= FULL_LENGTH_ALTERNATIVES else max(FULL_LENGTH_ALTERNATIVES, n // 2)
+        hidden = model.hidden(ids, settings, lengths=[n] + [m] * len(candidates))
+        out_w = model.output_weight()
+        tally = _Tally(n, len(candidates))
+        with LlamaCpp(path, n_ctx=n_ctx, device=device, verbose=verbose, flash_attn=flash_attn) as llm:
+            if llm.n_ctx != n_ctx:  # pragma: no cover - llama.cpp's padding rule changed
+                raise RopetoolError(f"llama.cpp allocated {llm.n_ctx} tokens of context, not {n_ctx}")
+            rows = max(1, CHUNK_ELEMENTS // max(1, ref.n_vocab))
+            for start, logits in llm.logits(ids):
+                for a in range(0, len(logits), rows):
+                    b = min(a + rows, len(logits))
+                    pos = slice(start + a, start + b)
+                    alts = [h[pos] @ out_w.T for h in hidden[1:]] if pos.start < m else []
+                    if alts and pos.stop > m:  # a chunk across the alternatives' end: they cover its first rows
+                        alts = [x[: m - pos.start] for x in alts]
+                    tally.add(start + a, logits[a:b], hidden[0][pos] @ out_w.T, alts)
+            device_name = llm.device
+        del hidden, out_w
+    alternatives, verdict, reason, closest = _verdict(tally, [c.setting.label for c in candidates],
+                                                      [c.kind for c in candidates], slice(0, m))
     lint = [f.as_dict() for f in findings if f.severity == "warning"] if verdict == "fail" else []
-    if rope.method == "longrope" and original and llama.n_ctx > original >= len(ids):
-        notes.append("llama.cpp uses the long factors because its allocated context exceeds the original context; "
-                     "the reference picks the table by the sequence length")
+    comparison = Comparison(tally.max_diff, tally.max_diff / (tally.max_ref or 1.0), tally.top1 / n,
+                            float(tally.kl_meant.mean()), float(tally.kl_meant.max()))
     return CheckReport(
-        path=str(path), architecture=ref.arch.name, weight_type=weight_type, method=rope.method,
-        rope=rope.as_dict(), device=llama.device, n_tokens=len(ids), original_context=original, tolerance=tol,
-        llama_vs_reference=measured, control=control_words, control_effect=effect, verdict=verdict, lint=lint,
-        notes=notes,
+        path=str(path), architecture=ref.arch.name, weight_type=weight_type, method=naming["method"],
+        method_source=naming["source"], meant=meant.label, rope={k: v for k, v in naming["params"].items()
+                                                                 if not isinstance(v, list)},
+        device=device_name, n_tokens=n, n_ctx=n_ctx, positions=[0, n - 1], alternative_positions=[0, m - 1],
+        original_context=ref.original_context,
+        llama_vs_meant=comparison, alternatives=alternatives, verdict=verdict, reason=reason, closest=closest,
+        settings={"kv_cache": "f32", "flash_attention": flash_attn, "batch": min(n, 512)}, notes=notes, lint=lint,
+        wall_seconds=time.perf_counter() - started,
     )
+
+
+__all__ = ["check_gguf", "CheckReport", "Alternative", "Comparison", "default_tokens", "SIGNIFICANCE", "MIN_RATIO"]

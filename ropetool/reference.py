@@ -2,7 +2,11 @@
 llama.cpp's logits with.
 
 It reads the weights in GGUF layout (from a GGUF file, or from the conversion plan of a Hugging Face
-folder, which is the same data) and runs one causal forward pass over positions 0..n-1.  Everything
+folder, which is the same data) and runs one causal forward pass over positions 0..n-1, streaming: a
+weight is read (and dequantized: every type gguf-py knows, K-quants and IQ types included) when its layer
+needs it and dropped after, so memory holds about one layer, not the model.  Several position encodings
+(the file's and the alternatives ``check`` weighs it against) run through one pass, each weight read once
+for all of them.  Logits are produced a chunk of positions at a time.  Everything
 that differs between architectures is data, read from the model's family (``families.py``: norm,
 feed-forward), llama.cpp's loader record (``llamacpp/archs.py``: rope pairing, ALiBi) or from which
 tensors exist:
@@ -36,6 +40,7 @@ would compute from them; this module holds no rope formula of its own.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -184,36 +189,134 @@ def rotate(x, cos, sin, n_rot, pairing):
     return np.concatenate([out, rest], axis=-1) if rest.shape[-1] else out
 
 
-def attention_bias(start: int, stop: int, slopes: np.ndarray | None, dtype) -> np.ndarray:
-    """Added to the scores of query rows start..stop-1 against keys 0..stop-1: the causal mask (-inf where
-    j > i) and, under ALiBi, -slope[h] * (i - j).  Shape [n_head, rows, stop] with slopes, else [1, rows, stop]."""
-    distance = np.arange(start, stop)[:, None] - np.arange(stop)[None, :]  # i - j
-    bias = np.where(distance >= 0, 0.0, -np.inf)[None]
-    if slopes is not None:
-        bias = bias - slopes[:, None, None] * np.maximum(distance, 0)[None]
-    return bias.astype(dtype)
+def softmax_(x: np.ndarray) -> np.ndarray:
+    """exp(x - max) in place along the last axis; returns the row sums (the caller divides)."""
+    x -= np.max(x, axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    return np.sum(x, axis=-1, keepdims=True)
 
 
-def softmax(x):
+def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - np.max(x, axis=-1, keepdims=True)
-    e = np.exp(x)
-    return e / np.sum(e, axis=-1, keepdims=True)
+    return x - np.log(np.sum(np.exp(x), axis=-1, keepdims=True))
+
+
+# --- what runs: a position encoding fixed for one pass ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    """One position encoding for a pass over n tokens: rope (an inverse frequency per rotated pair and the
+    cos/sin magnitude) or ALiBi (a slope per head).  ``inv_freq`` and ``slopes`` both None: no position
+    encoding at all (ALiBi removed)."""
+
+    label: str
+    inv_freq: np.ndarray | None = None
+    magnitude: float = 1.0
+    slopes: np.ndarray | None = None
+
+    def same_as(self, other: "Setting", tol: float = 1e-9) -> bool:
+        def close(a, b):
+            if a is None or b is None:
+                return a is None and b is None
+            return a.shape == b.shape and bool(np.all(np.abs(a - b) <= tol * np.abs(b)))
+
+        return (close(self.inv_freq, other.inv_freq) and close(self.slopes, other.slopes)
+                and abs(self.magnitude - other.magnitude) <= tol * abs(other.magnitude))
+
+
+# --- weights: read when needed -----------------------------------------------------------------------------
+
+class GGUFWeights:
+    """A GGUF file's tensors, each read with pread and dequantized to float32 only when asked for."""
+
+    def __init__(self, gf):
+        self.gf = gf
+        self.infos = {t.name: t for t in gf.tensors}
+
+    def names(self) -> list[str]:
+        return list(self.infos)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(reversed(self.infos[name].shape))
+
+    def stored_type(self, name: str) -> str:
+        return self.infos[name].type.name
+
+    def _decode(self, raw, qtype, shape: tuple[int, ...]) -> np.ndarray:
+        Q = gguf.GGMLQuantizationType
+        e = self.gf._e if hasattr(self.gf, "_e") else "<"
+        if qtype == Q.F32:
+            return np.frombuffer(raw, dtype=np.dtype(e + "f4")).reshape(shape)
+        if qtype == Q.F16:
+            return np.frombuffer(raw, dtype=np.dtype(e + "f2")).astype(np.float32).reshape(shape)
+        if qtype == Q.BF16:
+            wide = np.frombuffer(raw, dtype=np.dtype(e + "u2")).astype(np.uint32) << 16
+            return wide.view(np.float32).reshape(shape)
+        data = np.frombuffer(raw, dtype=np.uint8).reshape(gguf.quant_shape_to_byte_shape(shape, qtype))
+        return gguf.quants.dequantize(data, qtype).astype(np.float32, copy=False)
+
+    def get(self, name: str) -> np.ndarray | None:
+        t = self.infos.get(name)
+        if t is None:
+            return None
+        try:
+            return self._decode(self.gf.read_bytes(t.data_offset, t.nbytes), t.type, self.shape(name))
+        except (NotImplementedError, ValueError) as e:
+            raise RopetoolError(f"{name}: cannot read {t.type.name} data ({e})") from None
+
+    def rows(self, name: str, ids: np.ndarray) -> np.ndarray:
+        """Rows ``ids`` of a 2-D tensor (the token embedding), dequantizing only those rows."""
+        t = self.infos[name]
+        rows, cols = self.shape(name)
+        raw = np.frombuffer(self.gf.read_bytes(t.data_offset, t.nbytes), dtype=np.uint8).reshape(rows, -1)
+        unique, inverse = np.unique(ids, return_inverse=True)
+        picked = self._decode(np.ascontiguousarray(raw[unique]).tobytes(), t.type, (len(unique), cols))
+        return picked[inverse]
+
+
+class ArrayWeights:
+    """Tensors held as arrays, or produced on demand by callables (a conversion plan's tensors)."""
+
+    def __init__(self, tensors: dict, stored: dict[str, str] | None = None):
+        self.tensors = tensors
+        self.stored = stored or {}
+
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    def _value(self, name):
+        v = self.tensors[name]
+        return v() if callable(v) else v
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        v = self.tensors[name]
+        return tuple(v.shape) if hasattr(v, "shape") else tuple(self._value(name).shape)
+
+    def stored_type(self, name: str) -> str:
+        return self.stored.get(name, "F32")
+
+    def get(self, name: str) -> np.ndarray | None:
+        if name not in self.tensors:
+            return None
+        return np.ascontiguousarray(self._value(name), dtype=np.float32)
+
+    def rows(self, name: str, ids: np.ndarray) -> np.ndarray:
+        return self.get(name)[ids]
 
 
 # --- the model ----------------------------------------------------------------------------------
 
 class ReferenceModel:
-    """Weights in GGUF layout (float32) plus the shapes and position encoding to run them with."""
+    """A decoder's shapes, position encoding and (lazily read) weights, and the forward pass over them."""
 
-    def __init__(self, family: Family, kv: dict, tensors: dict[str, np.ndarray], file_rope: FileRope, source: str = ""):
+    def __init__(self, family: Family, kv: dict, weights, file_rope: FileRope, source: str = ""):
         self.family = family
         self.arch = family.loader
         self.source = source
         self.file_rope = file_rope
         self.alibi = file_rope.params.is_alibi
         self.shapes = shapes_from_keys(family, kv, self.alibi)
-        self.tensors = tensors
-        self.stored_types = {name: "F32" for name in tensors}  # how each tensor was stored (from_gguf fills it)
+        self.weights = weights
         self._orig_ctx_key = kv.get(K.k(K.ROPE_SCALING_ORIG_CTX, family.arch))
         self._check_tensors()
 
@@ -230,11 +333,11 @@ class ReferenceModel:
 
     @property
     def n_vocab(self) -> int:
-        return int(self._get(T.TOKEN_EMBD).shape[0])
+        return int(self.weights.shape(tensor_name(T.TOKEN_EMBD))[0])
 
     def tensor_types(self) -> list[tuple[str, str, int]]:
         """(name, stored type such as "F32" or "Q8_0", number of elements) for every tensor."""
-        return [(name, self.stored_types.get(name, "F32"), int(t.size)) for name, t in self.tensors.items()]
+        return [(n, self.weights.stored_type(n), int(math.prod(self.weights.shape(n)))) for n in self.weights.names()]
 
     def with_weights_from(self, other: "ReferenceModel") -> "ReferenceModel":
         """This model's keys and position encoding with ``other``'s weights (e.g. a quantized GGUF's
@@ -243,13 +346,12 @@ class ReferenceModel:
         fields = ("n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "head_dim_v")
         if other.family.arch != self.family.arch or any(getattr(mine, f) != getattr(theirs, f) for f in fields):
             raise RopetoolError(f"the weights of {other.source or 'the other model'} do not fit {self.source or 'this model'}")
-        for name, t in self.tensors.items():
-            if name in other.tensors and other.tensors[name].shape != t.shape:
-                raise RopetoolError(f"tensor {name} has shape {list(other.tensors[name].shape)} in "
-                                    f"{other.source or 'the other model'}, {list(t.shape)} here")
+        for name in self.weights.names():
+            if name in other.weights.names() and other.weights.shape(name) != self.weights.shape(name):
+                raise RopetoolError(f"tensor {name} has shape {list(other.weights.shape(name))} in "
+                                    f"{other.source or 'the other model'}, {list(self.weights.shape(name))} here")
         new = copy.copy(self)
-        new.tensors = other.tensors
-        new.stored_types = dict(other.stored_types)
+        new.weights = other.weights
         new._check_tensors()
         return new
 
@@ -257,12 +359,14 @@ class ReferenceModel:
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike, use_provenance: bool = True) -> "ReferenceModel":
-        """Read a GGUF file; every tensor is dequantized to float32 (f32, f16, bf16, q8_0, ...).
+        """Open a GGUF file; its tensors are read (and dequantized) when the forward pass needs them.
 
-        The header is parsed (and checked against the file) by gguf_file; the vocabulary is skipped."""
+        The header is parsed (and checked against the file) by gguf_file; the vocabulary is skipped.
+        The file stays open while the model is used (``close()``, or use it as a context manager)."""
         from ropetool.io.gguf_file import open_gguf
 
-        with open_gguf(path) as f:
+        f = open_gguf(path)
+        try:
             if f.endian != "little":
                 raise RopetoolError(f"{path}: the reference reads little-endian GGUF files only")
             kv = {key: field.value for key, field in f.fields.items()
@@ -272,26 +376,15 @@ class ReferenceModel:
             if family is None:
                 raise RopetoolError(f"the reference does not know architecture {arch_name!r}")
             file_rope = _file_rope(read_record(f.get) if use_provenance else None, read_state(f, reading=KEYS), family)
-            tensors, stored = {}, {}
-            for t in f.tensors:
-                shape = tuple(reversed(t.shape))
-                raw = np.frombuffer(f.raw(t.data_offset, t.data_offset + t.nbytes), dtype=np.uint8)
-                raw = raw.reshape(gguf.quant_shape_to_byte_shape(shape, t.type)) if shape else raw
-                if t.type == gguf.GGMLQuantizationType.F32:
-                    data = raw.view(np.float32).reshape(shape)
-                elif t.type == gguf.GGMLQuantizationType.F16:
-                    data = raw.view(np.float16).reshape(shape)
-                else:
-                    data = gguf.quants.dequantize(raw, t.type)
-                tensors[t.name] = np.ascontiguousarray(data, dtype=np.float32)
-                stored[t.name] = t.type.name
-        model = cls(family, kv, tensors, file_rope, source=str(path))
-        model.stored_types = stored
-        return model
+            return cls(family, kv, GGUFWeights(f), file_rope, source=str(path))
+        except BaseException:
+            f.close()
+            raise
 
     @classmethod
     def from_hf(cls, model_dir: str | os.PathLike, method: str | None = None, **rope_options) -> "ReferenceModel":
-        """Plan the f32 conversion of a Hugging Face folder and take its tensors and keys (no file written).
+        """Plan the f32 conversion of a Hugging Face folder and take its tensors and keys (no file written);
+        each tensor is read from the safetensors files when the forward pass needs it.
 
         ``method`` and ``rope_options`` are convert's (``factor``, ``alpha``, ``original_context``, ...);
         approximations llama.cpp would need are accepted, because the reference evaluates the method
@@ -301,25 +394,42 @@ class ReferenceModel:
 
         plan = plan_conversion(model_dir, "f32", method, approximate=True, with_vocab=False, **rope_options)
         kv = {v.key: v.value for v in plan.values}
-        tensors = {t.name: np.ascontiguousarray(t.whole(), dtype=np.float32) for t in plan.tensors}
-        return cls(plan.family, kv, tensors, _file_rope(read_record(kv.get), None, plan.family), source=str(model_dir))
+        tensors = {t.name: _Planned(t) for t in plan.tensors}
+        return cls(plan.family, kv, ArrayWeights(tensors), _file_rope(read_record(kv.get), None, plan.family),
+                   source=str(model_dir))
+
+    def close(self) -> None:
+        gf = getattr(self.weights, "gf", None)
+        if gf is not None:
+            gf.close()
+
+    def __enter__(self) -> "ReferenceModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _check_tensors(self) -> None:
         s = self.shapes
+        names = set(self.weights.names())
         need = [tensor_name(T.TOKEN_EMBD), tensor_name(T.OUTPUT_NORM)]
         for il in range(s.n_layer):
             need += [tensor_name(T.ATTN_NORM, il), tensor_name(T.ATTN_OUT, il), tensor_name(T.FFN_NORM, il),
                      tensor_name(T.FFN_UP, il), tensor_name(T.FFN_DOWN, il)]
-            if self._get(T.ATTN_QKV, il) is None:
+            if tensor_name(T.ATTN_QKV, il) not in names:
                 need += [tensor_name(T.ATTN_Q, il), tensor_name(T.ATTN_K, il), tensor_name(T.ATTN_V, il)]
             if self.family.ffn == "swiglu":
                 need.append(tensor_name(T.FFN_GATE, il))
-        missing = [n for n in need if n not in self.tensors]
+        missing = [n for n in need if n not in names]
         if missing:
             raise RopetoolError(f"the model lacks tensor(s) {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
 
-    def _get(self, kind, layer=None, suffix="weight"):
-        return self.tensors.get(tensor_name(kind, layer, suffix))
+    def _has(self, kind, layer=None, suffix="weight") -> bool:
+        return tensor_name(kind, layer, suffix) in self.weights.names()
+
+    def _w(self, kind, layer=None, suffix="weight", dtype=np.float32):
+        t = self.weights.get(tensor_name(kind, layer, suffix))
+        return None if t is None else t.astype(dtype, copy=False)
 
     # -- position encoding --
 
@@ -339,100 +449,175 @@ class ReferenceModel:
             return None
         return alibi_slopes(p, self.shapes.n_head, seq_len=n_tokens)
 
-    # -- the forward pass --
+    def setting(self, n_tokens: int, rope: RopeParams | None = None, label: str | None = None) -> Setting:
+        """The position encoding a pass over ``n_tokens`` runs: the file's, or ``rope``.
 
-    def logits(self, token_ids, rope: RopeParams | None = None, dtype=np.float32) -> np.ndarray:
-        """Logits [n_tokens, vocab] for ``token_ids`` at positions 0..n-1.
-
-        ``rope`` replaces the file's method (e.g. ``make_params("none", base=...)``, the "rope removed"
-        control; on an ALiBi model, ``make_params("none")`` removes the position bias).
-        """
-        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
-        n, s = len(ids), self.shapes
-        embd = self._get(T.TOKEN_EMBD)
-        if n == 0:
-            raise RopetoolError("no tokens to evaluate")
-        if ids.min() < 0 or ids.max() >= embd.shape[0]:
-            raise RopetoolError(f"token ids must be within 0..{embd.shape[0] - 1}")
+        ``rope`` replaces the file's method (e.g. ``make_params("none", base=...)``; on an ALiBi model,
+        ``make_params("none")`` removes the position bias)."""
         if rope is not None and rope.is_alibi and not self.alibi:
             raise RopetoolError(f"{rope.method} is an ALiBi method; {self.arch.name} uses rope")
         if rope is not None and self.alibi and not (rope.is_alibi or rope.method == "none"):
             raise RopetoolError(f"{self.arch.name} uses ALiBi; give an ALiBi method (or none) instead of {rope.method}")
+        label = label or (rope.method if rope is not None else self.rope.method)
+        if self.alibi:
+            return Setting(label, slopes=self.slopes(n_tokens, rope))
+        inv, magnitude = self.frequencies(n_tokens, rope)
+        return Setting(label, inv_freq=np.asarray(inv, np.float64), magnitude=float(magnitude))
 
-        def w(kind, layer=None, suffix="weight"):
-            t = self._get(kind, layer, suffix)
-            return None if t is None else t.astype(dtype, copy=False)
+    # -- the forward pass --
 
-        norm = NORMS[self.family.norm]
-        cos = sin = None
-        if not self.alibi:
-            inv, magnitude = self.frequencies(n, rope)
-            angles = np.arange(n, dtype=np.float64)[:, None] * inv[None, :]
-            cos, sin = (np.cos(angles) * magnitude).astype(dtype), (np.sin(angles) * magnitude).astype(dtype)
-        slopes = self.slopes(n, rope)
+    def _ids(self, token_ids) -> np.ndarray:
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        if len(ids) == 0:
+            raise RopetoolError("no tokens to evaluate")
+        if ids.min() < 0 or ids.max() >= self.n_vocab:
+            raise RopetoolError(f"token ids must be within 0..{self.n_vocab - 1}")
+        return ids
 
-        x = w(T.TOKEN_EMBD)[ids]
-        if self._get(T.TOKEN_EMBD_NORM) is not None:  # bloom
-            x = norm(x, w(T.TOKEN_EMBD_NORM), w(T.TOKEN_EMBD_NORM, None, "bias"), s.eps)
-        for il in range(s.n_layer):
-            h = norm(x, w(T.ATTN_NORM, il), w(T.ATTN_NORM, il, "bias"), s.eps)
-            x = x + self._attention(h, il, w, cos, sin, slopes)
-            h = norm(x, w(T.FFN_NORM, il), w(T.FFN_NORM, il, "bias"), s.eps)
-            x = x + self._feed_forward(h, il, w)
-        x = norm(x, w(T.OUTPUT_NORM), w(T.OUTPUT_NORM, None, "bias"), s.eps)
-        out = w(T.OUTPUT) if self._get(T.OUTPUT) is not None else w(T.TOKEN_EMBD)  # tied embeddings
-        return linear(x, out)
-
-    def _attention(self, x, il, w, cos, sin, slopes):
+    def hidden(self, token_ids, settings: list[Setting], dtype=np.float32,
+               lengths: list[int] | None = None) -> list[np.ndarray]:
+        """The final (normed) hidden states [n, n_embd] under each setting, streaming the weights layer by
+        layer: every weight is read once for all settings and dropped after its layer.  ``lengths`` runs a
+        setting over the first tokens only (positions 0..length-1, which are the same in a longer pass)."""
+        ids = self._ids(token_ids)
         s = self.shapes
-        n = x.shape[0]
-        H, Hkv, d, dv = s.n_head, s.n_head_kv, s.head_dim, s.head_dim_v
-        if self._get(T.ATTN_QKV, il) is not None:  # fused [q; k; v] rows
-            qkv = linear(x, w(T.ATTN_QKV, il), w(T.ATTN_QKV, il, "bias"))
+        lengths = lengths or [len(ids)] * len(settings)
+        norm = NORMS[self.family.norm]
+        trig = []
+        for st, n in zip(settings, lengths):
+            if st.inv_freq is None:
+                trig.append(None)
+                continue
+            angles = np.arange(n, dtype=np.float64)[:, None] * st.inv_freq[None, :]
+            trig.append(((np.cos(angles) * st.magnitude).astype(dtype), (np.sin(angles) * st.magnitude).astype(dtype)))
+        x0 = self.weights.rows(tensor_name(T.TOKEN_EMBD), ids[: max(lengths)]).astype(dtype, copy=False)
+        if self._has(T.TOKEN_EMBD_NORM):  # bloom
+            x0 = norm(x0, self._w(T.TOKEN_EMBD_NORM, None, dtype=dtype), self._w(T.TOKEN_EMBD_NORM, None, "bias", dtype), s.eps)
+        xs = [x0[:n].copy() for n in lengths]
+        del x0
+        for il in range(s.n_layer):
+            self._attention_block(il, xs, settings, trig, norm, dtype)
+            self._ffn_block(il, xs, norm, dtype)
+        w, b = self._w(T.OUTPUT_NORM, dtype=dtype), self._w(T.OUTPUT_NORM, None, "bias", dtype)
+        return [norm(x, w, b, s.eps) for x in xs]
+
+    def output_weight(self, dtype=np.float32) -> np.ndarray:
+        """The output matrix [vocab, n_embd] (the token embedding when the output is tied)."""
+        kind = T.OUTPUT if self._has(T.OUTPUT) else T.TOKEN_EMBD
+        return self._w(kind, dtype=dtype)
+
+    def logits(self, token_ids, rope: RopeParams | None = None, dtype=np.float32) -> np.ndarray:
+        """Logits [n_tokens, vocab] for ``token_ids`` at positions 0..n-1 (all at once: for small inputs;
+        ``check`` takes them a chunk of positions at a time from :meth:`hidden`)."""
+        ids = self._ids(token_ids)
+        (h,) = self.hidden(ids, [self.setting(len(ids), rope)], dtype)
+        return h @ self.output_weight(dtype).T
+
+    def _attention_block(self, il, xs, settings, trig, norm, dtype):
+        s = self.shapes
+        w = functools.partial(self._w, layer=il, dtype=dtype)
+        nw, nb = w(T.ATTN_NORM), w(T.ATTN_NORM, suffix="bias")
+        H, Hkv, d = s.n_head, s.n_head_kv, s.head_dim
+        if self._has(T.ATTN_QKV, il):
+            qkv_w, qkv_b = w(T.ATTN_QKV), w(T.ATTN_QKV, suffix="bias")
+        else:  # one product for q, k and v: [q; k; v] rows, as a fused tensor holds them
+            parts = [(w(kind), w(kind, suffix="bias")) for kind in (T.ATTN_Q, T.ATTN_K, T.ATTN_V)]
+            qkv_w = np.concatenate([p[0] for p in parts])
+            qkv_b = None if all(p[1] is None for p in parts) else np.concatenate(
+                [p[1] if p[1] is not None else np.zeros(p[0].shape[0], dtype) for p in parts])
+            del parts
+        qn = w(T.ATTN_Q_NORM) if self._has(T.ATTN_Q_NORM, il) else None
+        kn = w(T.ATTN_K_NORM) if self._has(T.ATTN_K_NORM, il) else None
+        outs = []
+        for x, setting, cs in zip(xs, settings, trig):
+            qkv = linear(norm(x, nw, nb, s.eps), qkv_w, qkv_b)
             q, k, v = np.split(qkv, [H * d, H * d + Hkv * d], axis=-1)
-        else:
-            q = linear(x, w(T.ATTN_Q, il), w(T.ATTN_Q, il, "bias"))
-            k = linear(x, w(T.ATTN_K, il), w(T.ATTN_K, il, "bias"))
-            v = linear(x, w(T.ATTN_V, il), w(T.ATTN_V, il, "bias"))
+            outs.append(self._attend(q, k, v, setting, cs, qn, kn))
+        del qkv_w, qkv_b
+        ow, ob = w(T.ATTN_OUT), w(T.ATTN_OUT, suffix="bias")
+        for x, out in zip(xs, outs):
+            x += linear(out, ow, ob)
+
+    def _attend(self, q, k, v, setting, cs, q_norm, k_norm):
+        s = self.shapes
+        n = q.shape[0]
+        H, Hkv, d, dv = s.n_head, s.n_head_kv, s.head_dim, s.head_dim_v
         q = q.reshape(n, H, d).transpose(1, 0, 2)  # [heads, n, head_dim]
         k = k.reshape(n, Hkv, d).transpose(1, 0, 2)
-        v = v.reshape(n, Hkv, dv).transpose(1, 0, 2)
-        if self._get(T.ATTN_Q_NORM, il) is not None:  # qwen3: RMSNorm per head, before rope
-            q = rms_norm(q, w(T.ATTN_Q_NORM, il), None, s.eps)
-            k = rms_norm(k, w(T.ATTN_K_NORM, il), None, s.eps)
-        if cos is not None:
-            q = rotate(q, cos, sin, s.n_rot, self.arch.pairing)
-            k = rotate(k, cos, sin, s.n_rot, self.arch.pairing)
-        # GQA: group the query heads by the kv head they share, [Hkv, group, n, d], and broadcast k and v.
-        g = H // Hkv
-        q = q.reshape(Hkv, g, n, d)
-        k, v = k[:, None], v[:, None]  # [Hkv, 1, n, d]
-        out = np.empty((Hkv, g, n, dv), dtype=x.dtype)
-        # One block of query rows for n <= QUERY_BLOCK (scores [heads, n, n]); longer inputs go block by
-        # block so memory stays O(heads * QUERY_BLOCK * n).  Row i only sees keys 0..i.
-        for start in range(0, n, QUERY_BLOCK):
-            stop = min(start + QUERY_BLOCK, n)
-            scores = q[:, :, start:stop] @ k[:, :, :stop].swapaxes(-1, -2) / math.sqrt(d)  # [Hkv, g, rows, stop]
-            bias = attention_bias(start, stop, slopes, x.dtype)  # [heads or 1, rows, stop]
-            if slopes is not None:
-                bias = bias.reshape(Hkv, g, stop - start, stop)
-            out[:, :, start:stop] = softmax(scores + bias) @ v[:, :, :stop]
-        out = out.reshape(H, n, dv).transpose(1, 0, 2).reshape(n, H * dv)
-        return linear(out, w(T.ATTN_OUT, il), w(T.ATTN_OUT, il, "bias"))
+        v = np.ascontiguousarray(v.reshape(n, Hkv, dv).transpose(1, 0, 2))
+        if q_norm is not None:  # qwen3: RMSNorm per head, before rope
+            q = rms_norm(q, q_norm, None, s.eps)
+            k = rms_norm(k, k_norm, None, s.eps)
+        if cs is not None:
+            q = rotate(q, cs[0], cs[1], s.n_rot, self.arch.pairing)
+            k = rotate(k, cs[0], cs[1], s.n_rot, self.arch.pairing)
+        g = H // Hkv  # GQA: query head h reads kv head h // g
+        q = np.ascontiguousarray(q.reshape(Hkv, g, n, d)) * np.asarray(1.0 / math.sqrt(d), dtype=q.dtype)
+        kt = np.ascontiguousarray(k.transpose(0, 2, 1))  # [Hkv, d, n]
+        slopes = None if setting.slopes is None else setting.slopes.reshape(Hkv, g)[:, :, None, None].astype(q.dtype)
+        out = np.empty((Hkv, g, n, dv), dtype=q.dtype)
+        block = max(1, QUERY_BLOCK)
+        # Query rows a block at a time (memory O(heads * block * n)); row i sees keys 0..i only, so each block
+        # multiplies against the keys up to its last row, and masks the square of keys it shares with itself.
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            rows = stop - start
+            scores = (q[:, :, start:stop].reshape(Hkv, g * rows, d) @ kt[:, :, :stop]).reshape(Hkv, g, rows, stop)
+            if slopes is not None:  # ALiBi: -slope * (i - j)
+                distance = (np.arange(start, stop)[:, None] - np.arange(stop)[None, :]).astype(q.dtype)
+                scores -= slopes * np.maximum(distance, 0)
+            scores[..., start:stop] += _causal_mask(rows, q.dtype)
+            total = softmax_(scores)
+            probs = scores.reshape(Hkv, g * rows, stop)
+            out[:, :, start:stop] = (probs @ v[:, :stop]).reshape(Hkv, g, rows, dv) / total
+        return out.reshape(H, n, dv).transpose(1, 0, 2).reshape(n, H * dv)
 
-    def _feed_forward(self, x, il, w):
-        up = linear(x, w(T.FFN_UP, il), w(T.FFN_UP, il, "bias"))
+    def _ffn_block(self, il, xs, norm, dtype):
+        s = self.shapes
+        w = functools.partial(self._w, layer=il, dtype=dtype)
+        nw, nb = w(T.FFN_NORM), w(T.FFN_NORM, suffix="bias")
         ffn = self.family.ffn
-        if ffn == "swiglu":
-            h = silu(linear(x, w(T.FFN_GATE, il), w(T.FFN_GATE, il, "bias"))) * up
-        elif ffn == "swiglu-fused":  # phi3: ffn_up = [gate; up]
-            gate, up = np.split(up, 2, axis=-1)
-            h = silu(gate) * up
-        elif ffn == "gelu":
-            h = gelu_tanh(up)
-        else:  # pragma: no cover - archs.py lists only these
-            raise RopetoolError(f"the reference has no feed-forward {ffn!r}")
-        return linear(h, w(T.FFN_DOWN, il), w(T.FFN_DOWN, il, "bias"))
+        up, upb = w(T.FFN_UP), w(T.FFN_UP, suffix="bias")
+        if ffn == "swiglu":  # one product for gate and up: [gate; up] rows, as phi3's fused tensor holds them
+            gate, gateb = w(T.FFN_GATE), w(T.FFN_GATE, suffix="bias")
+            upb = None if gateb is None and upb is None else np.concatenate(
+                [gateb if gateb is not None else np.zeros(gate.shape[0], dtype), upb if upb is not None else np.zeros(up.shape[0], dtype)])
+            up = np.concatenate([gate, up])
+            del gate
+        down, downb = w(T.FFN_DOWN), w(T.FFN_DOWN, suffix="bias")
+        for x in xs:  # position-wise: a chunk of positions at a time bounds the intermediate activations
+            for start in range(0, x.shape[0], POSITION_CHUNK):
+                h = norm(x[start:start + POSITION_CHUNK], nw, nb, s.eps)
+                u = linear(h, up, upb)
+                if ffn in ("swiglu", "swiglu-fused"):  # [gate; up], gate first
+                    g, u = np.split(u, 2, axis=-1)
+                    act = silu(g) * u
+                elif ffn == "gelu":
+                    act = gelu_tanh(u)
+                else:  # pragma: no cover - families.py lists only these
+                    raise RopetoolError(f"the reference has no feed-forward {ffn!r}")
+                x[start:start + POSITION_CHUNK] += linear(act, down, downb)
+
+
+QUERY_BLOCK = 256  # query rows per attention block
+POSITION_CHUNK = 512  # positions per chunk of a position-wise product
+
+
+@functools.lru_cache(maxsize=8)
+def _causal_mask(rows: int, dtype) -> np.ndarray:
+    """0 on and below the diagonal, -inf above: added to a block's scores against its own keys."""
+    return np.triu(np.full((rows, rows), -np.inf, dtype=dtype), k=1)
+
+
+class _Planned:
+    """A planned tensor of a conversion, read (as float32) when the forward pass asks for it."""
+
+    def __init__(self, t):
+        self.t = t
+        self.shape = tuple(t.shape)
+
+    def __call__(self):
+        return self.t.whole()
 
 
 def _file_rope(record, state: RopeState | None, family: Family) -> FileRope:
@@ -447,4 +632,5 @@ def _file_rope(record, state: RopeState | None, family: Family) -> FileRope:
     return FileRope.from_state(state)
 
 
-__all__ = ["ReferenceModel", "Shapes", "FileRope", "shapes_from_keys", "tensor_name"]
+__all__ = ["ReferenceModel", "Shapes", "FileRope", "Setting", "GGUFWeights", "ArrayWeights", "shapes_from_keys",
+           "tensor_name", "log_softmax"]

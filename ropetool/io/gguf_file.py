@@ -459,6 +459,23 @@ class GGUFFile:
         data = np.frombuffer(self._mm[t.data_offset:t.data_offset + t.nbytes], dtype=dtype)
         return data.astype(np.float64).reshape(tuple(reversed(t.shape)) or ())
 
+    def read_bytes(self, start: int, n: int) -> bytearray:
+        """``n`` bytes at ``start``, read with pread into a new buffer (the file's pages are not mapped into
+        this process, so reading a big model tensor by tensor keeps only the tensor in memory)."""
+        out = bytearray(n)
+        view, pos, fd = memoryview(out), start, self._f.fileno()
+        while view:
+            if hasattr(os, "preadv"):
+                got = os.preadv(fd, [view[: 1 << 30]], pos)
+            else:  # older macOS Pythons
+                data = os.pread(fd, min(len(view), 1 << 30), pos)
+                got = len(data)
+                view[:got] = data
+            if got == 0:
+                raise RopetoolError(f"{self.path}: the file shrank while it was being read")
+            view, pos = view[got:], pos + got
+        return out
+
     def iter_tensor_bytes(self, t: TensorInfo, chunk: int = COPY_CHUNK) -> Iterator[bytes]:
         """Stream a tensor's bytes in chunks (for hashing and copying); never loads it whole."""
         fd = self._f.fileno()

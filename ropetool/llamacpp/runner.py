@@ -1,23 +1,25 @@
-"""Run llama.cpp (through llama-cpp-python) on a GGUF and return the logits of every position."""
+"""Run llama.cpp (llama-cpp-python's bindings of its C API) on a GGUF and take its logits batch by batch.
+
+:class:`LlamaCpp` loads a model with an f32 KV cache (so a comparison measures rope, not cache rounding)
+and decodes a token sequence at positions 0..n-1 one batch at a time; :meth:`LlamaCpp.logits` yields each
+batch's logits ([batch, vocab] float32) as soon as llama.cpp has them, so no caller ever holds positions x
+vocabulary for the whole sequence.  Only llama-cpp-python's public functions (``llama_cpp.llama_*``) are
+used, not its high-level ``Llama`` class (which keeps n_ctx x vocab logits when asked for all positions).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
-from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
 from ropetool.errors import RopetoolError
 
 GGML_TYPE_F32 = 0
-
-
-@dataclass
-class LlamaRun:
-    logits: np.ndarray  # [n_tokens, n_vocab], float64
-    device: str  # "cpu" or the GPU backend's name
-    n_ctx: int  # the context llama.cpp allocated (padded to 256 by llama.cpp itself)
+BATCH = 512  # tokens per llama_decode call (and per logits chunk)
 
 
 def gpu_available() -> bool:
@@ -30,14 +32,12 @@ _SILENT = None
 
 
 @contextlib.contextmanager
-def _quiet_log(enabled: bool):
-    """llama.cpp logs (warnings included) through llama-cpp-python's callback; silence it unless asked."""
+def quiet_log(enabled: bool = True):
+    """llama.cpp logs (warnings included) through a callback; silence it while loading and running."""
     global _SILENT
     if not enabled:
         yield
         return
-    import ctypes
-
     import llama_cpp
     from llama_cpp import _logger
 
@@ -50,53 +50,110 @@ def _quiet_log(enabled: bool):
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
-def load(path, n_ctx: int, device: str = "cpu", verbose: bool = False):
-    """A llama_cpp.Llama for ``path`` with an f32 KV cache (so the check measures rope, not cache rounding)."""
-    import llama_cpp
-
-    if device not in ("cpu", "gpu"):
-        raise RopetoolError(f"unknown device {device!r}; choose cpu or gpu")
-    if device == "gpu" and not gpu_available():
-        raise RopetoolError("this llama-cpp-python was built without a GPU backend (CUDA or Metal); use --device cpu")
-    try:
-        with _quiet_log(not verbose):
-            return llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_batch=n_ctx,
-                n_ubatch=min(n_ctx, 512),
-                logits_all=True,
-                n_gpu_layers=-1 if device == "gpu" else 0,
-                type_k=GGML_TYPE_F32,
-                type_v=GGML_TYPE_F32,
-                flash_attn=False,
-                verbose=verbose,
-                n_threads=max(1, os.cpu_count() or 1),
-            )
-    except (ValueError, RuntimeError) as e:
-        raise RopetoolError(f"llama.cpp could not load {path}: {e}") from None
+def padded_context(n_tokens: int) -> int:
+    """The context llama.cpp allocates for ``n_tokens``: it pads n_ctx up to a multiple of 256."""
+    return max(256, -(-n_tokens // 256) * 256)
 
 
-def tokenize(llm, text: str, add_bos: bool = True) -> list[int]:
-    return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False))
+class LlamaCpp:
+    """A model and a context, freed by :meth:`close` (or as a context manager)."""
+
+    def __init__(self, path, n_ctx: int, device: str = "cpu", verbose: bool = False, batch: int = BATCH,
+                 flash_attn: bool = False):
+        import llama_cpp as L
+
+        if device not in ("cpu", "gpu"):
+            raise RopetoolError(f"unknown device {device!r}; choose cpu or gpu")
+        if device == "gpu" and not gpu_available():
+            raise RopetoolError("this llama-cpp-python was built without a GPU backend (CUDA or Metal); use --device cpu")
+        self.L, self.path, self.device, self.verbose = L, str(path), device, verbose
+        self.model = self.ctx = None
+        self.batch_size = max(1, min(batch, n_ctx))
+        threads = max(1, os.cpu_count() or 1)
+        with quiet_log(not verbose):
+            L.llama_backend_init()
+            mparams = L.llama_model_default_params()
+            mparams.n_gpu_layers = -1 if device == "gpu" else 0
+            self.model = L.llama_model_load_from_file(self.path.encode(), mparams)
+            if not self.model:
+                raise RopetoolError(f"llama.cpp could not load {path} (run with --verbose to see why)")
+            cparams = L.llama_context_default_params()
+            cparams.n_ctx = n_ctx
+            cparams.n_batch = self.batch_size
+            cparams.n_ubatch = self.batch_size
+            cparams.n_seq_max = 1
+            cparams.n_threads = threads
+            cparams.n_threads_batch = threads
+            cparams.type_k = GGML_TYPE_F32
+            cparams.type_v = GGML_TYPE_F32
+            cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            cparams.no_perf = True
+            self.ctx = L.llama_init_from_model(self.model, cparams)
+            if not self.ctx:
+                self.close()
+                raise RopetoolError(f"llama.cpp could not create a context of {n_ctx} tokens for {path}")
+        self.vocab = L.llama_model_get_vocab(self.model)
+        self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx = int(L.llama_n_ctx(self.ctx))
+
+    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 16
+        tokens = (self.L.llama_token * n_max)()
+        n = self.L.llama_tokenize(self.vocab, data, len(data), tokens, n_max, add_bos, False)
+        if n < 0:
+            raise RopetoolError("llama.cpp could not tokenize the text")
+        return list(tokens[:n])
+
+    def logits(self, ids: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode ``ids`` at positions 0..n-1 in one sequence; yield (first position, logits [rows, vocab])."""
+        L = self.L
+        if len(ids) > self.n_ctx:
+            raise RopetoolError(f"{len(ids)} tokens do not fit the context of {self.n_ctx}")
+        L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+        batch = L.llama_batch_init(self.batch_size, 0, 1)
+        try:
+            for start in range(0, len(ids), self.batch_size):
+                chunk = ids[start:start + self.batch_size]
+                for i, token in enumerate(chunk):
+                    batch.token[i] = int(token)
+                    batch.pos[i] = start + i
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = 1
+                batch.n_tokens = len(chunk)
+                with quiet_log(not self.verbose):
+                    rc = L.llama_decode(self.ctx, batch)
+                if rc != 0:
+                    raise RopetoolError(f"llama.cpp could not evaluate the tokens (llama_decode returned {rc})")
+                out = np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(len(chunk) * self.n_vocab,))
+                rows = out.reshape(len(chunk), self.n_vocab).copy()
+                if not np.isfinite(rows).all():
+                    raise RopetoolError("llama.cpp produced non-finite logits")
+                yield start, rows
+        finally:
+            L.llama_batch_free(batch)
+
+    def close(self) -> None:
+        with quiet_log(not self.verbose):
+            if self.ctx:
+                self.L.llama_free(self.ctx)
+                self.ctx = None
+            if self.model:
+                self.L.llama_model_free(self.model)
+                self.model = None
+
+    def __enter__(self) -> "LlamaCpp":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def run(llm, ids: list[int], device: str = "cpu") -> LlamaRun:
-    """Evaluate ``ids`` at positions 0..n-1 in one sequence and return all logits."""
-    if len(ids) > llm.n_ctx():
-        raise RopetoolError(f"{len(ids)} tokens do not fit the context of {llm.n_ctx()}")
-    llm.reset()
-    llm.eval(list(ids))
-    logits = np.array(llm.scores[: len(ids)], dtype=np.float64)
-    if not np.isfinite(logits).all():
-        raise RopetoolError("llama.cpp produced non-finite logits")
-    return LlamaRun(logits, device, llm.n_ctx())
+def llama_cpp_logits(path, ids: list[int], device: str = "cpu", verbose: bool = False) -> np.ndarray:
+    """All logits at once ([n, vocab] float64): for small inputs and tests."""
+    with LlamaCpp(path, n_ctx=padded_context(len(ids)), device=device, verbose=verbose) as llm:
+        return np.concatenate([rows for _, rows in llm.logits(list(ids))]).astype(np.float64)
 
 
-def llama_cpp_logits(path, ids: list[int], device: str = "cpu", verbose: bool = False) -> LlamaRun:
-    llm = load(path, n_ctx=max(len(ids), 16), device=device, verbose=verbose)
-    try:
-        with _quiet_log(not verbose):
-            return run(llm, ids, device)
-    finally:
-        llm.close()
+__all__ = ["LlamaCpp", "llama_cpp_logits", "gpu_available", "padded_context", "quiet_log", "BATCH"]
