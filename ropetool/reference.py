@@ -521,11 +521,7 @@ class ReferenceModel:
         if self._has(T.ATTN_QKV, il):
             qkv_w, qkv_b = w(T.ATTN_QKV), w(T.ATTN_QKV, suffix="bias")
         else:  # one product for q, k and v: [q; k; v] rows, as a fused tensor holds them
-            parts = [(w(kind), w(kind, suffix="bias")) for kind in (T.ATTN_Q, T.ATTN_K, T.ATTN_V)]
-            qkv_w = np.concatenate([p[0] for p in parts])
-            qkv_b = None if all(p[1] is None for p in parts) else np.concatenate(
-                [p[1] if p[1] is not None else np.zeros(p[0].shape[0], dtype) for p in parts])
-            del parts
+            qkv_w, qkv_b = self._stacked(il, (T.ATTN_Q, T.ATTN_K, T.ATTN_V), dtype)
         qn = w(T.ATTN_Q_NORM) if self._has(T.ATTN_Q_NORM, il) else None
         kn = w(T.ATTN_K_NORM) if self._has(T.ATTN_K_NORM, il) else None
         outs = []
@@ -537,6 +533,23 @@ class ReferenceModel:
         ow, ob = w(T.ATTN_OUT), w(T.ATTN_OUT, suffix="bias")
         for x, out in zip(xs, outs):
             x += linear(out, ow, ob)
+
+    def _stacked(self, il, kinds, dtype):
+        """Several weights of a layer stacked by rows (and their biases), read one at a time into place."""
+        names = [tensor_name(kind, il) for kind in kinds]
+        rows = [self.weights.shape(n)[0] for n in names]
+        weight = np.empty((sum(rows), self.weights.shape(names[0])[1]), dtype=dtype)
+        bias = None
+        at = 0
+        for kind, name, r in zip(kinds, names, rows):
+            weight[at:at + r] = self.weights.get(name)
+            b = self._w(kind, il, "bias", dtype)
+            if b is not None:
+                if bias is None:
+                    bias = np.zeros(sum(rows), dtype=dtype)
+                bias[at:at + r] = b
+            at += r
+        return weight, bias
 
     def _attend(self, q, k, v, setting, cs, q_norm, k_norm):
         s = self.shapes
@@ -577,13 +590,10 @@ class ReferenceModel:
         w = functools.partial(self._w, layer=il, dtype=dtype)
         nw, nb = w(T.FFN_NORM), w(T.FFN_NORM, suffix="bias")
         ffn = self.family.ffn
-        up, upb = w(T.FFN_UP), w(T.FFN_UP, suffix="bias")
         if ffn == "swiglu":  # one product for gate and up: [gate; up] rows, as phi3's fused tensor holds them
-            gate, gateb = w(T.FFN_GATE), w(T.FFN_GATE, suffix="bias")
-            upb = None if gateb is None and upb is None else np.concatenate(
-                [gateb if gateb is not None else np.zeros(gate.shape[0], dtype), upb if upb is not None else np.zeros(up.shape[0], dtype)])
-            up = np.concatenate([gate, up])
-            del gate
+            up, upb = self._stacked(il, (T.FFN_GATE, T.FFN_UP), dtype)
+        else:
+            up, upb = w(T.FFN_UP), w(T.FFN_UP, suffix="bias")
         down, downb = w(T.FFN_DOWN), w(T.FFN_DOWN, suffix="bias")
         for x in xs:  # position-wise: a chunk of positions at a time bounds the intermediate activations
             for start in range(0, x.shape[0], POSITION_CHUNK):
