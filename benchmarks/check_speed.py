@@ -174,6 +174,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--skip-7b", action="store_true")
     ap.add_argument("--tokens-7b", type=int, default=256)
+    ap.add_argument("--reuse-7b", action="store_true", help="take the 7B figures from the last run's results in --keep")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = ap.parse_args()
     started = time.perf_counter()
@@ -210,7 +211,10 @@ def main() -> int:
     r["forward diff"] = float(np.abs(a - b).max() / np.abs(b).max())
     print(f"forward: {r['reference as set here']}, {r['reference native kernels']}, transformers {r['transformers']}",
           flush=True)
-    if not args.skip_7b:
+    saved = work / "check_speed.json"
+    if args.reuse_7b and saved.exists():
+        r.update({k: v for k, v in json.loads(saved.read_text()).items() if k.startswith("7b ")})
+    elif not args.skip_7b:
         big = work / "random-7b-q4_k_m.gguf"
         if not big.exists():
             write_7b_q4_k_m(big)
@@ -219,6 +223,7 @@ def main() -> int:
         r["7b llama"] = timed([sys.executable, "-c", LLAMA_ALONE, str(big), str(args.tokens_7b)], None, 1)
         print(f"7B: check {r['7b check']}, llama.cpp {r['7b llama']}", flush=True)
     r["total"] = time.perf_counter() - started
+    saved.write_text(json.dumps(r, indent=1, default=str))
     section = render(r, args)
     text = args.out.read_text() if args.out.exists() else ""
     if MARK_START in text:

@@ -352,10 +352,10 @@ def _settings(gf: GGUFFile, model: ReferenceModel, n: int, n_ctx: int) -> tuple[
             candidates.append(_Candidate(_params_setting(params, model, other, "LongRoPE's other table"), "longrope-table"))
     else:
         meant = _state_setting(st_keys, n, n_ctx, f"{meant_named.method}, as the keys document it")
-        llama = _state_setting(st_llama, n, n_ctx, "as llama.cpp reads the keys")
+        llama = _state_setting(st_llama, n, n_ctx, "what llama.cpp reads from the keys")
         if not llama.same_as(meant, 1e-9):
             ignored = ", ".join(f"{i.key} = {i.value}" for i in st_llama.ignored) or "its defaults"
-            candidates.append(_Candidate(replace(llama, label=f"as llama.cpp reads the keys (ignoring {ignored})"),
+            candidates.append(_Candidate(replace(llama, label=f"what llama.cpp reads from the keys (it ignores {ignored})"),
                                          "llama.cpp-reading"))
         candidates += _key_alternatives(gf, st_keys, n, n_ctx)
     # One alternative per distinct setting, none equal to the meant one.
@@ -465,9 +465,8 @@ def _verdict(tally: _Tally, labels: list[str], kinds: list[str], positions: slic
     if closer:
         best = min(closer, key=lambda a: a.llama_distance)
         errors = -best.gap / best.noise_alt if best.noise_alt else float("inf")
-        reason = (f"llama.cpp computes this file as {best.label}: its output is closer to that than to the meant "
-                  f"setting (by {-best.gap:.3g} nats per position, {best.ratio:+.2f} of their separation, "
-                  f"{errors:.0f} standard errors)")
+        reason = (f"llama.cpp's output is closer to {best.label} than to the meant setting (by {-best.gap:.3g} nats "
+                  f"per position, {best.ratio:+.2f} of their separation, {errors:.0f} standard errors)")
         return alternatives, "fail", reason, best.label
     if unresolved:
         names = "; ".join(a.label for a in unresolved)

@@ -93,7 +93,7 @@ def summarize_rope(gf: GGUFFile, st: RopeState | None = None) -> dict:
     for name in K.ROPE_TENSORS:
         t = gf.tensor(name)
         if t is not None:
-            used = (st.rope_freqs_used if name == K.ROPE_FREQS_TENSOR else st.longrope_used)
+            used = (st.rope_freqs_loaded if name == K.ROPE_FREQS_TENSOR else st.longrope_loaded)
             out["rope_tensors"].append({"name": name, "type": t.type.name, "length": t.n_elements, "used": bool(used)})
 
     if st.encoding == "alibi":

@@ -173,9 +173,9 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
                       f"scaling factor {st.factor:g} ({st.factor_source}) without {key(K.ROPE_SCALING_TYPE)}: "
                       "llama.cpp defaults the type to linear", key(K.ROPE_SCALING_TYPE)))
     if st.facts.known:
-        for name, present, used in ((K.ROPE_FREQS_TENSOR, st.rope_freqs is not None, st.rope_freqs_used),
-                                    (K.ROPE_FACTORS_LONG_TENSOR, st.long_factors is not None, st.longrope_used),
-                                    (K.ROPE_FACTORS_SHORT_TENSOR, st.short_factors is not None, st.longrope_used)):
+        for name, present, used in ((K.ROPE_FREQS_TENSOR, st.rope_freqs is not None, st.rope_freqs_loaded),
+                                    (K.ROPE_FACTORS_LONG_TENSOR, st.long_factors is not None, st.longrope_loaded),
+                                    (K.ROPE_FACTORS_SHORT_TENSOR, st.short_factors is not None, st.longrope_loaded)):
             if present and not used and not any(x.key == name for x in out):
                 out.append(_f("rope-tensor-unused",
                               f"{name} is not loaded by llama.cpp's {arch} (scaling type {st.scaling_type}), so llama.cpp "

@@ -53,5 +53,8 @@ def test_check_on_the_real_model(name, real_files):
         assert min(a.ratio for a in report.alternatives) > 0.8, report.summary()
     else:
         assert NAMED_KEY[name] in report.closest, report.summary()
-    if name.startswith("llama.cpp's Q4_1"):
+    if name.startswith("llama.cpp's Q4_1"):  # named the same by check and inspect
+        from ropetool.inspect import inspect_gguf
+
         assert report.method == "none" and report.method_source == "inferred"
+        assert inspect_gguf(path)["rope"]["method"] == "none"

@@ -77,6 +77,9 @@ LONGROPE_IF_TYPE = frozenset({
     "pangu-embedded", "refact", "step35",
 })
 
+# Loaded (so a file may hold them) but never passed to ggml_rope_ext by the graph.
+ROPE_FACTORS_NOT_APPLIED = frozenset({"refact", "cogvlm", "falcon-h1", "llada", "pangu-embedded"})
+
 # --- hparams (load_hparams): the rarer rope keys and who reads them ----------------------------------------
 READS: dict[str, frozenset[str]] = {
     K.ROPE_YARN_EXT_FACTOR: frozenset({"grok"}),
@@ -114,6 +117,7 @@ class LoaderArch:
     alibi_fixed: float | None = None
     alibi_by_layers: tuple[tuple[int, float], ...] = ()
     rope_layer_counts: tuple[int, ...] = ()  # non-empty: rope only at these block counts
+    applies_rope_factors: bool = True  # False: the graph loads the rope tensors but never uses them
     n_rot_is_head_dim: bool = False
 
     def reads_key(self, template: str) -> bool:
@@ -173,6 +177,7 @@ def _record(name: str, known: bool = True) -> LoaderArch:
         alibi_fixed=ALIBI_FIXED.get(name),
         alibi_by_layers=ALIBI_BY_LAYERS.get(name, ()),
         rope_layer_counts=ROPE_BY_LAYERS.get(name, ()),
+        applies_rope_factors=name not in ROPE_FACTORS_NOT_APPLIED,
         n_rot_is_head_dim=name in N_ROT_IS_HEAD_DIM,
     )
 

@@ -83,10 +83,12 @@ class RopeState:
     attn_factor: float  # what ggml_rope_ext receives
     magnitude: float  # the effective cos/sin multiplier (attn_factor, times ggml's YaRN term)
     rope_freqs: np.ndarray | None = None
-    rope_freqs_used: bool = False
+    rope_freqs_used: bool = False  # llama.cpp divides the frequencies by it
+    rope_freqs_loaded: bool = False  # llama.cpp's loader asks for it (a tensor it does not ask for makes it refuse the file)
     long_factors: np.ndarray | None = None
     short_factors: np.ndarray | None = None
     longrope_used: bool = False
+    longrope_loaded: bool = False
     alibi_max_bias: float | None = None
     alibi_source: str | None = None
     ignored: list[IgnoredKey] = field(default_factory=list)
@@ -372,11 +374,16 @@ def _read_rope_tensors(gf: GGUFFile, st: RopeState, reading: str) -> None:
     facts = st.facts
     has_longrope = st.long_factors is not None or st.short_factors is not None
     if facts.known and reading == LLAMA_CPP:
-        st.longrope_used = facts.loads_longrope(st.scaling_type) and has_longrope
-        st.rope_freqs_used = facts.loads_rope_freqs(st.scaling_type) and st.rope_freqs is not None
+        st.longrope_loaded = facts.loads_longrope(st.scaling_type) and has_longrope
+        st.rope_freqs_loaded = facts.loads_rope_freqs(st.scaling_type) and st.rope_freqs is not None
+        st.longrope_used = st.longrope_loaded and facts.applies_rope_factors
+        st.rope_freqs_used = st.rope_freqs_loaded and facts.applies_rope_factors
+        if (st.longrope_loaded or st.rope_freqs_loaded) and not facts.applies_rope_factors:
+            notes.append(f"llama.cpp's {st.arch} loads the rope tensors but its graph never applies them")
     else:  # the keys' reading (or an architecture llama.cpp does not know): every rope tensor present counts
         st.rope_freqs_used = st.rope_freqs is not None and not (st.scaling_type == "longrope" and has_longrope)
         st.longrope_used = not st.rope_freqs_used and has_longrope
+        st.rope_freqs_loaded, st.longrope_loaded = st.rope_freqs_used, st.longrope_used
         if not facts.known and (st.rope_freqs is not None or has_longrope):
             notes.append(f"ropetool has no facts about {st.arch}: assuming llama.cpp loads the rope tensors present")
     n_rot = st.n_rot
@@ -387,9 +394,9 @@ def _read_rope_tensors(gf: GGUFFile, st: RopeState, reading: str) -> None:
             notes.append(f"{name} has {len(arr)} entries, not rope.dimension_count/2 = {n_rot // 2}: "
                          "llama.cpp refuses the file")
             if name == K.ROPE_FREQS_TENSOR:
-                st.rope_freqs_used = False
+                st.rope_freqs_used = st.rope_freqs_loaded = False
             else:
-                st.longrope_used = False
+                st.longrope_used = st.longrope_loaded = False
 
 
 def _check_plausible(st: RopeState, a: str) -> None:
