@@ -191,6 +191,13 @@ def main() -> int:
             results[f"convert {outtype}"] = run_timed(
                 ROPETOOL + ["convert", str(ckpt), "-o", str(out), "--outtype", outtype], [out], args.repeat)
             print(f"convert {outtype}: {results[f'convert {outtype}']}", flush=True)
+        # A K-quant: ropetool's auto (f16) conversion into a temporary intermediate, then llama.cpp's quantizer.
+        out = work / "model-q4_k_m.gguf"
+        results["convert q4_k_m"] = run_timed(
+            ROPETOOL + ["convert", str(ckpt), "-o", str(out), "--outtype", "q4_k_m"], [out], args.repeat)
+        results["q4_k_m bytes"] = out.stat().st_size
+        results["f16 bytes"] = (work / "model-f16.gguf").stat().st_size
+        print(f"convert q4_k_m: {results['convert q4_k_m']}", flush=True)
         out = work / "model-f16.gguf"
         results["convert f16, fsync skipped (diagnostic)"] = run_timed(
             ROPETOOL_NO_FSYNC + ["convert", str(ckpt), "-o", str(out), "--outtype", "f16"], [out], args.repeat)
@@ -248,6 +255,11 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - started
     text = render(results, size_mb, largest, total, args)
+    # check_speed.py's section (between its markers) is kept as it is.
+    old = args.out.read_text() if args.out.exists() else ""
+    start, end = old.find("<!-- check-benchmark:start -->"), old.find("<!-- check-benchmark:end -->")
+    if start >= 0 and end > start:
+        text = text.rstrip() + "\n\n" + old[start:end + len("<!-- check-benchmark:end -->")] + "\n"
     args.out.write_text(text)
     print(text)
     return 0
@@ -269,6 +281,11 @@ def render(r: dict, size_mb: float, largest: float, total: float, args) -> str:
                     f"≤ 3x | {ok(c['wall'] <= 3 * cps)} | {c['wall'] / cp:.1f}x plain cp ({cp:.2f} s) |")
         rows.append(f"| convert → {outtype}: peak RSS | {c['rss_mb']:.0f} MB | largest tensor {largest:.0f} MiB "
                     f"+ 150 MB | **{c['rss_mb'] / (largest + 150):.2f}x** | ≤ 1x | {ok(c['rss_mb'] <= largest + 150)} | |")
+    k, f16b, kb = r["convert q4_k_m"], r["f16 bytes"] / 1e6, r["q4_k_m bytes"] / 1e6
+    rows.append(f"| convert → Q4_K_M (llama.cpp's quantizer) | {k['wall']:.2f} s | convert → f16 "
+                f"{r['convert f16']['wall']:.2f} s | {k['wall'] / r['convert f16']['wall']:.1f}x | | | peak RSS "
+                f"{k['rss_mb']:.0f} MB; extra disk at the peak: the f16 intermediate {f16b:.0f} MB + the output "
+                f"{kb:.0f} MB |")
     i, d = r["inspect"]["wall"], r["gguf-dump"]["wall"]
     rows.append(f"| inspect (150k vocab) | {i:.3f} s | gguf-dump --no-tensors {d:.2f} s | **{i / d:.3f}x** | ≤ 0.1x | "
                 f"{ok(i <= 0.1 * d)} | --json: {r['inspect --json']['wall']:.3f} s |")

@@ -29,19 +29,32 @@ from ropetool.errors import RopetoolError
 from ropetool.families import Family, family_for_config
 from ropetool.io.checkpoint import Checkpoint, TensorRef, checkpoint_dtype, load_tensor, open_checkpoint
 from ropetool.io.encode import CHUNK_ELEMENTS, SCRATCH, encode_rows
-from ropetool.io.gguf_file import NewValue, TensorOut, atomic_file, copy_range, header_bytes, pwrite_all
+from ropetool.io.gguf_file import (
+    NewValue,
+    TensorOut,
+    atomic_file,
+    atomic_path,
+    copy_range,
+    create_temp,
+    header_bytes,
+    pwrite_all,
+)
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.lowering import Lowered, lower_for_llama_cpp, provenance
+from ropetool.llamacpp.quantize import FILE_TYPES as QUANTIZED_TYPES
+from ropetool.llamacpp.quantize import estimated_bytes, quantize_gguf
 from ropetool.rope import RopeParams, make_params, rope_from_hf_config
 from ropetool.version import __version__
 
-OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
+OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}  # written by ropetool itself
+# Every --outtype: auto (f16, or bf16 from a bf16 checkpoint), ropetool's own, and llama.cpp's quantizer's.
 FILE_TYPES = {
     Q.F32: gguf.LlamaFileType.ALL_F32,
     Q.F16: gguf.LlamaFileType.MOSTLY_F16,
     Q.BF16: gguf.LlamaFileType.MOSTLY_BF16,
     Q.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
 }
+ALL_OUTTYPES = ("auto", *OUTTYPES, *QUANTIZED_TYPES)
 WORKERS = max(1, min(4, os.cpu_count() or 1))  # threads converting chunks (numpy releases the GIL)
 ALIGNMENT = 32  # general.alignment's default; the writer adds no alignment key
 COPY_BYTES = 64 << 20  # tensors kept in their source type are copied in runs of this size
@@ -164,10 +177,20 @@ class Plan:
     tensors: list[PlannedTensor] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     vocab: object | None = None
+    quantize_to: str | None = None  # a llama.cpp file type (q4_k_m, ...): the plan is its f16/bf16 intermediate
 
     @property
     def arch(self) -> str:
         return self.family.arch
+
+    @property
+    def type_name(self) -> str:
+        """The file type written, as model pages spell it: F16, BF16, Q8_0, Q4_K_M, ..."""
+        return self.quantize_to.upper() if self.quantize_to else self.outtype.name
+
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(t.shape) for t in self.tensors)
 
     @property
     def total_bytes(self) -> int:
@@ -178,7 +201,8 @@ class Plan:
         return {
             "source": str(self.source),
             "architecture": self.arch,
-            "outtype": self.outtype.name,
+            "outtype": self.type_name,
+            **({"intermediate": self.outtype.name} if self.quantize_to else {}),
             "rope": self.rope.as_dict(),
             "exact": self.lowered.exact,
             "notes": self.lowered.notes,
@@ -186,7 +210,9 @@ class Plan:
             "context_length": self.lowered.context_length,
             "keys": {v.key: _plain(v.value) for v in self.values if not v.key.startswith("tokenizer.")},
             "tensors": [
-                {"name": t.name, "type": t.qtype.name, "shape": list(t.shape), "bytes": t.nbytes} for t in self.tensors
+                # the shape in ggml's order, as inspect shows it
+                {"name": t.name, "type": t.qtype.name, "shape": list(reversed(t.shape)), "bytes": t.nbytes}
+                for t in self.tensors
             ],
             "skipped": self.skipped,
             "total_bytes": self.total_bytes,
@@ -199,6 +225,16 @@ def _plain(value):
     return value
 
 
+def require_parameters(method: str, options: dict) -> None:
+    """A method asked for by name must be given the parameter that makes it change something (yarn's factor)."""
+    from ropetool.rope import missing_required
+
+    missing = missing_required(method, [k for k, v in options.items() if v is not None])
+    if missing:
+        flags = " and ".join("--" + n.replace("_", "-") for n in missing)
+        raise RopetoolError(f"--rope {method} needs {flags}: without it the method would change nothing")
+
+
 def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **options) -> tuple[RopeParams, int]:
     """The rope method to embed: config.json's, or the caller's ``method`` with ``options``."""
     hf = rope_from_hf_config(config, alibi=family.alibi)
@@ -209,6 +245,7 @@ def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **op
             current = {k: v for k, v in params.as_dict().items() if k != "method"}
             params = make_params(params.method, **{**current, **changes})
         return params, hf.rotary_dim
+    require_parameters(method, options)
     values = dict(options)
     if values.get("base") is None and not hf.params.is_alibi:
         values["base"] = hf.params.base
@@ -358,15 +395,16 @@ def plan_conversion(
 
     ``with_vocab=False`` skips the tokenizer (for callers that only want the tensors, like the reference).
     """
+    outtype = str(outtype).strip().lower()
+    quantize_to = None
+    if outtype in QUANTIZED_TYPES:  # llama.cpp's quantizer, from the auto (f16/bf16) conversion
+        quantize_to, outtype = outtype, "auto"
+    elif outtype != "auto" and outtype not in OUTTYPES:
+        raise RopetoolError(f"unknown output type {outtype!r}; choose from {', '.join(ALL_OUTTYPES)}")
     ckpt = open_checkpoint(model_dir)
     family = family_for_config(ckpt.config)
     hp = Hparams.from_config(ckpt.config, family)
-    if outtype == "auto":
-        qtype = Q.BF16 if ckpt.source_dtype == "BF16" else Q.F16
-    elif outtype in OUTTYPES:
-        qtype = OUTTYPES[outtype]
-    else:
-        raise RopetoolError(f"unknown output type {outtype!r}; choose from auto, {', '.join(OUTTYPES)}")
+    qtype = (Q.BF16 if ckpt.source_dtype == "BF16" else Q.F16) if outtype == "auto" else OUTTYPES[outtype]
 
     check_rope_config(ckpt.config)
     rope, rotary_dim = rope_for(ckpt.config, family, method, hp, **rope_options)
@@ -381,7 +419,8 @@ def plan_conversion(
         from ropetool.io.vocab import load_vocab
 
         vocab = load_vocab(ckpt.path, vocab_size=hp.vocab_size, pre_tokenizer=pre_tokenizer)
-    plan = Plan(ckpt.path, family, hp, rope, rotary_dim, lowered, qtype, tensors=tensors, skipped=skipped, vocab=vocab)
+    plan = Plan(ckpt.path, family, hp, rope, rotary_dim, lowered, qtype, tensors=tensors, skipped=skipped, vocab=vocab,
+                quantize_to=quantize_to)
     context = max(lowered.context_length or hp.trained_context, hp.trained_context)
     plan.values = [
         NewValue(K.ARCHITECTURE, K.T.STRING, family.arch),
@@ -399,13 +438,17 @@ def plan_conversion(
 
 
 def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
-               progress: Callable[[Iterator[PlannedTensor]], Iterator[PlannedTensor]] | None = None) -> Path:
+               progress: Callable[[Iterator[PlannedTensor]], Iterator[PlannedTensor]] | None = None,
+               notify: Callable[[str], None] | None = None) -> Path:
     """Write ``plan`` to ``out`` through a temporary file in the same folder and an atomic rename.
 
     The layout is gguf-py's GGUFWriter's (header, key/values, tensor infos, then each tensor padded
     to 32 bytes), byte for byte.  Every tensor's place in the file is known from the plan, so the
     tensors are converted a run of rows at a time by WORKERS threads, each writing its run at its
     offset (tensors kept in their source type are copied by the kernel); a few runs are in flight.
+    A quantized type (``plan.quantize_to``) is the plan written to a temporary intermediate, quantized by
+    llama.cpp into the output's temporary file, and the intermediate removed.  Without ``force`` an
+    existing ``out`` is never replaced, not even one another program creates meanwhile.
     """
     out = Path(out)
     if out.exists() and not force:
@@ -414,33 +457,71 @@ def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
         raise RopetoolError(f"refusing to overwrite {out.name}, a file of the source model")
     if not out.parent.is_dir():
         raise RopetoolError(f"output folder does not exist: {out.parent}")
+    if out.is_dir():
+        raise RopetoolError(f"{out} is a folder")
+    if plan.quantize_to:
+        return _write_quantized(plan, out, force, progress, notify)
+    with atomic_file(out, replace=force) as fd:
+        _write_plan(plan, fd, progress)
+    return out
+
+
+def _write_quantized(plan: Plan, out: Path, force: bool, progress, notify) -> Path:
+    import shutil
+
+    header, offsets = _header_bytes(plan)
+    intermediate = len(header) + sum(_padded(t.nbytes) for t in plan.tensors)
+    need = intermediate + estimated_bytes(plan.n_params, plan.quantize_to)
+    free = shutil.disk_usage(out.parent).free
+    if need > free:
+        raise RopetoolError(f"making {plan.type_name} needs about {need / 1e9:.2f} GB of disk beside {out} (the "
+                            f"{plan.outtype.name} intermediate and the output) and {free / 1e9:.2f} GB is free")
+    if notify:
+        notify(f"writing the {plan.outtype.name} intermediate ({intermediate / 1e9:.2f} GB), then llama.cpp's quantizer "
+               f"makes {plan.type_name}: about {need / 1e9:.2f} GB of disk at the peak, beside {out}")
+    fd, tmp = create_temp(out.with_name(out.name + ".intermediate"))
+    try:
+        _write_plan(plan, fd, progress)
+        os.close(fd)
+        fd = None
+        if notify:
+            notify(f"quantizing to {plan.type_name} with llama.cpp")
+        with atomic_path(out, replace=force) as (_, tmp_out):
+            quantize_gguf(Path(tmp), Path(tmp_out), plan.quantize_to)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def _write_plan(plan: Plan, fd: int, progress) -> None:
+    """The plan's header and tensors into the open file ``fd``."""
     header, offsets = _header_bytes(plan)
     data_start = len(header)  # padded to the alignment
     end = data_start + (offsets[-1] + _padded(plan.tensors[-1].nbytes) if plan.tensors else 0)
     sources: dict[Path, int] = {}
     try:
-        with atomic_file(out) as fd:
-            pwrite_all(fd, header, 0)
-            items = progress(iter(plan.tensors)) if progress else plan.tensors
-            offset_of = {id(t): data_start + off for t, off in zip(plan.tensors, offsets)}
-            with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ropetool-convert") as pool:
-                pending: deque = deque()
-                try:
-                    for t in items:
-                        for task in _tasks(t, offset_of[id(t)], fd, sources):
-                            pending.append(pool.submit(task))
-                            while len(pending) > 2 * WORKERS:
-                                pending.popleft().result()
-                    while pending:
-                        pending.popleft().result()
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
-            os.ftruncate(fd, end)  # the padding after the last tensor
+        pwrite_all(fd, header, 0)
+        items = progress(iter(plan.tensors)) if progress else plan.tensors
+        offset_of = {id(t): data_start + off for t, off in zip(plan.tensors, offsets)}
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ropetool-convert") as pool:
+            pending: deque = deque()
+            try:
+                for t in items:
+                    for task in _tasks(t, offset_of[id(t)], fd, sources):
+                        pending.append(pool.submit(task))
+                        while len(pending) > 2 * WORKERS:
+                            pending.popleft().result()
+                while pending:
+                    pending.popleft().result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        os.ftruncate(fd, end)  # the padding after the last tensor
     finally:
         for sfd in sources.values():
             os.close(sfd)
-    return out
 
 
 def _padded(n: int) -> int:

@@ -34,6 +34,7 @@ from ropetool.io.gguf_file import (
     check_value,
     encode_value,
     plain_value,
+    type_name,
     write_gguf,
 )
 from ropetool.llamacpp import keys as K
@@ -243,10 +244,11 @@ def _alignment_of(records: list, default: int) -> int:
     return default
 
 
-def _write(gf: GGUFFile, target: Path, records: list, tensors: list[TensorOut], in_place: bool, **hooks) -> None:
+def _write(gf: GGUFFile, target: Path, records: list, tensors: list[TensorOut], in_place: bool, force: bool,
+           **hooks) -> None:
     mode = os.stat(gf.path).st_mode & 0o7777 if in_place else None
     write_gguf(target, records, tensors, source=gf, alignment=_alignment_of(records, 32), version=gf.version,
-               endian="<" if gf.endian == "little" else ">", mode=mode, **hooks)
+               endian="<" if gf.endian == "little" else ">", mode=mode, replace=in_place or force, **hooks)
 
 
 def _new_lint(source_findings, target: Path) -> list[str]:
@@ -274,6 +276,7 @@ def set_keys(path, assignments: list[str | NewValue], out=None, *, in_place: boo
         seen.add(v.key)
     target = _resolve_output(path, out, in_place, force, dry_run)
     with GGUFFile(path) as gf:
+        _refuse_wrong_types(values, gf.architecture or "?", force)
         records: list = list(gf.fields.values())
         for v in values:
             idx = next((i for i, r in enumerate(records) if r.key == v.key), None)
@@ -288,7 +291,18 @@ def set_keys(path, assignments: list[str | NewValue], out=None, *, in_place: boo
             f = gf.fields.get(v.key)
             if f is not None and f.type_name != v.type_name:
                 result.warnings.append(f"{v.key} changes type from {f.type_name} to {v.type_name}")
-        return _finish(gf, result, records, tensors, target, in_place, dry_run, _hooks)
+        return _finish(gf, result, records, tensors, target, in_place, dry_run, _hooks, force)
+
+
+def _refuse_wrong_types(values: list[NewValue], arch: str, force: bool) -> None:
+    """A key llama.cpp reads with a fixed type gets that type: another makes llama.cpp refuse the file
+    (``llama_model_loader::get_key`` compares types exactly).  --force writes it anyway."""
+    for v in values:
+        want = K.type_of(v.key, arch)
+        if want is not None and v.type != want and not force:
+            want_name = type_name(want)
+            raise RopetoolError(f"{v.key} is read by llama.cpp as {want_name}, so {v.type_name} would make it refuse the "
+                                f"file; write {v.key}={want_name}:VALUE (or pass --force to write {v.type_name} anyway)")
 
 
 def unset_keys(path, keys_: list[str], out=None, *, in_place: bool = False, force: bool = False,
@@ -306,16 +320,16 @@ def unset_keys(path, keys_: list[str], out=None, *, in_place: bool = False, forc
         records = [f for f in gf.fields.values() if f.key not in drop]
         tensors = [TensorOut.copy_of(t) for t in gf.tensors]
         result = EditResult(path, target, key_changes(gf, records), [])
-        return _finish(gf, result, records, tensors, target, in_place, dry_run, None)
+        return _finish(gf, result, records, tensors, target, in_place, dry_run, None, force)
 
 
-def _finish(gf, result: EditResult, records, tensors, target, in_place, dry_run, hooks) -> EditResult:
+def _finish(gf, result: EditResult, records, tensors, target, in_place, dry_run, hooks, force=False) -> EditResult:
     if dry_run:
         return result
     from ropetool.lint import lint_file
 
     before = lint_file(gf)
-    _write(gf, target, records, tensors, in_place, **(hooks or {}))
+    _write(gf, target, records, tensors, in_place, force, **(hooks or {}))
     result.written = True
     result.warnings += [f"the output now has: {w}" for w in _new_lint(before, target)]
     return result
@@ -349,6 +363,9 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
     if not method:
         raise RopetoolError("set-rope needs --rope METHOD")
     method = canonical_method(method)
+    from ropetool.convert import require_parameters
+
+    require_parameters(method, options)
     target = _resolve_output(path, out, in_place, force, dry_run)
     with GGUFFile(path) as gf:
         name = gf.architecture
@@ -430,7 +447,7 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
             result.warnings.append(f"approximate: {'; '.join(lowered.notes)}")
         result.rope = {"method": params.method, "params": params.as_dict(), "exact": lowered.exact,
                        "approx_error": lowered.approx_error, "context_length": context}
-        return _finish(gf, result, records, tensors, target, in_place, dry_run, _hooks)
+        return _finish(gf, result, records, tensors, target, in_place, dry_run, _hooks, force)
 
 
 # Lint errors that make a file's current rope settings unreadable; set-rope refuses to start from them.

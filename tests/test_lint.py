@@ -20,6 +20,7 @@ from test_inspect import build, llama_cpp_llama3_rope_freqs
 from ropetool.cli import cli
 from ropetool.convert import convert
 from ropetool.edit import set_keys, unset_keys
+from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
 from ropetool.lint import RULES, Finding, lint_gguf
 from ropetool.llamacpp import keys as K
@@ -229,8 +230,8 @@ def llama_f32(tmp_path_factory):
     return path
 
 
-def _edited(src, out, assignments):
-    set_keys(src, assignments, out)
+def _edited(src, out, assignments, force=False):
+    set_keys(src, assignments, out, force=force)
     return out
 
 
@@ -279,7 +280,9 @@ def test_llama_cpp_ignores_alibi_key_on_bloom(tmp_path):
 
 @pytest.mark.parametrize("assignment", [f"{key(R.FREQ_BASE)}=f64:10000", f"{key(R.SCALING_ORIG_CTX_LEN)}=i32:64"])
 def test_llama_cpp_refuses_wrong_key_types(tmp_path, llama_f32, assignment):
-    bad = _edited(llama_f32, tmp_path / "bad.gguf", [assignment])
+    with pytest.raises(RopetoolError, match="is read by llama.cpp as"):  # set refuses without --force
+        _edited(llama_f32, tmp_path / "bad.gguf", [assignment])
+    bad = _edited(llama_f32, tmp_path / "bad.gguf", [assignment], force=True)
     assert any(f.id == "wrong-key-type" for f in lint_gguf(bad))
     with pytest.raises((ValueError, RuntimeError)):
         llama_cpp_logits(bad, token_ids(8, 384))

@@ -89,7 +89,7 @@ def _edit_options(f):
 @click.command("set-rope")
 @click.argument("file", type=_PATH)
 @_edit_options
-@rope_options
+@rope_options("the file")
 def set_rope_command(file, outfile, in_place, force, dry_run, as_json, method, approximate, **rope):
     """Change the position-encoding method of FILE without reconverting.
 

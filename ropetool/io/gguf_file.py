@@ -652,10 +652,12 @@ def create_temp(out: Path) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def atomic_file(out: Path, mode: int | None = None) -> Iterator[int]:
-    """The descriptor of a locked temporary file beside ``out`` (see create_temp).  When the block ends
-    normally the file is fsynced and renamed over ``out`` in one step; on any error it is removed and
-    ``out`` is untouched.  ``mode`` defaults to what open() would give a new file (mkstemp's is 0600)."""
+def atomic_path(out: Path, mode: int | None = None, replace: bool = True) -> Iterator[tuple[int, str]]:
+    """(descriptor, path) of a locked temporary file beside ``out`` (see create_temp).  When the block ends
+    normally the file is fsynced and moved to ``out`` in one step; on any error it is removed and ``out`` is
+    untouched.  ``replace=False`` never replaces a file at ``out``, even one another program created while
+    this one was writing: the temporary is hard-linked to ``out`` (which fails if ``out`` exists) and then
+    unlinked.  ``mode`` defaults to what open() would give a new file (mkstemp's is 0600)."""
     fd, tmp = create_temp(out)
     try:
         if mode is None:
@@ -663,9 +665,12 @@ def atomic_file(out: Path, mode: int | None = None) -> Iterator[int]:
             os.umask(umask)
             mode = 0o666 & ~umask
         os.fchmod(fd, mode)
-        yield fd
+        yield fd, tmp
         os.fsync(fd)
-        os.replace(tmp, out)  # still locked: no other writer can take it for stale
+        if replace:
+            os.replace(tmp, out)  # still locked: no other writer can take it for stale
+        else:
+            _move_no_replace(tmp, out)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -674,6 +679,27 @@ def atomic_file(out: Path, mode: int | None = None) -> Iterator[int]:
         raise
     finally:
         os.close(fd)
+
+
+def _move_no_replace(tmp: str, out: Path) -> None:
+    exists = RopetoolError(f"{out} appeared while it was being written; it was kept (pass --force to overwrite it)")
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise exists from None
+    except OSError:  # a file system without hard links: the check and the rename are two steps there
+        if os.path.lexists(out):
+            raise exists from None
+        os.replace(tmp, out)
+        return
+    os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_file(out: Path, mode: int | None = None, replace: bool = True) -> Iterator[int]:
+    """The descriptor of :func:`atomic_path`'s temporary file."""
+    with atomic_path(out, mode, replace) as (fd, _):
+        yield fd
 
 
 def remove_stale_temps(out: Path) -> list[Path]:
@@ -765,13 +791,15 @@ def write_gguf(
     version: int = 3,
     endian: str = "<",
     mode: int | None = None,
+    replace: bool = True,
     fail_after_header=None,
 ) -> Path:
     """Write a GGUF atomically: a temporary file in ``out``'s folder, fsync, then rename.
 
     ``records`` are Fields of ``source`` (copied byte for byte) or NewValues (encoded here; empty
     strings and arrays included).  Tensors are laid out in order, each at an offset aligned to
-    ``alignment``, and copied from ``source`` (see _copy_runs).  ``fail_after_header`` is a test hook.
+    ``alignment``, and copied from ``source`` (see _copy_runs).  ``replace=False`` never replaces a file at
+    ``out``, even one created while this one was written (see atomic_path).  ``fail_after_header`` is a test hook.
     """
     out = Path(out)
     records = list(records)
@@ -780,7 +808,7 @@ def write_gguf(
             raise ValueError("a copied record must come from the source file")
     header, offsets, pos = header_bytes(records, tensors, alignment=alignment, version=version, endian=endian)
 
-    with atomic_file(out, mode) as fd:
+    with atomic_file(out, mode, replace) as fd:
         pwrite_all(fd, header, 0)
         if fail_after_header is not None:
             fail_after_header()
@@ -843,6 +871,8 @@ __all__ = [
     "header_bytes",
     "check_output",
     "create_temp",
+    "atomic_file",
+    "atomic_path",
     "remove_stale_temps",
     "encode_kv",
     "encode_value",

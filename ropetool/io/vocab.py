@@ -104,6 +104,7 @@ class _PreTokenizerRule:
     name: str
     patterns: tuple[str, ...]  # regexes split on, in order (HF "Isolated" behaviour)
     ignore_merges: bool  # llama.cpp sets ignore_merges for this name; the BPE model must agree
+    clean_spaces: bool | None = None  # llama.cpp's clean_spaces for this name, where two names split alike
 
 
 _RULES: tuple[_PreTokenizerRule, ...] = (
@@ -113,7 +114,10 @@ _RULES: tuple[_PreTokenizerRule, ...] = (
     _PreTokenizerRule("bloom", (BLOOM_PATTERN,), ignore_merges=False),
     _PreTokenizerRule("bloom", (BLOOM_PATTERN_FLAT,), ignore_merges=False),
     _PreTokenizerRule("gpt-2", (GPT2_PATTERN,), ignore_merges=False),
-    _PreTokenizerRule("starcoder", (DIGIT_PATTERN, GPT2_PATTERN), ignore_merges=False),
+    # The same splitting; llama.cpp cleans spaces when decoding for starcoder, not for smollm
+    # (src/llama-vocab.cpp): tokenizer_config.json's clean_up_tokenization_spaces picks between them.
+    _PreTokenizerRule("starcoder", (DIGIT_PATTERN, GPT2_PATTERN), ignore_merges=False, clean_spaces=True),
+    _PreTokenizerRule("smollm", (DIGIT_PATTERN, GPT2_PATTERN), ignore_merges=False, clean_spaces=False),
     _PreTokenizerRule("qwen35", (QWEN35_PATTERN,), ignore_merges=False),
     _PreTokenizerRule("deepseek-v3", DEEPSEEK3_PATTERNS, ignore_merges=False),
     _PreTokenizerRule("gpt-4o", (GPT4O_PATTERN,), ignore_merges=False),
@@ -256,8 +260,10 @@ def vocab_records(vocab: Vocab) -> list[NewValue]:
     return out
 
 
-def detect_pre_tokenizer(tokenizer_json: dict) -> str:
-    """The llama.cpp pre-tokenizer name whose regexes reproduce this tokenizer.json's splitting.
+def detect_pre_tokenizer(tokenizer_json: dict, clean_up_spaces: bool | None = None) -> str:
+    """The llama.cpp pre-tokenizer name whose regexes reproduce this tokenizer.json's splitting; where two
+    names split alike, the one whose decoding cleans spaces as ``clean_up_spaces`` says (tokenizer_config.json's
+    ``clean_up_tokenization_spaces``), else the first.
 
     Raises a RopetoolError naming what was not recognised (and suggesting ``--pre-tokenizer``).
     """
@@ -268,15 +274,18 @@ def detect_pre_tokenizer(tokenizer_json: dict) -> str:
         _cannot_tell(f"its normalizer ({_describe(normalizer)}) has no llama.cpp equivalent")
     patterns = _split_patterns(tokenizer_json.get("pre_tokenizer"))
     ignore_merges = bool(model.get("ignore_merges", False))
-    for rule in _RULES:
-        if rule.patterns == patterns and rule.ignore_merges == ignore_merges:
-            if rule.name in _APPROXIMATED_BY_LLAMA_CPP:
-                logger.warning(
-                    "pre-tokenizer %s: llama.cpp approximates its regex (ASCII case only, no combining marks); "
-                    "some non-ASCII words may tokenize differently from the Hugging Face tokenizer",
-                    rule.name,
-                )
-            return rule.name
+    matching = [rule for rule in _RULES if rule.patterns == patterns and rule.ignore_merges == ignore_merges]
+    if clean_up_spaces is not None:
+        matching.sort(key=lambda rule: rule.clean_spaces is not None and rule.clean_spaces != clean_up_spaces)
+    if matching:
+        rule = matching[0]
+        if rule.name in _APPROXIMATED_BY_LLAMA_CPP:
+            logger.warning(
+                "pre-tokenizer %s: llama.cpp approximates its regex (ASCII case only, no combining marks); "
+                "some non-ASCII words may tokenize differently from the Hugging Face tokenizer",
+                rule.name,
+            )
+        return rule.name
     if any(rule.patterns == patterns for rule in _RULES):
         _cannot_tell(f"its regexes are known, but not with ignore_merges={str(ignore_merges).lower()}")
     shown = " then ".join(repr(p) for p in patterns) or "none"
@@ -396,8 +405,13 @@ def _load_byte_level_bpe(tokenizer_json: dict, path: Path, vocab_size: int | Non
 
 
 def _detect_or_explain(tokenizer_json: dict, path: Path) -> str:
+    config = path.parent / "tokenizer_config.json"
+    clean_up = None
+    if config.is_file():
+        value = (_read_json(config) or {}).get("clean_up_tokenization_spaces")
+        clean_up = value if isinstance(value, bool) else None
     try:
-        return detect_pre_tokenizer(tokenizer_json)
+        return detect_pre_tokenizer(tokenizer_json, clean_up)
     except RopetoolError as exc:
         raise RopetoolError(f"{path}: {exc}") from None
 

@@ -29,24 +29,34 @@ def gpu_available() -> bool:
 
 
 _SILENT = None
+_ERRORS: list[str] = []
+GGML_LOG_LEVEL_ERROR = 4
 
 
 @contextlib.contextmanager
 def quiet_log(enabled: bool = True):
-    """llama.cpp logs (warnings included) through a callback; silence it while loading and running."""
+    """llama.cpp logs (warnings included) through a callback; silence it while loading and running.
+    Yields the list of error lines llama.cpp logged meanwhile (to explain a failure in one line)."""
     global _SILENT
+    errors: list[str] = []
     if not enabled:
-        yield
+        yield errors
         return
     import llama_cpp
     from llama_cpp import _logger
 
     if _SILENT is None:
-        _SILENT = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        def collect(level, text, user_data):
+            if level == GGML_LOG_LEVEL_ERROR and len(_ERRORS) < 64:
+                _ERRORS.append(text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text))
+        _SILENT = llama_cpp.llama_log_callback(collect)
+    _ERRORS.clear()
     llama_cpp.llama_log_set(_SILENT, ctypes.c_void_p(0))
     try:
-        yield
+        yield errors
     finally:
+        errors.extend(_ERRORS)
+        _ERRORS.clear()
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 

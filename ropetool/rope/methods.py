@@ -361,39 +361,44 @@ class Method:
     check: Callable[[RopeParams, int | None], None]
     compute: Callable  # (params, dim or n_heads, seq_len) -> (inv_freq, attention_factor) or slopes
     dynamic: bool = False  # depends on the sequence length (llama.cpp gets it baked at one length)
+    requires: tuple[str, ...] = ()  # what a user must give: without it the method would change nothing
 
 
 METHOD_TABLE: dict[str, Method] = {m.name: m for m in (
     Method("none", "rope", "plain RoPE (no context extension)", ("base", "target_context"), ("base",),
            _no_check, rope_none),
     Method("linear", "rope", "linear position interpolation (PI)", _CONTEXT + ("factor",), ("base", "factor"),
-           _no_check, rope_linear),
-    Method("ntk", "rope", "NTK-aware scaling", _CONTEXT + ("alpha",), ("base", "alpha"), _check_ntk, rope_ntk),
+           _no_check, rope_linear, requires=("factor",)),
+    Method("ntk", "rope", "NTK-aware scaling", _CONTEXT + ("alpha",), ("base", "alpha"), _check_ntk, rope_ntk,
+           requires=("alpha",)),
     Method("dynamic-ntk", "rope", "dynamic NTK (baked at one length)", _CONTEXT + ("factor",),
-           ("base", "factor", "original_context", "target_context"), _check_original, rope_dynamic_ntk, dynamic=True),
+           ("base", "factor", "original_context", "target_context"), _check_original, rope_dynamic_ntk, dynamic=True,
+           requires=("factor",)),
     Method("ntk-by-parts", "rope", "NTK-by-parts", _CONTEXT + _RAMP,
-           ("base", "factor", "original_context", "beta_fast", "beta_slow"), _check_ramp, rope_ntk_by_parts),
+           ("base", "factor", "original_context", "beta_fast", "beta_slow"), _check_ramp, rope_ntk_by_parts,
+           requires=("factor",)),
     Method("yarn", "rope", "YaRN", _CONTEXT + _RAMP + ("attention_factor", "mscale", "mscale_all_dim"),
            ("base", "factor", "original_context", "beta_fast", "beta_slow", "attention_factor", "mscale",
-            "mscale_all_dim"), _check_ramp, rope_yarn),
+            "mscale_all_dim"), _check_ramp, rope_yarn, requires=("factor",)),
     Method("dynamic-yarn", "rope", "dynamic YaRN (baked at one length)",
            _CONTEXT + _RAMP + ("attention_factor", "mscale", "mscale_all_dim"),
            ("base", "factor", "original_context", "target_context", "beta_fast", "beta_slow", "attention_factor"),
-           _check_ramp, rope_dynamic_yarn, dynamic=True),
+           _check_ramp, rope_dynamic_yarn, dynamic=True, requires=("factor",)),
     Method("llama3", "rope", "Llama 3 rope scaling", _CONTEXT + ("factor", "low_freq_factor", "high_freq_factor"),
-           ("base", "factor", "original_context", "low_freq_factor", "high_freq_factor"), _check_llama3, rope_llama3),
+           ("base", "factor", "original_context", "low_freq_factor", "high_freq_factor"), _check_llama3, rope_llama3,
+           requires=("factor",)),
     Method("longrope", "rope", "LongRoPE", _CONTEXT + ("factor", "short_factor", "long_factor", "attention_factor"),
            ("base", "factor", "original_context", "attention_factor", "short_factor", "long_factor"),
            _check_longrope, rope_longrope),
     Method("alibi", "alibi", "ALiBi", ("max_bias", "original_context", "target_context"), ("max_bias",),
            _no_check, alibi),
     Method("alibi-interp", "alibi", "ALiBi interpolation", ("max_bias", "original_context", "target_context", "alpha"),
-           ("max_bias", "alpha"), _check_alibi_ratio, alibi_interp),
+           ("max_bias", "alpha"), _check_alibi_ratio, alibi_interp, requires=("alpha",)),
     Method("ntk-alibi", "alibi", "NTK-ALiBi", ("max_bias", "original_context", "target_context", "alpha"),
-           ("max_bias", "alpha"), _check_alibi_ratio, ntk_alibi),
+           ("max_bias", "alpha"), _check_alibi_ratio, ntk_alibi, requires=("alpha",)),
     Method("dynamic-ntk-alibi", "alibi", "dynamic NTK-ALiBi", ("max_bias", "original_context", "target_context", "alpha"),
            ("max_bias", "alpha", "original_context", "target_context"), _check_dynamic_alibi, dynamic_ntk_alibi,
-           dynamic=True),
+           dynamic=True, requires=("alpha",)),
 )}
 
 METHODS = tuple(METHOD_TABLE)  # canonical names, in the order the README lists them
@@ -430,6 +435,11 @@ def canonical_method(name: str) -> str:
 def unused_parameters(method: str, names) -> list[str]:
     """The parameters among ``names`` that ``method`` does not read."""
     return sorted(set(names) - USES[canonical_method(method)])
+
+
+def missing_required(method: str, names) -> list[str]:
+    """The parameters ``method`` needs a user to give (e.g. yarn's factor) that are not among ``names``."""
+    return [n for n in METHOD_TABLE[canonical_method(method)].requires if n not in set(names)]
 
 
 def shown_parameters(p: RopeParams) -> dict:
@@ -493,7 +503,7 @@ def alibi_slopes(p: RopeParams, n_heads: int, seq_len: int | None = None) -> np.
 
 __all__ = [
     "Method", "METHOD_TABLE", "METHODS", "ROPE_METHODS", "ALIBI_METHODS", "USES", "ALIASES", "DEFAULTS",
-    "RopeParams", "canonical_method", "unused_parameters", "shown_parameters", "validate", "make_params",
+    "RopeParams", "canonical_method", "unused_parameters", "missing_required", "shown_parameters", "validate", "make_params",
     "rope_frequencies", "alibi_slopes", "default_inv_freq", "ntk_base", "dynamic_ntk_base", "yarn_mscale",
     "yarn_correction_dim", "yarn_correction_range", "yarn_ramp", "yarn_attention_factor", "dynamic_yarn_factor",
     "longrope_attention_factor", "longrope_uses_long", "alibi_base_slopes", "power_of_two_heads",
