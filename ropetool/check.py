@@ -28,7 +28,6 @@ are computed a chunk of positions at a time, never positions x vocabulary for th
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import GGUFFile
+from ropetool.io.gguf_file import GGUFFile, dumps
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.provenance import read_record
 from ropetool.llamacpp.readback import meant_method
@@ -111,7 +110,7 @@ class CheckReport:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return dumps(self.to_dict())
 
     def summary(self) -> str:
         m = self.llama_vs_meant
@@ -495,7 +494,7 @@ def check_gguf(path, device: str = "cpu", n_tokens: int | None = None, text: str
                verbose: bool = False, flash_attn: bool = False) -> CheckReport:
     """Which rope setting llama.cpp computes for ``path``, against the numpy reference (module docstring)."""
     from ropetool.lint import lint_gguf
-    from ropetool.llamacpp.runner import LlamaCpp, padded_context
+    from ropetool.llamacpp.runner import LlamaCpp, padded_context, preflight
 
     started = time.perf_counter()
     path = Path(path)
@@ -504,6 +503,7 @@ def check_gguf(path, device: str = "cpu", n_tokens: int | None = None, text: str
     if errors:
         more = f" (and {len(errors) - 1} more: see ropetool inspect)" if len(errors) > 1 else ""
         raise RopetoolError(f"{path}: {errors[0].message}{more}")
+    preflight(path, 256, device)  # an abort in llama.cpp ends a child process, as a one-line error
     with ReferenceModel.from_gguf(path) as ref, GGUFFile(path) as gf:
         weight_type = _weight_type(ref)
         model = ref.with_weights_from(ReferenceModel.from_hf(source)) if source is not None else ref

@@ -26,13 +26,12 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 
 from ropetool.errors import RopetoolError
-from ropetool.families import Family, family_for_config
+from ropetool.families import Dims, Family, family_for_config
 from ropetool.io.checkpoint import Checkpoint, TensorRef, checkpoint_dtype, load_tensor, open_checkpoint
 from ropetool.io.encode import CHUNK_ELEMENTS, SCRATCH, encode_rows
 from ropetool.io.gguf_file import (
     NewValue,
     TensorOut,
-    atomic_file,
     atomic_path,
     copy_range,
     create_temp,
@@ -43,6 +42,7 @@ from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.lowering import Lowered, lower_for_llama_cpp, provenance
 from ropetool.llamacpp.quantize import FILE_TYPES as QUANTIZED_TYPES
 from ropetool.llamacpp.quantize import estimated_bytes, quantize_gguf
+from ropetool.llamacpp.validity import check_new_values, refuse_problems
 from ropetool.rope import RopeParams, make_params, rope_from_hf_config
 from ropetool.version import __version__
 
@@ -85,37 +85,45 @@ class Hparams:
                 return names[0], default
             raise RopetoolError(f"config.json lacks {names[0]}")
 
-        def count(*names, default=None) -> int:
+        def count(*names, default=None, key=None) -> int:
             name, v = need(*names, default=default)
             if isinstance(v, float) and v.is_integer():
                 v = int(v)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise RopetoolError(f"config.json: {name} must be a positive integer, got {v!r}")
+            if key is not None:  # what the GGUF key it becomes can hold (checked before anything is sized by it)
+                K.check_range(key, v, f"config.json: {name}")
             return v
 
-        n_embd = count("hidden_size", "n_embed", "n_embd")
-        n_head = count("num_attention_heads", "n_head")
-        head_dim = count("head_dim") if config.get("head_dim") else n_embd // n_head
+        n_embd = count("hidden_size", "n_embed", "n_embd", key=K.EMBEDDING_LENGTH)
+        n_head = count("num_attention_heads", "n_head", key=K.HEAD_COUNT)
+        head_dim = count("head_dim", key=K.KEY_LENGTH) if config.get("head_dim") else n_embd // n_head
         if head_dim < 1:
             raise RopetoolError(f"config.json: hidden_size {n_embd} is smaller than num_attention_heads {n_head}")
         eps_name, eps = need(family.hf_eps_key, "rms_norm_eps", "layer_norm_epsilon", "layer_norm_eps")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
             raise RopetoolError(f"config.json: {eps_name} must be a finite number >= 0, got {eps!r}")
+        K.check_range(family.eps_key, eps, f"config.json: {eps_name}")
         tied = config.get("tie_word_embeddings", family.tied_default)
         if not isinstance(tied, bool):
             raise RopetoolError(f"config.json: tie_word_embeddings must be true or false, got {tied!r}")
         return cls(
             n_embd=n_embd,
-            n_layer=count("num_hidden_layers", "n_layer"),
+            n_layer=count("num_hidden_layers", "n_layer", key=K.BLOCK_COUNT),
             n_head=n_head,
-            n_head_kv=count("num_key_value_heads", "n_head", "num_attention_heads"),
-            n_ff=count("intermediate_size", default=4 * n_embd),
+            n_head_kv=count("num_key_value_heads", "n_head", "num_attention_heads", key=K.HEAD_COUNT_KV),
+            n_ff=count("intermediate_size", default=4 * n_embd, key=K.FEED_FORWARD_LENGTH),
             head_dim=head_dim,
             eps=float(eps),
-            vocab_size=count("vocab_size"),
-            trained_context=count("max_position_embeddings", "seq_length", "n_positions", default=2048),
+            vocab_size=count("vocab_size", key=K.VOCAB_SIZE),
+            trained_context=count("max_position_embeddings", "seq_length", "n_positions", default=2048,
+                                  key=K.CONTEXT_LENGTH),
             tied=tied,
         )
+
+    @property
+    def dims(self) -> Dims:
+        return Dims(self.n_embd, self.n_head, self.n_head_kv, self.head_dim, self.n_ff, self.vocab_size)
 
 
 def check_rope_config(config: dict) -> None:
@@ -225,10 +233,22 @@ def _plain(value):
     return value
 
 
+# The key each rope option ends up in (or bounds): an option is range-checked as that key is.
+OPTION_KEYS = {"factor": K.ROPE_SCALING_FACTOR, "alpha": K.ROPE_SCALING_ALPHA, "original_context": K.CONTEXT_LENGTH,
+               "target_context": K.CONTEXT_LENGTH, "beta_fast": K.ROPE_YARN_BETA_FAST, "beta_slow": K.ROPE_YARN_BETA_SLOW,
+               "attention_factor": K.ROPE_SCALING_ATTN_FACTOR, "base": K.ROPE_FREQ_BASE}
+OPTION_FLAGS = {"attention_factor": "--attn-factor", "base": "--freq-base"}
+
+
 def require_parameters(method: str, options: dict) -> None:
-    """A method asked for by name must be given the parameter that makes it change something (yarn's factor)."""
+    """Each rope option must be a value its key can hold, and a method asked for by name must be given the
+    parameter that makes it change something (yarn's factor)."""
     from ropetool.rope import missing_required
 
+    for name, template in OPTION_KEYS.items():
+        value = options.get(name)
+        if value is not None and not isinstance(value, (list, tuple)):
+            K.check_range(template, value, OPTION_FLAGS.get(name, "--" + name.replace("_", "-")))
     missing = missing_required(method, [k for k, v in options.items() if v is not None])
     if missing:
         flags = " and ".join("--" + n.replace("_", "-") for n in missing)
@@ -252,31 +272,6 @@ def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **op
     if values.get("original_context") is None:
         values["original_context"] = hf.params.original_context or hp.trained_context
     return make_params(method, **values), hf.rotary_dim
-
-
-def _expected_shapes(family: Family, hp: Hparams) -> dict[str, tuple[int, ...]]:
-    """HF-orientation shape of each GGUF tensor kind, from config.json."""
-    q = hp.n_head * hp.head_dim
-    kv = hp.n_head_kv * hp.head_dim
-    e, f = hp.n_embd, hp.n_ff
-    return {
-        "token_embd": (hp.vocab_size, e),
-        "output": (hp.vocab_size, e),
-        "output_norm": (e,),
-        "token_embd_norm": (e,),
-        "attn_norm": (e,),
-        "ffn_norm": (e,),
-        "attn_q": (q, e),
-        "attn_k": (kv, e),
-        "attn_v": (kv, e),
-        "attn_qkv": (q + 2 * kv, e),
-        "attn_output": (e, q),
-        "attn_q_norm": (hp.head_dim,),
-        "attn_k_norm": (hp.head_dim,),
-        "ffn_gate": (f, e),
-        "ffn_up": (2 * f, e) if family.ffn == "swiglu-fused" else (f, e),
-        "ffn_down": (e, f),
-    }
 
 
 def _permute(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -308,7 +303,7 @@ def _tensor_type(name: str, shape: tuple[int, ...], outtype: Q) -> Q:
 
 def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> tuple[list[PlannedTensor], list[str]]:
     name_map = gguf.get_tensor_name_map(family.model_arch, hp.n_layer)
-    expected = _expected_shapes(family, hp)
+    expected = family.tensor_shapes(hp.dims)
     planned: list[PlannedTensor] = []
     skipped: list[str] = []
     for hf_name, ref in ckpt.tensors.items():
@@ -346,9 +341,11 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> t
     if "output.weight" not in names and not hp.tied:
         raise RopetoolError("config.json says the output matrix is not tied to the embeddings "
                             "(tie_word_embeddings false), but the checkpoint has no lm_head.weight")
-    missing = [f"blk.{i}" for i in range(hp.n_layer) if not any(n.startswith(f"blk.{i}.") for n in names)]
+    missing = [n for n in family.required_tensors(hp.n_layer) if n not in names]
     if missing:
-        raise RopetoolError(f"the checkpoint lacks the weights of block(s) {', '.join(missing)}")
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise RopetoolError(f"the checkpoint lacks {', '.join(missing[:3])}{more}, which llama.cpp's {family.arch} "
+                            "requires (by their GGUF names)")
     return planned, skipped
 
 
@@ -362,7 +359,7 @@ def _hparam_values(family: Family, hp: Hparams, rotary_dim: int, context_length:
         (K.HEAD_COUNT, hp.n_head),
         (K.HEAD_COUNT_KV, hp.n_head_kv),
         (K.VOCAB_SIZE, hp.vocab_size),
-        (K.LAYERNORM_RMS_EPS if family.norm == "rms" else K.LAYERNORM_EPS, hp.eps),
+        (family.eps_key, hp.eps),
     ]
     if hp.head_dim != hp.n_embd // hp.n_head:
         values += [(K.KEY_LENGTH, hp.head_dim), (K.VALUE_LENGTH, hp.head_dim)]
@@ -430,6 +427,7 @@ def plan_conversion(
         *lowered.values,
         *provenance(lowered, __version__),
     ]
+    check_new_values(plan.values, family.arch)
     if vocab is not None:
         from ropetool.io.vocab import vocab_records
 
@@ -461,8 +459,9 @@ def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
         raise RopetoolError(f"{out} is a folder")
     if plan.quantize_to:
         return _write_quantized(plan, out, force, progress, notify)
-    with atomic_file(out, replace=force) as fd:
+    with atomic_path(out, replace=force) as (fd, tmp):
         _write_plan(plan, fd, progress)
+        refuse_problems(tmp, str(out))
     return out
 
 
@@ -484,6 +483,7 @@ def _write_quantized(plan: Plan, out: Path, force: bool, progress, notify) -> Pa
         _write_plan(plan, fd, progress)
         os.close(fd)
         fd = None
+        refuse_problems(tmp, str(out))
         if notify:
             notify(f"quantizing to {plan.type_name} with llama.cpp")
         with atomic_path(out, replace=force) as (_, tmp_out):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ropetool.errors import RopetoolError
 from ropetool.inspect import ARRAY_PREVIEW, field_json
+from ropetool.io.files import read_text
 from ropetool.io.gguf_file import (
     INT_RANGES,
     TYPES_BY_NAME,
@@ -43,6 +44,7 @@ from ropetool.llamacpp.provenance import read_record
 from ropetool.llamacpp.state import read_state
 from ropetool.version import __version__
 
+MAX_ALIGNMENT = 1 << 20  # what ropetool writes even with --force: padding is written (and held) per tensor
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}
 
@@ -110,14 +112,7 @@ def parse_assignment(text: str) -> NewValue:
     if len(key.encode("utf-8")) > 65535:
         raise RopetoolError(f"key {key[:40]!r}...: longer than 65535 bytes")
     if spec.startswith("str@"):
-        path = Path(spec[4:])
-        try:
-            value = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RopetoolError(f"{key}: no such file {path}") from None
-        except UnicodeDecodeError:
-            raise RopetoolError(f"{key}: {path} is not UTF-8 text") from None
-        return NewValue(key, T.STRING, value)
+        return NewValue(key, T.STRING, read_text(spec[4:], f"the file for {key}"))
     if ":" not in spec:
         raise RopetoolError(f"{key}: expected TYPE:VALUE after '=', got {spec!r} "
                             f"(types: {', '.join(n for n in TYPES_BY_NAME if n != 'arr')}, arr[TYPE])")
@@ -238,24 +233,41 @@ def _alignment_of(records: list, default: int) -> int:
     for r in records:
         if r.key == K.ALIGNMENT:
             v = r.value if isinstance(r, NewValue) else r.scalar
-            if r.type != T.UINT32 or not isinstance(v, int) or v <= 0 or v & (v - 1):
-                raise RopetoolError(f"{K.ALIGNMENT} must be a u32 power of two, got {r.type_name}:{v}")
+            if r.type != T.UINT32 or not isinstance(v, int) or v <= 0 or v & (v - 1) or v > MAX_ALIGNMENT:
+                raise RopetoolError(f"{K.ALIGNMENT} must be a u32 power of two up to {MAX_ALIGNMENT} (ropetool pads "
+                                    f"each tensor to it), got {r.type_name}:{v}")
             return v
     return default
 
 
 def _write(gf: GGUFFile, target: Path, records: list, tensors: list[TensorOut], in_place: bool, force: bool,
-           **hooks) -> None:
+           verify=None, **hooks) -> None:
     mode = os.stat(gf.path).st_mode & 0o7777 if in_place else None
     write_gguf(target, records, tensors, source=gf, alignment=_alignment_of(records, 32), version=gf.version,
-               endian="<" if gf.endian == "little" else ">", mode=mode, replace=in_place or force, **hooks)
+               endian="<" if gf.endian == "little" else ">", mode=mode, replace=in_place or force, verify=verify,
+               **hooks)
 
 
-def _new_lint(source_findings, target: Path) -> list[str]:
-    from ropetool.lint import lint_gguf
+def _verify_output(source_findings, force: bool, found: list):
+    """The check an edit's complete temporary file passes before it replaces anything: lint it (the one
+    model of llama.cpp's semantics) and, unless ``force``, refuse a file in which the edit made something
+    llama.cpp refuses or aborts on (a lint error the input did not have).  Errors the input already had are
+    kept, with a warning, so a broken file can be repaired one key at a time.  ``found`` collects the
+    findings the input did not have."""
+    from ropetool.lint import ERROR, lint_gguf
 
     before = {(f.id, f.key) for f in source_findings}
-    return [str(f) for f in lint_gguf(target) if (f.id, f.key) not in before and f.severity != "info"]
+
+    def verify(tmp: str) -> None:
+        findings = lint_gguf(tmp)
+        found.extend(f for f in findings if (f.id, f.key) not in before and f.severity != "info")
+        errors = [f for f in found if f.severity == ERROR]
+        if errors and not force:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise RopetoolError(f"the result would be a file llama.cpp refuses or cannot run: {errors[0].id}: "
+                                f"{errors[0].message}{more}; nothing was written (pass --force to write it anyway)")
+
+    return verify
 
 
 # ------------------------------------------------------------------------------------------
@@ -299,7 +311,8 @@ def _refuse_wrong_types(values: list[NewValue], arch: str, force: bool) -> None:
     (``llama_model_loader::get_key`` compares types exactly).  --force writes it anyway."""
     for v in values:
         want = K.type_of(v.key, arch)
-        if want is not None and v.type != want and not force:
+        per_layer = K.template_of(v.key, arch) in K.PER_LAYER and v.type == T.ARRAY and v.sub_type in (T.UINT32, T.INT32)
+        if want is not None and v.type != want and not per_layer and not force:
             want_name = type_name(want)
             raise RopetoolError(f"{v.key} is read by llama.cpp as {want_name}, so {v.type_name} would make it refuse the "
                                 f"file; write {v.key}={want_name}:VALUE (or pass --force to write {v.type_name} anyway)")
@@ -328,10 +341,11 @@ def _finish(gf, result: EditResult, records, tensors, target, in_place, dry_run,
         return result
     from ropetool.lint import lint_file
 
-    before = lint_file(gf)
-    _write(gf, target, records, tensors, in_place, force, **(hooks or {}))
+    found: list = []
+    _write(gf, target, records, tensors, in_place, force, verify=_verify_output(lint_file(gf), force, found),
+           **(hooks or {}))
     result.written = True
-    result.warnings += [f"the output now has: {w}" for w in _new_lint(before, target)]
+    result.warnings += [f"the output now has: {f}" for f in found]
     return result
 
 

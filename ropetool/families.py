@@ -17,7 +17,29 @@ from dataclasses import dataclass
 import gguf
 
 from ropetool.errors import RopetoolError
+from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import LoaderArch, loader
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes a model's tensor shapes follow (from config.json, or from a GGUF's keys)."""
+
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int  # of the keys (and queries)
+    n_ff: int
+    n_vocab: int
+    head_dim_v: int | None = None  # of the values, when it differs
+
+
+# The tensors every family's llama.cpp loader requires (create_tensor without TENSOR_NOT_REQUIRED), and each
+# block's norms and projections; a family adds its own.  tests/test_families.py proves each list by removing
+# every tensor of a fixture in turn and running llama.cpp on what is left.
+_MODEL = ("token_embd.weight", "output_norm.weight")
+_BLOCK = ("attn_norm.weight", "attn_output.weight", "ffn_norm.weight", "ffn_up.weight", "ffn_down.weight")
+_QKV = ("attn_q.weight", "attn_k.weight", "attn_v.weight")
 
 
 @dataclass(frozen=True)
@@ -32,6 +54,43 @@ class Family:
     hf_eps_key: str = "rms_norm_eps"
     tied_default: bool = False  # tie_word_embeddings when config.json does not say
     writes_tied_output: bool = False  # the converter writes the tied output matrix as output.weight
+    model_tensors: tuple[str, ...] = _MODEL  # the tensors outside the blocks llama.cpp requires
+    block_tensors: tuple[str, ...] = _BLOCK + _QKV + ("ffn_gate.weight",)  # ... and in every block
+
+    def required_tensors(self, n_layer: int) -> list[str]:
+        """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
+        (output.weight is optional to llama.cpp: a model without it uses the embeddings)."""
+        return list(self.model_tensors) + [f"blk.{i}.{t}" for i in range(n_layer) for t in self.block_tensors]
+
+    def tensor_shapes(self, d: Dims) -> dict[str, tuple[int, ...]]:
+        """The shape of each kind of tensor (``attn_q``, ...; Hugging Face order, rows first) for sizes ``d``."""
+        q = d.n_head * d.head_dim
+        kv = d.n_head_kv * d.head_dim
+        v = d.n_head_kv * (d.head_dim_v or d.head_dim)
+        e, f = d.n_embd, d.n_ff
+        return {
+            "token_embd": (d.n_vocab, e),
+            "output": (d.n_vocab, e),
+            "output_norm": (e,),
+            "token_embd_norm": (e,),
+            "attn_norm": (e,),
+            "ffn_norm": (e,),
+            "attn_q": (q, e),
+            "attn_k": (kv, e),
+            "attn_v": (v, e),
+            "attn_qkv": (q + kv + v, e),
+            "attn_output": (e, d.n_head * (d.head_dim_v or d.head_dim)),
+            "attn_q_norm": (d.head_dim,),
+            "attn_k_norm": (d.head_dim,),
+            "ffn_gate": (f, e),
+            "ffn_up": (2 * f, e) if self.ffn == "swiglu-fused" else (f, e),
+            "ffn_down": (e, f),
+        }
+
+    @property
+    def eps_key(self) -> str:
+        """The key (template) of the norms' epsilon."""
+        return K.LAYERNORM_RMS_EPS if self.norm == "rms" else K.LAYERNORM_EPS
 
     @property
     def loader(self) -> LoaderArch:
@@ -52,11 +111,15 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Family("llama", ("LlamaForCausalLM", "MistralForCausalLM"), "rms", "swiglu", permute_qk=True),
         Family("qwen2", ("Qwen2ForCausalLM",), "rms", "swiglu"),
-        Family("qwen3", ("Qwen3ForCausalLM",), "rms", "swiglu"),
-        Family("phi3", ("Phi3ForCausalLM",), "rms", "swiglu-fused", qkv_layout="concat"),
+        Family("qwen3", ("Qwen3ForCausalLM",), "rms", "swiglu",
+               block_tensors=_BLOCK + _QKV + ("ffn_gate.weight", "attn_q_norm.weight", "attn_k_norm.weight")),
+        Family("phi3", ("Phi3ForCausalLM",), "rms", "swiglu-fused", qkv_layout="concat",
+               block_tensors=_BLOCK + ("attn_qkv.weight",)),
         Family("bloom", ("BloomForCausalLM", "BloomModel"), "layer", "gelu", qkv_layout="per-head",
                strip_prefix="transformer.", hf_eps_key="layer_norm_epsilon", tied_default=True,
-               writes_tied_output=True),
+               writes_tied_output=True,
+               model_tensors=_MODEL + ("output_norm.bias", "token_embd_norm.weight", "token_embd_norm.bias"),
+               block_tensors=tuple(n for t in _BLOCK + ("attn_qkv.weight",) for n in (t, t[:-len("weight")] + "bias"))),
     )
 }
 
@@ -82,4 +145,4 @@ def family_for_arch(name: str | None) -> Family | None:
     return FAMILIES.get(name)
 
 
-__all__ = ["Family", "FAMILIES", "family_for_config", "family_for_arch"]
+__all__ = ["Dims", "Family", "FAMILIES", "family_for_config", "family_for_arch"]

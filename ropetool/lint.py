@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import GGUFFile, T, type_name
+from ropetool.io.gguf_file import GGUFFile
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.provenance import read_record
 from ropetool.llamacpp.state import SCALING_TYPES, RopeState, read_state
+from ropetool.llamacpp.validity import key_problems
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
@@ -49,8 +50,15 @@ RULES: dict[str, tuple[str, str]] = {
     "wrong-key-type": (ERROR, "a rope/context key has a GGUF type llama.cpp does not accept (it throws 'wrong type')"),
     "missing-architecture": (ERROR, "no general.architecture string: llama.cpp cannot load the file"),
     "missing-context-length": (ERROR, "no {arch}.context_length: llama.cpp refuses to load the model"),
+    "missing-key": (ERROR, "no {arch}.embedding_length or {arch}.block_count (or, for the architectures ropetool converts, "
+                           "the head count, feed-forward length or norm epsilon): llama.cpp refuses the file"),
+    "missing-tensor": (ERROR, "a tensor llama.cpp's loader requires for this architecture is absent"),
+    "shape-mismatch": (ERROR, "the shape keys (block_count, embedding_length, head counts, feed_forward_length, key/value "
+                              "length, per-layer arrays) disagree with the tensors: llama.cpp refuses the file"),
     "rope-tensor-shape": (ERROR, "rope_freqs / rope_factors_* is not F32 with rope.dimension_count/2 entries"),
-    "implausible-value": (ERROR, "a rope value no model can have (freq_base <= 1, odd or huge rotary dim, non-positive factors)"),
+    "implausible-value": (ERROR, "a value no model can have, or that llama.cpp aborts on: non-finite numbers, freq_base <= 1, "
+                                 "an odd rotary dimension, non-positive factors, a negative norm epsilon, block_count 0 "
+                                 "or above 512, an alignment that is not a power of two from 32 to 65536"),
     "rope-dim-mismatch": (ERROR, "rope.dimension_count differs from the head dimension on an arch that requires them equal"),
     "llama3-without-rope-freqs": (ERROR, "ropetool recorded llama3 rope but llama.cpp gets no rope_freqs tensor"),
     "rope-tensor-unused": (ERROR, "a rope tensor this architecture (and scaling type) does not load: llama.cpp refuses "
@@ -68,8 +76,6 @@ RULES: dict[str, tuple[str, str]] = {
                                    "some checks are skipped"),
 }
 
-# The GGUF types llama.cpp's loader accepts for the rope and context keys (it compares types exactly).
-EXPECTED_TYPES: dict[str, T] = {template: K.TYPES[template] for template in K.ROPE_CONTEXT_KEYS}
 
 
 def _f(rule: str, message: str, key: str | None = None) -> Finding:
@@ -102,12 +108,9 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
         out.append(_f("unknown-scaling-type",
                       f"{key(K.ROPE_SCALING_TYPE)} = {shown!r}: llama.cpp knows only {', '.join(SCALING_TYPES)} and aborts on anything else",
                       key(K.ROPE_SCALING_TYPE)))
-    for template, want in EXPECTED_TYPES.items():
-        f = gf.fields.get(key(template))
-        if f is not None and f.type != want:
-            out.append(_f("wrong-key-type",
-                          f"{f.key} is {f.type_name} but llama.cpp reads it as {type_name(want)} and refuses the file "
-                          f"(set it with `ropetool set FILE {f.key}={type_name(want)}:VALUE`)", f.key))
+    key_issues = key_problems(gf)
+    for p in key_issues:
+        out.append(_f(p.rule, p.why, p.key))
     if not has(K.CONTEXT_LENGTH):
         out.append(_f("missing-context-length", f"no {key(K.CONTEXT_LENGTH)}: llama.cpp requires it", key(K.CONTEXT_LENGTH)))
     half = st.n_rot // 2 if st.n_rot else None
@@ -125,12 +128,10 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
         if problems:
             out.append(_f("rope-tensor-shape", f"{name} has {', '.join(problems)}: llama.cpp refuses the file", name))
     for what, why in st.problems:
-        out.append(_f("implausible-value", f"{what}: {why}", what))
-    n_rot_key = gf.get(key(K.ROPE_DIMENSION_COUNT))
-    if st.facts.n_rot_is_head_dim and isinstance(n_rot_key, int) and st.head_dim and n_rot_key != st.head_dim:
-        out.append(_f("rope-dim-mismatch",
-                      f"{key(K.ROPE_DIMENSION_COUNT)} = {n_rot_key} but the head dimension is {st.head_dim}: "
-                      f"llama.cpp's {arch} loader throws unless they are equal", key(K.ROPE_DIMENSION_COUNT)))
+        if not any(p.key == what for p in key_issues):
+            out.append(_f("implausible-value", f"{what}: {why}", what))
+    if not any(p.rule in ("wrong-key-type", "implausible-value", "shape-mismatch", "rope-dim-mismatch") for p in key_issues):
+        out += _family_findings(gf, arch)
     record = read_record(gf.get)
     method, params = (record.method, record.params) if record is not None else (None, {})
     if method == "llama3" and not st.rope_freqs_used:
@@ -196,6 +197,58 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
     return out
 
 
+def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
+    """For an architecture ropetool has a family for: the tensors its llama.cpp loader requires, and each
+    tensor's shape against the shape keys (llama.cpp refuses a file where either is wrong)."""
+    from ropetool.families import Dims, family_for_arch
+    from ropetool.llamacpp.state import first_int
+
+    family = family_for_arch(arch)
+    n_layer = gf.get(K.k(K.BLOCK_COUNT, arch))
+    if family is None or not isinstance(n_layer, int):
+        return []
+    names = {t.name for t in gf.tensors}
+    missing = [n for n in family.required_tensors(n_layer) if n not in names]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        return [_f("missing-tensor", f"no {', '.join(missing[:3])}{more}: llama.cpp's {arch} loader requires "
+                                     f"{'them' if len(missing) > 1 else 'it'} and refuses the file", missing[0])]
+
+    def get(template):
+        return first_int(gf, K.k(template, arch))
+
+    absent = [K.k(t, arch) for t in (K.HEAD_COUNT, K.FEED_FORWARD_LENGTH, family.eps_key) if K.k(t, arch) not in gf.fields]
+    if absent:  # optional to llama.cpp's common loader (some architectures have none), needed by every family's
+        return [_f("missing-key", f"no {' or '.join(absent)}: llama.cpp's {arch} loader needs "
+                                  f"{'them' if len(absent) > 1 else 'it'} and refuses the file", absent[0])]
+
+    n_embd, n_head, n_ff = get(K.EMBEDDING_LENGTH), get(K.HEAD_COUNT), get(K.FEED_FORWARD_LENGTH)
+    tokens = gf.fields.get("tokenizer.ggml.tokens")
+    embd = gf.tensor("token_embd.weight")
+    if not (n_embd and n_head and n_ff and embd is not None and len(embd.shape) == 2):
+        return []
+    if any(gf.fields[K.k(t, arch)].is_array for t in K.PER_LAYER if K.k(t, arch) in gf.fields):
+        return []  # per-layer sizes: not a family ropetool converts
+    head_dim = get(K.KEY_LENGTH) or n_embd // n_head
+    dims = Dims(n_embd, n_head, get(K.HEAD_COUNT_KV) or n_head, head_dim, n_ff,
+                tokens.count if tokens is not None and tokens.is_array else embd.shape[1], get(K.VALUE_LENGTH) or head_dim)
+    shapes = family.tensor_shapes(dims)
+    out = []
+    for t in gf.tensors:
+        kind = t.name.split(".")[-2]
+        want = shapes.get(kind)
+        if want is None:
+            continue
+        want = tuple(reversed(want[:1] if t.name.endswith(".bias") else want))  # ggml order
+        if tuple(t.shape) != want:
+            out.append(_f("shape-mismatch",
+                          f"{t.name} has shape {list(t.shape)} but the keys (embedding {n_embd}, {n_head} heads of "
+                          f"{head_dim}, {dims.n_head_kv} kv heads, feed-forward {n_ff}) make llama.cpp expect "
+                          f"{list(want)}: it refuses the file", t.name))
+            break  # one is enough to say the keys are wrong
+    return out
+
+
 def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict) -> list[Finding]:
     from ropetool.rope import alibi_slopes, make_params, rope_frequencies
 
@@ -255,4 +308,4 @@ def failing(findings: list[Finding], strict: bool) -> bool:
     return strict and any(f.severity in (ERROR, WARNING) for f in findings)
 
 
-__all__ = ["Finding", "RULES", "EXPECTED_TYPES", "lint_gguf", "lint_file", "failing", "ERROR", "WARNING", "INFO"]
+__all__ = ["Finding", "RULES", "lint_gguf", "lint_file", "failing", "ERROR", "WARNING", "INFO"]

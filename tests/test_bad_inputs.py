@@ -20,6 +20,7 @@ import pytest
 from bad_inputs import build_all
 
 HEADROOM_MB = 384  # address space allowed beyond the imports (threads' stacks and arenas included)
+SECONDS = 10  # each case ends within this
 RSS_GROWTH_MB = 100  # the peak resident set may grow this much over all the cases together
 RUNNER = Path(__file__).resolve().parent / "bad_inputs" / "run_limited.py"
 
@@ -51,7 +52,7 @@ def test_corpus_is_large_and_covers_every_kind(corpus):
                              ("gguf-", 40), ("rope-", 10)]:
         assert sum(i.startswith(prefix) for i in ids) >= at_least, prefix
     commands = {c.argv[0] for c in cases}
-    assert commands == {"convert", "inspect", "set", "unset", "set-rope", "diff"}
+    assert commands == {"convert", "inspect", "set", "unset", "set-rope", "diff", "check"}
 
 
 def test_every_case_is_refused_in_one_line_with_nothing_written(corpus):
@@ -62,8 +63,10 @@ def test_every_case_is_refused_in_one_line_with_nothing_written(corpus):
         r = by_id[case.id]
         lines = r["output"].strip().splitlines()
         problems = []
-        if r["exit_code"] == 0:
-            problems.append("exit code 0")
+        if r["exit_code"] not in (1, 2):
+            problems.append(f"exit code {r['exit_code']}")
+        if r["seconds"] > SECONDS:
+            problems.append(f"took {r['seconds']:.1f} s")
         if r["exit_code"] == 70 or r["exception"] or "internal error" in r["output"] or "Traceback" in r["output"]:
             problems.append(f"not a clean error (exit {r['exit_code']}, {r['exception']})")
         if len(lines) != 1 or not lines[0].startswith("Error: "):

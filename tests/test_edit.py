@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import fixture_dir, llama_cpp_logits, token_ids
-from test_inspect import build
+from test_inspect import build as build_complete
 
 from ropetool.cli import cli
 from ropetool.convert import convert
@@ -29,6 +29,11 @@ from ropetool.llamacpp import keys as K
 
 R = gguf.Keys.Rope
 N = 100
+
+
+def build(*args, **kwargs):
+    """test_inspect's builder with exactly the tensors given (edits copy whatever a file holds)."""
+    return build_complete(*args, complete=False, **kwargs)
 
 
 def key(template, arch="llama"):

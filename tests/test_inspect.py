@@ -27,6 +27,7 @@ from ropetool.cli import cli
 from ropetool.convert import convert
 from ropetool.edit import set_rope, unset_keys
 from ropetool.errors import RopetoolError
+from ropetool.families import Dims, family_for_arch
 from ropetool.inspect import inspect_gguf
 from ropetool.io.gguf_file import GGUFFile
 from ropetool.llamacpp import keys as K
@@ -39,8 +40,10 @@ R = gguf.Keys.Rope
 
 
 def build(path, arch="llama", *, d=16, n_head=4, n_embd=64, ctx=4096, base=10000.0, extra=None, tensors=None,
-          endian=gguf.GGUFEndian.LITTLE, alignment=None, rope_dim=True):
-    """A small GGUF written with gguf-py; ``extra(writer)`` adds keys."""
+          endian=gguf.GGUFEndian.LITTLE, alignment=None, rope_dim=True, complete=True):
+    """A small GGUF written with gguf-py; ``extra(writer)`` adds keys.  ``complete``: for an architecture
+    ropetool has a family for, the tensors llama.cpp requires that ``tensors`` lacks are added (zeros), so
+    that lint finds only what a test puts there."""
     w = gguf.GGUFWriter(str(path), arch, endianess=endian)
     if alignment:
         w.add_custom_alignment(alignment)
@@ -54,9 +57,19 @@ def build(path, arch="llama", *, d=16, n_head=4, n_embd=64, ctx=4096, base=10000
         w.add_rope_dimension_count(d)
     if base is not None:
         w.add_rope_freq_base(base)
+    family = family_for_arch(arch)
+    if complete and family is not None:  # the keys its llama.cpp loader requires
+        w.add_feed_forward_length(2 * n_embd)
+        w.add_float32(family.eps_key.format(arch=arch), 1e-5)
     if extra:
         extra(w)
-    for name, arr in (tensors or {"token_embd.weight": np.arange(8 * n_embd, dtype=np.float32).reshape(8, n_embd)}).items():
+    tensors = dict(tensors or {"token_embd.weight": np.arange(8 * n_embd, dtype=np.float32).reshape(8, n_embd)})
+    if complete and family is not None:
+        shapes = family.tensor_shapes(Dims(n_embd, n_head, n_head, n_embd // n_head, 2 * n_embd, 8))
+        for name in family.required_tensors(1):
+            want = shapes[name.split(".")[-2]]
+            tensors.setdefault(name, np.zeros(want[:1] if name.endswith(".bias") else want, np.float32))
+    for name, arr in tensors.items():
         w.add_tensor(name, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -83,8 +83,26 @@ def _no_arch(tmp, drop):
     path = build(tmp / "a.gguf")
     if not drop:
         return path
-    unset_keys(path, [K.ARCHITECTURE], tmp / "noarch.gguf")
+    unset_keys(path, [K.ARCHITECTURE], tmp / "noarch.gguf", force=True)
     return tmp / "noarch.gguf"
+
+
+def _without_key(tmp, drop, template):
+    path = build(tmp / "k.gguf")
+    if not drop:
+        return path
+    unset_keys(path, [key(template)], tmp / "dropped.gguf", force=True)
+    return tmp / "dropped.gguf"
+
+
+def _without_tensor(tmp, drop):
+    path = build(tmp / "t.gguf")
+    if not drop:
+        return path
+    with GGUFFile(path) as gf:
+        write_gguf(tmp / "dropped.gguf", list(gf.fields.values()),
+                   [TensorOut.copy_of(t) for t in gf.tensors if t.name != "blk.0.ffn_up.weight"], source=gf)
+    return tmp / "dropped.gguf"
 
 
 def _converted_yarn(tmp, edit):
@@ -115,12 +133,18 @@ CASES = {
     ),
     "missing-architecture": (lambda t: _no_arch(t, True), lambda t: _no_arch(t, False)),
     "missing-context-length": (lambda t: build(t / "x.gguf", ctx=None), lambda t: build(t / "x.gguf")),
+    "missing-key": (lambda t: _without_key(t, True, K.BLOCK_COUNT), lambda t: _without_key(t, False, K.BLOCK_COUNT)),
+    "missing-tensor": (lambda t: _without_tensor(t, True), lambda t: _without_tensor(t, False)),
+    "shape-mismatch": (
+        lambda t: build(t / "x.gguf", tensors={"token_embd.weight": np.zeros((8, 32), np.float32)}),
+        lambda t: build(t / "x.gguf", tensors={"token_embd.weight": np.zeros((8, 64), np.float32)}),
+    ),
     "rope-tensor-shape": (
         lambda t: build(t / "x.gguf", tensors={**emb(), "rope_freqs.weight": np.ones(7, np.float32)}),
         lambda t: build(t / "x.gguf", tensors={**emb(), "rope_freqs.weight": np.ones(8, np.float32)}),
     ),
     "implausible-value": (lambda t: build(t / "x.gguf", base=1.0), lambda t: build(t / "x.gguf", base=10000.0)),
-    "rope-dim-mismatch": (lambda t: build(t / "x.gguf", d=8), lambda t: build(t / "x.gguf", "qwen2", d=8)),
+    "rope-dim-mismatch": (lambda t: build(t / "x.gguf", "qwen2", d=8), lambda t: build(t / "x.gguf", "phi3", d=8)),
     "llama3-without-rope-freqs": (lambda t: _llama3(t, False), lambda t: _llama3(t, True)),
     "rope-tensor-unused": (
         lambda t: build(t / "x.gguf", "qwen2", tensors={**emb(), "rope_freqs.weight": np.ones(8, np.float32)}),
@@ -312,7 +336,9 @@ def test_llama_cpp_refuses_unused_and_misshapen_rope_tensors(tmp_path, llama_f32
 
 
 def test_llama_cpp_aborts_on_unknown_scaling_type(tmp_path, llama_f32):
-    bad = _edited(llama_f32, tmp_path / "bad.gguf", [f"{key(R.SCALING_TYPE)}=str:dynamic"])
+    with pytest.raises(RopetoolError, match="unknown-scaling-type"):  # set refuses without --force
+        _edited(llama_f32, tmp_path / "bad.gguf", [f"{key(R.SCALING_TYPE)}=str:dynamic"])
+    bad = _edited(llama_f32, tmp_path / "bad.gguf", [f"{key(R.SCALING_TYPE)}=str:dynamic"], force=True)
     assert any(f.id == "unknown-scaling-type" for f in lint_gguf(bad))
     code = ("import llama_cpp, sys; llama_cpp.Llama(model_path=sys.argv[1], verbose=False, n_ctx=64); print('loaded')")
     proc = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=120)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import click
 
@@ -36,7 +37,11 @@ class Group(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # numpy's RuntimeWarning (overflow in a value the command then refuses) and RankWarning (one of
+                # its subclasses, from a least-squares fit) are not the user's business: a command's errors come as its one line.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return super().invoke(ctx)
         except RopetoolError as e:
             _fail(str(e), 2)
         except BrokenPipeError:

@@ -33,11 +33,12 @@ def check(gguf_file, device, n_tokens, text_file, source, as_json, verbose):
     (inconclusive); 2: bad input.
     """
     from ropetool.check import check_gguf
+    from ropetool.io.files import read_text
 
     try:
-        if not gguf_file.is_file():
+        if not gguf_file.exists():
             raise RopetoolError(f"no such file: {gguf_file}")
-        text = text_file.read_text(encoding="utf-8") if text_file else None
+        text = read_text(text_file, "--text file") if text_file else None
         report = check_gguf(gguf_file, device=device, n_tokens=n_tokens, text=text, source=source, verbose=verbose)
     except RopetoolError as e:
         if not as_json:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from ropetool.cli.options import chosen_rope_options, notify, progress, rope_options
 from ropetool.errors import RopetoolError
+from ropetool.io.gguf_file import dumps
 
 
 def _outtypes() -> list[str]:
@@ -49,13 +49,13 @@ def convert(model_dir, outfile, outtype, method, approximate, pre_tokenizer, dry
     if dry_run:
         desc = plan.describe()
         if as_json:
-            click.echo(json.dumps(desc, indent=2, default=str))
+            click.echo(dumps(desc))
         else:
             _print_plan(desc, plan)
         return
     write_gguf(plan, outfile, force=force, progress=progress(f"writing {outfile.name}"), notify=notify)
     if as_json:
-        click.echo(json.dumps({**plan.describe(), "output": str(outfile)}, indent=2, default=str))
+        click.echo(dumps({**plan.describe(), "output": str(outfile)}))
     else:
         click.echo(f"wrote {outfile} ({outfile.stat().st_size / 1e6:.1f} MB, {plan.arch}, {plan.type_name}, "
                    f"rope {rope_words(plan.rope)})")

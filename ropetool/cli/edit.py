@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ropetool.cli.options import chosen_rope_options, rope_options
+from ropetool.io.gguf_file import dumps
 
 _PATH = click.Path(path_type=Path, dir_okay=False)
 
@@ -56,7 +57,7 @@ def _report_edit(result, as_json: bool, dry_run: bool) -> None:
     for w in result.warnings:
         click.echo(f"Warning: {w}", err=True)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False, default=str))
+        click.echo(dumps(result.as_dict()))
         return
     if result.rope is not None:
         r = result.rope

@@ -39,18 +39,18 @@ def rope_options(source: str):
 
 ROPE_OPTION_NAMES = ("factor", "alpha", "original_context", "target_context", "beta_fast", "beta_slow",
                      "attention_factor", "base")
-_FLAGS = {"attention_factor": "--attn-factor", "base": "--freq-base"}
 
 
 def chosen_rope_options(method: str | None, values: dict) -> dict:
     """The rope options given on the command line; an option the chosen method does not read is an error."""
+    from ropetool.convert import OPTION_FLAGS
     from ropetool.rope import unused_parameters
 
     given = {k: values[k] for k in ROPE_OPTION_NAMES if values.get(k) is not None}
     if method is not None:
         unused = unused_parameters(method, given)
         if unused:
-            flags = ", ".join(_FLAGS.get(n, "--" + n.replace("_", "-")) for n in unused)
+            flags = ", ".join(OPTION_FLAGS.get(n, "--" + n.replace("_", "-")) for n in unused)
             raise RopetoolError(f"{flags} does not apply to --rope {method}")
     return {k: values[k] for k in ROPE_OPTION_NAMES}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ropetool.errors import RopetoolError
+from ropetool.io.files import open_regular, read_regular
 
 INDEX_FILE = "model.safetensors.index.json"
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
@@ -55,10 +56,7 @@ class TensorRef:
 
 def read_json(path: Path, what: str) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except FileNotFoundError:
-        raise RopetoolError(f"{what} not found: {path}") from None
+        value = json.loads(read_regular(path, what))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RopetoolError(f"{path.name} is not valid JSON: {e}") from None
     except RecursionError:
@@ -73,8 +71,8 @@ def read_json(path: Path, what: str) -> dict:
 def read_safetensors_header(path: Path) -> list[TensorRef]:
     """The tensors of one .safetensors file, checked against the file's size."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+        with os.fdopen(open_regular(path, "weight file"), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             head = f.read(8)
             if len(head) < 8:
                 raise RopetoolError(f"{path.name}: not a safetensors file (too short)")
@@ -198,8 +196,7 @@ def _check_weight_file(folder: Path, path: Path, what: str) -> None:
     if not _inside(folder, path):
         raise RopetoolError(f"{what} {path.name} is a link to {os.path.realpath(path)}, outside the model folder; "
                             "refusing to read it")
-    if not path.is_file():
-        raise RopetoolError(f"{what} {path.name} is not a regular file")
+    os.close(open_regular(path, f"{what} {path.name}"))
 
 
 def _weight_files(folder: Path) -> list[Path]:

@@ -36,7 +36,7 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 try:
     import fcntl
@@ -48,6 +48,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 from gguf import Keys as _Keys
 
 from ropetool.errors import RopetoolError
+from ropetool.io.files import open_regular
 
 T = GGUFValueType
 ALIGNMENT_KEY = _Keys.General.ALIGNMENT
@@ -173,12 +174,9 @@ class GGUFFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        try:
-            self._f = open(self.path, "rb")
-        except IsADirectoryError:
-            raise RopetoolError(f"{self.path} is a folder, not a GGUF file") from None
-        except FileNotFoundError:
-            raise RopetoolError(f"no such file: {self.path}") from None
+        if not os.path.lexists(self.path):
+            raise RopetoolError(f"no such file: {self.path}")
+        self._f = os.fdopen(open_regular(self.path, "GGUF file"), "rb")
         try:
             self.size = os.fstat(self._f.fileno()).st_size
             if self.size < 24:
@@ -629,7 +627,18 @@ def pwrite_all(fd: int, data, offset: int) -> None:
         view, offset = view[done:], offset + done
 
 
-_TEMP_NAME = r"\.{name}\.[a-z0-9_]{{8}}\.tmp"  # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")
+_TEMP_NAME = r"{prefix}[a-z0-9_]{{8}}\.tmp"  # tempfile.mkstemp(prefix=_temp_prefix(out), suffix=".tmp")
+NAME_MAX = 255  # bytes in one file name (Linux, macOS)
+
+
+def _temp_prefix(out: Path) -> str:
+    """``.NAME.``, or for a name too long to take the 14 more bytes, its first bytes and a hash of the whole."""
+    prefix = f".{out.name}."
+    if len(os.fsencode(prefix)) + 12 <= NAME_MAX:
+        return prefix
+    digest = hashlib.sha256(os.fsencode(out.name)).hexdigest()[:16]
+    head = os.fsencode(out.name)[:NAME_MAX - 12 - 20].decode("utf-8", "ignore")
+    return f".{head}~{digest}."
 
 
 def create_temp(out: Path) -> tuple[int, str]:
@@ -642,7 +651,7 @@ def create_temp(out: Path) -> tuple[int, str]:
     kernel drops a lock when its holder dies, so an unlocked temporary is stale."""
     remove_stale_temps(out)
     while True:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(out), suffix=".tmp", dir=out.parent)
         if fcntl is None:
             return fd, tmp
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -707,7 +716,7 @@ def remove_stale_temps(out: Path) -> list[Path]:
     only files named as ropetool names them and owned by this user.  Returns what was removed."""
     if fcntl is None:  # pragma: no cover - no flock (Windows): leave them
         return []
-    pattern = re.compile(_TEMP_NAME.format(name=re.escape(out.name)))
+    pattern = re.compile(_TEMP_NAME.format(prefix=re.escape(_temp_prefix(out))))
     removed = []
     try:
         entries = list(os.scandir(out.parent))
@@ -792,6 +801,7 @@ def write_gguf(
     endian: str = "<",
     mode: int | None = None,
     replace: bool = True,
+    verify: Callable[[str], None] | None = None,
     fail_after_header=None,
 ) -> Path:
     """Write a GGUF atomically: a temporary file in ``out``'s folder, fsync, then rename.
@@ -799,7 +809,9 @@ def write_gguf(
     ``records`` are Fields of ``source`` (copied byte for byte) or NewValues (encoded here; empty
     strings and arrays included).  Tensors are laid out in order, each at an offset aligned to
     ``alignment``, and copied from ``source`` (see _copy_runs).  ``replace=False`` never replaces a file at
-    ``out``, even one created while this one was written (see atomic_path).  ``fail_after_header`` is a test hook.
+    ``out``, even one created while this one was written (see atomic_path).  ``verify(path)`` reads the
+    complete temporary file before it is moved to ``out``; if it raises, nothing is written.
+    ``fail_after_header`` is a test hook.
     """
     out = Path(out)
     records = list(records)
@@ -808,7 +820,7 @@ def write_gguf(
             raise ValueError("a copied record must come from the source file")
     header, offsets, pos = header_bytes(records, tensors, alignment=alignment, version=version, endian=endian)
 
-    with atomic_file(out, mode, replace) as fd:
+    with atomic_path(out, mode, replace) as (fd, tmp):
         pwrite_all(fd, header, 0)
         if fail_after_header is not None:
             fail_after_header()
@@ -821,6 +833,8 @@ def write_gguf(
         for src_offset, n, dst_offset in _copy_runs(tensors, offsets):
             copy_range(source._f.fileno(), src_offset, n, fd, base + dst_offset)
         os.ftruncate(fd, base + pos)  # pos: the data section's aligned end; the padding reads as zeros
+        if verify is not None:
+            verify(tmp)
     return out
 
 
@@ -856,8 +870,21 @@ def plain_value(value):
     return value
 
 
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    value = plain_value(obj)
+    if isinstance(value, list):
+        return _jsonable(value)
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)  # paths, enums
+
+
 def dumps(obj) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False)
+    """JSON text of ``obj``; a non-finite number anywhere in it is written as the string "nan", "inf" or "-inf"
+    (JSON has no such numbers)."""
+    return json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)
 
 
 __all__ = [

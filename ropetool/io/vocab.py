@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any, NoReturn
 import gguf
 
 from ropetool.errors import RopetoolError
+from ropetool.io.files import read_regular, read_text
 from ropetool.io.gguf_file import NewValue, T
 
 logger = logging.getLogger(__name__)
@@ -207,13 +209,13 @@ def load_vocab(model_dir: Path, vocab_size: int | None = None, pre_tokenizer: st
 
     tokenizer_json_path = model_dir / "tokenizer.json"
     spm_path = model_dir / "tokenizer.model"
-    tokenizer_json = _read_json(tokenizer_json_path) if tokenizer_json_path.is_file() else None
+    tokenizer_json = _read_json(tokenizer_json_path)
     if tokenizer_json is not None and not isinstance(tokenizer_json, dict):
         raise RopetoolError(f"{tokenizer_json_path} is not a tokenizers JSON object")
 
     if tokenizer_json is not None and _is_byte_level_bpe(tokenizer_json):
         vocab = _load_byte_level_bpe(tokenizer_json, tokenizer_json_path, vocab_size, pre_tokenizer)
-    elif spm_path.is_file():
+    elif os.path.exists(spm_path):
         if pre_tokenizer is not None:
             raise RopetoolError(
                 "--pre-tokenizer applies to byte-level BPE tokenizers, not to SentencePiece tokenizer.model"
@@ -407,8 +409,9 @@ def _load_byte_level_bpe(tokenizer_json: dict, path: Path, vocab_size: int | Non
 def _detect_or_explain(tokenizer_json: dict, path: Path) -> str:
     config = path.parent / "tokenizer_config.json"
     clean_up = None
-    if config.is_file():
-        value = (_read_json(config) or {}).get("clean_up_tokenization_spaces")
+    settings = _read_json(config)
+    if isinstance(settings, dict):
+        value = settings.get("clean_up_tokenization_spaces")
         clean_up = value if isinstance(value, bool) else None
     try:
         return detect_pre_tokenizer(tokenizer_json, clean_up)
@@ -499,7 +502,7 @@ class _SentencePieceModel:
 
 
 def _load_sentencepiece(model_dir: Path, path: Path, tokenizer_json: dict | None, vocab_size: int | None) -> Vocab:
-    spm = _parse_sentencepiece(path.read_bytes(), path)
+    spm = _parse_sentencepiece(read_regular(path, path.name), path)
     if spm.model_type != _SPM_BPE:
         kind = _SPM_MODEL_TYPES.get(spm.model_type, str(spm.model_type))
         raise RopetoolError(
@@ -813,8 +816,8 @@ def _chat_template(model_dir: Path, tok_config: dict) -> str | None:
     template = tok_config.get("chat_template")
     if template is None:
         jinja = model_dir / "chat_template.jinja"
-        if jinja.is_file():
-            return jinja.read_text(encoding="utf-8")
+        if os.path.exists(jinja):
+            return read_text(jinja, jinja.name)
         template_json = _read_json(model_dir / "chat_template.json")
         template = template_json.get("chat_template") if isinstance(template_json, dict) else None
     if template is None or isinstance(template, str):
@@ -836,10 +839,10 @@ def _chat_template(model_dir: Path, tok_config: dict) -> str | None:
 
 def _read_json(path: Path) -> Any:
     """The parsed JSON file, None when it does not exist; a RopetoolError when it is not JSON."""
-    if not path.is_file():
+    if not os.path.exists(path):
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path, path.name))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RopetoolError(f"{path} is not valid JSON ({exc})") from None
     except RecursionError:

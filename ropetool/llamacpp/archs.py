@@ -98,6 +98,16 @@ ALIBI_FIXED = {"bloom": 8.0, "refact": 8.0, "jina-bert-v2": 8.0}  # the graph ha
 ALIBI_BY_LAYERS = {"baichuan": ((40, 8.0),)}  # block_count -> max_bias; RoPE at 32 layers, nothing otherwise
 ROPE_BY_LAYERS = {"baichuan": (32,)}  # archs whose graph applies rope only at these block counts
 N_ROT_IS_HEAD_DIM = frozenset({"llama", "deci", "falcon", "llama-embed"})  # the loader throws otherwise
+# The graph asserts it (GGML_ASSERT(n_embd_head == n_rot) in src/models/*.cpp): the process aborts otherwise.
+N_ROT_IS_HEAD_DIM_GRAPH = frozenset({
+    "apertus", "arcee", "arctic", "baichuan", "chameleon", "codeshell", "cogvlm", "cohere2moe", "dbrx", "deci",
+    "deepseek", "dots1", "dream", "ernie4_5", "ernie4_5-moe", "exaone", "exaone-moe", "exaone4", "falcon", "granite",
+    "granite_swa", "graniteswitch", "grok", "grovemoe", "hunyuan-moe", "hunyuan_vl", "hy_v3", "internlm2", "jais2",
+    "llada", "llada-moe", "llama", "llama4", "maincoder", "mellum", "minimax-01", "minimax-m2", "mistral3", "nemotron",
+    "olmo", "olmo2", "olmoe", "orion", "paddleocr", "pangu-embedded", "plamo", "pockettts", "qwen2", "qwen2moe",
+    "qwen2vl", "qwen3", "qwen3moe", "qwen3vl", "qwen3vlmoe", "rnd1", "seed_oss", "smallthinker", "smollm3", "starcoder2",
+    "talkie", "xverse",
+})
 
 
 @dataclass(frozen=True)
@@ -178,7 +188,7 @@ def _record(name: str, known: bool = True) -> LoaderArch:
         alibi_by_layers=ALIBI_BY_LAYERS.get(name, ()),
         rope_layer_counts=ROPE_BY_LAYERS.get(name, ()),
         applies_rope_factors=name not in ROPE_FACTORS_NOT_APPLIED,
-        n_rot_is_head_dim=name in N_ROT_IS_HEAD_DIM,
+        n_rot_is_head_dim=name in N_ROT_IS_HEAD_DIM | N_ROT_IS_HEAD_DIM_GRAPH,
     )
 
 

@@ -10,7 +10,13 @@ ropetool's own provenance keys (llama.cpp ignores unknown keys) record what the 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import gguf
+import numpy as np
+
+from ropetool.errors import RopetoolError
 
 T = gguf.GGUFValueType
 R = gguf.Keys.Rope
@@ -84,12 +90,97 @@ TYPES: dict[str, T] = {
     ROPE_YARN_BETA_SLOW: T.FLOAT32,
     MAX_ALIBI_BIAS: T.FLOAT32,
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a key can hold in a model llama.cpp runs: finite, within [lo, hi] (or (lo, hi] when
+    ``lo_open``), and, where said, an even number or a power of two.  ``why`` names the limit's source."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    even: bool = False
+    power_of_two: bool = False
+    array_lo: float | None = None  # a per-layer array may hold this lower value (0: a layer without attention)
+    why: str = ""
+
+    def problem(self, value, in_array: bool = False) -> str | None:
+        """Why ``value`` is out of range, in words; None when it is in range."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{value!r} is not a number"
+        lo = self.array_lo if in_array and self.array_lo is not None else self.lo
+        if not math.isfinite(value):
+            return f"{value} is not a finite number"
+        low_ok = value > lo if self.lo_open else value >= lo
+        if not (low_ok and value <= self.hi) or (self.even and value % 2) or (
+                self.power_of_two and (value != int(value) or int(value) & (int(value) - 1))):
+            return f"{_num(value)} is not {self.describe(in_array)}"
+        return None
+
+    def describe(self, in_array: bool = False) -> str:
+        lo = self.array_lo if in_array and self.array_lo is not None else self.lo
+        kind = "an even number" if self.even else "a power of two" if self.power_of_two else "a number"
+        bounds = f"above {_num(lo)} and at most {_num(self.hi)}" if self.lo_open else f"from {_num(lo)} to {_num(self.hi)}"
+        return f"{kind} {bounds}" + (f" ({self.why})" if self.why else "")
+
+
+def _num(x) -> str:
+    """A bound or value as people write it: integers in full (up to 2^53), others as %g."""
+    return str(int(x)) if float(x).is_integer() and abs(x) <= 2**53 else f"{x:g}"
+
+
+U32_MAX = 2**32 - 1
+F32_MAX = float(np.finfo(np.float32).max)
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS (llama-hparams.h): per-layer arrays have this many entries
+# What each key can hold; lint reports a value outside it (implausible-value), set and set-rope refuse to
+# write one, convert refuses a config.json or option that would produce one.
+RANGES: dict[str, Range] = {
+    ALIGNMENT: Range(32, 1 << 16, power_of_two=True,
+                     why="ggml needs tensor data aligned to 32 bytes; 64 KiB is the largest page size"),
+    CONTEXT_LENGTH: Range(1, U32_MAX),
+    EMBEDDING_LENGTH: Range(1, 1 << 20),
+    BLOCK_COUNT: Range(1, MAX_LAYERS, why="llama.cpp's LLAMA_MAX_LAYERS"),
+    FEED_FORWARD_LENGTH: Range(1, 1 << 24, array_lo=0),
+    HEAD_COUNT: Range(1, 1 << 16, array_lo=0),
+    HEAD_COUNT_KV: Range(1, 1 << 16, array_lo=0),
+    KEY_LENGTH: Range(1, 1 << 16),
+    VALUE_LENGTH: Range(1, 1 << 16),
+    VOCAB_SIZE: Range(1, 1 << 24),
+    LAYERNORM_EPS: Range(0, 1, why="ggml's norm aborts on a negative epsilon"),
+    LAYERNORM_RMS_EPS: Range(0, 1, why="ggml's rms_norm aborts on a negative epsilon"),
+    SLIDING_WINDOW: Range(0, U32_MAX),
+    ROPE_DIMENSION_COUNT: Range(2, 1 << 16, even=True),
+    ROPE_FREQ_BASE: Range(1, F32_MAX, lo_open=True),
+    ROPE_FREQ_BASE_SWA: Range(1, F32_MAX, lo_open=True),
+    ROPE_SCALE_LINEAR: Range(0, 1 << 16, why="0 means no scaling"),
+    ROPE_SCALING_FACTOR: Range(0, 1 << 16, why="0 means no scaling"),
+    ROPE_SCALING_ALPHA: Range(0, 1 << 16),
+    ROPE_SCALING_ATTN_FACTOR: Range(0, 100, lo_open=True),
+    ROPE_SCALING_ORIG_CTX: Range(0, U32_MAX, why="0 means context_length"),
+    ROPE_YARN_LOG_MUL: Range(0, 100),
+    ROPE_YARN_EXT_FACTOR: Range(-1, 1, why="negative means YaRN's default"),
+    ROPE_YARN_ATTN_FACTOR: Range(0, 100, lo_open=True),
+    ROPE_YARN_BETA_FAST: Range(0, 1 << 16, lo_open=True),
+    ROPE_YARN_BETA_SLOW: Range(0, 1 << 16, lo_open=True),
+    MAX_ALIBI_BIAS: Range(0, 1000),
+}
+TYPES[ALIGNMENT] = T.UINT32  # gguf.cpp refuses any other type
+# Read by every architecture's loader (llama_model_base::load_hparams, gguf.cpp for the alignment): a value
+# of another type makes llama.cpp refuse any file.
+SHAPE_KEYS = (EMBEDDING_LENGTH, BLOCK_COUNT, FEED_FORWARD_LENGTH, HEAD_COUNT, HEAD_COUNT_KV, KEY_LENGTH, VALUE_LENGTH)
+# Read with get_key_or_arr: a scalar, or an array of u32/i32 with one entry per layer.
+PER_LAYER = (FEED_FORWARD_LENGTH, HEAD_COUNT, HEAD_COUNT_KV)
+REQUIRED = (CONTEXT_LENGTH, EMBEDDING_LENGTH, BLOCK_COUNT)  # load_hparams throws without them
+
 # The keys whose type lint checks (the rope and context keys; the shape keys are checked where they are read).
 ROPE_CONTEXT_KEYS = (
     CONTEXT_LENGTH, ROPE_DIMENSION_COUNT, ROPE_FREQ_BASE, ROPE_SCALE_LINEAR, ROPE_SCALING_TYPE, ROPE_SCALING_FACTOR,
     ROPE_SCALING_ALPHA, ROPE_SCALING_ATTN_FACTOR, ROPE_SCALING_ORIG_CTX, ROPE_SCALING_FINETUNED, ROPE_YARN_LOG_MUL,
     ROPE_YARN_EXT_FACTOR, ROPE_YARN_ATTN_FACTOR, ROPE_YARN_BETA_FAST, ROPE_YARN_BETA_SLOW, MAX_ALIBI_BIAS,
 )
+
+TYPE_CHECKED = ROPE_CONTEXT_KEYS + SHAPE_KEYS + (ALIGNMENT,)
 
 # Every key that carries rope or ALiBi semantics: set-rope removes these before writing new ones.
 ROPE_KEYS = (
@@ -140,6 +231,21 @@ def template_of(key: str, arch: str) -> str | None:
         if candidate in TYPES:
             return candidate
     return key if key in TYPES else None
+
+
+def range_of(key: str, arch: str) -> Range | None:
+    """The range of values ``key`` can hold in a model llama.cpp runs, when the table knows it."""
+    template = template_of(key, arch)
+    return None if template is None else RANGES.get(template)
+
+
+def check_range(template: str, value, where: str) -> None:
+    """Raise a one-line RopetoolError when ``value`` is outside the range of the key ``template``;
+    ``where`` names what the value came from (a config.json field, an option)."""
+    why = RANGES[template].problem(value)
+    if why is not None:
+        name = template.replace("{arch}.", "")
+        raise RopetoolError(f"{where}: {why}; it becomes {name}")
 
 
 def type_of(key: str, arch: str) -> T | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 from typing import Iterator
 
 import numpy as np
@@ -160,10 +161,43 @@ class LlamaCpp:
         self.close()
 
 
+PREFLIGHT_TIMEOUT = 600  # seconds: loading the largest models from a cold disk
+
+
+def preflight(path, n_ctx: int, device: str = "cpu") -> None:
+    """Load ``path`` and decode two tokens with llama.cpp in a child process, as :class:`LlamaCpp` will.
+
+    llama.cpp and ggml abort the whole process (GGML_ASSERT) on some inputs no check of the header has
+    foreseen; run in a child, such an abort becomes a one-line RopetoolError naming llama.cpp's assertion
+    instead of the caller's death."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys; from ropetool.llamacpp.runner import LlamaCpp\n"
+            "with LlamaCpp(sys.argv[1], n_ctx=int(sys.argv[2]), device=sys.argv[3], verbose=True) as llm:\n"
+            "    ids = [min(1, llm.n_vocab - 1), min(2, llm.n_vocab - 1)]\n"
+            "    list(llm.logits(ids))\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(path), str(n_ctx), device], capture_output=True,
+                              text=True, errors="replace", timeout=PREFLIGHT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RopetoolError(f"llama.cpp did not load {path} and evaluate two tokens within {PREFLIGHT_TIMEOUT} s") from None
+    if proc.returncode == 0:
+        return
+    lines = [x.strip() for x in proc.stderr.splitlines() if x.strip()]
+    said = next((x for x in lines if "GGML_ASSERT" in x or "error" in x.lower() or "Error:" in x), lines[-1] if lines else "")
+    said = " ".join(re.sub(r"^\S*/", "", said).split())[:300]  # ".../ggml-cpu/ops.cpp:4132: GGML_ASSERT(...)" -> "ops.cpp:..."
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        raise RopetoolError(f"llama.cpp aborted ({name}) loading or running {path}: {said or 'no message'}")
+    raise RopetoolError(f"llama.cpp could not load or run {path}: {said or f'exit code {proc.returncode}'}")
+
+
 def llama_cpp_logits(path, ids: list[int], device: str = "cpu", verbose: bool = False) -> np.ndarray:
     """All logits at once ([n, vocab] float64): for small inputs and tests."""
     with LlamaCpp(path, n_ctx=padded_context(len(ids)), device=device, verbose=verbose) as llm:
         return np.concatenate([rows for _, rows in llm.logits(list(ids))]).astype(np.float64)
 
 
-__all__ = ["LlamaCpp", "llama_cpp_logits", "gpu_available", "padded_context", "quiet_log", "BATCH"]
+__all__ = ["LlamaCpp", "llama_cpp_logits", "preflight", "gpu_available", "padded_context", "quiet_log", "BATCH"]

@@ -425,7 +425,7 @@ def gguf_cases(root: Path, base: Path) -> list[Case]:
                                         **nv("llama.rope.scaling.factor", T.FLOAT32, -INF)}, ["factor"])
     rope_case("rope-factor-wrong-type", {**nv("llama.rope.scaling.type", T.STRING, "yarn"),
                                          **nv("llama.rope.scaling.factor", T.UINT32, 4)}, ["is u32 but"])
-    rope_case("rope-attn-factor-nan", nv("llama.rope.scaling.attn_factor", T.FLOAT32, NAN), ["not finite"])
+    rope_case("rope-attn-factor-nan", nv("llama.rope.scaling.attn_factor", T.FLOAT32, NAN), ["not finite", "not a finite"])
     rope_case("rope-original-context-wrong-type", nv("llama.rope.scaling.original_context_length", T.FLOAT32, 64.0),
               ["is f32 but"])
     rope_case("rope-dimension-count-wrong-type", nv("llama.rope.dimension_count", T.INT64, 16), ["is i64 but"])
@@ -450,7 +450,9 @@ def build_all(root: Path) -> list[Case]:
     seeds.mkdir()
     base = seeds / "llama-f16.gguf"
     convert(FIXTURES / "llama", base, outtype="f16")
-    cases = hf_cases(root / "hf") + gguf_cases(root / "gguf", base)
+    from bad_inputs.hostile import hostile_cases
+
+    cases = hf_cases(root / "hf") + gguf_cases(root / "gguf", base) + hostile_cases(root / "hostile", base)
     ids = [c.id for c in cases]
     assert len(set(ids)) == len(ids), "duplicate case ids"
     return cases

@@ -6,14 +6,19 @@ MANIFEST.json is a list of {"id", "argv"}.  Everything ropetool imports is impor
 RLIMIT_AS is set to the address space in use plus HEADROOM_MB, so that any allocation sized by an
 unchecked length read from a file (gigabytes to exabytes) fails with MemoryError, which the CLI would
 report as an internal error (exit 70) rather than a one-line ``Error:``.  Each command runs through
-click's CliRunner; its exit code, output and peak RSS so far are written to RESULTS.json.
+click's CliRunner, interrupted (SIGALRM) after CASE_SECONDS; its exit code, output, wall time and peak
+RSS so far are written to RESULTS.json.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import signal
 import sys
+import time
+
+CASE_SECONDS = 20
 
 
 def vm_kb(field: str) -> int:
@@ -44,9 +49,17 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results = []
+    def too_slow(signum, frame):
+        raise TimeoutError(f"still running after {CASE_SECONDS} s")
+
+    signal.signal(signal.SIGALRM, too_slow)
     for case in cases:
+        started = time.perf_counter()
+        signal.alarm(CASE_SECONDS)  # a hang (a FIFO opened for reading) becomes a failed case, not a hung test
         r = runner.invoke(cli, case["argv"])
+        signal.alarm(0)
         results.append({
+            "seconds": time.perf_counter() - started,
             "id": case["id"],
             "exit_code": r.exit_code,
             "output": r.output,

@@ -1,0 +1,133 @@
+"""The hostile inputs of issue #16, as corpus cases (tests/test_bad_inputs.py runs them with the rest).
+
+* numbers nothing range-checked: non-finite or impossible values written by ``set``; config.json sizes,
+  rope bases and contexts that are huge; ``--original-context`` / ``--target-context`` beyond a u32;
+* special files where a file is expected: FIFOs (opening one blocks until a writer comes) and
+  ``/dev/zero`` (never ends) as config.json, index, GGUF argument or ``str@`` value;
+* files llama.cpp aborts on (block_count 0, alignment 16, a negative rms epsilon): ``check`` must refuse
+  them in one line, and ``set`` must refuse to write them;
+* a safetensors header missing one tensor the architecture needs.
+
+Each case must end in one ``Error:`` line, exit 1 or 2, within seconds, with nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bad_inputs import Case, _convert_case, _model, _st_read, _st_write, set_config
+
+NAN, INF = float("nan"), float("inf")
+
+
+def _gguf_case(root: Path, name: str, argv_for, words, inputs) -> Case:
+    folder = root / name
+    folder.mkdir(parents=True)
+    out_dir = folder / "out"
+    out_dir.mkdir()
+    out = out_dir / "edited.gguf"
+    return Case(name, argv_for(out, folder), tuple(words), list(inputs), out_dir, out)
+
+
+def hostile_cases(root: Path, base: Path) -> list[Case]:
+    """``base``: the llama fixture converted to f16."""
+    from ropetool.edit import set_keys
+
+    root.mkdir(parents=True, exist_ok=True)
+    cases: list[Case] = []
+
+    # -- set: values llama.cpp refuses, aborts on, or computes NaN from ---------------------------
+    refused = ["llama.cpp refuses or cannot run", "must be a u32 power of two"]
+    for name, assignment in [
+        ("set-factor-minus-inf", "llama.rope.scaling.factor=f32:-inf"),
+        ("set-factor-inf", "llama.rope.scaling.factor=f32:inf"),
+        ("set-freq-base-minus-inf", "llama.rope.freq_base=f32:-inf"),
+        ("set-block-count-0", "llama.block_count=u32:0"),
+        ("set-block-count-u32-max", "llama.block_count=u32:4294967295"),
+        ("set-rms-eps-nan", "llama.attention.layer_norm_rms_epsilon=f32:nan"),
+        ("set-rms-eps-negative", "llama.attention.layer_norm_rms_epsilon=f32:-1"),
+        ("set-alignment-1", "general.alignment=u32:1"),
+        ("set-alignment-16", "general.alignment=u32:16"),
+        ("set-alignment-2-31", "general.alignment=u32:2147483648"),
+        ("set-head-count-3", "llama.attention.head_count=u32:3"),
+        ("set-embedding-length-wrong", "llama.embedding_length=u32:65"),
+    ]:
+        cases.append(_gguf_case(root, name, lambda out, folder, a=assignment: ["set", str(base), "-o", str(out), a],
+                                refused, []))
+
+    # -- check: files llama.cpp aborts on (written with --force, as a user could) -----------------
+    for name, assignment, words in [
+        ("check-block-count-0", "llama.block_count=u32:0", ["block_count"]),
+        ("check-alignment-16", "general.alignment=u32:16", ["alignment"]),
+        ("check-rms-eps-negative", "llama.attention.layer_norm_rms_epsilon=f32:-1", ["epsilon"]),
+    ]:
+        folder = root / name
+        folder.mkdir(parents=True)
+        bad = folder / "bad.gguf"
+        set_keys(base, [assignment], bad, force=True)
+        out_dir = folder / "out"
+        out_dir.mkdir()
+        cases.append(Case(name, ["check", str(bad)], tuple(words), [bad], out_dir))
+
+    # -- convert: huge or impossible numbers ---------------------------------------------------
+    def config_case(name, words, extra=(), **changes):
+        folder = _model(root, name)
+        set_config(folder, **changes)
+        cases.append(_convert_case(root, name, folder, words, *extra))
+
+    config_case("convert-max-position-embeddings-2-40", ["max_position_embeddings"], max_position_embeddings=2**40)
+    config_case("convert-head-dim-2-40", ["head_dim"], head_dim=2**40)
+    config_case("convert-rope-theta-1e308", ["freq_base"], rope_parameters={"rope_type": "default", "rope_theta": 1e308})
+    config_case("convert-original-context-2-40", ["original_context"],
+                rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                 "original_max_position_embeddings": 2**40})
+    config_case("convert-layers-1e30", ["num_hidden_layers"], num_hidden_layers=10**30)
+    config_case("convert-option-original-context-2-40", ["--original-context"],
+                ["--rope", "linear", "--factor", "2", "--original-context", str(2**40)])
+    config_case("convert-option-target-context-2-62", ["--target-context"],
+                ["--rope", "dynamic-ntk", "--factor", "2", "--target-context", str(2**62)])
+
+    # -- a safetensors header without one tensor the architecture needs --------------------------
+    folder = _model(root, "convert-missing-ffn-up")
+    pairs, payload = _st_read(folder / "model.safetensors")
+    _st_write(folder / "model.safetensors", [(k, v) for k, v in pairs if k != "model.layers.1.mlp.up_proj.weight"], payload)
+    cases.append(_convert_case(root, "convert-missing-ffn-up", folder, ["blk.1.ffn_up.weight"]))
+
+    # -- special files where a file is expected --------------------------------------------------
+    def fifo(path: Path) -> None:
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        os.mkfifo(path)
+
+    def zero(path: Path) -> None:
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        path.symlink_to("/dev/zero")
+
+    for kind, make, words in (("fifo", fifo, ["FIFO"]), ("dev-zero", zero, ["character device"])):
+        folder = _model(root, f"convert-config-{kind}")
+        make(folder / "config.json")
+        cases.append(_convert_case(root, f"convert-config-{kind}", folder, words))
+        folder = _model(root, f"convert-index-{kind}", "qwen3")
+        make(folder / "model.safetensors.index.json")
+        cases.append(_convert_case(root, f"convert-index-{kind}", folder, words))
+        folder = root / f"special-{kind}"
+        folder.mkdir(parents=True)
+        special = folder / "special"
+        make(special)
+        for command, argv_for in {
+            "inspect": lambda out, f, s=special: ["inspect", str(s)],
+            "diff": lambda out, f, s=special: ["diff", str(base), str(s)],
+            "set-str-at": lambda out, f, s=special: ["set", str(base), "-o", str(out), f"general.x=str@{s}"],
+            "set-rope": lambda out, f, s=special: ["set-rope", str(s), "-o", str(out), "--rope", "linear", "--factor", "2"],
+            "check": lambda out, f, s=special: ["check", str(s)],
+        }.items():
+            cases.append(_gguf_case(root, f"{command}-{kind}", argv_for, words, []))
+
+    # -- a folder where a GGUF file is expected ----------------------------------------------------
+    cases.append(_gguf_case(root, "inspect-a-folder", lambda out, f: ["inspect", str(f)], ["folder", "directory"], []))
+    return cases
+
+
+__all__ = ["hostile_cases"]

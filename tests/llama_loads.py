@@ -1,0 +1,59 @@
+"""Which GGUF files llama.cpp loads and runs: each file is loaded and two tokens decoded, in child processes.
+
+llama.cpp refuses some files (an exception) and aborts the process on others (GGML_ASSERT), so files
+are tried one after another in a child; when the child dies, the file it was on is recorded with the
+signal and a new child takes the rest.  ``python tests/llama_loads.py FILE...`` prints one line per file.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r"""
+import sys
+from ropetool.llamacpp.runner import LlamaCpp
+for path in sys.argv[1:]:
+    print("START", path, flush=True)
+    try:
+        with LlamaCpp(path, n_ctx=256) as llm:
+            ids = [min(1, llm.n_vocab - 1), min(2, llm.n_vocab - 1)]
+            list(llm.logits(ids))
+        print("OK", path, flush=True)
+    except Exception as e:
+        print("REFUSED", path, " ".join(str(e).split())[:200], flush=True)
+"""
+
+
+def llama_cpp_runs(paths: list[Path], timeout: float = 600) -> dict[str, str]:
+    """path -> "ok", "refused: ..." or "died: SIGNAL" for each file."""
+    todo = [str(p) for p in paths]
+    out: dict[str, str] = {}
+    while todo:
+        proc = subprocess.run([sys.executable, "-c", CHILD, *todo], capture_output=True, text=True, errors="replace",
+                              timeout=timeout)
+        current = None
+        for line in proc.stdout.splitlines():
+            kind, _, rest = line.partition(" ")
+            path, _, why = rest.partition(" ")
+            if kind == "START":
+                current = path
+            elif kind == "OK":
+                out[path], current = "ok", None
+            elif kind == "REFUSED":
+                out[path], current = f"refused: {why}", None
+        if proc.returncode == 0:
+            break
+        if current is None:  # died outside any file
+            raise RuntimeError(f"the llama.cpp child failed: {proc.stderr[-2000:]}")
+        name = signal.Signals(-proc.returncode).name if proc.returncode < 0 else f"exit {proc.returncode}"
+        out[current] = f"died: {name}"
+        todo = todo[todo.index(current) + 1:]
+    return out
+
+
+if __name__ == "__main__":
+    for p, result in llama_cpp_runs([Path(a) for a in sys.argv[1:]]).items():
+        print(p, result)
