@@ -45,6 +45,9 @@ from ropetool.reference import ReferenceModel, Setting, log_softmax
 from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, make_params, rope_frequencies
 
 MAX_DEFAULT_TOKENS = 2048
+# A toy model's few positions make a noisy average: a mixture of experts' routing flips at a handful of them
+# (where two experts score alike and llama.cpp's rounding tips the choice), which 128 positions cannot outvote.
+MIN_DEFAULT_TOKENS = 256
 SIGNIFICANCE = 4.0  # standard errors a gap must clear
 MIN_RATIO = 0.5  # a pass needs llama.cpp at least half-way closer to the meant setting than the separation
 CHUNK_ELEMENTS = 1 << 22  # logits values per chunk of the divergence computation (float64: 32 MB)
@@ -148,11 +151,12 @@ class _Candidate:
 
 
 def default_tokens(n_vocab: int, original_context: int | None, n: int | None) -> tuple[list[int], list[str]]:
-    """A deterministic token sequence: the original context plus a quarter (at least 64 more), at most 2048."""
+    """A deterministic token sequence: the original context plus a quarter (at least 64 more, and at least 256
+    in all), at most 2048."""
     notes = []
     if n is None:
         L0 = original_context or 256
-        n = L0 + max(64, L0 // 4)
+        n = max(MIN_DEFAULT_TOKENS, L0 + max(64, L0 // 4))
         if n > MAX_DEFAULT_TOKENS:
             n = MAX_DEFAULT_TOKENS
             notes.append(f"{n} tokens (the default) stay within the original context of {L0}; the alternatives are "

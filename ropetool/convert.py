@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -74,6 +75,10 @@ class Hparams:
     vocab_size: int
     trained_context: int
     tied: bool
+    n_expert: int = 0  # mixture of experts (0: dense)
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
+    n_ff_shexp: int = 0
 
     @classmethod
     def from_config(cls, config: dict, family: Family) -> "Hparams":
@@ -107,23 +112,58 @@ class Hparams:
         tied = config.get("tie_word_embeddings", family.tied_default)
         if not isinstance(tied, bool):
             raise RopetoolError(f"config.json: tie_word_embeddings must be true or false, got {tied!r}")
+        n_ff = count("intermediate_size", default=4 * n_embd, key=K.FEED_FORWARD_LENGTH)
+        experts = _experts(config, family, n_ff, count)
         return cls(
             n_embd=n_embd,
             n_layer=count("num_hidden_layers", "n_layer", key=K.BLOCK_COUNT),
             n_head=n_head,
             n_head_kv=count("num_key_value_heads", "n_head", "num_attention_heads", key=K.HEAD_COUNT_KV),
-            n_ff=count("intermediate_size", default=4 * n_embd, key=K.FEED_FORWARD_LENGTH),
+            n_ff=n_ff,
             head_dim=head_dim,
             eps=float(eps),
             vocab_size=count("vocab_size", key=K.VOCAB_SIZE),
             trained_context=count("max_position_embeddings", "seq_length", "n_positions", default=2048,
                                   key=K.CONTEXT_LENGTH),
             tied=tied,
+            **experts,
         )
 
     @property
     def dims(self) -> Dims:
-        return Dims(self.n_embd, self.n_head, self.n_head_kv, self.head_dim, self.n_ff, self.vocab_size)
+        return Dims(self.n_embd, self.n_head, self.n_head_kv, self.head_dim, self.n_ff, self.vocab_size,
+                    n_expert=self.n_expert, n_ff_exp=self.n_ff_exp, n_ff_shexp=self.n_ff_shexp)
+
+
+def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
+    """A mixture of experts' sizes from config.json (an empty dict for a dense model), refusing what
+    llama.cpp's graph for the family would compute differently."""
+    names = ("num_local_experts", "num_experts")
+    if not any(config.get(n) for n in names):
+        if family.moe == "always":
+            raise RopetoolError(f"config.json: a {family.arch} model needs num_experts")
+        return {}
+    if family.moe is None:
+        raise RopetoolError(f"config.json describes a mixture of experts, which llama.cpp's {family.arch} does not run")
+    n_expert = count(*names, key=K.EXPERT_COUNT)
+    used = count("num_experts_per_tok", key=K.EXPERT_USED_COUNT)
+    if used > n_expert:
+        raise RopetoolError(f"config.json: num_experts_per_tok {used} is more than the {n_expert} experts")
+    norm_topk = config.get("norm_topk_prob", True if family.arch == "llama" else None)
+    if norm_topk is not None and bool(norm_topk) != family.moe_norm_topk:
+        raise RopetoolError(f"config.json: norm_topk_prob is {bool(norm_topk)}, but llama.cpp's {family.arch} graph "
+                            f"{'always' if family.moe_norm_topk else 'never'} renormalises the chosen experts' weights: "
+                            "it would compute another model")
+    dense = config.get("mlp_only_layers") or []
+    step = config.get("decoder_sparse_step", 1)
+    if dense or step not in (1, None):
+        raise RopetoolError(f"config.json: dense layers among the experts (mlp_only_layers {dense}, decoder_sparse_step "
+                            f"{step}): llama.cpp's {family.arch} makes every layer a mixture of experts")
+    out = {"n_expert": n_expert, "n_expert_used": used,
+           "n_ff_exp": count("moe_intermediate_size", default=n_ff, key=K.EXPERT_FEED_FORWARD_LENGTH)}
+    if family.shared_expert:
+        out["n_ff_shexp"] = count("shared_expert_intermediate_size", default=n_ff, key=K.EXPERT_SHARED_FEED_FORWARD_LENGTH)
+    return out
 
 
 def check_rope_config(config: dict) -> None:
@@ -159,7 +199,10 @@ class PlannedTensor:
         """The tensor's values before conversion (float32 unless generated otherwise), all at once."""
         if self.data is not None:
             return self.data
-        arr = load_tensor(self.source[0])
+        if len(self.source) > 1:  # a stack of experts
+            arr = np.stack([load_tensor(ref) for ref in self.source])
+        else:
+            arr = load_tensor(self.source[0]).reshape(self.shape)
         return self.transform(arr) if self.transform is not None else arr
 
 
@@ -293,12 +336,39 @@ def _bloom_qkv(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
     return f
 
 
+F32_KINDS = ("ffn_gate_inp",)  # experts' routers stay float32, as llama.cpp's converter and quantizer keep them
+
+
 def _tensor_type(name: str, shape: tuple[int, ...], outtype: Q) -> Q:
-    if len(shape) == 1 or name.startswith("rope_") or outtype == Q.F32:
+    if len(shape) == 1 or name.startswith("rope_") or outtype == Q.F32 or name.split(".")[-2] in F32_KINDS:
         return Q.F32
     if outtype == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0] != 0:
         return Q.F16  # as llama.cpp's converter falls back
     return outtype
+
+
+EXPERT_NAME = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<index>\d+)\.(?P<rest>.+)$")
+
+
+def _stacked_experts(ckpt: Checkpoint, hp: Hparams) -> Iterator[tuple[str, list[TensorRef]]]:
+    """The checkpoint's tensors as (name, sources): one source each, except the experts of a mixture,
+    which llama.cpp loads stacked (``...experts.3.w1.weight`` x n_expert -> ``...experts.w1.weight``,
+    expert 0 first); llama.cpp's converter names the stack so, and gguf-py's name map knows that name."""
+    groups: dict[str, dict[int, TensorRef]] = {}
+    for hf_name, ref in ckpt.tensors.items():
+        m = EXPERT_NAME.match(hf_name)
+        if m is None:
+            yield hf_name, [ref]
+            continue
+        groups.setdefault(f"{m['prefix']}.{m['rest']}", {})[int(m["index"])] = ref
+    for name, by_index in groups.items():
+        if sorted(by_index) != list(range(hp.n_expert)):
+            raise RopetoolError(f"the checkpoint has experts {sorted(by_index)[:8]} of {name!r}, but config.json says "
+                                f"{hp.n_expert} (0..{hp.n_expert - 1})")
+        refs = [by_index[i] for i in range(hp.n_expert)]
+        if len({(r.shape, r.dtype) for r in refs}) != 1:
+            raise RopetoolError(f"the experts of {name!r} differ in shape or type")
+        yield name, refs
 
 
 def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> tuple[list[PlannedTensor], list[str]]:
@@ -306,7 +376,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> t
     expected = family.tensor_shapes(hp.dims)
     planned: list[PlannedTensor] = []
     skipped: list[str] = []
-    for hf_name, ref in ckpt.tensors.items():
+    for hf_name, refs in _stacked_experts(ckpt, hp):
+        ref = refs[0]
         if hf_name.endswith(SKIP_SUFFIXES):
             skipped.append(hf_name)
             continue
@@ -317,31 +388,34 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> t
             raise RopetoolError(f"tensor {hf_name!r} is not part of a {family.arch} model as ropetool knows it")
         kind = name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0]
         is_bias = name.endswith(".bias")
+        shape = tuple(ref.shape) if hf_name in ckpt.tensors else (len(refs), *ref.shape)  # else a stack of experts
+        if len(shape) == 2 and shape[0] == 1 and len(expected.get(kind, ())) == 1:
+            shape = shape[1:]  # a [1, n] gate (qwen2moe's shared_expert_gate) that llama.cpp loads as a vector
         want = expected.get(kind)
         if want is not None:
             want = want[:1] if is_bias else want
-            if tuple(ref.shape) != want:
+            if shape != want:
                 raise RopetoolError(
-                    f"tensor {hf_name!r} has shape {list(ref.shape)} but config.json implies {list(want)}"
+                    f"tensor {hf_name!r} has shape {list(shape)} but config.json implies {list(want)}"
                 )
         transform = None
         if family.permute_qk and kind in ("attn_q", "attn_k"):
             transform = _permute(hp.n_head if kind == "attn_q" else hp.n_head_kv)
         if family.qkv_layout == "per-head" and kind == "attn_qkv":
             transform = _bloom_qkv(hp.n_head)
-        shape = tuple(ref.shape)
-        planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), [ref], transform))
+        planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), refs, transform))
     names = {t.name for t in planned}
     if "output.weight" not in names and "token_embd.weight" in names and family.writes_tied_output:
         # llama.cpp's converter writes the tied output matrix explicitly (bloom).
         embd = next(t for t in planned if t.name == "token_embd.weight")
         planned.append(PlannedTensor("output.weight", embd.shape, embd.qtype, embd.source))
+        names.add("output.weight")
     if "token_embd.weight" not in names:
         raise RopetoolError("the checkpoint has no token embedding tensor")
     if "output.weight" not in names and not hp.tied:
         raise RopetoolError("config.json says the output matrix is not tied to the embeddings "
                             "(tie_word_embeddings false), but the checkpoint has no lm_head.weight")
-    missing = [n for n in family.required_tensors(hp.n_layer) if n not in names]
+    missing = [n for n in family.required_tensors(hp.n_layer, experts=hp.n_expert > 0) if n not in names]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise RopetoolError(f"the checkpoint lacks {', '.join(missing[:3])}{more}, which llama.cpp's {family.arch} "
@@ -363,6 +437,12 @@ def _hparam_values(family: Family, hp: Hparams, rotary_dim: int, context_length:
     ]
     if hp.head_dim != hp.n_embd // hp.n_head:
         values += [(K.KEY_LENGTH, hp.head_dim), (K.VALUE_LENGTH, hp.head_dim)]
+    if hp.n_expert:
+        values += [(K.EXPERT_COUNT, hp.n_expert), (K.EXPERT_USED_COUNT, hp.n_expert_used)]
+        if family.moe == "always":  # llama's loader sizes experts by feed_forward_length, as Mixtral's config does
+            values.append((K.EXPERT_FEED_FORWARD_LENGTH, hp.n_ff_exp))
+        if family.shared_expert:
+            values.append((K.EXPERT_SHARED_FEED_FORWARD_LENGTH, hp.n_ff_shexp))
     if family.loader.uses_rope(hp.n_layer):
         values.append((K.ROPE_DIMENSION_COUNT, rotary_dim))
     return [NewValue(K.k(template, a), K.TYPES[template], value) for template, value in values]
@@ -540,13 +620,22 @@ def _tasks(t: PlannedTensor, offset: int, fd: int, sources: dict[Path, int]) -> 
         for i in range(0, rows, step):
             yield functools.partial(_encode_and_write, flat[i:i + step], t.qtype, fd, offset + i * row_bytes)
         return
-    ref = t.source[0]
+    per_source = t.nbytes // len(t.source)  # experts: each source is one expert's matrix, in order
+    rows_per_source = rows // len(t.source)
+    for k, ref in enumerate(t.source):
+        yield from _source_tasks(ref, t, offset + k * per_source, per_source, rows_per_source, cols, row_bytes, step, fd,
+                                 sources)
+
+
+def _source_tasks(ref: TensorRef, t: PlannedTensor, offset: int, nbytes: int, rows: int, cols: int, row_bytes: int,
+                  step: int, fd: int, sources: dict[Path, int]) -> Iterator[Callable[[], None]]:
+    """One source tensor's rows into its place: copied as they are, or converted a run of rows at a time."""
     if ref.path not in sources:
         sources[ref.path] = os.open(ref.path, os.O_RDONLY)
     src = sources[ref.path]
     if (ref.dtype, t.qtype) in (("F32", Q.F32), ("F16", Q.F16)):  # the bytes themselves
-        for i in range(0, t.nbytes, COPY_BYTES):
-            n = min(COPY_BYTES, t.nbytes - i)
+        for i in range(0, nbytes, COPY_BYTES):
+            n = min(COPY_BYTES, nbytes - i)
             yield functools.partial(copy_range, src, ref.start + i, n, fd, offset + i)
         return
     itemsize = checkpoint_dtype(ref.dtype).itemsize

@@ -32,6 +32,9 @@ class Dims:
     n_ff: int
     n_vocab: int
     head_dim_v: int | None = None  # of the values, when it differs
+    n_expert: int = 0  # mixture of experts: experts per layer (0: a dense feed-forward)
+    n_ff_exp: int = 0  # each expert's feed-forward length
+    n_ff_shexp: int = 0  # the shared expert's (qwen2moe)
 
 
 # The tensors every family's llama.cpp loader requires (create_tensor without TENSOR_NOT_REQUIRED), and each
@@ -40,6 +43,9 @@ class Dims:
 _MODEL = ("token_embd.weight", "output_norm.weight")
 _BLOCK = ("attn_norm.weight", "attn_output.weight", "ffn_norm.weight", "ffn_up.weight", "ffn_down.weight")
 _QKV = ("attn_q.weight", "attn_k.weight", "attn_v.weight")
+_DENSE_FFN = ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight")
+_MOE_FFN = ("ffn_gate_inp.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight")
+_SHARED_EXPERT = ("ffn_gate_inp_shexp.weight", "ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight")
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,24 @@ class Family:
     tied_default: bool = False  # tie_word_embeddings when config.json does not say
     writes_tied_output: bool = False  # the converter writes the tied output matrix as output.weight
     model_tensors: tuple[str, ...] = _MODEL  # the tensors outside the blocks llama.cpp requires
-    block_tensors: tuple[str, ...] = _BLOCK + _QKV + ("ffn_gate.weight",)  # ... and in every block
+    block_tensors: tuple[str, ...] = _BLOCK + _QKV + ("ffn_gate.weight",)  # ... and in every block (dense)
+    # Mixture of experts (every layer: llama.cpp has no dense layers in these): None, the family has none;
+    # "optional" (llama: Mixtral, when expert_count > 0) or "always"; and what llama.cpp's graph hard-codes
+    # for the family: whether the top-k routing weights are renormalised to sum to 1 (build_moe_ffn's norm_w),
+    # and whether a shared expert with a sigmoid gate is added (qwen2moe).
+    moe: str | None = None
+    moe_norm_topk: bool = True
+    shared_expert: bool = False
 
-    def required_tensors(self, n_layer: int) -> list[str]:
+    def required_tensors(self, n_layer: int, experts: bool = False) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
-        (output.weight is optional to llama.cpp: a model without it uses the embeddings)."""
-        return list(self.model_tensors) + [f"blk.{i}.{t}" for i in range(n_layer) for t in self.block_tensors]
+        (output.weight is optional to most: a model without it uses the embeddings); ``experts``: a mixture
+        of experts, whose routers and stacked experts replace the dense feed-forward."""
+        block = list(self.block_tensors)
+        if experts or self.moe == "always":
+            block = [t for t in block if t not in _DENSE_FFN] + list(_MOE_FFN)
+            block += list(_SHARED_EXPERT) if self.shared_expert else []
+        return list(self.model_tensors) + [f"blk.{i}.{t}" for i in range(n_layer) for t in block]
 
     def tensor_shapes(self, d: Dims) -> dict[str, tuple[int, ...]]:
         """The shape of each kind of tensor (``attn_q``, ...; Hugging Face order, rows first) for sizes ``d``."""
@@ -85,6 +103,14 @@ class Family:
             "ffn_gate": (f, e),
             "ffn_up": (2 * f, e) if self.ffn == "swiglu-fused" else (f, e),
             "ffn_down": (e, f),
+            "ffn_gate_inp": (d.n_expert, e),
+            "ffn_gate_exps": (d.n_expert, d.n_ff_exp, e),
+            "ffn_up_exps": (d.n_expert, d.n_ff_exp, e),
+            "ffn_down_exps": (d.n_expert, e, d.n_ff_exp),
+            "ffn_gate_inp_shexp": (e,),
+            "ffn_gate_shexp": (d.n_ff_shexp, e),
+            "ffn_up_shexp": (d.n_ff_shexp, e),
+            "ffn_down_shexp": (e, d.n_ff_shexp),
         }
 
     @property
@@ -109,10 +135,16 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.arch: f
     for f in (
-        Family("llama", ("LlamaForCausalLM", "MistralForCausalLM"), "rms", "swiglu", permute_qk=True),
+        Family("llama", ("LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM"), "rms", "swiglu",
+               permute_qk=True, moe="optional"),
         Family("qwen2", ("Qwen2ForCausalLM",), "rms", "swiglu"),
         Family("qwen3", ("Qwen3ForCausalLM",), "rms", "swiglu",
                block_tensors=_BLOCK + _QKV + ("ffn_gate.weight", "attn_q_norm.weight", "attn_k_norm.weight")),
+        # qwen2moe's loader requires output.weight (no fallback to the embeddings): a tied model writes it.
+        Family("qwen2moe", ("Qwen2MoeForCausalLM",), "rms", "swiglu", moe="always", moe_norm_topk=False,
+               shared_expert=True, writes_tied_output=True, model_tensors=_MODEL + ("output.weight",)),
+        Family("qwen3moe", ("Qwen3MoeForCausalLM",), "rms", "swiglu", moe="always",
+               block_tensors=_BLOCK + _QKV + ("attn_q_norm.weight", "attn_k_norm.weight")),
         Family("phi3", ("Phi3ForCausalLM",), "rms", "swiglu-fused", qkv_layout="concat",
                block_tensors=_BLOCK + ("attn_qkv.weight",)),
         Family("bloom", ("BloomForCausalLM", "BloomModel"), "layer", "gelu", qkv_layout="per-head",

@@ -208,7 +208,8 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
     if family is None or not isinstance(n_layer, int):
         return []
     names = {t.name for t in gf.tensors}
-    missing = [n for n in family.required_tensors(n_layer) if n not in names]
+    n_expert = first_int(gf, K.k(K.EXPERT_COUNT, arch)) or 0
+    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0) if n not in names]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         return [_f("missing-tensor", f"no {', '.join(missing[:3])}{more}: llama.cpp's {arch} loader requires "
@@ -217,7 +218,9 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
     def get(template):
         return first_int(gf, K.k(template, arch))
 
-    absent = [K.k(t, arch) for t in (K.HEAD_COUNT, K.FEED_FORWARD_LENGTH, family.eps_key) if K.k(t, arch) not in gf.fields]
+    needed = (K.HEAD_COUNT, K.FEED_FORWARD_LENGTH, family.eps_key) + (
+        (K.EXPERT_COUNT, K.EXPERT_USED_COUNT) if family.moe == "always" else ())
+    absent = [K.k(t, arch) for t in needed if K.k(t, arch) not in gf.fields]
     if absent:  # optional to llama.cpp's common loader (some architectures have none), needed by every family's
         return [_f("missing-key", f"no {' or '.join(absent)}: llama.cpp's {arch} loader needs "
                                   f"{'them' if len(absent) > 1 else 'it'} and refuses the file", absent[0])]
@@ -230,8 +233,13 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
     if any(gf.fields[K.k(t, arch)].is_array for t in K.PER_LAYER if K.k(t, arch) in gf.fields):
         return []  # per-layer sizes: not a family ropetool converts
     head_dim = get(K.KEY_LENGTH) or n_embd // n_head
+    used = get(K.EXPERT_USED_COUNT) or 1
+    # llama.cpp's experts: llama sizes them by feed_forward_length; the others by expert_feed_forward_length,
+    # else n_ff / expert_used_count; a shared expert by its own length, else n_ff.
+    n_ff_exp = n_ff if family.moe == "optional" else (get(K.EXPERT_FEED_FORWARD_LENGTH) or n_ff // used)
     dims = Dims(n_embd, n_head, get(K.HEAD_COUNT_KV) or n_head, head_dim, n_ff,
-                tokens.count if tokens is not None and tokens.is_array else embd.shape[1], get(K.VALUE_LENGTH) or head_dim)
+                tokens.count if tokens is not None and tokens.is_array else embd.shape[1], get(K.VALUE_LENGTH) or head_dim,
+                n_expert=n_expert, n_ff_exp=n_ff_exp, n_ff_shexp=get(K.EXPERT_SHARED_FEED_FORWARD_LENGTH) or n_ff)
     shapes = family.tensor_shapes(dims)
     out = []
     for t in gf.tensors:

@@ -17,6 +17,9 @@ feed-forward        ``family.ffn``: "swiglu" (down(silu(gate x) * up x)); "swigl
                     holds [gate; up], gate first, as transformers' Phi3MLP ``chunk(2)`` and ggml_swiglu
                     split it); "gelu" (bloom: down(gelu_tanh(up x)); transformers' bloom_gelu_forward
                     and ggml_gelu both use the tanh approximation)
+experts             a mixture (``expert_count`` > 0: mixtral as llama, qwen2moe, qwen3moe): softmax routing to the
+                    top ``expert_used_count`` SwiGLU experts, renormalised where ``family.moe_norm_topk``; a
+                    shared expert with a sigmoid gate where ``ffn_gate_inp_shexp`` exists (qwen2moe)
 biases              added wherever a ``.bias`` tensor exists (qwen2 q/k/v, all of bloom's)
 q/k norms           RMSNorm over each head when ``attn_q_norm``/``attn_k_norm`` exist (qwen3), before rope
 fused qkv           ``attn_qkv`` rows are [q; k; v] (the converter already regrouped bloom's per-head layout)
@@ -79,6 +82,8 @@ class Shapes:
     n_rot: int  # rope.dimension_count: the rotated dims at the front of each head (0 for ALiBi)
     eps: float
     context_length: int | None
+    n_expert: int = 0  # mixture of experts per layer (0: dense)
+    n_expert_used: int = 0
 
 
 def shapes_from_keys(family: Family, kv: dict, alibi: bool) -> Shapes:
@@ -106,6 +111,8 @@ def shapes_from_keys(family: Family, kv: dict, alibi: bool) -> Shapes:
         n_rot=n_rot,
         eps=float(get(eps_key, required=True)),
         context_length=int(context) if context is not None else None,
+        n_expert=int(get(K.EXPERT_COUNT, 0)),
+        n_expert_used=int(get(K.EXPERT_USED_COUNT, 0)),
     )
 
 
@@ -414,10 +421,15 @@ class ReferenceModel:
         names = set(self.weights.names())
         need = [tensor_name(T.TOKEN_EMBD), tensor_name(T.OUTPUT_NORM)]
         for il in range(s.n_layer):
-            need += [tensor_name(T.ATTN_NORM, il), tensor_name(T.ATTN_OUT, il), tensor_name(T.FFN_NORM, il),
-                     tensor_name(T.FFN_UP, il), tensor_name(T.FFN_DOWN, il)]
+            need += [tensor_name(T.ATTN_NORM, il), tensor_name(T.ATTN_OUT, il), tensor_name(T.FFN_NORM, il)]
             if tensor_name(T.ATTN_QKV, il) not in names:
                 need += [tensor_name(T.ATTN_Q, il), tensor_name(T.ATTN_K, il), tensor_name(T.ATTN_V, il)]
+            if s.n_expert:
+                need += [tensor_name(kind, il) for kind in (T.FFN_GATE_INP, T.FFN_GATE_EXP, T.FFN_UP_EXP, T.FFN_DOWN_EXP)]
+                if not 0 < s.n_expert_used <= s.n_expert:
+                    raise RopetoolError(f"expert_used_count {s.n_expert_used} is not within 1..{s.n_expert}")
+                continue
+            need += [tensor_name(T.FFN_UP, il), tensor_name(T.FFN_DOWN, il)]
             if self.family.ffn == "swiglu":
                 need.append(tensor_name(T.FFN_GATE, il))
         missing = [n for n in need if n not in names]
@@ -589,6 +601,8 @@ class ReferenceModel:
         s = self.shapes
         w = functools.partial(self._w, layer=il, dtype=dtype)
         nw, nb = w(T.FFN_NORM), w(T.FFN_NORM, suffix="bias")
+        if s.n_expert:
+            return self._moe_block(il, xs, norm, nw, nb, dtype)
         ffn = self.family.ffn
         if ffn == "swiglu":  # one product for gate and up: [gate; up] rows, as phi3's fused tensor holds them
             up, upb = self._stacked(il, (T.FFN_GATE, T.FFN_UP), dtype)
@@ -607,6 +621,42 @@ class ReferenceModel:
                 else:  # pragma: no cover - families.py lists only these
                     raise RopetoolError(f"the reference has no feed-forward {ffn!r}")
                 x[start:start + POSITION_CHUNK] += linear(act, down, downb)
+
+
+    def _moe_block(self, il, xs, norm, nw, nb, dtype):
+        """A mixture of experts, routed as transformers (and llama.cpp's build_moe_ffn) route: softmax over
+        the router's logits, the top ``expert_used_count`` experts, their weights renormalised to sum to 1
+        where the family's llama.cpp graph does (``family.moe_norm_topk``); each expert a SwiGLU.  A shared
+        expert (qwen2moe) is added to every token, scaled by sigmoid(its gate)."""
+        s = self.shapes
+        w = functools.partial(self._w, layer=il, dtype=dtype)
+        router = w(T.FFN_GATE_INP)  # [n_expert, n_embd]
+        gates, ups, downs = w(T.FFN_GATE_EXP), w(T.FFN_UP_EXP), w(T.FFN_DOWN_EXP)  # [E, ff, n_embd] x2, [E, n_embd, ff]
+        shared = None
+        if self._has(T.FFN_GATE_INP_SHEXP, il):
+            shared = (w(T.FFN_GATE_INP_SHEXP), w(T.FFN_GATE_SHEXP), w(T.FFN_UP_SHEXP), w(T.FFN_DOWN_SHEXP))
+        k = s.n_expert_used
+        for x in xs:
+            for start in range(0, x.shape[0], POSITION_CHUNK):
+                h = norm(x[start:start + POSITION_CHUNK], nw, nb, s.eps)
+                logits = (h @ router.T).astype(np.float64)
+                probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+                probs /= probs.sum(axis=1, keepdims=True)
+                top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # [m, k] expert ids, best first
+                weight = np.take_along_axis(probs, top, axis=1)
+                if self.family.moe_norm_topk:
+                    weight /= weight.sum(axis=1, keepdims=True)
+                out = np.zeros_like(h)
+                for e in np.unique(top):
+                    rows, slot = np.nonzero(top == e)  # the tokens routed to expert e (each at most once)
+                    he = h[rows]
+                    act = silu(he @ gates[e].T) * (he @ ups[e].T)
+                    out[rows] += (act @ downs[e].T) * weight[rows, slot][:, None].astype(dtype)
+                if shared is not None:
+                    g_inp, g, u, d = shared
+                    gate = 1.0 / (1.0 + np.exp(-(h @ g_inp)))
+                    out += ((silu(h @ g.T) * (h @ u.T)) @ d.T) * gate[:, None]
+                x[start:start + POSITION_CHUNK] += out
 
 
 QUERY_BLOCK = 256  # query rows per attention block

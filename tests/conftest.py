@@ -30,24 +30,57 @@ def token_ids(n: int, vocab: int, seed: int = 0) -> list[int]:
     return [int((i * 37 + 11 + seed * 101) % (vocab - 8)) + 4 for i in range(n)]
 
 
+def is_moe(name: str) -> bool:
+    config = fixture_config(name)
+    return bool(config.get("num_local_experts") or config.get("num_experts"))
+
+
+def _stored_as(w, stored: str):
+    """A float32 weight matrix rounded as a GGUF of type ``stored`` holds it: torch's bf16/f16 rounding, or
+    gguf-py's Q8_0 quantizer and dequantizer (rows of 32 along the last dimension, as ggml blocks them)."""
+    import gguf
+    import torch
+
+    if stored in ("bf16", "f16"):
+        return w.to(torch.bfloat16 if stored == "bf16" else torch.float16).float()
+    if stored == "q8_0" and w.shape[-1] % 32 == 0:
+        q = gguf.quants.quantize(w.numpy(), gguf.GGMLQuantizationType.Q8_0)
+        return torch.from_numpy(gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0).astype(np.float32))
+    if stored == "q8_0":  # llama.cpp's converter keeps such a matrix in f16
+        return w.to(torch.float16).float()
+    return w
+
+
 @functools.lru_cache(maxsize=64)
-def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None) -> np.ndarray:
+def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_as: str | None) -> np.ndarray:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(FIXTURES / name)
     if rope_json is not None:
         config.rope_parameters = json.loads(rope_json)
+        if getattr(config, "head_dim", 0) is None:  # MixtralConfig keeps head_dim None, which yarn's init multiplies
+            config.head_dim = config.hidden_size // config.num_attention_heads
     model = AutoModelForCausalLM.from_pretrained(FIXTURES / name, config=config, dtype=torch.float32)
     model.eval()
     with torch.no_grad():
+        if weights_as is not None:
+            for pname, param in model.named_parameters():
+                if param.ndim >= 2 and not pname.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight")):
+                    param.copy_(_stored_as(param.data, weights_as))
         return model(torch.tensor([list(ids)])).logits[0].double().numpy()
 
 
-def hf_logits(name: str, ids, rope_parameters: dict | None = None) -> np.ndarray:
-    """transformers' float32 logits for fixture ``name``, optionally with other rope_parameters."""
+def hf_logits(name: str, ids, rope_parameters: dict | None = None, weights_as: str | None = None) -> np.ndarray:
+    """transformers' float32 logits for fixture ``name``, optionally with other rope_parameters.
+
+    ``weights_as`` ("bf16", "f16", "q8_0"): with every matrix rounded as a GGUF of that type stores it (the
+    routers of a mixture of experts stay float32, as llama.cpp keeps them).  A mixture of experts routes
+    each token to its top experts, a decision a weight's rounding can flip where two experts score alike;
+    for those fixtures the oracle computes with the weights llama.cpp computes with, so the comparison
+    measures llama.cpp's computation, not the rounding of the routing."""
     key = json.dumps(rope_parameters, sort_keys=True) if rope_parameters is not None else None
-    return _hf_logits(name, tuple(ids), key)
+    return _hf_logits(name, tuple(ids), key, weights_as)
 
 
 def llama_cpp_logits(path, ids, f32_kv: bool = True, n_ctx: int = 512) -> np.ndarray:

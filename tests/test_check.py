@@ -39,6 +39,7 @@ MATRIX = (
     + [("qwen3", m) for m in ("config", "linear", "yarn", "ntk")]
     + [("phi3", m) for m in ("config", "linear", "yarn")]
     + [("bloom", "config")]
+    + [(moe, m) for moe in ("mixtral", "qwen2moe", "qwen3moe") for m in ("config", "linear", "yarn")]
 )
 
 
@@ -52,9 +53,10 @@ def test_check_passes_and_every_alternative_is_farther(name, method, tmp_gguf):
     assert report.llama_vs_meant.top1_agreement == 1.0
 
 
+@pytest.mark.parametrize("name", ["llama", "mixtral", "qwen2moe", "qwen3moe"])
 @pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
-def test_check_quantized_fixture(outtype, tmp_gguf):
-    convert(fixture_dir("llama"), tmp_gguf, outtype=outtype, method="yarn", factor=4.0)
+def test_check_quantized_fixture(name, outtype, tmp_gguf):
+    convert(fixture_dir(name), tmp_gguf, outtype=outtype, method="yarn", factor=4.0)
     report = check_gguf(tmp_gguf)
     assert report.verdict == "pass", report.summary()
     assert report.weight_type == outtype.upper()

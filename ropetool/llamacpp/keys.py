@@ -34,6 +34,10 @@ EMBEDDING_LENGTH = L.EMBEDDING_LENGTH
 BLOCK_COUNT = L.BLOCK_COUNT
 FEED_FORWARD_LENGTH = L.FEED_FORWARD_LENGTH
 VOCAB_SIZE = L.VOCAB_SIZE
+EXPERT_COUNT = L.EXPERT_COUNT
+EXPERT_USED_COUNT = L.EXPERT_USED_COUNT
+EXPERT_FEED_FORWARD_LENGTH = L.EXPERT_FEED_FORWARD_LENGTH
+EXPERT_SHARED_FEED_FORWARD_LENGTH = L.EXPERT_SHARED_FEED_FORWARD_LENGTH
 HEAD_COUNT = A.HEAD_COUNT
 HEAD_COUNT_KV = A.HEAD_COUNT_KV
 KEY_LENGTH = A.KEY_LENGTH
@@ -70,6 +74,10 @@ TYPES: dict[str, T] = {
     KEY_LENGTH: T.UINT32,
     VALUE_LENGTH: T.UINT32,
     VOCAB_SIZE: T.UINT32,
+    EXPERT_COUNT: T.UINT32,
+    EXPERT_USED_COUNT: T.UINT32,
+    EXPERT_FEED_FORWARD_LENGTH: T.UINT32,
+    EXPERT_SHARED_FEED_FORWARD_LENGTH: T.UINT32,
     LAYERNORM_EPS: T.FLOAT32,
     LAYERNORM_RMS_EPS: T.FLOAT32,
     SLIDING_WINDOW: T.UINT32,
@@ -133,6 +141,7 @@ def _num(x) -> str:
 U32_MAX = 2**32 - 1
 F32_MAX = float(np.finfo(np.float32).max)
 MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS (llama-hparams.h): per-layer arrays have this many entries
+MAX_EXPERTS = 1024  # llama.cpp's LLAMA_MAX_EXPERTS (llama-hparams.h)
 # What each key can hold; lint reports a value outside it (implausible-value), set and set-rope refuse to
 # write one, convert refuses a config.json or option that would produce one.
 RANGES: dict[str, Range] = {
@@ -147,6 +156,10 @@ RANGES: dict[str, Range] = {
     KEY_LENGTH: Range(1, 1 << 16),
     VALUE_LENGTH: Range(1, 1 << 16),
     VOCAB_SIZE: Range(1, 1 << 24),
+    EXPERT_COUNT: Range(0, MAX_EXPERTS, why="llama.cpp's LLAMA_MAX_EXPERTS"),
+    EXPERT_USED_COUNT: Range(0, MAX_EXPERTS, array_lo=0),
+    EXPERT_FEED_FORWARD_LENGTH: Range(1, 1 << 24, array_lo=0),
+    EXPERT_SHARED_FEED_FORWARD_LENGTH: Range(1, 1 << 24),
     LAYERNORM_EPS: Range(0, 1, why="ggml's norm aborts on a negative epsilon"),
     LAYERNORM_RMS_EPS: Range(0, 1, why="ggml's rms_norm aborts on a negative epsilon"),
     SLIDING_WINDOW: Range(0, U32_MAX),
@@ -170,7 +183,7 @@ TYPES[ALIGNMENT] = T.UINT32  # gguf.cpp refuses any other type
 # of another type makes llama.cpp refuse any file.
 SHAPE_KEYS = (EMBEDDING_LENGTH, BLOCK_COUNT, FEED_FORWARD_LENGTH, HEAD_COUNT, HEAD_COUNT_KV, KEY_LENGTH, VALUE_LENGTH)
 # Read with get_key_or_arr: a scalar, or an array of u32/i32 with one entry per layer.
-PER_LAYER = (FEED_FORWARD_LENGTH, HEAD_COUNT, HEAD_COUNT_KV)
+PER_LAYER = (FEED_FORWARD_LENGTH, HEAD_COUNT, HEAD_COUNT_KV, EXPERT_USED_COUNT, EXPERT_FEED_FORWARD_LENGTH)
 REQUIRED = (CONTEXT_LENGTH, EMBEDDING_LENGTH, BLOCK_COUNT)  # load_hparams throws without them
 
 # The keys whose type lint checks (the rope and context keys; the shape keys are checked where they are read).

@@ -71,6 +71,7 @@ def key_problems(gf: GGUFFile) -> list[Problem]:
         why = rng.problem(f.scalar) if rng is not None else None
         if why:
             out.append(Problem(OUT_OF_RANGE, key, f"{key} = {why}"))
+    out += _expert_problems(gf, arch)
     out += _tensor_problems(gf, arch, n_layer)
     if not any(p.key == K.k(K.ROPE_DIMENSION_COUNT, arch) for p in out):
         out += _rotary_problems(gf, arch)
@@ -94,6 +95,26 @@ def _rotary_problems(gf: GGUFFile, arch: str) -> list[Problem]:
     if n_rot > head_dim:
         return [Problem(OUT_OF_RANGE, key, f"{key} = {n_rot} is more than the head dimension {head_dim}: ggml's rope "
                                            "aborts")]
+    return []
+
+
+def _expert_problems(gf: GGUFFile, arch: str) -> list[Problem]:
+    """load_hparams asserts (an abort) that expert_used_count is within expert_count, and above 0 exactly
+    when there are experts (src/llama-model.cpp:1354-1366)."""
+    n_expert = gf.get(K.k(K.EXPERT_COUNT, arch))
+    f = gf.fields.get(K.k(K.EXPERT_USED_COUNT, arch))
+    if f is None or not isinstance(n_expert, int) or isinstance(n_expert, bool):
+        if isinstance(n_expert, int) and n_expert > 0:
+            return [Problem(MISSING, K.k(K.EXPERT_USED_COUNT, arch),
+                            f"{K.k(K.EXPERT_COUNT, arch)} = {n_expert} without {K.k(K.EXPERT_USED_COUNT, arch)}: llama.cpp aborts")]
+        return []
+    values = [int(v) for v in f.value] if f.is_array else [f.scalar]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return []
+    used = max(values)
+    if used > n_expert or (n_expert > 0) != (used > 0):
+        return [Problem(OUT_OF_RANGE, f.key, f"{f.key} = {used} with {K.k(K.EXPERT_COUNT, arch)} = {n_expert}: llama.cpp "
+                                             "aborts unless 0 < used <= count (or both are 0)")]
     return []
 
 
