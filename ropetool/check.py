@@ -69,7 +69,7 @@ class Comparison:
 class Alternative:
     label: str  # what the setting is, in words
     kind: str  # "no-extension", "factor", "base", "original-context", "alpha", "max-bias", "rope-tensor",
-    #            "attention-factor", "longrope-table", "llama.cpp-reading", "keys-vs-record", "alibi-off"
+    #            "attention-factor", "longrope-table", "llama.cpp-reading", "keys-vs-record", "alibi-off", "sliding-base"
     separation: float  # mean KL(R0 || Ri), nats per position
     separation_reverse: float  # mean KL(Ri || R0)
     llama_distance: float  # mean KL(P || Ri)
@@ -205,8 +205,10 @@ def _state_setting(st: RopeState, n_tokens: int, n_ctx: int, label: str) -> Sett
         return Setting(label, slopes=st.alibi_slopes())
     if st.encoding == "none":
         return Setting(label)
-    inv, mag = st.frequencies(n_tokens, n_ctx if st.reading == LLAMA_CPP else n_tokens)
-    return Setting(label, inv_freq=inv, magnitude=mag)
+    pick = n_ctx if st.reading == LLAMA_CPP else n_tokens
+    inv, mag = st.frequencies(n_tokens, pick)
+    sliding = st.of_sliding_layers().frequencies(n_tokens, pick) if st.sliding is not None else None
+    return Setting(label, inv_freq=inv, magnitude=mag, sliding=sliding)
 
 
 def _params_setting(p: RopeParams, model: ReferenceModel, seq_len: int, label: str) -> Setting:
@@ -215,7 +217,7 @@ def _params_setting(p: RopeParams, model: ReferenceModel, seq_len: int, label: s
     if p.method == "none" and model.alibi:
         return Setting(label)
     inv, mag = rope_frequencies(p, model.shapes.n_rot, seq_len=seq_len)
-    return Setting(label, inv_freq=inv, magnitude=mag)
+    return Setting(label, inv_freq=inv, magnitude=mag, sliding=model.sliding_frequencies(seq_len, p))
 
 
 def _fmt(x) -> str:
@@ -259,6 +261,13 @@ def _param_alternatives(p: RopeParams, model: ReferenceModel, seq_len: int) -> l
         add("attention-factor", "without the attention factor (cos/sin magnitude 1)", attention_factor=1.0)
     if p.method == "none":
         add("factor", f"linear interpolation x2 (base {_fmt(p.base)})", method="linear", factor=2.0)
+    if model.sliding is not None and model.sliding_base is not None:
+        inv, mag = rope_frequencies(p, model.shapes.n_rot, seq_len=seq_len)
+        for f, word in ((2.0, "x2"), (0.5, "/2")):
+            out.append(_Candidate(Setting(f"the sliding-window layers' base {_fmt(model.sliding_base * f)} ({word})",
+                                          inv_freq=inv, magnitude=mag,
+                                          sliding=model.sliding_frequencies(seq_len, p, base=model.sliding_base * f)),
+                                  "sliding-base"))
     return out
 
 
@@ -308,6 +317,10 @@ def _key_alternatives(gf: GGUFFile, st: RopeState, n: int, n_ctx: int) -> list[_
     if not extended:
         add("factor", f"linear interpolation x2 ({key(K.ROPE_SCALING_TYPE)} = linear, factor 2)",
             {key(K.ROPE_SCALING_TYPE): "linear", key(K.ROPE_SCALING_FACTOR): 2.0})
+    if st.sliding is not None and st.sliding.freq_base_source != "global":
+        for f, word in ((2.0, "x2"), (0.5, "/2")):
+            add("sliding-base", f"{key(K.ROPE_FREQ_BASE_SWA)} = {_fmt(st.sliding.freq_base * f)} ({word}): the "
+                                f"sliding-window layers' base", {key(K.ROPE_FREQ_BASE_SWA): st.sliding.freq_base * f})
     if st.rope_freqs_used:
         add("rope-tensor", f"without {K.ROPE_FREQS_TENSOR} (the tensor ignored)", hide=[K.ROPE_FREQS_TENSOR])
     if abs(st.rope_attn_factor - 1) > 1e-9:
@@ -395,6 +408,10 @@ def _keys_vs_record(gf: GGUFFile, st: RopeState, params: RopeParams, model: Refe
     for name in lowered.tensors:
         if gf.tensor(name) is None:
             changed.append(f"no {name}")
+    if st.sliding is not None and model.sliding_base is not None and not math.isclose(st.sliding.freq_base,
+                                                                                        model.sliding_base, rel_tol=1e-6):
+        changed.append(f"{K.k(K.ROPE_FREQ_BASE_SWA, st.arch)} = {st.sliding.freq_base:g} where the record means "
+                       f"{model.sliding_base:g}")
     detail = "; ".join(changed) if changed else "a rope key or tensor changed after ropetool wrote it"
     return f"the file's keys as llama.cpp reads them ({detail})"
 
@@ -538,10 +555,10 @@ def check_gguf(path, device: str = "cpu", n_tokens: int | None = None, text: str
                 for a in range(0, len(logits), rows):
                     b = min(a + rows, len(logits))
                     pos = slice(start + a, start + b)
-                    alts = [h[pos] @ out_w.T for h in hidden[1:]] if pos.start < m else []
+                    alts = [model.project(h[pos], out_w) for h in hidden[1:]] if pos.start < m else []
                     if alts and pos.stop > m:  # a chunk across the alternatives' end: they cover its first rows
                         alts = [x[: m - pos.start] for x in alts]
-                    tally.add(start + a, logits[a:b], hidden[0][pos] @ out_w.T, alts)
+                    tally.add(start + a, logits[a:b], model.project(hidden[0][pos], out_w), alts)
             device_name = llm.device
         del hidden, out_w
     alternatives, verdict, reason, closest = _verdict(tally, [c.setting.label for c in candidates],

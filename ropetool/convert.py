@@ -166,6 +166,78 @@ def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
     return out
 
 
+def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams) -> list[NewValue]:
+    """The keys a family writes beyond the common ones (soft-caps, sliding-window layers), after checking that
+    config.json asks for nothing llama.cpp's graph for the family computes otherwise."""
+    a = family.arch
+    values: list[tuple[str, object]] = []
+    if family.query_scale_layers is not None:
+        want = hp.n_embd // hp.n_head if hp.n_layer in family.query_scale_layers else hp.head_dim
+        qpas = config.get("query_pre_attn_scalar", want)
+        if qpas != want:
+            raise RopetoolError(f"config.json: query_pre_attn_scalar is {qpas}, but llama.cpp's {a} scales queries by "
+                                f"1/sqrt({want}) for this model (it does not read the key)")
+    if family.ffn == "geglu":
+        act = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
+        if act not in ("gelu_pytorch_tanh", "gelu_tanh"):
+            raise RopetoolError(f"config.json: hidden_activation {act!r}, but llama.cpp's {a} uses tanh-approximated GELU")
+    if config.get("use_bidirectional_attention"):
+        raise RopetoolError(f"config.json: use_bidirectional_attention is set; llama.cpp's {a} is causal")
+    if family.softcaps is not None:
+        caps = {K.ATTN_LOGIT_SOFTCAPPING: "attn_logit_softcapping", K.FINAL_LOGIT_SOFTCAPPING: "final_logit_softcapping"}
+        for template, name in caps.items():
+            cap = config.get(name)
+            if family.softcaps == "final" and template == K.ATTN_LOGIT_SOFTCAPPING:
+                continue  # neither transformers nor llama.cpp caps this family's attention scores
+            if cap is None and family.softcaps == "always":
+                raise RopetoolError(f"config.json: {name} is null, but llama.cpp's {a} always soft-caps (50 and 30 "
+                                    "without the keys)")
+            if cap is not None:
+                K.check_range(template, cap, f"config.json: {name}")
+                values.append((template, float(cap)))
+    sliding = family.loader.sliding
+    if sliding is not None:
+        window = config.get("sliding_window")
+        types = config.get("layer_types")
+        if window:
+            K.check_range(K.SLIDING_WINDOW, window, "config.json: sliding_window")
+            values.append((K.SLIDING_WINDOW, int(window)))
+            default = [il % sliding.period < sliding.period - 1 for il in range(hp.n_layer)]
+            if isinstance(types, list) and [t == "sliding_attention" for t in types] != default:
+                if len(types) != hp.n_layer:
+                    raise RopetoolError(f"config.json: layer_types has {len(types)} entries for {hp.n_layer} layers")
+                values.append((K.SLIDING_WINDOW_PATTERN, [t == "sliding_attention" for t in types]))
+            local = sliding_base(config, rope)
+            if sliding.base_default is not None or local != rope.base:  # gemma2: the global base unless told
+                values.append((K.ROPE_FREQ_BASE_SWA, local))
+        elif sliding.window_default is not None:
+            raise RopetoolError(f"config.json: no sliding_window, but llama.cpp's {a} always slides ({sliding.window_default})")
+    out = []
+    for template, value in values:
+        if isinstance(value, list):
+            out.append(NewValue(K.k(template, a), K.T.ARRAY, value, K.T.BOOL))
+        else:
+            out.append(NewValue(K.k(template, a), K.TYPES.get(template, K.T.FLOAT32), value))
+    return out
+
+
+def sliding_base(config: dict, rope: RopeParams) -> float:
+    """The rope base of the sliding-window layers: transformers 5's rope_parameters["sliding_attention"], the
+    4.x ``rope_local_base_freq``, else the global base; a scaled rope there is refused (llama.cpp never
+    scales those layers' rope on gemma3, and scales them as the global layers on gemma2)."""
+    params = config.get("rope_parameters")
+    local = params.get("sliding_attention") if isinstance(params, dict) else None
+    if isinstance(local, dict):
+        kind = local.get("rope_type") or local.get("type") or "default"
+        if kind != "default":
+            raise RopetoolError(f"config.json: the sliding-window layers' rope is {kind!r}; llama.cpp gives them only a base")
+        base = local.get("rope_theta", 10000.0)
+    else:
+        base = config.get("rope_local_base_freq", rope.base)
+    K.check_range(K.ROPE_FREQ_BASE_SWA, base, "config.json: the sliding layers' rope_theta")
+    return float(base)
+
+
 def check_rope_config(config: dict) -> None:
     """The config.json numbers the rope readers (rope/hf.py) convert without checking."""
     prf = config.get("partial_rotary_factor")
@@ -317,6 +389,10 @@ def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **op
     return make_params(method, **values), hf.rotary_dim
 
 
+def _shifted(shift: float, w: np.ndarray) -> np.ndarray:
+    return (w + np.float32(shift)).astype(np.float32, copy=False)
+
+
 def _permute(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
     """llama.cpp's LlamaModel.permute: HF rotate_half rows -> interleaved (NORMAL) pairs."""
 
@@ -398,7 +474,15 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> t
                 raise RopetoolError(
                     f"tensor {hf_name!r} has shape {list(shape)} but config.json implies {list(want)}"
                 )
+        if family.drops_output and name == "output.weight":
+            if not hp.tied:
+                raise RopetoolError(f"config.json: the output matrix is not tied to the embeddings, but llama.cpp's "
+                                    f"{family.arch} always uses the embeddings (and refuses an output.weight)")
+            skipped.append(hf_name)
+            continue
         transform = None
+        if family.norm_shift and name.endswith("norm.weight"):  # stored as 1 + w, as llama.cpp's converter does
+            transform = functools.partial(_shifted, family.norm_shift)
         if family.permute_qk and kind in ("attn_q", "attn_k"):
             transform = _permute(hp.n_head if kind == "attn_q" else hp.n_head_kv)
         if family.qkv_layout == "per-head" and kind == "attn_qkv":
@@ -435,7 +519,7 @@ def _hparam_values(family: Family, hp: Hparams, rotary_dim: int, context_length:
         (K.VOCAB_SIZE, hp.vocab_size),
         (family.eps_key, hp.eps),
     ]
-    if hp.head_dim != hp.n_embd // hp.n_head:
+    if hp.head_dim != hp.n_embd // hp.n_head or family.writes_head_dim:
         values += [(K.KEY_LENGTH, hp.head_dim), (K.VALUE_LENGTH, hp.head_dim)]
     if hp.n_expert:
         values += [(K.EXPERT_COUNT, hp.n_expert), (K.EXPERT_USED_COUNT, hp.n_expert_used)]
@@ -504,9 +588,13 @@ def plan_conversion(
         NewValue(K.NAME, K.T.STRING, _model_name(ckpt.path.name, vocab)),
         NewValue(K.FILE_TYPE, K.T.UINT32, int(FILE_TYPES[qtype])),
         *_hparam_values(family, hp, rotary_dim, context),
+        *family_values(ckpt.config, family, hp, rope),
         *lowered.values,
         *provenance(lowered, __version__),
     ]
+    swa = [v for v in plan.values if v.key == K.k(K.ROPE_FREQ_BASE_SWA, family.arch)]
+    if swa:  # the sliding-window layers' base, in ropetool's record (check tells a changed key from it)
+        plan.values.append(NewValue(K.RT_SLIDING_BASE, K.TYPES[K.RT_SLIDING_BASE], swa[0].value))
     check_new_values(plan.values, family.arch)
     if vocab is not None:
         from ropetool.io.vocab import vocab_records

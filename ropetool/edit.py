@@ -441,6 +441,12 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
                 continue
             records.append(f)
         new_kv = list(lowered.values) + provenance(lowered, __version__)
+        if st.sliding is not None and st.sliding.freq_base_source != "global":  # unchanged: recorded as it is
+            new_kv.append(NewValue(K.RT_SLIDING_BASE, K.TYPES[K.RT_SLIDING_BASE], st.sliding.freq_base))
+            result_note = (f"the {st.sliding.count} sliding-window layers keep their rope (base {st.sliding.freq_base:g}"
+                           + (", and llama.cpp scales them as the global layers)" if arch.sliding.scale_follows_global
+                              else ", unscaled: llama.cpp extends the global layers only)"))
+            warnings.append(result_note)
         if anchor is None:
             anchor = max((i + 1 for i, r in enumerate(records) if r.key.startswith(name + ".")), default=len(records))
         records = _insert_at(records, anchor, new_kv)

@@ -53,7 +53,7 @@ class Family:
     arch: str  # llama.cpp's architecture name
     hf_architectures: tuple[str, ...]
     norm: str  # "rms" or "layer"
-    ffn: str  # "swiglu" (separate gate), "swiglu-fused" (gate and up in one tensor, gate first), "gelu"
+    ffn: str  # "swiglu" (separate gate), "swiglu-fused" (gate and up in one tensor, gate first), "gelu", "geglu"
     permute_qk: bool = False  # HF rotate_half rows -> llama.cpp's NORMAL pairs (llama's converter permutes)
     qkv_layout: str | None = None  # fused QKV as HF stores it: "concat" ([q; k; v]) or "per-head" (BLOOM)
     strip_prefix: str = ""  # prefix llama.cpp's converter removes from HF names
@@ -69,6 +69,21 @@ class Family:
     moe: str | None = None
     moe_norm_topk: bool = True
     shared_expert: bool = False
+    moe_gate_required: bool = True  # llama's loader takes experts without a gate (ffn_gate_exps not required)
+    # Gemma's conventions, as llama.cpp's converter and graph have them: every ``*norm.weight`` is stored as
+    # 1 + the Hugging Face weight; the embeddings are scaled by sqrt(n_embd); the attention and feed-forward
+    # outputs are normed again before the residual (post_attention_norm, post_ffw_norm); the query scale is
+    # 1/sqrt(head_dim) whatever query_pre_attn_scalar says; soft-capping of the attention scores and the
+    # logits ("always": llama.cpp applies both, 50 and 30 without the keys; "final": only a final cap, when
+    # its key is written); ``drops_output``: llama.cpp's loader takes the embeddings and refuses an
+    # output.weight.
+    norm_shift: float = 0.0
+    embed_scale: bool = False
+    softcaps: str | None = None
+    drops_output: bool = False
+    writes_head_dim: bool = False  # key_length/value_length written even when n_embd / n_head gives them
+    query_scale_layers: tuple[int, ...] | None = None  # fixed query scale: 1/sqrt(head_dim), or 1/sqrt(n_embd /
+    # n_head) at these layer counts (llama.cpp's rule for the 27B models); None: the usual 1/sqrt(head_dim)
 
     def required_tensors(self, n_layer: int, experts: bool = False) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
@@ -76,7 +91,8 @@ class Family:
         of experts, whose routers and stacked experts replace the dense feed-forward."""
         block = list(self.block_tensors)
         if experts or self.moe == "always":
-            block = [t for t in block if t not in _DENSE_FFN] + list(_MOE_FFN)
+            block = [t for t in block if t not in _DENSE_FFN] + [
+                t for t in _MOE_FFN if self.moe_gate_required or t != "ffn_gate_exps.weight"]
             block += list(_SHARED_EXPERT) if self.shared_expert else []
         return list(self.model_tensors) + [f"blk.{i}.{t}" for i in range(n_layer) for t in block]
 
@@ -103,6 +119,8 @@ class Family:
             "ffn_gate": (f, e),
             "ffn_up": (2 * f, e) if self.ffn == "swiglu-fused" else (f, e),
             "ffn_down": (e, f),
+            "post_attention_norm": (e,),
+            "post_ffw_norm": (e,),
             "ffn_gate_inp": (d.n_expert, e),
             "ffn_gate_exps": (d.n_expert, d.n_ff_exp, e),
             "ffn_up_exps": (d.n_expert, d.n_ff_exp, e),
@@ -136,7 +154,7 @@ FAMILIES: dict[str, Family] = {
     f.arch: f
     for f in (
         Family("llama", ("LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM"), "rms", "swiglu",
-               permute_qk=True, moe="optional"),
+               permute_qk=True, moe="optional", moe_gate_required=False),
         Family("qwen2", ("Qwen2ForCausalLM",), "rms", "swiglu"),
         Family("qwen3", ("Qwen3ForCausalLM",), "rms", "swiglu",
                block_tensors=_BLOCK + _QKV + ("ffn_gate.weight", "attn_q_norm.weight", "attn_k_norm.weight")),
@@ -147,6 +165,13 @@ FAMILIES: dict[str, Family] = {
                block_tensors=_BLOCK + _QKV + ("attn_q_norm.weight", "attn_k_norm.weight")),
         Family("phi3", ("Phi3ForCausalLM",), "rms", "swiglu-fused", qkv_layout="concat",
                block_tensors=_BLOCK + ("attn_qkv.weight",)),
+        Family("gemma2", ("Gemma2ForCausalLM",), "rms", "geglu", tied_default=True, norm_shift=1.0, embed_scale=True,
+               softcaps="always", drops_output=True, writes_head_dim=True, query_scale_layers=(46,),
+               block_tensors=_BLOCK + _QKV + ("ffn_gate.weight", "post_attention_norm.weight", "post_ffw_norm.weight")),
+        Family("gemma3", ("Gemma3ForCausalLM",), "rms", "geglu", tied_default=True, norm_shift=1.0, embed_scale=True,
+               softcaps="final", writes_head_dim=True, query_scale_layers=(62,),
+               block_tensors=_BLOCK + _QKV + ("ffn_gate.weight", "post_attention_norm.weight", "post_ffw_norm.weight",
+                                              "attn_q_norm.weight", "attn_k_norm.weight")),
         Family("bloom", ("BloomForCausalLM", "BloomModel"), "layer", "gelu", qkv_layout="per-head",
                strip_prefix="transformer.", hf_eps_key="layer_norm_epsilon", tied_default=True,
                writes_tied_output=True,

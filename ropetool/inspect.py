@@ -87,6 +87,7 @@ def summarize_rope(gf: GGUFFile, st: RopeState | None = None) -> dict:
         "rope_tensors": [],
         "alibi": None,
         "llama_cpp": None,
+        "sliding_window": None,
         "notes": notes,
         "description": "",
     }
@@ -185,6 +186,28 @@ def summarize_rope(gf: GGUFFile, st: RopeState | None = None) -> dict:
     if out["rope_tensors"]:
         bits.append("tensors " + ", ".join(t["name"] + ("" if t["used"] else " (not loaded: llama.cpp refuses the file)") for t in out["rope_tensors"]))
     out["description"] = f"{words}: " + "; ".join(bits)
+    sw = st.sliding
+    if sw is not None:
+        global_layers = [il for il, slides in enumerate(sw.layers) if not slides]
+        sliding_layers = [il for il, slides in enumerate(sw.layers) if slides]
+        swa = st.of_sliding_layers()
+        scaled = sw.freq_scale != 1 or swa.magnitude != 1
+        out["sliding_window"] = {
+            "window": sw.window,
+            "layers": sliding_layers,
+            "global_layers": global_layers,
+            "pattern_source": sw.pattern_source,
+            "freq_base": nice(sw.freq_base),
+            "freq_base_source": sw.freq_base_source,
+            "freq_scale": nice(sw.freq_scale),
+            "magnitude": nice(swa.magnitude),
+        }
+        out["description"] += (
+            f"; that is the global layers' rope ({_ranges(global_layers)}); "
+            f"{len(sliding_layers)} sliding-window layers ({_ranges(sliding_layers)}, window {sw.window}) use base "
+            f"{_fmt(sw.freq_base)} ({ {'key': 'rope.freq_base_swa', 'default': 'llama.cpp default', 'global': 'the global base'}[sw.freq_base_source] })"
+            + (f", freq_scale {_fmt(sw.freq_scale)} as the global layers" if scaled else ", unscaled")
+            + (f": {sw.window} tokens of context each, whatever the extension" if not scaled else ""))
     return out
 
 
@@ -295,6 +318,13 @@ def render_text(report: dict, full: bool = False) -> str:
         lines.append(f"  llama.cpp:  type {lc['scaling_type']} ({lc['scaling_type_source']}), freq_base {_fmt(lc['freq_base'])}, "
                      f"freq_scale {_fmt(lc['freq_scale'])}, n_rot {lc['n_rot']}, n_ctx_orig {lc['n_ctx_orig']}, "
                      f"ext_factor {_fmt(lc['ext_factor'])}")
+        sw = r.get("sliding_window")
+        if sw:
+            lines.append(f"  global:     layers {_ranges(sw['global_layers'])}: freq_base {_fmt(lc['freq_base'])}, "
+                         f"freq_scale {_fmt(lc['freq_scale'])}")
+            lines.append(f"  sliding:    layers {_ranges(sw['layers'])} (pattern: {sw['pattern_source']}), window "
+                         f"{sw['window']}: freq_base {_fmt(sw['freq_base'])} ({sw['freq_base_source']}), "
+                         f"freq_scale {_fmt(sw['freq_scale'])}")
     if r["params"]:
         lines.append("  params:     " + ", ".join(f"{k}={_fmt(v) if not isinstance(v, list) else f'[{len(v)} values]'}"
                                                 for k, v in r["params"].items()))

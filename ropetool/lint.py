@@ -68,6 +68,8 @@ RULES: dict[str, tuple[str, str]] = {
     "ignored-key": (WARNING, "a key this architecture's llama.cpp loader never reads (e.g. yarn_beta_fast on llama)"),
     "alibi-key-ignored": (WARNING, "attention.max_alibi_bias on an architecture that hard-codes the ALiBi bias"),
     "context-length-mismatch": (WARNING, "context_length is not factor x original_context_length"),
+    "sliding-window-past-training": (WARNING, "the sliding-window layers' window is longer than the trained context "
+                                              "while their rope stays unscaled: they see distances they were not trained on"),
     "legacy-scale-linear": (WARNING, "the legacy rope.scale_linear key (read only when rope.scaling.factor is missing)"),
     "factor-without-type": (WARNING, "a scaling factor without rope.scaling.type: llama.cpp defaults the type to linear"),
     "longrope-factors-missing": (WARNING, "scaling type longrope without rope_factors_long/short tensors"),
@@ -163,6 +165,13 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
     elif isinstance(orig, int) and isinstance(ctx, int) and not isinstance(orig, bool) and ctx < orig:
         out.append(_f("context-length-mismatch",
                       f"{key(K.CONTEXT_LENGTH)} = {ctx} is below the original context {orig}", key(K.CONTEXT_LENGTH)))
+    sw = st.sliding
+    if (sw is not None and sw.count and sw.freq_scale == 1 and st.n_ctx_orig and sw.window > st.n_ctx_orig
+            and (st.context_length or 0) > st.n_ctx_orig):
+        out.append(_f("sliding-window-past-training",
+                      f"{sw.count} sliding-window layers attend over {sw.window} tokens with their rope unscaled (base "
+                      f"{sw.freq_base:g}), but the model was trained on {st.n_ctx_orig}: past that distance they run "
+                      "untrained", key(K.SLIDING_WINDOW)))
     if has(K.ROPE_SCALE_LINEAR):
         legacy = gf.get(key(K.ROPE_SCALE_LINEAR))
         extra = (f"; {key(K.ROPE_SCALING_FACTOR)} = {factor:g} wins" if isinstance(factor, float) and factor
@@ -292,6 +301,12 @@ def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict)
         return [_f("provenance-mismatch",
                    f"{K.RT_METHOD} is {method} ({_short(p)}) but llama.cpp's frequencies differ from it by up to "
                    f"{err:.3g} (relative): a rope key or tensor was changed after ropetool wrote it", K.RT_METHOD)]
+    recorded = gf.get(K.RT_SLIDING_BASE)
+    if isinstance(recorded, float) and st.sliding is not None and abs(st.sliding.freq_base / recorded - 1) > tol:
+        return [_f("provenance-mismatch",
+                   f"{K.RT_SLIDING_BASE} is {recorded:g} but llama.cpp gives the sliding-window layers base "
+                   f"{st.sliding.freq_base:g} ({st.sliding.freq_base_source}): a key was changed after ropetool wrote it",
+                   K.RT_SLIDING_BASE)]
     mag_err = abs(st.magnitude / want_attn - 1)
     if mag_err > tol:
         return [_f("provenance-mismatch",

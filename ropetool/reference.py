@@ -30,6 +30,13 @@ GQA                 query head h reads kv head h // (n_head / n_head_kv)
 ALiBi               the file's state (llama.cpp runs ALiBi): no rope; score[h, i, j] -= slope[h] * (i - j); bloom also
                     normalises the embeddings (``token_embd_norm``)
 tied output         no ``output.weight``: the logits use ``token_embd.weight``
+gemma               ``family.embed_scale`` (embeddings x sqrt(n_embd)); ``post_attention_norm`` /
+                    ``post_ffw_norm`` tensors norm each block's output before the residual; "geglu" feed-forward
+                    (gelu_tanh(gate) * up); soft-caps from the keys (tanh(x / cap) * cap on the attention scores
+                    and the logits, ``family.softcaps``); the norms' stored 1 + w used as stored
+sliding layers      ``self.sliding`` (llama.cpp's reading of the file, ``LoaderArch.sliding``): those layers mask
+                    keys ``window`` or more positions back and rotate with their own base (see
+                    ``sliding_frequencies``)
 ==================  ===================================================================================
 
 The rope settings: when the file carries ropetool's record (``ropetool.rope.method`` and
@@ -55,8 +62,8 @@ from ropetool.errors import RopetoolError
 from ropetool.families import Family, family_for_arch
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.provenance import read_record
-from ropetool.llamacpp.state import KEYS, RopeState, read_state
-from ropetool.rope import RopeParams, alibi_slopes, rope_frequencies
+from ropetool.llamacpp.state import KEYS, RopeState, read_state, sliding_state
+from ropetool.rope import RopeParams, alibi_slopes, make_params, rope_frequencies
 
 T = gguf.MODEL_TENSOR
 QUERY_BLOCK = 1024  # query rows per attention block (bounds the [heads, rows, n] score memory)
@@ -84,6 +91,8 @@ class Shapes:
     context_length: int | None
     n_expert: int = 0  # mixture of experts per layer (0: dense)
     n_expert_used: int = 0
+    attn_softcap: float | None = None  # tanh soft-capping of the attention scores (gemma2)
+    final_softcap: float | None = None  # ... and of the logits
 
 
 def shapes_from_keys(family: Family, kv: dict, alibi: bool) -> Shapes:
@@ -113,7 +122,19 @@ def shapes_from_keys(family: Family, kv: dict, alibi: bool) -> Shapes:
         context_length=int(context) if context is not None else None,
         n_expert=int(get(K.EXPERT_COUNT, 0)),
         n_expert_used=int(get(K.EXPERT_USED_COUNT, 0)),
+        attn_softcap=_cap(family, get(K.ATTN_LOGIT_SOFTCAPPING), 50.0, final=False),
+        final_softcap=_cap(family, get(K.FINAL_LOGIT_SOFTCAPPING), 30.0, final=True),
     )
+
+
+def _cap(family: Family, value, default: float, final: bool) -> float | None:
+    """A soft-cap as llama.cpp applies it: "always" families cap with the key or the default; "final" families
+    cap the logits when the key is present and non-zero (and never the attention scores)."""
+    if family.softcaps == "always":
+        return float(value) if value else default
+    if family.softcaps == "final" and final and value:
+        return float(value)
+    return None
 
 
 # --- the position encoding a file asks for ---------------------------------------------------------
@@ -220,6 +241,7 @@ class Setting:
     inv_freq: np.ndarray | None = None
     magnitude: float = 1.0
     slopes: np.ndarray | None = None
+    sliding: tuple[np.ndarray, float] | None = None  # the sliding-window layers' (inv_freq, magnitude), if any
 
     def same_as(self, other: "Setting", tol: float = 1e-9) -> bool:
         def close(a, b):
@@ -227,7 +249,10 @@ class Setting:
                 return a is None and b is None
             return a.shape == b.shape and bool(np.all(np.abs(a - b) <= tol * np.abs(b)))
 
-        return (close(self.inv_freq, other.inv_freq) and close(self.slopes, other.slopes)
+        same_sliding = (self.sliding is None) == (other.sliding is None) and (
+            self.sliding is None or (close(self.sliding[0], other.sliding[0])
+                                     and abs(self.sliding[1] - other.sliding[1]) <= tol * abs(other.sliding[1])))
+        return (close(self.inv_freq, other.inv_freq) and close(self.slopes, other.slopes) and same_sliding
                 and abs(self.magnitude - other.magnitude) <= tol * abs(other.magnitude))
 
 
@@ -325,6 +350,15 @@ class ReferenceModel:
         self.shapes = shapes_from_keys(family, kv, self.alibi)
         self.weights = weights
         self._orig_ctx_key = kv.get(K.k(K.ROPE_SCALING_ORIG_CTX, family.arch))
+        # Sliding-window layers (gemma2, gemma3): which, their window, and their base (the record's when ropetool
+        # wrote one, else the keys'); their rope otherwise follows the architecture's rule (see sliding_frequencies).
+        base = kv.get(K.k(K.ROPE_FREQ_BASE, family.arch), 10000.0)
+        self.sliding = None if self.alibi else sliding_state(
+            self.arch, self.shapes.n_layer, float(base), 1.0, lambda t: kv.get(K.k(t, family.arch)))
+        recorded = kv.get(K.RT_SLIDING_BASE)
+        own_base = self.sliding is not None and self.sliding.freq_base_source != "global"
+        self.sliding_base = (float(recorded) if isinstance(recorded, float) and file_rope.source == "provenance"
+                             else self.sliding.freq_base if own_base else None)  # None: the global rope's base
         self._check_tensors()
 
     @property
@@ -454,6 +488,26 @@ class ReferenceModel:
             return f.state.frequencies(n_tokens)
         return rope_frequencies(f.params, self.shapes.n_rot, seq_len=n_tokens)
 
+    def sliding_frequencies(self, n_tokens: int, rope: RopeParams | None = None,
+                            base: float | None = None) -> tuple[np.ndarray, float] | None:
+        """The sliding-window layers' (inverse frequencies, magnitude) under ``rope`` (default: the file's): on
+        gemma2 the same method with their own base (llama.cpp gives them the global scale), on gemma3 plain
+        rope at their base (llama.cpp never scales them; transformers scales only the global layers)."""
+        if self.sliding is None:
+            return None
+        if rope is None and base is None and self.file_rope.source == "keys":
+            return self.file_rope.state.of_sliding_layers().frequencies(n_tokens)
+        p = rope if rope is not None else self.rope
+        base = self.sliding_base if base is None else base
+        if base is None:  # gemma2 without rope.freq_base_swa: the sliding layers' rope is the global one
+            return rope_frequencies(p, self.shapes.n_rot, seq_len=n_tokens)
+        if self.arch.sliding.scale_follows_global:
+            values = {k: v for k, v in p.as_dict().items() if k != "method"}
+            q = make_params(p.method, **{**values, "base": base})
+        else:
+            q = make_params("none", base=base)
+        return rope_frequencies(q, self.shapes.n_rot, seq_len=n_tokens)
+
     def slopes(self, n_tokens: int, rope: RopeParams | None = None) -> np.ndarray | None:
         """One ALiBi slope per head for a sequence of n_tokens (None: no ALiBi)."""
         p = self.rope if rope is None else rope
@@ -474,7 +528,10 @@ class ReferenceModel:
         if self.alibi:
             return Setting(label, slopes=self.slopes(n_tokens, rope))
         inv, magnitude = self.frequencies(n_tokens, rope)
-        return Setting(label, inv_freq=np.asarray(inv, np.float64), magnitude=float(magnitude))
+        sliding = self.sliding_frequencies(n_tokens, rope)
+        if sliding is not None:
+            sliding = (np.asarray(sliding[0], np.float64), float(sliding[1]))
+        return Setting(label, inv_freq=np.asarray(inv, np.float64), magnitude=float(magnitude), sliding=sliding)
 
     # -- the forward pass --
 
@@ -495,20 +552,25 @@ class ReferenceModel:
         s = self.shapes
         lengths = lengths or [len(ids)] * len(settings)
         norm = NORMS[self.family.norm]
-        trig = []
-        for st, n in zip(settings, lengths):
-            if st.inv_freq is None:
-                trig.append(None)
-                continue
-            angles = np.arange(n, dtype=np.float64)[:, None] * st.inv_freq[None, :]
-            trig.append(((np.cos(angles) * st.magnitude).astype(dtype), (np.sin(angles) * st.magnitude).astype(dtype)))
+        def cos_sin(inv_freq, magnitude, n):
+            if inv_freq is None:
+                return None
+            angles = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None, :]
+            return (np.cos(angles) * magnitude).astype(dtype), (np.sin(angles) * magnitude).astype(dtype)
+
+        trig = [cos_sin(st.inv_freq, st.magnitude, n) for st, n in zip(settings, lengths)]
+        trig_sliding = [cos_sin(*(st.sliding or (st.inv_freq, st.magnitude)), n) for st, n in zip(settings, lengths)]
         x0 = self.weights.rows(tensor_name(T.TOKEN_EMBD), ids[: max(lengths)]).astype(dtype, copy=False)
+        if self.family.embed_scale:  # gemma: sqrt(n_embd), in float32 as llama.cpp computes it
+            x0 = x0 * np.asarray(math.sqrt(s.n_embd), dtype=dtype)
         if self._has(T.TOKEN_EMBD_NORM):  # bloom
             x0 = norm(x0, self._w(T.TOKEN_EMBD_NORM, None, dtype=dtype), self._w(T.TOKEN_EMBD_NORM, None, "bias", dtype), s.eps)
         xs = [x0[:n].copy() for n in lengths]
         del x0
         for il in range(s.n_layer):
-            self._attention_block(il, xs, settings, trig, norm, dtype)
+            slides = self.sliding is not None and self.sliding.layers[il]
+            window = self.sliding.window if slides else None
+            self._attention_block(il, xs, settings, trig_sliding if slides else trig, norm, dtype, window)
             self._ffn_block(il, xs, norm, dtype)
         w, b = self._w(T.OUTPUT_NORM, dtype=dtype), self._w(T.OUTPUT_NORM, None, "bias", dtype)
         return [norm(x, w, b, s.eps) for x in xs]
@@ -518,14 +580,22 @@ class ReferenceModel:
         kind = T.OUTPUT if self._has(T.OUTPUT) else T.TOKEN_EMBD
         return self._w(kind, dtype=dtype)
 
+    def project(self, h: np.ndarray, out_w: np.ndarray) -> np.ndarray:
+        """Final hidden states [rows, n_embd] to logits with the output matrix (soft-capped where the model is)."""
+        logits = h @ out_w.T
+        cap = self.shapes.final_softcap
+        if cap:
+            logits = np.tanh(logits / np.asarray(cap, logits.dtype)) * np.asarray(cap, logits.dtype)
+        return logits
+
     def logits(self, token_ids, rope: RopeParams | None = None, dtype=np.float32) -> np.ndarray:
         """Logits [n_tokens, vocab] for ``token_ids`` at positions 0..n-1 (all at once: for small inputs;
         ``check`` takes them a chunk of positions at a time from :meth:`hidden`)."""
         ids = self._ids(token_ids)
         (h,) = self.hidden(ids, [self.setting(len(ids), rope)], dtype)
-        return h @ self.output_weight(dtype).T
+        return self.project(h, self.output_weight(dtype))
 
-    def _attention_block(self, il, xs, settings, trig, norm, dtype):
+    def _attention_block(self, il, xs, settings, trig, norm, dtype, window=None):
         s = self.shapes
         w = functools.partial(self._w, layer=il, dtype=dtype)
         nw, nb = w(T.ATTN_NORM), w(T.ATTN_NORM, suffix="bias")
@@ -540,11 +610,21 @@ class ReferenceModel:
         for x, setting, cs in zip(xs, settings, trig):
             qkv = linear(norm(x, nw, nb, s.eps), qkv_w, qkv_b)
             q, k, v = np.split(qkv, [H * d, H * d + Hkv * d], axis=-1)
-            outs.append(self._attend(q, k, v, setting, cs, qn, kn))
+            outs.append(self._attend(q, k, v, setting, cs, qn, kn, window))
         del qkv_w, qkv_b
         ow, ob = w(T.ATTN_OUT), w(T.ATTN_OUT, suffix="bias")
+        post = w(T.ATTN_POST_NORM) if self._has(T.ATTN_POST_NORM, il) else None  # gemma: normed again before the residual
         for x, out in zip(xs, outs):
-            x += linear(out, ow, ob)
+            o = linear(out, ow, ob)
+            x += o if post is None else norm(o, post, None, s.eps)
+
+    @property
+    def _query_dim(self) -> int:
+        """The queries are scaled by 1/sqrt(this): the head dimension, or n_embd / n_head where llama.cpp's graph
+        says so for the layer count (gemma's 27B rule, ``family.query_scale_layers``)."""
+        s = self.shapes
+        layers = self.family.query_scale_layers or ()
+        return s.n_embd // s.n_head if s.n_layer in layers else s.head_dim
 
     def _stacked(self, il, kinds, dtype):
         """Several weights of a layer stacked by rows (and their biases), read one at a time into place."""
@@ -563,7 +643,7 @@ class ReferenceModel:
             at += r
         return weight, bias
 
-    def _attend(self, q, k, v, setting, cs, q_norm, k_norm):
+    def _attend(self, q, k, v, setting, cs, q_norm, k_norm, window=None):
         s = self.shapes
         n = q.shape[0]
         H, Hkv, d, dv = s.n_head, s.n_head_kv, s.head_dim, s.head_dim_v
@@ -577,7 +657,7 @@ class ReferenceModel:
             q = rotate(q, cs[0], cs[1], s.n_rot, self.arch.pairing)
             k = rotate(k, cs[0], cs[1], s.n_rot, self.arch.pairing)
         g = H // Hkv  # GQA: query head h reads kv head h // g
-        q = np.ascontiguousarray(q.reshape(Hkv, g, n, d)) * np.asarray(1.0 / math.sqrt(d), dtype=q.dtype)
+        q = np.ascontiguousarray(q.reshape(Hkv, g, n, d)) * np.asarray(1.0 / math.sqrt(self._query_dim), dtype=q.dtype)
         kt = np.ascontiguousarray(k.transpose(0, 2, 1))  # [Hkv, d, n]
         slopes = None if setting.slopes is None else setting.slopes.reshape(Hkv, g)[:, :, None, None].astype(q.dtype)
         out = np.empty((Hkv, g, n, dv), dtype=q.dtype)
@@ -588,10 +668,16 @@ class ReferenceModel:
             stop = min(start + block, n)
             rows = stop - start
             scores = (q[:, :, start:stop].reshape(Hkv, g * rows, d) @ kt[:, :, :stop]).reshape(Hkv, g, rows, stop)
+            if s.attn_softcap:  # gemma2: tanh(scores / cap) * cap, after the scale and before the mask
+                cap = np.asarray(s.attn_softcap, q.dtype)
+                scores = np.tanh(scores / cap) * cap
             if slopes is not None:  # ALiBi: -slope * (i - j)
                 distance = (np.arange(start, stop)[:, None] - np.arange(stop)[None, :]).astype(q.dtype)
                 scores -= slopes * np.maximum(distance, 0)
             scores[..., start:stop] += _causal_mask(rows, q.dtype)
+            if window is not None:  # a sliding-window layer: query i sees keys j with i - j < window
+                too_far = (np.arange(start, stop)[:, None] - np.arange(stop)[None, :]) >= window
+                scores[..., too_far] = -np.inf
             total = softmax_(scores)
             probs = scores.reshape(Hkv, g * rows, stop)
             out[:, :, start:stop] = (probs @ v[:, :stop]).reshape(Hkv, g, rows, dv) / total
@@ -604,11 +690,12 @@ class ReferenceModel:
         if s.n_expert:
             return self._moe_block(il, xs, norm, nw, nb, dtype)
         ffn = self.family.ffn
-        if ffn == "swiglu":  # one product for gate and up: [gate; up] rows, as phi3's fused tensor holds them
+        if ffn in ("swiglu", "geglu"):  # one product for gate and up: [gate; up] rows, as phi3's fused tensor holds them
             up, upb = self._stacked(il, (T.FFN_GATE, T.FFN_UP), dtype)
         else:
             up, upb = w(T.FFN_UP), w(T.FFN_UP, suffix="bias")
         down, downb = w(T.FFN_DOWN), w(T.FFN_DOWN, suffix="bias")
+        post = w(T.FFN_POST_NORM) if self._has(T.FFN_POST_NORM, il) else None  # gemma
         for x in xs:  # position-wise: a chunk of positions at a time bounds the intermediate activations
             for start in range(0, x.shape[0], POSITION_CHUNK):
                 h = norm(x[start:start + POSITION_CHUNK], nw, nb, s.eps)
@@ -616,11 +703,15 @@ class ReferenceModel:
                 if ffn in ("swiglu", "swiglu-fused"):  # [gate; up], gate first
                     g, u = np.split(u, 2, axis=-1)
                     act = silu(g) * u
+                elif ffn == "geglu":  # gemma: gelu(gate) * up, tanh-approximated as both sides compute it
+                    g, u = np.split(u, 2, axis=-1)
+                    act = gelu_tanh(g) * u
                 elif ffn == "gelu":
                     act = gelu_tanh(u)
                 else:  # pragma: no cover - families.py lists only these
                     raise RopetoolError(f"the reference has no feed-forward {ffn!r}")
-                x[start:start + POSITION_CHUNK] += linear(act, down, downb)
+                f = linear(act, down, downb)
+                x[start:start + POSITION_CHUNK] += f if post is None else norm(f, post, None, s.eps)
 
 
     def _moe_block(self, il, xs, norm, nw, nb, dtype):

@@ -40,6 +40,7 @@ MATRIX = (
     + [("phi3", m) for m in ("config", "linear", "yarn")]
     + [("bloom", "config")]
     + [(moe, m) for moe in ("mixtral", "qwen2moe", "qwen3moe") for m in ("config", "linear", "yarn")]
+    + [(gemma, m) for gemma in ("gemma2", "gemma3") for m in ("config", "linear", "yarn", "ntk")]
 )
 
 
@@ -50,10 +51,11 @@ def test_check_passes_and_every_alternative_is_farther(name, method, tmp_gguf):
     assert report.verdict == "pass", report.summary()
     assert report.alternatives and all(a.outcome == "farther" for a in report.alternatives), report.summary()
     assert all(a.ratio > 0.99 for a in report.alternatives), report.summary()  # f32: llama.cpp is the meant setting
-    assert report.llama_vs_meant.top1_agreement == 1.0
+    # gemma's GeGLU: llama.cpp's CPU GELU goes through a float16 table, enough to tip a near-tied top-1 or two.
+    assert report.llama_vs_meant.top1_agreement >= (0.99 if name.startswith("gemma") else 1.0)
 
 
-@pytest.mark.parametrize("name", ["llama", "mixtral", "qwen2moe", "qwen3moe"])
+@pytest.mark.parametrize("name", ["llama", "mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3"])
 @pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
 def test_check_quantized_fixture(name, outtype, tmp_gguf):
     convert(fixture_dir(name), tmp_gguf, outtype=outtype, method="yarn", factor=4.0)
@@ -156,6 +158,25 @@ def test_factor_changed_behind_the_record_fails_and_names_the_key(tmp_path):
     report = check_gguf(changed)
     assert report.verdict == "fail", report.summary()
     assert "llama.rope.scaling.factor = 8.0" in report.closest
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma3"])
+def test_sliding_base_changed_behind_the_record_fails_and_names_the_key(name, tmp_path):
+    """The sliding-window layers' base (rope.freq_base_swa) moved after ropetool wrote the file: llama.cpp computes
+    the key, check fails naming it; the file as written passes."""
+    from ropetool.edit import set_keys
+
+    base = tmp_path / "base.gguf"
+    convert(fixture_dir(name), base, outtype="f32", method="linear", factor=4.0)
+    if name == "gemma2":  # gemma2's sliding layers take the global base unless the key says otherwise
+        set_keys(base, [f"{name}.rope.freq_base_swa=f32:10000", "ropetool.rope.sliding_base=f32:10000"], tmp_path / "b.gguf")
+        base = tmp_path / "b.gguf"
+    assert check_gguf(base).verdict == "pass"
+    changed = tmp_path / "changed.gguf"
+    set_keys(base, [f"{name}.rope.freq_base_swa=f32:20000"], changed)
+    report = check_gguf(changed)
+    assert report.verdict == "fail", report.summary()
+    assert f"{name}.rope.freq_base_swa = 20000" in report.closest, report.summary()
 
 
 def test_alibi_key_bloom_ignores_fails(tmp_path):

@@ -549,3 +549,18 @@ def test_library_raises_ropetool_error(tmp_path, sample_bytes):
     p.write_bytes(data[:50])
     with pytest.raises(RopetoolError):
         inspect_gguf(p)
+
+
+def test_gemma3_summary_names_both_layer_kinds(tmp_path):
+    """Both bases, the window and the pattern, in the text and in the JSON."""
+    path = tmp_path / "g3.gguf"
+    convert(fixture_dir("gemma3"), path, outtype="f32", method="linear", factor=8.0)
+    report = inspect_gguf(path)
+    sw = report["rope"]["sliding_window"]
+    assert sw == {"window": 16, "layers": [0, 1, 2, 3, 4], "global_layers": [5], "pattern_source": "default",
+                  "freq_base": 10000.0, "freq_base_source": "key", "freq_scale": 1.0, "magnitude": 1.0}
+    assert report["rope"]["llama_cpp"]["freq_base"] == 1e6 and report["rope"]["llama_cpp"]["freq_scale"] == 0.125
+    text = CliRunner().invoke(cli, ["inspect", str(path)]).output
+    assert "global:     layers 5: freq_base 1e+06, freq_scale 0.125" in text
+    assert "sliding:    layers 0-4 (pattern: default), window 16: freq_base 10000 (key), freq_scale 1" in text
+    assert json.loads(CliRunner().invoke(cli, ["inspect", "--json", str(path)]).output)["rope"]["sliding_window"] == sw

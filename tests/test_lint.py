@@ -95,6 +95,13 @@ def _without_key(tmp, drop, template):
     return tmp / "dropped.gguf"
 
 
+def _gemma3_window(tmp, window):
+    path = tmp / "g3.gguf"
+    convert(fixture_dir("gemma3"), path, outtype="f32", method="linear", factor=4.0)
+    set_keys(path, [f"gemma3.attention.sliding_window=u32:{window}"], tmp / "w.gguf")
+    return tmp / "w.gguf"
+
+
 def _without_tensor(tmp, drop):
     path = build(tmp / "t.gguf")
     if not drop:
@@ -166,6 +173,7 @@ CASES = {
         lambda t: build(t / "x.gguf", ctx=1024, extra=yarn(4.0, 1024)),
         lambda t: build(t / "x.gguf", ctx=4096, extra=yarn(4.0, 1024)),
     ),
+    "sliding-window-past-training": (lambda t: _gemma3_window(t, 128), lambda t: _gemma3_window(t, 32)),
     "legacy-scale-linear": (
         lambda t: build(t / "x.gguf", extra=lambda w: w.add_float32(key(K.ROPE_SCALE_LINEAR), 2.0)),
         lambda t: build(t / "x.gguf", extra=lambda w: (w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR),

@@ -39,7 +39,7 @@ from ropetool.lint import lint_gguf
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.runner import preflight
 
-FIXTURES = ("llama", "qwen2", "qwen3", "phi3", "bloom")
+FIXTURES = ("llama", "qwen2", "qwen3", "phi3", "bloom", "mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3")
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +134,12 @@ def test_required_tensors_are_what_llama_cpp_requires(converted, tmp_path, fixtu
     """Remove each tensor outside the blocks and each of block 0 in turn: llama.cpp fails exactly when the
     family lists it as required, and lint says missing-tensor exactly then."""
     src = converted[fixture]
-    family = FAMILIES[fixture]
     with GGUFFile(src) as gf:
+        family = FAMILIES[gf.architecture]
         names = [t.name for t in gf.tensors if not t.name.startswith("blk.") or t.name.startswith("blk.0.")]
-        n_layer = gf.get(K.k(K.BLOCK_COUNT, fixture))
-    required = set(family.required_tensors(n_layer))
+        n_layer = gf.get(K.k(K.BLOCK_COUNT, gf.architecture))
+        experts = bool(gf.get(K.k(K.EXPERT_COUNT, gf.architecture)))
+    required = set(family.required_tensors(n_layer, experts=experts))
     files = {name: _without(src, tmp_path / f"{name}.gguf", name) for name in names}
     runs = llama_cpp_runs(list(files.values()))
     llama_needs = {name for name, path in files.items() if runs[str(path)] != "ok"}

@@ -111,6 +111,26 @@ N_ROT_IS_HEAD_DIM_GRAPH = frozenset({
 
 
 @dataclass(frozen=True)
+class SlidingWindow:
+    """llama.cpp's sliding-window layers for an architecture: which layers slide, their window, and the rope
+    they use (``load_swa_pattern``, ``get_rope_freq_base/scale`` in src/llama-model.cpp; src/models/gemma*.cpp).
+
+    Layer ``il`` slides iff ``il % period < period - 1``, unless ``attention.sliding_window_pattern`` says
+    otherwise (an array: one flag per layer; a u32: another period)."""
+
+    period: int  # gemma2: every other layer slides (2); gemma3: five of every six (6)
+    window_default: int | None  # the window without the key; None: without the key no layer slides
+    base_default: float | None  # the sliding layers' base without rope.freq_base_swa; None: the global base
+    scale_follows_global: bool  # the sliding layers' freq_scale is the global one (gemma2) or 1 (gemma3)
+
+
+SLIDING_WINDOWS = {
+    "gemma2": SlidingWindow(period=2, window_default=4096, base_default=None, scale_follows_global=True),
+    "gemma3": SlidingWindow(period=6, window_default=None, base_default=10000.0, scale_follows_global=False),
+}
+
+
+@dataclass(frozen=True)
 class LoaderArch:
     """llama.cpp's loader and graph for one architecture name, as far as rope and ALiBi go."""
 
@@ -129,6 +149,7 @@ class LoaderArch:
     rope_layer_counts: tuple[int, ...] = ()  # non-empty: rope only at these block counts
     applies_rope_factors: bool = True  # False: the graph loads the rope tensors but never uses them
     n_rot_is_head_dim: bool = False
+    sliding: SlidingWindow | None = None  # sliding-window layers with a rope of their own (None: not modelled)
 
     def reads_key(self, template: str) -> bool:
         return template in self.reads
@@ -189,6 +210,7 @@ def _record(name: str, known: bool = True) -> LoaderArch:
         rope_layer_counts=ROPE_BY_LAYERS.get(name, ()),
         applies_rope_factors=name not in ROPE_FACTORS_NOT_APPLIED,
         n_rot_is_head_dim=name in N_ROT_IS_HEAD_DIM | N_ROT_IS_HEAD_DIM_GRAPH,
+        sliding=SLIDING_WINDOWS.get(name),
     )
 
 

@@ -46,6 +46,9 @@ LAYERNORM_EPS = A.LAYERNORM_EPS
 LAYERNORM_RMS_EPS = A.LAYERNORM_RMS_EPS
 MAX_ALIBI_BIAS = A.MAX_ALIBI_BIAS
 SLIDING_WINDOW = A.SLIDING_WINDOW
+SLIDING_WINDOW_PATTERN = A.SLIDING_WINDOW_PATTERN  # an array of bools (true: the layer slides), or a u32 period
+ATTN_LOGIT_SOFTCAPPING = L.ATTN_LOGIT_SOFTCAPPING
+FINAL_LOGIT_SOFTCAPPING = L.FINAL_LOGIT_SOFTCAPPING
 
 ROPE_DIMENSION_COUNT = R.DIMENSION_COUNT
 ROPE_FREQ_BASE = R.FREQ_BASE
@@ -81,6 +84,8 @@ TYPES: dict[str, T] = {
     LAYERNORM_EPS: T.FLOAT32,
     LAYERNORM_RMS_EPS: T.FLOAT32,
     SLIDING_WINDOW: T.UINT32,
+    ATTN_LOGIT_SOFTCAPPING: T.FLOAT32,
+    FINAL_LOGIT_SOFTCAPPING: T.FLOAT32,
     ROPE_DIMENSION_COUNT: T.UINT32,
     ROPE_FREQ_BASE: T.FLOAT32,
     ROPE_FREQ_BASE_SWA: T.FLOAT32,
@@ -163,6 +168,8 @@ RANGES: dict[str, Range] = {
     LAYERNORM_EPS: Range(0, 1, why="ggml's norm aborts on a negative epsilon"),
     LAYERNORM_RMS_EPS: Range(0, 1, why="ggml's rms_norm aborts on a negative epsilon"),
     SLIDING_WINDOW: Range(0, U32_MAX),
+    ATTN_LOGIT_SOFTCAPPING: Range(0, F32_MAX, lo_open=True, why="llama.cpp divides by it"),
+    FINAL_LOGIT_SOFTCAPPING: Range(0, F32_MAX, why="0: no cap where the architecture allows that"),
     ROPE_DIMENSION_COUNT: Range(2, 1 << 16, even=True),
     ROPE_FREQ_BASE: Range(1, F32_MAX, lo_open=True),
     ROPE_FREQ_BASE_SWA: Range(1, F32_MAX, lo_open=True),
@@ -226,9 +233,10 @@ RT_PARAMS = "ropetool.rope.params"  # JSON object of the method's parameters
 RT_EXACT = "ropetool.rope.exact"
 RT_NOTE = "ropetool.rope.note"  # what the lowering did, in words
 RT_APPROX_ERROR = "ropetool.rope.approx_max_rel_error"  # largest relative frequency/slope error
-RT_KEYS = (RT_VERSION, RT_METHOD, RT_PARAMS, RT_EXACT, RT_NOTE, RT_APPROX_ERROR)
+RT_SLIDING_BASE = "ropetool.rope.sliding_base"  # the sliding-window layers' base (gemma): what rope.freq_base_swa holds
+RT_KEYS = (RT_VERSION, RT_METHOD, RT_PARAMS, RT_EXACT, RT_NOTE, RT_APPROX_ERROR, RT_SLIDING_BASE)
 TYPES.update({RT_VERSION: T.STRING, RT_METHOD: T.STRING, RT_PARAMS: T.STRING, RT_EXACT: T.BOOL, RT_NOTE: T.STRING,
-              RT_APPROX_ERROR: T.FLOAT32})
+              RT_APPROX_ERROR: T.FLOAT32, RT_SLIDING_BASE: T.FLOAT32})
 
 
 def k(template: str, arch: str) -> str:

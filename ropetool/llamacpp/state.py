@@ -24,7 +24,7 @@ interprets a rope key.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,6 +49,23 @@ class IgnoredKey:
     value: object
     readers: tuple[str, ...]  # the architectures whose loader reads it (empty: none, or hard-coded here)
     why: str
+
+
+@dataclass(frozen=True)
+class SlidingState:
+    """The sliding-window layers as llama.cpp runs them (``LoaderArch.sliding``): which layers slide, their
+    window, and the base and scale of their rope (the rest of the rope settings are the global ones)."""
+
+    window: int
+    layers: tuple[bool, ...]  # per layer: it slides
+    pattern_source: str  # "key" or "default"
+    freq_base: float
+    freq_base_source: str  # "key" (rope.freq_base_swa), "default" or "global"
+    freq_scale: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.layers)
 
 
 @dataclass
@@ -94,6 +111,18 @@ class RopeState:
     ignored: list[IgnoredKey] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (key or tensor, why llama.cpp cannot use it)
+    sliding: SlidingState | None = None  # sliding-window layers with a rope of their own (gemma2, gemma3)
+
+    def of_sliding_layers(self) -> "RopeState":
+        """This state as the sliding-window layers compute rope: their base and scale, the rest the same."""
+        sw = self.sliding
+        if sw is None:
+            return self
+        try:
+            magnitude = ggml.magnitude(self.attn_factor, sw.freq_scale, self.ext_factor)
+        except (ValueError, ZeroDivisionError, OverflowError):
+            magnitude = math.nan
+        return replace(self, freq_base=sw.freq_base, freq_scale=sw.freq_scale, magnitude=magnitude, sliding=None)
 
     @property
     def computable(self) -> bool:
@@ -318,8 +347,47 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
     )
     _read_alibi(gf, st, key, reading)
     _read_rope_tensors(gf, st, reading)
+    _read_sliding(gf, st, key)
     _check_plausible(st, a)
     return st
+
+
+def _read_sliding(gf: GGUFFile, st: RopeState, key) -> None:
+    if st.encoding == "rope" and st.n_layer:
+        st.sliding = sliding_state(st.facts, st.n_layer, st.freq_base, st.freq_scale, lambda t: gf.get(key(t)))
+
+
+def sliding_state(facts: LoaderArch, n_layer: int, freq_base: float, freq_scale: float, get) -> SlidingState | None:
+    """Which layers slide and the base and scale of their rope (``LoaderArch.sliding``), from the keys as
+    ``get(template)`` returns their values (None when absent).  Both readings: the keys involved are read
+    by every architecture that has such layers."""
+    facts_sw = facts.sliding
+    if facts_sw is None or not 0 < n_layer <= K.MAX_LAYERS:
+        return None
+    window = get(K.SLIDING_WINDOW)
+    window = window if isinstance(window, int) and not isinstance(window, bool) else None
+    if not window:
+        if facts_sw.window_default is None:
+            return None  # gemma3 without a window: every layer is global
+        window = facts_sw.window_default
+    pattern = get(K.SLIDING_WINDOW_PATTERN)
+    if isinstance(pattern, (list, tuple, np.ndarray)) and len(pattern) <= n_layer:
+        flags = [bool(v) for v in pattern]
+        layers, source = tuple(flags + [False] * (n_layer - len(flags))), "key"
+    else:
+        given = isinstance(pattern, int) and not isinstance(pattern, bool)
+        period = pattern if given else facts_sw.period
+        layers = tuple(period == 0 or il % period < period - 1 for il in range(n_layer))
+        source = "key" if given else "default"
+    base = get(K.ROPE_FREQ_BASE_SWA)
+    if isinstance(base, (int, float)) and not isinstance(base, bool):
+        base_source = "key"
+    elif facts_sw.base_default is not None:
+        base, base_source = facts_sw.base_default, "default"
+    else:
+        base, base_source = freq_base, "global"
+    scale = freq_scale if facts_sw.scale_follows_global else 1.0
+    return SlidingState(int(window), layers, source, float(base), base_source, scale)
 
 
 def _readers(template: str):
@@ -411,6 +479,9 @@ def _check_plausible(st: RopeState, a: str) -> None:
     if st.encoding == "rope":
         if not (math.isfinite(st.freq_base) and st.freq_base > 1):
             bad.append((K.k(K.ROPE_FREQ_BASE, a), f"freq_base {st.freq_base} must be a finite number > 1"))
+        if st.sliding is not None and not (math.isfinite(st.sliding.freq_base) and st.sliding.freq_base > 1):
+            bad.append((K.k(K.ROPE_FREQ_BASE_SWA, a), f"the sliding layers' base {st.sliding.freq_base} must be a "
+                                                       "finite number > 1"))
         if not (math.isfinite(st.freq_scale) and st.freq_scale > 0):
             bad.append((K.k(K.ROPE_SCALING_FACTOR, a), f"scaling factor {st.factor} gives freq_scale {st.freq_scale}"))
         if not (math.isfinite(st.rope_attn_factor) and math.isfinite(st.magnitude)):
@@ -425,4 +496,4 @@ def _check_plausible(st: RopeState, a: str) -> None:
             bad.append((name, "holds values that are not finite and positive"))
 
 
-__all__ = ["RopeState", "IgnoredKey", "read_state", "scalar", "first_int", "LLAMA_CPP", "KEYS", "SCALING_TYPES"]
+__all__ = ["RopeState", "SlidingState", "sliding_state", "IgnoredKey", "read_state", "scalar", "first_int", "LLAMA_CPP", "KEYS", "SCALING_TYPES"]
