@@ -18,6 +18,7 @@ from bad_inputs import set_config
 from click.testing import CliRunner
 from conftest import ALL_FIXTURES, fixture_config, fixture_dir, hf_bf16_spread, hf_logits, is_gemma, is_moe, llama_cpp_logits, token_ids
 
+from ropetool.check import check_gguf
 from ropetool.cli import cli
 from ropetool.convert import convert
 
@@ -145,6 +146,7 @@ def test_moe_rope_matches_transformers(name, tmp_path):
         assert_logits_match(ours, hf_logits(name, ids, {"rope_theta": theta, **rope}), TOLERANCE["f32"])
         unscaled = hf_logits(name, ids)
         assert np.abs(ours - unscaled).max() > 5 * TOLERANCE["f32"] * np.abs(unscaled).max()
+        assert check_gguf(path).verdict == "pass"
     assert_logits_match(llama_cpp_logits(plain, ids), hf_logits(name, ids), TOLERANCE["f32"])
 
 
@@ -173,6 +175,7 @@ def test_gemma_rope_matches_transformers(name, tmp_path):
         assert_logits_match(ours, hf_logits(name, ids, rope(extra), ggml_gelu=True), TOLERANCE["f32"])
         unscaled = hf_logits(name, ids, ggml_gelu=True)
         assert np.abs(ours - unscaled).max() > 5 * TOLERANCE["f32"] * np.abs(unscaled).max()
+        assert check_gguf(path).verdict == "pass"
     assert_logits_match(llama_cpp_logits(plain, ids), hf_logits(name, ids, ggml_gelu=True), TOLERANCE["f32"])
 
 
