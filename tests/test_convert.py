@@ -125,37 +125,15 @@ def test_cli_yarn_on_qwen2_matches_transformers(tmp_gguf):
     assert np.abs(ours - hf_logits("qwen2", ids)).max() > 5 * TOLERANCE["f32"] * np.abs(ours).max()
 
 
-MOE_FIXTURES = ("mixtral", "qwen2moe", "qwen3moe")
-
-
-@pytest.mark.parametrize("name", MOE_FIXTURES)
-def test_moe_rope_matches_transformers(name, tmp_path):
-    """YaRN at convert, and linear by set-rope, on a mixture of experts: llama.cpp against transformers configured
-    alike, on 160 tokens (the original context is 64); the unscaled model does not match."""
-    theta = fixture_config(name)["rope_parameters"]["rope_theta"]
-    ids = token_ids(160, fixture_config(name)["vocab_size"])
-    yarn, plain, linear = tmp_path / "yarn.gguf", tmp_path / "plain.gguf", tmp_path / "linear.gguf"
-    for args in (["convert", str(fixture_dir(name)), "-o", str(yarn), "--outtype", "f32", "--rope", "yarn", "--factor", "4"],
-                 ["convert", str(fixture_dir(name)), "-o", str(plain), "--outtype", "f32"],
-                 ["set-rope", str(plain), "-o", str(linear), "--rope", "linear", "--factor", "4"]):
-        result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 0, result.output
-    for path, rope in ((yarn, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
-                       (linear, {"rope_type": "linear", "factor": 4.0})):
-        ours = llama_cpp_logits(path, ids)
-        assert_logits_match(ours, hf_logits(name, ids, {"rope_theta": theta, **rope}), TOLERANCE["f32"])
-        unscaled = hf_logits(name, ids)
-        assert np.abs(ours - unscaled).max() > 5 * TOLERANCE["f32"] * np.abs(unscaled).max()
-        assert check_gguf(path).verdict == "pass"
-    assert_logits_match(llama_cpp_logits(plain, ids), hf_logits(name, ids), TOLERANCE["f32"])
-
-
-@pytest.mark.parametrize("name", ["gemma2", "gemma3"])
-def test_gemma_rope_matches_transformers(name, tmp_path):
-    """Gemma's sliding-window layers (window 16) and global ones on 160 tokens (the original context is 64): yarn
-    at convert and linear by set-rope against transformers configured alike (on gemma3 the global layers only,
-    as both compute it; on gemma2 every layer); the unscaled model does not match."""
-    ids = token_ids(160, fixture_config(name)["vocab_size"])
+@pytest.mark.parametrize("name", ["mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3"])
+def test_new_architectures_rope_matches_transformers(name, tmp_path):
+    """YaRN at convert and linear by set-rope on the mixtures of experts and on Gemma's sliding-window layers
+    (window 16) and global ones: llama.cpp against transformers configured alike on 160 tokens (the original
+    context is 64; gemma3 scales the global layers only, as both compute it); the unscaled model does not match,
+    and check passes on each file."""
+    config = fixture_config(name)
+    ids = token_ids(160, config["vocab_size"])
+    gemma = is_gemma(name)
     yarn, plain, linear = tmp_path / "yarn.gguf", tmp_path / "plain.gguf", tmp_path / "linear.gguf"
     for args in (["convert", str(fixture_dir(name)), "-o", str(yarn), "--outtype", "f32", "--rope", "yarn", "--factor", "4"],
                  ["convert", str(fixture_dir(name)), "-o", str(plain), "--outtype", "f32"],
@@ -164,19 +142,19 @@ def test_gemma_rope_matches_transformers(name, tmp_path):
         assert result.exit_code == 0, result.output
 
     def rope(extra):
-        if name == "gemma3":
-            return {"full_attention": {"rope_theta": 1e6, **extra},
-                    "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
-        return {"rope_theta": 10000.0, **extra}
+        params = config["rope_parameters"]
+        if "full_attention" in params:  # per layer type: the extension reaches the global layers
+            return {**params, "full_attention": {**params["full_attention"], **extra}}
+        return {"rope_theta": params["rope_theta"], **extra}
 
     for path, extra in ((yarn, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
                         (linear, {"rope_type": "linear", "factor": 4.0})):
         ours = llama_cpp_logits(path, ids)
-        assert_logits_match(ours, hf_logits(name, ids, rope(extra), ggml_gelu=True), TOLERANCE["f32"])
-        unscaled = hf_logits(name, ids, ggml_gelu=True)
+        assert_logits_match(ours, hf_logits(name, ids, rope(extra), ggml_gelu=gemma), TOLERANCE["f32"])
+        unscaled = hf_logits(name, ids, ggml_gelu=gemma)
         assert np.abs(ours - unscaled).max() > 5 * TOLERANCE["f32"] * np.abs(unscaled).max()
         assert check_gguf(path).verdict == "pass"
-    assert_logits_match(llama_cpp_logits(plain, ids), hf_logits(name, ids, ggml_gelu=True), TOLERANCE["f32"])
+    assert_logits_match(llama_cpp_logits(plain, ids), hf_logits(name, ids, ggml_gelu=gemma), TOLERANCE["f32"])
 
 
 def test_moe_config_llama_cpp_would_compute_differently_is_refused(tmp_path):
