@@ -7,6 +7,7 @@ signal and a new child takes the rest.  ``python tests/llama_loads.py FILE...`` 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def llama_cpp_runs(paths: list[Path], timeout: float = 600) -> dict[str, str]:
     out: dict[str, str] = {}
     while todo:
         proc = subprocess.run([sys.executable, "-c", CHILD, *todo], capture_output=True, text=True, errors="replace",
-                              timeout=timeout)
+                              timeout=timeout, env={**os.environ, "GGML_NO_BACKTRACE": "1"})  # see runner.preflight
         current = None
         for line in proc.stdout.splitlines():
             kind, _, rest = line.partition(" ")

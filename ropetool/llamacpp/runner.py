@@ -178,9 +178,12 @@ def preflight(path, n_ctx: int, device: str = "cpu") -> None:
             "with LlamaCpp(sys.argv[1], n_ctx=int(sys.argv[2]), device=sys.argv[3], verbose=True) as llm:\n"
             "    ids = [min(1, llm.n_vocab - 1), min(2, llm.n_vocab - 1)]\n"
             "    list(llm.logits(ids))\n")
+    # On an abort ggml forks a child per aborting thread to attach gdb; two threads aborting at once each inherit
+    # the other's pipe and wait forever (and a grandchild holding our pipes would outlive the timeout).
+    env = {**os.environ, "GGML_NO_BACKTRACE": "1"}
     try:
         proc = subprocess.run([sys.executable, "-c", code, str(path), str(n_ctx), device], capture_output=True,
-                              text=True, errors="replace", timeout=PREFLIGHT_TIMEOUT)
+                              text=True, errors="replace", timeout=PREFLIGHT_TIMEOUT, env=env)
     except subprocess.TimeoutExpired:
         raise RopetoolError(f"llama.cpp did not load {path} and evaluate two tokens within {PREFLIGHT_TIMEOUT} s") from None
     if proc.returncode == 0:
