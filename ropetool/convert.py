@@ -13,6 +13,7 @@ the same target removes it (gguf_file.create_temp).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -27,7 +28,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 
 from ropetool.errors import RopetoolError
-from ropetool.families import Dims, Family, family_for_config
+from ropetool.families import Dims, Family, config_value, family_for_config
 from ropetool.io.checkpoint import Checkpoint, TensorRef, checkpoint_dtype, load_tensor, open_checkpoint
 from ropetool.io.encode import CHUNK_ELEMENTS, SCRATCH, encode_rows
 from ropetool.io.gguf_file import (
@@ -75,6 +76,7 @@ class Hparams:
     vocab_size: int
     trained_context: int
     tied: bool
+    context_from_config: bool = True  # False: trained_context is the family's default (see Family.default_context)
     n_expert: int = 0  # mixture of experts (0: dense)
     n_expert_used: int = 0
     n_ff_exp: int = 0
@@ -100,8 +102,8 @@ class Hparams:
                 K.check_range(key, v, f"config.json: {name}")
             return v
 
-        n_embd = count("hidden_size", "n_embed", "n_embd", key=K.EMBEDDING_LENGTH)
-        n_head = count("num_attention_heads", "n_head", key=K.HEAD_COUNT)
+        n_embd = count("hidden_size", "n_embed", "n_embd", "d_model", key=K.EMBEDDING_LENGTH)
+        n_head = count("num_attention_heads", "n_head", "n_heads", key=K.HEAD_COUNT)
         head_dim = count("head_dim", key=K.KEY_LENGTH) if config.get("head_dim") else n_embd // n_head
         if head_dim < 1:
             raise RopetoolError(f"config.json: hidden_size {n_embd} is smaller than num_attention_heads {n_head}")
@@ -112,19 +114,28 @@ class Hparams:
         tied = config.get("tie_word_embeddings", family.tied_default)
         if not isinstance(tied, bool):
             raise RopetoolError(f"config.json: tie_word_embeddings must be true or false, got {tied!r}")
-        n_ff = count("intermediate_size", default=4 * n_embd, key=K.FEED_FORWARD_LENGTH)
+        n_ff = count("intermediate_size", "ffn_hidden_size", default=4 * n_embd, key=K.FEED_FORWARD_LENGTH)
         experts = _experts(config, family, n_ff, count)
+        if config.get("multi_query") and not config.get("new_decoder_architecture"):
+            n_head_kv = 1  # Falcon-7B's multi-query attention (transformers' FalconAttention)
+        else:
+            n_head_kv = count("num_key_value_heads", "num_kv_heads", "n_head", "n_heads", "num_attention_heads",
+                              key=K.HEAD_COUNT_KV)
+        if n_head % n_head_kv:
+            raise RopetoolError(f"config.json: {n_head} attention heads cannot share {n_head_kv} key/value heads evenly")
+        context_names = ("max_position_embeddings", "seq_length", "n_positions", "max_seq_len")
+        default_context = family.default_context[0] if family.default_context else 2048
         return cls(
             n_embd=n_embd,
-            n_layer=count("num_hidden_layers", "n_layer", key=K.BLOCK_COUNT),
+            n_layer=count("num_hidden_layers", "n_layer", "n_layers", key=K.BLOCK_COUNT),
             n_head=n_head,
-            n_head_kv=count("num_key_value_heads", "n_head", "num_attention_heads", key=K.HEAD_COUNT_KV),
+            n_head_kv=n_head_kv,
             n_ff=n_ff,
             head_dim=head_dim,
             eps=float(eps),
             vocab_size=count("vocab_size", key=K.VOCAB_SIZE),
-            trained_context=count("max_position_embeddings", "seq_length", "n_positions", default=2048,
-                                  key=K.CONTEXT_LENGTH),
+            trained_context=count(*context_names, default=default_context, key=K.CONTEXT_LENGTH),
+            context_from_config=any(config.get(n) is not None for n in context_names),
             tied=tied,
             **experts,
         )
@@ -166,11 +177,25 @@ def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
     return out
 
 
+def check_family_config(config: dict, family: Family) -> None:
+    """Refuse a config.json that asks for what llama.cpp's graph for the family does not compute."""
+    for path, want, why in family.requires:
+        got = config_value(config, path, want)
+        if got != want:
+            raise RopetoolError(f"config.json: {path} is {json.dumps(got)}, but {why}")
+
+
 def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams) -> list[NewValue]:
     """The keys a family writes beyond the common ones (soft-caps, sliding-window layers), after checking that
     config.json asks for nothing llama.cpp's graph for the family computes otherwise."""
     a = family.arch
     values: list[tuple[str, object]] = []
+    for template, path, default in family.config_keys:
+        value = config_value(config, path, default)
+        if value is not None:
+            if template in K.RANGES:
+                K.check_range(template, value, f"config.json: {path}")
+            values.append((template, value))
     if family.query_scale_layers is not None:
         want = hp.n_embd // hp.n_head if hp.n_layer in family.query_scale_layers else hp.head_dim
         qpas = config.get("query_pre_attn_scalar", want)
@@ -217,7 +242,8 @@ def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams) -
         if isinstance(value, list):
             out.append(NewValue(K.k(template, a), K.T.ARRAY, value, K.T.BOOL))
         else:
-            out.append(NewValue(K.k(template, a), K.TYPES.get(template, K.T.FLOAT32), value))
+            vtype = K.TYPES.get(template, K.T.FLOAT32)
+            out.append(NewValue(K.k(template, a), vtype, bool(value) if vtype == K.T.BOOL else value))
     return out
 
 
@@ -240,7 +266,7 @@ def sliding_base(config: dict, rope: RopeParams) -> float:
 
 def check_rope_config(config: dict) -> None:
     """The config.json numbers the rope readers (rope/hf.py) convert without checking."""
-    prf = config.get("partial_rotary_factor")
+    prf = config.get("partial_rotary_factor", config.get("rotary_pct"))
     if isinstance(config.get("rope_parameters"), dict):
         prf = config["rope_parameters"].get("partial_rotary_factor", prf)
     if prf is not None and (isinstance(prf, bool) or not isinstance(prf, (int, float))
@@ -372,7 +398,8 @@ def require_parameters(method: str, options: dict) -> None:
 
 def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **options) -> tuple[RopeParams, int]:
     """The rope method to embed: config.json's, or the caller's ``method`` with ``options``."""
-    hf = rope_from_hf_config(config, alibi=family.alibi)
+    max_bias = config_value(config, family.hf_alibi_bias) if family.hf_alibi_bias else None
+    hf = rope_from_hf_config(config, alibi=family.alibi, max_bias=max_bias)
     if method is None:
         params = hf.params
         changes = {k: v for k, v in options.items() if v is not None}
@@ -402,12 +429,19 @@ def _permute(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
     return f
 
 
-def _bloom_qkv(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
-    """BLOOM stores q, k, v interleaved per head; llama.cpp wants [q; k; v]."""
+def _grouped_qkv(n_head: int, n_head_kv: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A fused QKV stored per key/value group (the group's n_head / n_head_kv queries, its key, its value:
+    BLOOM and GPT-NeoX with one query per group, Falcon with MQA or GQA) -> [q; k; v], as llama.cpp's
+    converters reorder it (weights and biases alike)."""
 
     def f(w: np.ndarray) -> np.ndarray:
-        head_dim = w.shape[0] // n_head // 3
-        return w.reshape(n_head, 3, head_dim, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape)
+        per_group = n_head // n_head_kv
+        head_dim = w.shape[0] // (n_head + 2 * n_head_kv)
+        g = w.reshape(n_head_kv, per_group + 2, head_dim, *w.shape[1:])
+        q = g[:, :per_group].reshape(n_head * head_dim, *w.shape[1:])
+        k = g[:, per_group].reshape(n_head_kv * head_dim, *w.shape[1:])
+        v = g[:, per_group + 1].reshape(n_head_kv * head_dim, *w.shape[1:])
+        return np.concatenate([q, k, v])
 
     return f
 
@@ -485,8 +519,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> t
             transform = functools.partial(_shifted, family.norm_shift)
         if family.permute_qk and kind in ("attn_q", "attn_k"):
             transform = _permute(hp.n_head if kind == "attn_q" else hp.n_head_kv)
-        if family.qkv_layout == "per-head" and kind == "attn_qkv":
-            transform = _bloom_qkv(hp.n_head)
+        if family.qkv_layout == "grouped" and kind == "attn_qkv":
+            transform = _grouped_qkv(hp.n_head, hp.n_head_kv)
         planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), refs, transform))
     names = {t.name for t in planned}
     if "output.weight" not in names and "token_embd.weight" in names and family.writes_tied_output:
@@ -564,6 +598,7 @@ def plan_conversion(
         raise RopetoolError(f"unknown output type {outtype!r}; choose from {', '.join(ALL_OUTTYPES)}")
     ckpt = open_checkpoint(model_dir)
     family = family_for_config(ckpt.config)
+    check_family_config(ckpt.config, family)
     hp = Hparams.from_config(ckpt.config, family)
     qtype = (Q.BF16 if ckpt.source_dtype == "BF16" else Q.F16) if outtype == "auto" else OUTTYPES[outtype]
 
@@ -571,6 +606,8 @@ def plan_conversion(
     rope, rotary_dim = rope_for(ckpt.config, family, method, hp, **rope_options)
     lowered = lower_for_llama_cpp(rope, family.loader, rotary_dim, hp.n_head, hp.trained_context, approximate,
                                   n_layer=hp.n_layer)
+    if not hp.context_from_config and family.default_context:
+        lowered.notes.append(f"context_length {hp.trained_context}: {family.default_context[1]}")
     tensors, skipped = plan_tensors(ckpt, family, hp, qtype)
     for name, data in lowered.tensors.items():
         tensors.append(PlannedTensor(name, tuple(data.shape), Q.F32, [], data=data))

@@ -48,6 +48,20 @@ _MOE_FFN = ("ffn_gate_inp.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight",
 _SHARED_EXPERT = ("ffn_gate_inp_shexp.weight", "ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight")
 
 
+def _with_biases(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n for t in names for n in (t, t[:-len("weight")] + "bias"))
+
+
+def config_value(config: dict, path: str, default=None):
+    """A config.json value by a dotted path ("attn_config.alibi_bias_max")."""
+    node = config
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
 @dataclass(frozen=True)
 class Family:
     arch: str  # llama.cpp's architecture name
@@ -55,7 +69,10 @@ class Family:
     norm: str  # "rms" or "layer"
     ffn: str  # "swiglu" (separate gate), "swiglu-fused" (gate and up in one tensor, gate first), "gelu", "geglu"
     permute_qk: bool = False  # HF rotate_half rows -> llama.cpp's NORMAL pairs (llama's converter permutes)
-    qkv_layout: str | None = None  # fused QKV as HF stores it: "concat" ([q; k; v]) or "per-head" (BLOOM)
+    # Fused QKV as HF stores it: "concat" ([q; k; v], kept so) or "grouped": per group of query heads that share
+    # a key/value head, the group's queries then its key then its value (BLOOM and GPT-NeoX: one query per group;
+    # Falcon: n_head / n_head_kv), reordered to [q; k; v] as llama.cpp's converters do.
+    qkv_layout: str | None = None
     strip_prefix: str = ""  # prefix llama.cpp's converter removes from HF names
     hf_eps_key: str = "rms_norm_eps"
     tied_default: bool = False  # tie_word_embeddings when config.json does not say
@@ -84,6 +101,20 @@ class Family:
     writes_head_dim: bool = False  # key_length/value_length written even when n_embd / n_head gives them
     query_scale_layers: tuple[int, ...] | None = None  # fixed query scale: 1/sqrt(head_dim), or 1/sqrt(n_embd /
     # n_head) at these layer counts (llama.cpp's rule for the 27B models); None: the usual 1/sqrt(head_dim)
+    # The residual block: "never" (x + attn(norm(x)), then + ffn(norm(.))), "always" (Falcon: x + attn(norm(x)) +
+    # ffn(norm'(x)), the feed-forward on attn_norm's output unless the layer has an ffn_norm), "key" (GPT-NeoX:
+    # use_parallel_residual says which).
+    parallel_residual: str = "never"
+    # config.json values llama.cpp's graph reads from keys: (key template, config.json path, default when absent;
+    # None: no key without the value).  ``hf_alibi_bias``: where config.json holds ALiBi's max_bias.
+    config_keys: tuple[tuple[str, str, object], ...] = ()
+    required_keys: tuple[str, ...] = ()  # keys (templates) the family's loader throws without, beyond the common ones
+    hf_alibi_bias: str | None = None
+    # What config.json must say for llama.cpp's graph to compute the model: (path, the value it must have, why);
+    # a missing value passes (transformers' default for the class is the value required).
+    requires: tuple[tuple[str, object, str], ...] = ()
+    # The trained context when config.json does not say it, and where the number comes from.
+    default_context: tuple[int, str] | None = None
 
     def required_tensors(self, n_layer: int, experts: bool = False) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
@@ -108,6 +139,7 @@ class Family:
             "output_norm": (e,),
             "token_embd_norm": (e,),
             "attn_norm": (e,),
+            "attn_norm_2": (e,),
             "ffn_norm": (e,),
             "attn_q": (q, e),
             "attn_k": (kv, e),
@@ -172,11 +204,44 @@ FAMILIES: dict[str, Family] = {
                softcaps="final", writes_head_dim=True, query_scale_layers=(62,),
                block_tensors=_BLOCK + _QKV + ("ffn_gate.weight", "post_attention_norm.weight", "post_ffw_norm.weight",
                                               "attn_q_norm.weight", "attn_k_norm.weight")),
-        Family("bloom", ("BloomForCausalLM", "BloomModel"), "layer", "gelu", qkv_layout="per-head",
+        Family("bloom", ("BloomForCausalLM", "BloomModel"), "layer", "gelu", qkv_layout="grouped",
                strip_prefix="transformer.", hf_eps_key="layer_norm_epsilon", tied_default=True,
                writes_tied_output=True,
                model_tensors=_MODEL + ("output_norm.bias", "token_embd_norm.weight", "token_embd_norm.bias"),
-               block_tensors=tuple(n for t in _BLOCK + ("attn_qkv.weight",) for n in (t, t[:-len("weight")] + "bias"))),
+               block_tensors=_with_biases(_BLOCK + ("attn_qkv.weight",)),
+               default_context=(2048, "config.json does not say; the released BLOOM models were trained on 2048-token "
+                                      "sequences (BLOOM paper, section 3.5)")),
+        # GPT-NeoX (Pythia): partial rotary (rotary_pct), parallel residual as use_parallel_residual says; its
+        # loader requires the output matrix and every bias.
+        Family("gptneox", ("GPTNeoXForCausalLM",), "layer", "gelu", qkv_layout="grouped", hf_eps_key="layer_norm_eps",
+               strip_prefix="", writes_tied_output=True, parallel_residual="key",
+               config_keys=((K.USE_PARALLEL_RESIDUAL, "use_parallel_residual", True),),
+               required_keys=(K.USE_PARALLEL_RESIDUAL,),
+               requires=(("attention_bias", True, "llama.cpp's gptneox requires the attention biases"),),
+               model_tensors=_MODEL + ("output_norm.bias", "output.weight"),
+               block_tensors=_with_biases(_BLOCK + ("attn_qkv.weight",))),
+        # Falcon: one fused QKV (grouped per key/value head: MQA, GQA or none), attention and feed-forward in
+        # parallel from the same input, normed once (7B: input_layernorm) or twice (40B: ln_attn, ln_mlp); no
+        # biases but the norms'; no ALiBi in llama.cpp.
+        Family("falcon", ("FalconForCausalLM", "RWForCausalLM"), "layer", "gelu", qkv_layout="grouped",
+               hf_eps_key="layer_norm_epsilon", tied_default=True, parallel_residual="always",
+               requires=(("alibi", False, "llama.cpp's falcon runs rope, not ALiBi"),
+                         ("bias", False, "llama.cpp's falcon has no linear biases"),
+                         ("parallel_attn", True, "llama.cpp's falcon computes attention and feed-forward in parallel")),
+               model_tensors=_MODEL + ("output_norm.bias",),
+               block_tensors=("attn_norm.weight", "attn_norm.bias", "attn_qkv.weight", "attn_output.weight",
+                              "ffn_up.weight", "ffn_down.weight"),
+               default_context=(2048, "config.json does not say; llama.cpp's converter writes 2048 for Falcon")),
+        # MPT: ALiBi with max_bias from attn_config.alibi_bias_max (read from the file: the one llama.cpp
+        # architecture whose ALiBi slopes a setting can change), q/k/v clamped at clip_qkv; no biases.
+        Family("mpt", ("MptForCausalLM", "MPTForCausalLM"), "layer", "gelu", qkv_layout="concat",
+               hf_eps_key="layer_norm_epsilon", tied_default=True,
+               config_keys=((K.CLAMP_KQV, "attn_config.clip_qkv", None),), hf_alibi_bias="attn_config.alibi_bias_max",
+               requires=(("attn_config.alibi", True, "llama.cpp's mpt has no position encoding without ALiBi"),
+                         ("attn_config.qk_ln", False, "transformers' MPT has no q/k norms"),
+                         ("attn_config.softmax_scale", None, "llama.cpp's mpt scales queries by 1/sqrt(head_dim)"),
+                         ("logit_scale", None, "llama.cpp's mpt does not scale the logits")),
+               block_tensors=_BLOCK + ("attn_qkv.weight",)),
     )
 }
 
@@ -202,4 +267,4 @@ def family_for_arch(name: str | None) -> Family | None:
     return FAMILIES.get(name)
 
 
-__all__ = ["Dims", "Family", "FAMILIES", "family_for_config", "family_for_arch"]
+__all__ = ["Dims", "Family", "FAMILIES", "family_for_config", "family_for_arch", "config_value"]

@@ -228,7 +228,7 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
         return first_int(gf, K.k(template, arch))
 
     needed = (K.HEAD_COUNT, K.FEED_FORWARD_LENGTH, family.eps_key) + (
-        (K.EXPERT_COUNT, K.EXPERT_USED_COUNT) if family.moe == "always" else ())
+        (K.EXPERT_COUNT, K.EXPERT_USED_COUNT) if family.moe == "always" else ()) + family.required_keys
     absent = [K.k(t, arch) for t in needed if K.k(t, arch) not in gf.fields]
     if absent:  # optional to llama.cpp's common loader (some architectures have none), needed by every family's
         return [_f("missing-key", f"no {' or '.join(absent)}: llama.cpp's {arch} loader needs "

@@ -93,6 +93,8 @@ class Shapes:
     n_expert_used: int = 0
     attn_softcap: float | None = None  # tanh soft-capping of the attention scores (gemma2)
     final_softcap: float | None = None  # ... and of the logits
+    clamp_kqv: float | None = None  # q, k and v clamped to [-c, c] (mpt)
+    parallel: bool = False  # attention and feed-forward from the same input (gptneox, falcon)
 
 
 def shapes_from_keys(family: Family, kv: dict, alibi: bool) -> Shapes:
@@ -124,7 +126,20 @@ def shapes_from_keys(family: Family, kv: dict, alibi: bool) -> Shapes:
         n_expert_used=int(get(K.EXPERT_USED_COUNT, 0)),
         attn_softcap=_cap(family, get(K.ATTN_LOGIT_SOFTCAPPING), 50.0, final=False),
         final_softcap=_cap(family, get(K.FINAL_LOGIT_SOFTCAPPING), 30.0, final=True),
+        clamp_kqv=float(get(K.CLAMP_KQV)) if any(t == K.CLAMP_KQV for t, _, _ in family.config_keys)
+        and get(K.CLAMP_KQV) else None,
+        parallel=_parallel(family, get(K.USE_PARALLEL_RESIDUAL)),
     )
+
+
+def _parallel(family: Family, key) -> bool:
+    """Whether llama.cpp's graph runs the family's attention and feed-forward in parallel (gptneox: the key,
+    which its loader requires)."""
+    if family.parallel_residual == "key":
+        if key is None:
+            raise RopetoolError(f"the GGUF lacks {K.k(K.USE_PARALLEL_RESIDUAL, family.arch)}")
+        return bool(key)
+    return family.parallel_residual == "always"
 
 
 def _cap(family: Family, value, default: float, final: bool) -> float | None:
@@ -455,7 +470,9 @@ class ReferenceModel:
         names = set(self.weights.names())
         need = [tensor_name(T.TOKEN_EMBD), tensor_name(T.OUTPUT_NORM)]
         for il in range(s.n_layer):
-            need += [tensor_name(T.ATTN_NORM, il), tensor_name(T.ATTN_OUT, il), tensor_name(T.FFN_NORM, il)]
+            need += [tensor_name(T.ATTN_NORM, il), tensor_name(T.ATTN_OUT, il)]
+            if not s.parallel:  # a parallel block may take its feed-forward input from attn_norm (falcon)
+                need.append(tensor_name(T.FFN_NORM, il))
             if tensor_name(T.ATTN_QKV, il) not in names:
                 need += [tensor_name(T.ATTN_Q, il), tensor_name(T.ATTN_K, il), tensor_name(T.ATTN_V, il)]
             if s.n_expert:
@@ -570,8 +587,14 @@ class ReferenceModel:
         for il in range(s.n_layer):
             slides = self.sliding is not None and self.sliding.layers[il]
             window = self.sliding.window if slides else None
-            self._attention_block(il, xs, settings, trig_sliding if slides else trig, norm, dtype, window)
-            self._ffn_block(il, xs, norm, dtype)
+            if s.parallel:  # x + attn(norm(x)) + ffn(norm'(x)): the feed-forward reads the block's input
+                inputs = [x.copy() for x in xs]
+                self._attention_block(il, xs, settings, trig_sliding if slides else trig, norm, dtype, window)
+                self._ffn_block(il, xs, norm, dtype, inputs)
+                del inputs
+            else:
+                self._attention_block(il, xs, settings, trig_sliding if slides else trig, norm, dtype, window)
+                self._ffn_block(il, xs, norm, dtype)
         w, b = self._w(T.OUTPUT_NORM, dtype=dtype), self._w(T.OUTPUT_NORM, None, "bias", dtype)
         return [norm(x, w, b, s.eps) for x in xs]
 
@@ -598,7 +621,10 @@ class ReferenceModel:
     def _attention_block(self, il, xs, settings, trig, norm, dtype, window=None):
         s = self.shapes
         w = functools.partial(self._w, layer=il, dtype=dtype)
-        nw, nb = w(T.ATTN_NORM), w(T.ATTN_NORM, suffix="bias")
+        # Falcon-40B normalises the attention's input with a norm of its own (attn_norm_2); attn_norm then
+        # feeds the feed-forward.
+        norm_kind = T.ATTN_NORM_2 if self._has(T.ATTN_NORM_2, il) else T.ATTN_NORM
+        nw, nb = w(norm_kind), w(norm_kind, suffix="bias")
         H, Hkv, d = s.n_head, s.n_head_kv, s.head_dim
         if self._has(T.ATTN_QKV, il):
             qkv_w, qkv_b = w(T.ATTN_QKV), w(T.ATTN_QKV, suffix="bias")
@@ -609,6 +635,8 @@ class ReferenceModel:
         outs = []
         for x, setting, cs in zip(xs, settings, trig):
             qkv = linear(norm(x, nw, nb, s.eps), qkv_w, qkv_b)
+            if s.clamp_kqv:  # mpt's clip_qkv, after the bias (llama.cpp's build_qkv)
+                np.clip(qkv, -s.clamp_kqv, s.clamp_kqv, out=qkv)
             q, k, v = np.split(qkv, [H * d, H * d + Hkv * d], axis=-1)
             outs.append(self._attend(q, k, v, setting, cs, qn, kn, window))
         del qkv_w, qkv_b
@@ -683,10 +711,13 @@ class ReferenceModel:
             out[:, :, start:stop] = (probs @ v[:, :stop]).reshape(Hkv, g, rows, dv) / total
         return out.reshape(H, n, dv).transpose(1, 0, 2).reshape(n, H * dv)
 
-    def _ffn_block(self, il, xs, norm, dtype):
+    def _ffn_block(self, il, xs, norm, dtype, inputs=None):
+        """The feed-forward, added to each x; ``inputs``: a parallel block's inputs, which the feed-forward reads
+        instead of x (normed by ffn_norm, or by attn_norm where the layer has no ffn_norm: falcon)."""
         s = self.shapes
         w = functools.partial(self._w, layer=il, dtype=dtype)
-        nw, nb = w(T.FFN_NORM), w(T.FFN_NORM, suffix="bias")
+        norm_kind = T.FFN_NORM if self._has(T.FFN_NORM, il) else T.ATTN_NORM
+        nw, nb = w(norm_kind), w(norm_kind, suffix="bias")
         if s.n_expert:
             return self._moe_block(il, xs, norm, nw, nb, dtype)
         ffn = self.family.ffn
@@ -696,9 +727,10 @@ class ReferenceModel:
             up, upb = w(T.FFN_UP), w(T.FFN_UP, suffix="bias")
         down, downb = w(T.FFN_DOWN), w(T.FFN_DOWN, suffix="bias")
         post = w(T.FFN_POST_NORM) if self._has(T.FFN_POST_NORM, il) else None  # gemma
-        for x in xs:  # position-wise: a chunk of positions at a time bounds the intermediate activations
+        for i, x in enumerate(xs):  # position-wise: a chunk of positions at a time bounds the intermediate activations
+            src = x if inputs is None else inputs[i]
             for start in range(0, x.shape[0], POSITION_CHUNK):
-                h = norm(x[start:start + POSITION_CHUNK], nw, nb, s.eps)
+                h = norm(src[start:start + POSITION_CHUNK], nw, nb, s.eps)
                 u = linear(h, up, upb)
                 if ffn in ("swiglu", "swiglu-fused"):  # [gate; up], gate first
                     g, u = np.split(u, 2, axis=-1)

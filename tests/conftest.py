@@ -69,6 +69,20 @@ class _GgmlGelu:
         return Gelu()
 
 
+def tanh_gelu_(model) -> None:
+    """Swap every exact GELU in a transformers model for the tanh approximation llama.cpp computes (GPT-NeoX,
+    Falcon and MPT use the exact one; llama.cpp's graph for them, and so ropetool's reference, the tanh one)."""
+    import torch
+    from transformers.activations import GELUActivation
+
+    for module in list(model.modules()):
+        for attr, child in list(module.named_children()):
+            exact = isinstance(child, GELUActivation) or (
+                isinstance(child, torch.nn.GELU) and child.approximate == "none")
+            if exact:
+                setattr(module, attr, torch.nn.GELU(approximate="tanh"))
+
+
 @functools.lru_cache(maxsize=64)
 def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_as: str | None,
                ggml_gelu: bool = False) -> np.ndarray:
@@ -76,6 +90,8 @@ def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_a
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(FIXTURES / name)
+    if getattr(config, "max_seq_len", None) is not None:  # MPT builds its ALiBi bias for max_seq_len positions only
+        config.max_seq_len = max(config.max_seq_len, len(ids))
     if rope_json is not None:
         config.rope_parameters = json.loads(rope_json)
         if getattr(config, "head_dim", 0) is None:  # MixtralConfig keeps head_dim None, which yarn's init multiplies

@@ -28,6 +28,10 @@ LLAMA_METHODS = {
     "yarn-attn": {"method": "yarn", "factor": 4.0, "attention_factor": 1.3},
     "dynamic-yarn": {"method": "dynamic-yarn", "factor": 2.0},
     "llama3": {"method": "llama3", "factor": 8.0},
+    # MPT reads ALiBi's max_bias from the file: the ALiBi methods approximated by the nearest one.
+    "alibi-interp": {"method": "alibi-interp", "alpha": 2.0, "approximate": True},
+    "ntk-alibi": {"method": "ntk-alibi", "alpha": 4.0, "approximate": True},
+    "dynamic-ntk-alibi": {"method": "dynamic-ntk-alibi", "alpha": 1.0, "target_context": 256, "approximate": True},
 }
 NEOX_METHODS = {k: LLAMA_METHODS[k] for k in ("config", "none", "linear", "ntk", "dynamic-ntk", "ntk-by-parts", "yarn",
                                               "yarn-attn", "dynamic-yarn")}
@@ -41,7 +45,13 @@ MATRIX = (
     + [("bloom", "config")]
     + [(moe, m) for moe in ("mixtral", "qwen2moe", "qwen3moe") for m in ("config", "linear", "yarn")]
     + [(gemma, m) for gemma in ("gemma2", "gemma3") for m in ("config", "linear", "yarn", "ntk")]
+    + [("gptneox", m) for m in ("config", "linear", "ntk", "dynamic-ntk", "yarn")]
+    + [(falcon, m) for falcon in ("falcon", "falcon-mq") for m in ("config", "linear", "ntk", "yarn")]
+    + [("mpt", m) for m in ("config", "alibi-interp", "ntk-alibi", "dynamic-ntk-alibi")]
 )
+# llama.cpp's CPU GELU goes through a float16 table (gemma's GeGLU, the GELU of gptneox, falcon and mpt): enough to
+# tip a near-tied top-1 or two.
+GELU_TABLE = ("gemma2", "gemma3", "gptneox", "falcon", "falcon-mq", "mpt")
 
 
 @pytest.mark.parametrize("name,method", MATRIX, ids=[f"{n}-{m}" for n, m in MATRIX])
@@ -51,14 +61,14 @@ def test_check_passes_and_every_alternative_is_farther(name, method, tmp_gguf):
     assert report.verdict == "pass", report.summary()
     assert report.alternatives and all(a.outcome == "farther" for a in report.alternatives), report.summary()
     assert all(a.ratio > 0.99 for a in report.alternatives), report.summary()  # f32: llama.cpp is the meant setting
-    # gemma's GeGLU: llama.cpp's CPU GELU goes through a float16 table, enough to tip a near-tied top-1 or two.
-    assert report.llama_vs_meant.top1_agreement >= (0.99 if name.startswith("gemma") else 1.0)
+    assert report.llama_vs_meant.top1_agreement >= (0.99 if name in GELU_TABLE else 1.0)
 
 
-@pytest.mark.parametrize("name", ["llama", "mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3"])
+@pytest.mark.parametrize("name", ["llama", "mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3", "gptneox", "falcon", "mpt"])
 @pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
 def test_check_quantized_fixture(name, outtype, tmp_gguf):
-    convert(fixture_dir(name), tmp_gguf, outtype=outtype, method="yarn", factor=4.0)
+    method = LLAMA_METHODS["ntk-alibi" if name == "mpt" else "yarn"]  # mpt: ALiBi, max_bias from the file
+    convert(fixture_dir(name), tmp_gguf, outtype=outtype, **method)
     report = check_gguf(tmp_gguf)
     assert report.verdict == "pass", report.summary()
     assert report.weight_type == outtype.upper()

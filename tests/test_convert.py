@@ -125,12 +125,13 @@ def test_cli_yarn_on_qwen2_matches_transformers(tmp_gguf):
     assert np.abs(ours - hf_logits("qwen2", ids)).max() > 5 * TOLERANCE["f32"] * np.abs(ours).max()
 
 
-@pytest.mark.parametrize("name", ["mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3"])
+@pytest.mark.parametrize("name", ["mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3", "gptneox", "falcon", "falcon-mq"])
 def test_new_architectures_rope_matches_transformers(name, tmp_path):
-    """YaRN at convert and linear by set-rope on the mixtures of experts and on Gemma's sliding-window layers
-    (window 16) and global ones: llama.cpp against transformers configured alike on 160 tokens (the original
-    context is 64; gemma3 scales the global layers only, as both compute it); the unscaled model does not match,
-    and check passes on each file."""
+    """YaRN at convert and linear by set-rope on the mixtures of experts, on Gemma's sliding-window layers
+    (window 16) and global ones, on GPT-NeoX's partial rotary (half of each head) and parallel residual, and on
+    Falcon's two layouts: llama.cpp against transformers configured alike on 160 tokens (the original context is
+    64; gemma3 scales the global layers only, as both compute it); the unscaled model does not match, and check
+    passes on each file."""
     config = fixture_config(name)
     ids = token_ids(160, config["vocab_size"])
     gemma = is_gemma(name)
@@ -145,7 +146,8 @@ def test_new_architectures_rope_matches_transformers(name, tmp_path):
         params = config["rope_parameters"]
         if "full_attention" in params:  # per layer type: the extension reaches the global layers
             return {**params, "full_attention": {**params["full_attention"], **extra}}
-        return {"rope_theta": params["rope_theta"], **extra}
+        kept = {k: params[k] for k in ("rope_theta", "partial_rotary_factor") if k in params}
+        return {**kept, **extra}
 
     for path, extra in ((yarn, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
                         (linear, {"rope_type": "linear", "factor": 4.0})):
@@ -428,3 +430,129 @@ def test_output_is_byte_identical_to_gguf_py_writer(name, outtype, options, linu
     writer.write_tensors_to_file()
     writer.close()
     assert ours.read_bytes() == theirs.read_bytes()
+
+
+# --- MPT: ALiBi with max_bias from the file, and the ALiBi methods it can approximate ------------------------
+
+def mpt_logits(ids, slopes=None) -> np.ndarray:
+    """transformers' MPT (float32) on ``ids``, its ALiBi slopes replaced by ``slopes`` (one per head) when given:
+    its build_mpt_alibi_tensor's bias slope_h * (j - L + 1) with the slopes swapped."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.mpt import modeling_mpt
+
+    config = AutoConfig.from_pretrained(fixture_dir("mpt"))
+    config.max_seq_len = max(config.max_seq_len, len(ids))  # transformers builds the bias for max_seq_len positions
+    model = AutoModelForCausalLM.from_pretrained(fixture_dir("mpt"), config=config, dtype=torch.float32).eval()
+    original = modeling_mpt.build_mpt_alibi_tensor
+
+    def build(num_heads, sequence_length, alibi_bias_max=8, device=None):
+        positions = torch.arange(1 - sequence_length, 1, dtype=torch.float32).view(1, 1, sequence_length)
+        return positions * torch.tensor(slopes, dtype=torch.float32).view(num_heads, 1, 1)
+
+    modeling_mpt.build_mpt_alibi_tensor = original if slopes is None else build
+    try:
+        with torch.no_grad():
+            return model(torch.tensor([list(ids)])).logits[0].double().numpy()
+    finally:
+        modeling_mpt.build_mpt_alibi_tensor = original
+
+
+def mpt_slopes(n_heads: int, max_bias: float) -> np.ndarray:
+    """The slopes transformers' MPT derives from alibi_bias_max (what llama.cpp derives from the key)."""
+    import torch
+    from transformers.models.mpt import modeling_mpt
+
+    return -modeling_mpt.build_mpt_alibi_tensor(n_heads, 2, max_bias)[:, 0, 0].to(torch.float64).numpy()
+
+
+def test_mpt_ntk_alibi_approximation_is_closer_and_its_error_is_the_recorded_one(tmp_path):
+    """NTK-ALiBi (a = 4) on MPT, which reads max_bias from the file: refused without --approximate; with it, the
+    file's llama.cpp logits on 200 tokens (the trained context is 128) are closer to transformers' MPT running
+    NTK-ALiBi's slopes (keezen's formula) than plain ALiBi's are; llama.cpp runs exactly the slopes the written
+    max_bias gives; and the error ropetool records is the slopes' measured one."""
+    from test_reference import ntk_alibi
+
+    from ropetool.llamacpp import keys as K
+
+    plain, ntk = tmp_path / "plain.gguf", tmp_path / "ntk.gguf"
+    args = ["convert", str(fixture_dir("mpt")), "-o", str(ntk), "--outtype", "f32", "--rope", "ntk-alibi", "--alpha", "4"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "--approximate" in refused.output and not ntk.exists()
+    assert CliRunner().invoke(cli, args + ["--approximate"]).exit_code == 0
+    convert(fixture_dir("mpt"), plain, outtype="f32")
+
+    n_heads = fixture_config("mpt")["n_heads"]
+    ids = token_ids(200, fixture_config("mpt")["vocab_size"])
+    wanted = np.array(ntk_alibi(4.0)(n_heads, len(ids)))
+    keys = written_keys(ntk)
+    written = float(keys["mpt.attention.max_alibi_bias"])
+    got = mpt_slopes(n_heads, written)
+    measured = float(np.max(np.abs(got - wanted) / wanted))
+    assert math.isclose(float(keys[K.RT_APPROX_ERROR]), measured, rel_tol=1e-5), (keys[K.RT_APPROX_ERROR], measured)
+
+    oracle = mpt_logits(ids, wanted)
+    ours, theirs_plain = llama_cpp_logits(ntk, ids), llama_cpp_logits(plain, ids)
+    closer, plain_gap = np.abs(ours - oracle).max(), np.abs(theirs_plain - oracle).max()
+    assert closer < 0.85 * plain_gap, (closer, plain_gap)
+    # Why not the max_bias that gives NTK-ALiBi's ratio between heads exactly (8 + n log2(a) / (n - 1)): it leaves
+    # one constant factor on every head, the first included, and lands farther than plain ALiBi.
+    ratio_exact = mpt_slopes(n_heads, 8 + n_heads * math.log2(4.0) / (n_heads - 1))
+    assert np.ptp(ratio_exact / wanted) < 1e-6 and np.abs(mpt_logits(ids, ratio_exact) - oracle).max() > plain_gap
+    assert_logits_match(ours, mpt_logits(ids, got), TOLERANCE["f32"])  # what llama.cpp computes is the key's ALiBi
+    assert_logits_match(theirs_plain, mpt_logits(ids), TOLERANCE["f32"])  # and plain ALiBi past the trained context
+    assert check_gguf(ntk).verdict == "pass"
+    # set-rope on the plain file writes the same setting.
+    again = tmp_path / "again.gguf"
+    result = CliRunner().invoke(cli, ["set-rope", str(plain), "-o", str(again), "--rope", "ntk-alibi", "--alpha", "4",
+                                      "--approximate"])
+    assert result.exit_code == 0, result.output
+    assert written_keys(again)["mpt.attention.max_alibi_bias"] == keys["mpt.attention.max_alibi_bias"]
+
+
+@pytest.mark.parametrize("name,changes,words", [
+    ("falcon", {"alibi": True}, "rope, not ALiBi"),
+    ("falcon", {"bias": True}, "no linear biases"),
+    ("falcon-mq", {"parallel_attn": False}, "in parallel"),
+    ("mpt", {"attn_config": {"alibi": False}}, "without ALiBi"),
+    ("mpt", {"attn_config": {"alibi": True, "qk_ln": True}}, "q/k norms"),
+    ("mpt", {"logit_scale": 2.0}, "does not scale the logits"),
+    ("gptneox", {"attention_bias": False}, "attention biases"),
+])
+def test_config_llama_cpp_would_compute_differently_is_refused(name, changes, words, tmp_path):
+    folder = tmp_path / name
+    shutil.copytree(fixture_dir(name), folder)
+    set_config(folder, **changes)
+    out = tmp_path / "o.gguf"
+    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(out)])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_bloom_context_length_is_the_trained_one_and_says_where_it_came_from(tmp_path):
+    """BLOOM's config.json gives no context length: ropetool writes 2048, the length the released models were
+    trained at, and records why (llama.cpp's converter writes the hidden size when seq_length is missing)."""
+    assert not {"seq_length", "max_position_embeddings", "n_positions"} & set(fixture_config("bloom"))
+    result = CliRunner().invoke(cli, ["convert", str(fixture_dir("bloom")), "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["keys"]["bloom.context_length"] == 2048
+    assert any("context_length 2048" in n and "BLOOM" in n for n in plan["notes"]), plan["notes"]
+    convert(fixture_dir("bloom"), tmp_path / "b.gguf", outtype="f32")
+    keys = written_keys(tmp_path / "b.gguf")
+    assert keys["bloom.context_length"] == 2048 and "2048-token" in keys["ropetool.rope.note"]
+
+
+def test_gptneox_needs_its_parallel_residual_key(tmp_path):
+    """llama.cpp's gptneox loader throws without use_parallel_residual: lint says so, and llama.cpp refuses."""
+    from llama_loads import llama_cpp_runs
+
+    from ropetool.edit import unset_keys
+    from ropetool.lint import lint_gguf
+
+    src, out = tmp_path / "n.gguf", tmp_path / "without.gguf"
+    convert(fixture_dir("gptneox"), src, outtype="f32")
+    unset_keys(src, ["gptneox.use_parallel_residual"], out, force=True)
+    runs = llama_cpp_runs([src, out])
+    assert runs[str(src)] == "ok" and runs[str(out)].startswith("refused"), runs
+    assert any(f.id == "missing-key" and "use_parallel_residual" in f.message for f in lint_gguf(out))

@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import transformers.models.bloom.modeling_bloom as modeling_bloom  # noqa: E402
+from conftest import tanh_gelu_  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 import ropetool.reference as reference_module  # noqa: E402
@@ -48,12 +49,16 @@ def token_ids(name: str, n: int = N) -> list[int]:
 
 
 def hf_logits(name: str, ids, rope_parameters: dict | None = None) -> np.ndarray:
-    """transformers' float32 logits; a fresh model each call (dynamic rope keeps state between calls)."""
+    """transformers' float32 logits; a fresh model each call (dynamic rope keeps state between calls).  Its exact
+    GELU (GPT-NeoX, Falcon, MPT) is swapped for the tanh one llama.cpp's graph, and so the reference, computes."""
     config = AutoConfig.from_pretrained(FIXTURES / name)
     if rope_parameters is not None:
         config.rope_parameters = dict(rope_parameters)
+    if getattr(config, "max_seq_len", None) is not None:  # MPT builds its ALiBi bias for max_seq_len positions only
+        config.max_seq_len = max(config.max_seq_len, len(ids))
     model = AutoModelForCausalLM.from_pretrained(FIXTURES / name, config=config, dtype=torch.float32)
     model.eval()
+    tanh_gelu_(model)
     ids = torch.tensor([list(ids)])
     with torch.no_grad():  # an explicit mask: BLOOM then builds its ALiBi tensor through build_alibi_tensor
         return model(ids, attention_mask=torch.ones_like(ids)).logits[0].double().numpy()

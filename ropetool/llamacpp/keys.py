@@ -45,6 +45,8 @@ VALUE_LENGTH = A.VALUE_LENGTH
 LAYERNORM_EPS = A.LAYERNORM_EPS
 LAYERNORM_RMS_EPS = A.LAYERNORM_RMS_EPS
 MAX_ALIBI_BIAS = A.MAX_ALIBI_BIAS
+CLAMP_KQV = A.CLAMP_KQV  # q, k and v clamped to [-c, c] (mpt's clip_qkv); 0 or absent: not clamped
+USE_PARALLEL_RESIDUAL = L.USE_PARALLEL_RESIDUAL  # gptneox: attention and feed-forward from the same input
 SLIDING_WINDOW = A.SLIDING_WINDOW
 SLIDING_WINDOW_PATTERN = A.SLIDING_WINDOW_PATTERN  # an array of bools (true: the layer slides), or a u32 period
 ATTN_LOGIT_SOFTCAPPING = L.ATTN_LOGIT_SOFTCAPPING
@@ -102,6 +104,8 @@ TYPES: dict[str, T] = {
     ROPE_YARN_BETA_FAST: T.FLOAT32,
     ROPE_YARN_BETA_SLOW: T.FLOAT32,
     MAX_ALIBI_BIAS: T.FLOAT32,
+    CLAMP_KQV: T.FLOAT32,
+    USE_PARALLEL_RESIDUAL: T.BOOL,
 }
 
 
@@ -144,6 +148,7 @@ def _num(x) -> str:
 
 
 U32_MAX = 2**32 - 1
+I32_MAX = 2**31 - 1  # ggml_rope_ext takes the original context as an int: 2^31 and above wrap negative (NaN logits)
 F32_MAX = float(np.finfo(np.float32).max)
 MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS (llama-hparams.h): per-layer arrays have this many entries
 MAX_EXPERTS = 1024  # llama.cpp's LLAMA_MAX_EXPERTS (llama-hparams.h)
@@ -152,7 +157,7 @@ MAX_EXPERTS = 1024  # llama.cpp's LLAMA_MAX_EXPERTS (llama-hparams.h)
 RANGES: dict[str, Range] = {
     ALIGNMENT: Range(32, 1 << 16, power_of_two=True,
                      why="ggml needs tensor data aligned to 32 bytes; 64 KiB is the largest page size"),
-    CONTEXT_LENGTH: Range(1, U32_MAX),
+    CONTEXT_LENGTH: Range(1, I32_MAX, why="llama.cpp passes it to ggml's rope as a signed int"),
     EMBEDDING_LENGTH: Range(1, 1 << 20),
     BLOCK_COUNT: Range(1, MAX_LAYERS, why="llama.cpp's LLAMA_MAX_LAYERS"),
     FEED_FORWARD_LENGTH: Range(1, 1 << 24, array_lo=0),
@@ -177,13 +182,14 @@ RANGES: dict[str, Range] = {
     ROPE_SCALING_FACTOR: Range(0, 1 << 16, why="0 means no scaling"),
     ROPE_SCALING_ALPHA: Range(0, 1 << 16),
     ROPE_SCALING_ATTN_FACTOR: Range(0, 100, lo_open=True),
-    ROPE_SCALING_ORIG_CTX: Range(0, U32_MAX, why="0 means context_length"),
+    ROPE_SCALING_ORIG_CTX: Range(0, I32_MAX, why="0 means context_length; ggml's rope takes it as a signed int"),
     ROPE_YARN_LOG_MUL: Range(0, 100),
     ROPE_YARN_EXT_FACTOR: Range(-1, 1, why="negative means YaRN's default"),
     ROPE_YARN_ATTN_FACTOR: Range(0, 100, lo_open=True),
     ROPE_YARN_BETA_FAST: Range(0, 1 << 16, lo_open=True),
     ROPE_YARN_BETA_SLOW: Range(0, 1 << 16, lo_open=True),
     MAX_ALIBI_BIAS: Range(0, 1000),
+    CLAMP_KQV: Range(0, F32_MAX, why="0 means no clamping"),
 }
 TYPES[ALIGNMENT] = T.UINT32  # gguf.cpp refuses any other type
 # Read by every architecture's loader (llama_model_base::load_hparams, gguf.cpp for the alignment): a value

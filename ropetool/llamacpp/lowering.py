@@ -23,8 +23,8 @@ from ropetool.io.gguf_file import NewValue
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import LoaderArch
 from ropetool.llamacpp.provenance import record
-from ropetool.rope import RopeParams, alibi_slopes, default_inv_freq, dynamic_ntk_base, ntk_base, rope_frequencies
-from ropetool.rope.methods import METHOD_TABLE, dynamic_ntk_alibi_ratio, dynamic_yarn_factor, power_of_two_heads
+from ropetool.rope import RopeParams, alibi_base_slopes, alibi_slopes, default_inv_freq, dynamic_ntk_base, ntk_base, rope_frequencies
+from ropetool.rope.methods import METHOD_TABLE, dynamic_ntk_alibi_ratio, dynamic_yarn_factor
 
 
 @dataclass
@@ -219,16 +219,41 @@ def lower_alibi(out: Lowered, p: RopeParams, t: Target) -> None:
             out.approximate(err, f"llama.cpp hard-codes ALiBi max_bias {bias:g} for {a}: no setting can change its "
                                  f"slopes; they differ from {p.method}'s by up to {err:.3g} (relative)")
         return
-    # slope_h = m0^(h+1), m0 = 2^(-max_bias/n): fit max_bias to the wanted slopes (least squares in log2).
-    n = power_of_two_heads(t.n_heads)
-    h = np.arange(1, n + 1)
-    max_bias = float(-n * np.sum(h * np.log2(wanted[:n])) / np.sum(h * h))
+    max_bias, worst = _fit_max_bias(wanted, t.n_heads)
+    K.check_range(K.MAX_ALIBI_BIAS, max_bias, f"{p.method}'s max_bias")
     got = alibi_slopes(p.replace(method="alibi", max_bias=max_bias), t.n_heads)
     err = _rel_error(got, wanted)
     out.set(K.MAX_ALIBI_BIAS, max_bias)
     if err > 1e-9:
-        out.approximate(err, f"llama.cpp derives every slope from max_bias; the best fit ({max_bias:.4g}) is off by "
-                             f"up to {err:.3g}")
+        out.approximate(err, f"llama.cpp derives every slope from max_bias: {max_bias:.6g} keeps the worst head's slope "
+                             f"nearest {p.method}'s, a factor of {2.0 ** worst:.4g} off (largest relative error {err:.3g})")
+
+
+def _fit_max_bias(wanted: np.ndarray, n_heads: int) -> tuple[float, float]:
+    """The max_bias whose ggml slopes are off from ``wanted`` by the smallest factor on the worst head, and that
+    factor's log2.  ggml's log2(slope_h) is -max_bias * c_h (c_h = h/n for the n = 2^floor(log2 H) first heads,
+    then odd multiples of 1/2n), so the worst head's |log2 error| is convex in max_bias: a ternary search finds
+    its minimum.  (A max_bias that gives NTK-ALiBi's ratio between heads exactly leaves one constant factor on
+    every head, the first included, and on the fixtures lands farther from NTK-ALiBi than plain ALiBi does; the
+    worst-head fit lands nearer: tests/test_convert.py.)"""
+    c = -np.log2(alibi_base_slopes(n_heads, 1.0))
+    y = np.log2(wanted)
+
+    def worst(b: float) -> float:
+        return float(np.max(np.abs(-b * c - y)))
+
+    lo, hi = 1e-6, K.RANGES[K.MAX_ALIBI_BIAS].hi  # 0 would mean no ALiBi at all to llama.cpp
+    for _ in range(200):
+        m1, m2 = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+        if worst(m1) <= worst(m2):
+            hi = m2
+        else:
+            lo = m1
+    b = (lo + hi) / 2
+    exact = float(np.round(b, 6))  # a method ggml computes exactly (ALiBi itself) gets its own max_bias back
+    if worst(exact) <= worst(b) + 1e-12:
+        b = exact
+    return b, worst(b)
 
 
 LOWERINGS: dict[str, Callable[[Lowered, RopeParams, Target], None]] = {

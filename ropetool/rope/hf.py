@@ -27,8 +27,8 @@ class HFRope:
 
 
 def head_dim_of(config: dict) -> int:
-    heads = config.get("num_attention_heads") or config.get("n_head")
-    hidden = config.get("hidden_size") or config.get("n_embed") or config.get("n_embd")
+    heads = config.get("num_attention_heads") or config.get("n_head") or config.get("n_heads")
+    hidden = config.get("hidden_size") or config.get("n_embed") or config.get("n_embd") or config.get("d_model")
     head_dim = config.get("head_dim")
     if head_dim:
         return int(head_dim)
@@ -51,20 +51,27 @@ def _rope_dict(config: dict) -> tuple[dict, str]:
     return {}, "plain"
 
 
-def rope_from_hf_config(config: dict, alibi: bool = False) -> HFRope:
+def rope_from_hf_config(config: dict, alibi: bool = False, max_bias: float | None = None) -> HFRope:
     """The method and parameters a config.json asks for, as transformers reads them.
 
     ``alibi``: the model's family uses ALiBi instead of rotary embeddings (config.json's ``alibi`` flag,
-    as Falcon's, says so too)."""
-    max_pos = config.get("max_position_embeddings") or config.get("n_positions") or config.get("seq_length")
+    as Falcon's, says so too); ``max_bias``: its max_bias where config.json gives one (MPT's alibi_bias_max)."""
+    max_pos = (config.get("max_position_embeddings") or config.get("n_positions") or config.get("seq_length")
+               or config.get("max_seq_len"))
     if alibi or config.get("alibi") is True:
-        return HFRope(make_params("alibi"), head_dim_of(config), 0, 1.0, max_pos, "alibi")
+        params = make_params("alibi", **({"max_bias": max_bias} if max_bias is not None else {}))
+        try:
+            validate(params)
+        except RopetoolError as e:
+            raise RopetoolError(f"config.json ALiBi: {e}") from None
+        return HFRope(params, head_dim_of(config), 0, 1.0, max_pos, "alibi")
 
     d, schema = _rope_dict(config)
     rope_type = d.get("rope_type") or d.get("type") or "default"
     method = canonical_method(rope_type)
-    theta = d.get("rope_theta", config.get("rope_theta", 10000.0))
-    prf = d.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) or 1.0
+    # GPT-NeoX's 4.x configs: rotary_emb_base and rotary_pct.
+    theta = d.get("rope_theta", config.get("rope_theta", config.get("rotary_emb_base", 10000.0)))
+    prf = d.get("partial_rotary_factor", config.get("partial_rotary_factor", config.get("rotary_pct", 1.0))) or 1.0
     head_dim = head_dim_of(config)
     rotary_dim = int(head_dim * float(prf))
 
