@@ -28,7 +28,9 @@ LLAMA_METHODS = {
     "yarn-attn": {"method": "yarn", "factor": 4.0, "attention_factor": 1.3},
     "dynamic-yarn": {"method": "dynamic-yarn", "factor": 2.0},
     "llama3": {"method": "llama3", "factor": 8.0},
-    # MPT reads ALiBi's max_bias from the file: the ALiBi methods approximated by the nearest one.
+}
+ALIBI_METHODS = {  # MPT reads ALiBi's max_bias from the file: the ALiBi methods approximated by the nearest one
+    "config": {},
     "alibi-interp": {"method": "alibi-interp", "alpha": 2.0, "approximate": True},
     "ntk-alibi": {"method": "ntk-alibi", "alpha": 4.0, "approximate": True},
     "dynamic-ntk-alibi": {"method": "dynamic-ntk-alibi", "alpha": 1.0, "target_context": 256, "approximate": True},
@@ -56,7 +58,7 @@ GELU_TABLE = ("gemma2", "gemma3", "gptneox", "falcon", "falcon-mq", "mpt")
 
 @pytest.mark.parametrize("name,method", MATRIX, ids=[f"{n}-{m}" for n, m in MATRIX])
 def test_check_passes_and_every_alternative_is_farther(name, method, tmp_gguf):
-    convert(fixture_dir(name), tmp_gguf, outtype="f32", **LLAMA_METHODS[method])
+    convert(fixture_dir(name), tmp_gguf, outtype="f32", **(ALIBI_METHODS if name == "mpt" else LLAMA_METHODS)[method])
     report = check_gguf(tmp_gguf)
     assert report.verdict == "pass", report.summary()
     assert report.alternatives and all(a.outcome == "farther" for a in report.alternatives), report.summary()
@@ -67,7 +69,7 @@ def test_check_passes_and_every_alternative_is_farther(name, method, tmp_gguf):
 @pytest.mark.parametrize("name", ["llama", "mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3", "gptneox", "falcon", "mpt"])
 @pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
 def test_check_quantized_fixture(name, outtype, tmp_gguf):
-    method = LLAMA_METHODS["ntk-alibi" if name == "mpt" else "yarn"]  # mpt: ALiBi, max_bias from the file
+    method = ALIBI_METHODS["ntk-alibi"] if name == "mpt" else LLAMA_METHODS["yarn"]  # mpt: ALiBi, max_bias from the file
     convert(fixture_dir(name), tmp_gguf, outtype=outtype, **method)
     report = check_gguf(tmp_gguf)
     assert report.verdict == "pass", report.summary()
