@@ -39,7 +39,7 @@ from ropetool.lint import lint_gguf
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.runner import preflight
 
-FIXTURES = ("llama", "qwen2", "qwen3", "phi3", "bloom", "mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3")
+FIXTURES = ("llama", "qwen2", "qwen3", "phi3", "bloom", "mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3", "baichuan-7b")
 
 
 @pytest.fixture(scope="module")
