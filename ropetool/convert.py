@@ -123,7 +123,7 @@ class Hparams:
                               key=K.HEAD_COUNT_KV)
         if n_head % n_head_kv:
             raise RopetoolError(f"config.json: {n_head} attention heads cannot share {n_head_kv} key/value heads evenly")
-        context_names = ("max_position_embeddings", "seq_length", "n_positions", "max_seq_len")
+        context_names = ("max_position_embeddings", "seq_length", "n_positions", "max_seq_len", *family.context_keys)
         default_context = family.default_context[0] if family.default_context else 2048
         return cls(
             n_embd=n_embd,
@@ -282,6 +282,7 @@ class PlannedTensor:
     source: list[TensorRef]  # HF tensor(s) it is made from (empty for generated ones)
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     data: np.ndarray | None = None  # generated tensors (rope_freqs, ...)
+    rows_transform: Callable[[np.ndarray], np.ndarray] | None = None  # row by row (a run of rows at a time, streamed)
 
     @property
     def nbytes(self) -> int:
@@ -301,6 +302,8 @@ class PlannedTensor:
             arr = np.stack([load_tensor(ref) for ref in self.source])
         else:
             arr = load_tensor(self.source[0]).reshape(self.shape)
+        if self.rows_transform is not None:
+            arr = self.rows_transform(arr)
         return self.transform(arr) if self.transform is not None else arr
 
 
@@ -399,7 +402,7 @@ def require_parameters(method: str, options: dict) -> None:
 def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **options) -> tuple[RopeParams, int]:
     """The rope method to embed: config.json's, or the caller's ``method`` with ``options``."""
     max_bias = config_value(config, family.hf_alibi_bias) if family.hf_alibi_bias else None
-    hf = rope_from_hf_config(config, alibi=family.alibi, max_bias=max_bias)
+    hf = rope_from_hf_config(config, alibi=family.alibi_at(hp.n_layer), max_bias=max_bias)
     if method is None:
         params = hf.params
         changes = {k: v for k, v in options.items() if v is not None}
@@ -427,6 +430,14 @@ def _permute(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
         return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
     return f
+
+
+def _normalised_rows(w: np.ndarray) -> np.ndarray:
+    """Each row divided by its L2 norm, as torch.nn.functional.normalize (eps 1e-12) does: Baichuan 2's NormHead
+    normalises its output matrix so when the model runs, and llama.cpp multiplies by the matrix as stored."""
+    w = np.asarray(w, dtype=np.float32)
+    norms = np.sqrt(np.sum(np.square(w, dtype=np.float64), axis=-1, keepdims=True))
+    return (w / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _grouped_qkv(n_head: int, n_head_kv: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -481,12 +492,39 @@ def _stacked_experts(ckpt: Checkpoint, hp: Hparams) -> Iterator[tuple[str, list[
         yield name, refs
 
 
-def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> tuple[list[PlannedTensor], list[str]]:
+def _split_fused(ckpt: Checkpoint, family: Family, hp: Hparams, expected: dict) -> Iterator[tuple[str, list[TensorRef]]]:
+    """A fused [q; k; v] tensor (``family.fused_qkv``, qkv_layout "split-concat") as three tensors named as the
+    separate projections (``...q_proj.weight`` ...), each the byte range of its rows, as llama.cpp's converter
+    splits Baichuan's W_pack: nothing is read here, and each part streams on its own."""
+    suffix = f".{family.fused_qkv}.weight"
+    for hf_name, refs in _stacked_experts(ckpt, hp):
+        ref = refs[0]
+        if len(refs) != 1 or not hf_name.endswith(suffix):
+            yield hf_name, refs
+            continue
+        want = expected["attn_qkv"]
+        if tuple(ref.shape) != want:
+            raise RopetoolError(f"tensor {hf_name!r} has shape {list(ref.shape)} but config.json implies {list(want)} "
+                                "(q, k and v stacked)")
+        row_bytes = ref.nbytes // ref.shape[0]
+        at = 0
+        for part, kind in zip(("q_proj", "k_proj", "v_proj"), ("attn_q", "attn_k", "attn_v")):
+            rows = expected[kind][0]
+            name = f"{hf_name[: -len('.weight')].rsplit('.', 1)[0]}.{part}.weight"  # beside the fused one
+            yield name, [TensorRef(name, ref.path, ref.dtype, (rows, ref.shape[1]), ref.start + at * row_bytes,
+                                   ref.start + (at + rows) * row_bytes)]
+            at += rows
+
+
+def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
+                 config: dict | None = None) -> tuple[list[PlannedTensor], list[str]]:
     name_map = gguf.get_tensor_name_map(family.model_arch, hp.n_layer)
     expected = family.tensor_shapes(hp.dims)
     planned: list[PlannedTensor] = []
     skipped: list[str] = []
-    for hf_name, refs in _stacked_experts(ckpt, hp):
+    sources = _split_fused(ckpt, family, hp, expected) if family.qkv_layout == "split-concat" else _stacked_experts(ckpt, hp)
+    normhead = config is not None and family.normalised_output(config)
+    for hf_name, refs in sources:
         ref = refs[0]
         if hf_name.endswith(SKIP_SUFFIXES):
             skipped.append(hf_name)
@@ -498,7 +536,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> t
             raise RopetoolError(f"tensor {hf_name!r} is not part of a {family.arch} model as ropetool knows it")
         kind = name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0]
         is_bias = name.endswith(".bias")
-        shape = tuple(ref.shape) if hf_name in ckpt.tensors else (len(refs), *ref.shape)  # else a stack of experts
+        stacked = hf_name not in ckpt.tensors and hf_name != ref.name  # a stack of experts (a split part is not)
+        shape = (len(refs), *ref.shape) if stacked else tuple(ref.shape)
         if len(shape) == 2 and shape[0] == 1 and len(expected.get(kind, ())) == 1:
             shape = shape[1:]  # a [1, n] gate (qwen2moe's shared_expert_gate) that llama.cpp loads as a vector
         want = expected.get(kind)
@@ -521,7 +560,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q) -> t
             transform = _permute(hp.n_head if kind == "attn_q" else hp.n_head_kv)
         if family.qkv_layout == "grouped" and kind == "attn_qkv":
             transform = _grouped_qkv(hp.n_head, hp.n_head_kv)
-        planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), refs, transform))
+        rows = _normalised_rows if normhead and name == "output.weight" else None
+        planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), refs, transform, rows_transform=rows))
     names = {t.name for t in planned}
     if "output.weight" not in names and "token_embd.weight" in names and family.writes_tied_output:
         # llama.cpp's converter writes the tied output matrix explicitly (bloom).
@@ -600,6 +640,15 @@ def plan_conversion(
     family = family_for_config(ckpt.config)
     check_family_config(ckpt.config, family)
     hp = Hparams.from_config(ckpt.config, family)
+    if family.positionless_at(hp.n_layer):  # baichuan: rope at 32 layers, ALiBi at 40, nothing otherwise
+        loader, rules = family.loader, []
+        if loader.rope_layer_counts:
+            rules.append(f"rope only at {'/'.join(map(str, loader.rope_layer_counts))} layers")
+        if loader.alibi_by_layers:
+            rules.append(f"ALiBi only at {'/'.join(str(n) for n, _ in loader.alibi_by_layers)}")
+        raise RopetoolError(f"config.json: {hp.n_layer} layers, but llama.cpp's {family.arch} graph applies "
+                            f"{' and '.join(rules) or 'no position encoding'}: a {hp.n_layer}-layer model would run with "
+                            "no position encoding at all (another model); ropetool does not convert it")
     qtype = (Q.BF16 if ckpt.source_dtype == "BF16" else Q.F16) if outtype == "auto" else OUTTYPES[outtype]
 
     check_rope_config(ckpt.config)
@@ -608,7 +657,7 @@ def plan_conversion(
                                   n_layer=hp.n_layer)
     if not hp.context_from_config and family.default_context:
         lowered.notes.append(f"context_length {hp.trained_context}: {family.default_context[1]}")
-    tensors, skipped = plan_tensors(ckpt, family, hp, qtype)
+    tensors, skipped = plan_tensors(ckpt, family, hp, qtype, ckpt.config)
     for name, data in lowered.tensors.items():
         tensors.append(PlannedTensor(name, tuple(data.shape), Q.F32, [], data=data))
 
@@ -758,7 +807,7 @@ def _source_tasks(ref: TensorRef, t: PlannedTensor, offset: int, nbytes: int, ro
     if ref.path not in sources:
         sources[ref.path] = os.open(ref.path, os.O_RDONLY)
     src = sources[ref.path]
-    if (ref.dtype, t.qtype) in (("F32", Q.F32), ("F16", Q.F16)):  # the bytes themselves
+    if (ref.dtype, t.qtype) in (("F32", Q.F32), ("F16", Q.F16)) and t.rows_transform is None:  # the bytes themselves
         for i in range(0, nbytes, COPY_BYTES):
             n = min(COPY_BYTES, nbytes - i)
             yield functools.partial(copy_range, src, ref.start + i, n, fd, offset + i)
@@ -767,10 +816,11 @@ def _source_tasks(ref: TensorRef, t: PlannedTensor, offset: int, nbytes: int, ro
     for i in range(0, rows, step):
         n = min(step, rows - i)
         yield functools.partial(_convert_and_write, src, ref, ref.start + i * cols * itemsize, n, cols, t.qtype,
-                                fd, offset + i * row_bytes)
+                                fd, offset + i * row_bytes, t.rows_transform)
 
 
-def _convert_and_write(src: int, ref: TensorRef, start: int, n: int, cols: int, qtype: Q, fd: int, offset: int) -> None:
+def _convert_and_write(src: int, ref: TensorRef, start: int, n: int, cols: int, qtype: Q, fd: int, offset: int,
+                       rows_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
     scratch = SCRATCH
     dtype = checkpoint_dtype(ref.dtype)
     raw = scratch.buf("src_" + dtype.str, dtype, n * cols)
@@ -780,7 +830,10 @@ def _convert_and_write(src: int, ref: TensorRef, start: int, n: int, cols: int, 
         np.copyto(wide, raw)
         np.left_shift(wide, np.uint32(16), out=wide)
         raw = wide.view(np.float32)
-    _encode_and_write(raw.reshape(n, cols), qtype, fd, offset)
+    rows = raw.reshape(n, cols)
+    if rows_transform is not None:
+        rows = rows_transform(rows)
+    _encode_and_write(rows, qtype, fd, offset)
 
 
 def _encode_and_write(rows: np.ndarray, qtype: Q, fd: int, offset: int) -> None:

@@ -71,8 +71,18 @@ class Family:
     permute_qk: bool = False  # HF rotate_half rows -> llama.cpp's NORMAL pairs (llama's converter permutes)
     # Fused QKV as HF stores it: "concat" ([q; k; v], kept so) or "grouped": per group of query heads that share
     # a key/value head, the group's queries then its key then its value (BLOOM and GPT-NeoX: one query per group;
-    # Falcon: n_head / n_head_kv), reordered to [q; k; v] as llama.cpp's converters do.
+    # Falcon: n_head / n_head_kv), reordered to [q; k; v] as llama.cpp's converters do; "split-concat": [q; k; v]
+    # in one HF tensor named ``fused_qkv`` (Baichuan's W_pack) that llama.cpp's converter splits into attn_q, attn_k
+    # and attn_v (each then renamed, and permuted where ``permute_qk``).
     qkv_layout: str | None = None
+    fused_qkv: str | None = None  # the fused tensor's module name (suffix before ".weight") for "split-concat"
+    context_keys: tuple[str, ...] = ()  # config.json keys of the trained context after the usual ones (Baichuan-13B's
+    # model_max_length)
+    # Baichuan 2's NormHead: the output matrix is L2-normalised per row when the model runs (the checkpoint holds it
+    # unnormalised; llama.cpp's graph multiplies by output.weight as stored).  A config.json with any of these keys
+    # (or this vocabulary size) is such a model, and convert writes the rows normalised.
+    normhead_keys: tuple[str, ...] = ()
+    normhead_vocab: int | None = None
     strip_prefix: str = ""  # prefix llama.cpp's converter removes from HF names
     hf_eps_key: str = "rms_norm_eps"
     tied_default: bool = False  # tie_word_embeddings when config.json does not say
@@ -177,6 +187,20 @@ class Family:
         """Whether llama.cpp runs this family with ALiBi (for any layer count) rather than rope."""
         return self.loader.alibi_bias(None, None) is not None or bool(self.loader.alibi_by_layers)
 
+    def alibi_at(self, n_layer: int | None) -> bool:
+        """Whether llama.cpp runs a model of this family with ``n_layer`` blocks with ALiBi (baichuan: at 40)."""
+        return self.loader.alibi_bias(n_layer, None) is not None
+
+    def positionless_at(self, n_layer: int) -> bool:
+        """Whether llama.cpp's graph would run a model with ``n_layer`` blocks with no position encoding at all
+        (baichuan at any count but 32 and 40)."""
+        return not self.loader.uses_rope(n_layer) and not self.alibi_at(n_layer)
+
+    def normalised_output(self, config: dict) -> bool:
+        """Whether config.json describes a model whose output rows are L2-normalised at inference (NormHead)."""
+        return (any(k in config for k in self.normhead_keys)
+                or (self.normhead_vocab is not None and config.get("vocab_size") == self.normhead_vocab))
+
     @property
     def model_arch(self) -> gguf.MODEL_ARCH:
         return next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == self.arch)
@@ -204,6 +228,12 @@ FAMILIES: dict[str, Family] = {
                softcaps="final", writes_head_dim=True, query_scale_layers=(62,),
                block_tensors=_BLOCK + _QKV + ("ffn_gate.weight", "post_attention_norm.weight", "post_ffw_norm.weight",
                                               "attn_q_norm.weight", "attn_k_norm.weight")),
+        # Baichuan (llama.cpp's converter: W_pack split into q, k, v, q and k permuted as llama's; the loader requires
+        # output.weight). 32 layers run rope, 40 ALiBi with max_bias 8 (llamacpp/archs.py); Baichuan 2 is recognised
+        # by its config's z_loss_weight (or its 125696-token vocabulary) and gets its NormHead rows normalised.
+        Family("baichuan", ("BaichuanForCausalLM", "BaiChuanForCausalLM"), "rms", "swiglu", permute_qk=True,
+               qkv_layout="split-concat", fused_qkv="self_attn.W_pack", context_keys=("model_max_length",),
+               normhead_keys=("z_loss_weight",), normhead_vocab=125696, model_tensors=_MODEL + ("output.weight",)),
         Family("bloom", ("BloomForCausalLM", "BloomModel"), "layer", "gelu", qkv_layout="grouped",
                strip_prefix="transformer.", hf_eps_key="layer_norm_epsilon", tied_default=True,
                writes_tied_output=True,

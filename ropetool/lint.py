@@ -66,6 +66,8 @@ RULES: dict[str, tuple[str, str]] = {
     "tensor-layout": (ERROR, "tensors are not laid out in order at aligned offsets, as llama.cpp requires"),
     "yarn-no-original-context": (WARNING, "yarn without rope.scaling.original_context_length: llama.cpp uses context_length as the original"),
     "ignored-key": (WARNING, "a key this architecture's llama.cpp loader never reads (e.g. yarn_beta_fast on llama)"),
+    "no-position-encoding": (WARNING, "llama.cpp's graph applies neither rope nor ALiBi at this block_count (baichuan: "
+                                      "rope only at 32 layers, ALiBi only at 40): the model runs without positions"),
     "alibi-key-ignored": (WARNING, "attention.max_alibi_bias on an architecture that hard-codes the ALiBi bias"),
     "context-length-mismatch": (WARNING, "context_length is not factor x original_context_length"),
     "sliding-window-past-training": (WARNING, "the sliding-window layers' window is longer than the trained context "
@@ -149,6 +151,10 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
         out.append(_f("yarn-no-original-context",
                       f"yarn without {key(K.ROPE_SCALING_ORIG_CTX)}: llama.cpp takes the original context from "
                       f"{key(K.CONTEXT_LENGTH)} ({st.context_length}), which shifts the YaRN ramp", key(K.ROPE_SCALING_ORIG_CTX)))
+    if st.encoding == "none" and st.facts.known and st.facts.rope_layer_counts:
+        why = next((n for n in st.notes if "without any position encoding" in n),
+                   f"llama.cpp's {arch} applies no position encoding with {st.n_layer} layers")
+        out.append(_f("no-position-encoding", why, key(K.BLOCK_COUNT)))
     for ignored in st.ignored:
         hard_coded = ignored.key == key(K.MAX_ALIBI_BIAS) and not ignored.readers
         out.append(_f("alibi-key-ignored" if hard_coded else "ignored-key", ignored.why, ignored.key))

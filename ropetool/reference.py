@@ -431,7 +431,8 @@ class ReferenceModel:
             family = family_for_arch(arch_name)
             if family is None:
                 raise RopetoolError(f"the reference does not know architecture {arch_name!r}")
-            file_rope = _file_rope(read_record(f.get) if use_provenance else None, read_state(f, reading=KEYS), family)
+            file_rope = _file_rope(read_record(f.get) if use_provenance else None, read_state(f, reading=KEYS), family,
+                                   kv.get(K.k(K.BLOCK_COUNT, family.arch)))
             return cls(family, kv, GGUFWeights(f), file_rope, source=str(path))
         except BaseException:
             f.close()
@@ -451,8 +452,8 @@ class ReferenceModel:
         plan = plan_conversion(model_dir, "f32", method, approximate=True, with_vocab=False, **rope_options)
         kv = {v.key: v.value for v in plan.values}
         tensors = {t.name: _Planned(t) for t in plan.tensors}
-        return cls(plan.family, kv, ArrayWeights(tensors), _file_rope(read_record(kv.get), None, plan.family),
-                   source=str(model_dir))
+        return cls(plan.family, kv, ArrayWeights(tensors),
+                   _file_rope(read_record(kv.get), None, plan.family, plan.hparams.n_layer), source=str(model_dir))
 
     def close(self) -> None:
         gf = getattr(self.weights, "gf", None)
@@ -803,11 +804,12 @@ class _Planned:
         return self.t.whole()
 
 
-def _file_rope(record, state: RopeState | None, family: Family) -> FileRope:
-    """ropetool's record when the file has one (and it fits the architecture), else the keys' reading."""
+def _file_rope(record, state: RopeState | None, family: Family, n_layer: int | None = None) -> FileRope:
+    """ropetool's record when the file has one (and it fits the architecture at ``n_layer`` blocks), else the
+    keys' reading."""
     if record is not None:
         params = record.rope_params()
-        if params.is_alibi != family.alibi:
+        if params.is_alibi != family.alibi_at(n_layer):
             raise RopetoolError(f"{K.RT_METHOD} {params.method} does not fit {family.arch}")
         return FileRope(params, "provenance")
     if state is None:

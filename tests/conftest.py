@@ -14,7 +14,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "models"
-ALL_FIXTURES = sorted(p.name for p in FIXTURES.iterdir() if (p / "config.json").exists())
+# The fixtures transformers runs (the oracle of most tests).  A config.json with an auto_map names modeling code of
+# its own, as Baichuan's do: transformers has no class for those, and tests/test_baichuan.py runs their oracle.
+ALL_FIXTURES = sorted(p.name for p in FIXTURES.iterdir()
+                      if (p / "config.json").exists() and "auto_map" not in json.loads((p / "config.json").read_text()))
 
 
 def fixture_dir(name: str) -> Path:

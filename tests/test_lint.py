@@ -169,6 +169,8 @@ CASES = {
         lambda t: build(t / "x.gguf", "bloom", rope_dim=False, base=None, extra=lambda w: w.add_max_alibi_bias(8.0)),
         lambda t: build(t / "x.gguf", "mpt", rope_dim=False, base=None, extra=lambda w: w.add_max_alibi_bias(8.0)),
     ),
+    # baichuan's graph: rope only at 32 layers, ALiBi only at 40 (the builder writes 1 block); llama always rotates.
+    "no-position-encoding": (lambda t: build(t / "x.gguf", "baichuan"), lambda t: build(t / "x.gguf", "llama")),
     "context-length-mismatch": (
         lambda t: build(t / "x.gguf", ctx=1024, extra=yarn(4.0, 1024)),
         lambda t: build(t / "x.gguf", ctx=4096, extra=yarn(4.0, 1024)),

@@ -139,6 +139,22 @@ def test_ntk_alibi_head_one_kept_last_divided(n, a):
     np.testing.assert_allclose(ntk, 2.0 ** (-8.0 * h / n) * a ** (-(h - 1) / (n - 1)), rtol=1e-12)
 
 
+def published_ntk_alibi(n_heads: int, a: float) -> list[float]:
+    """NTK-ALiBi as seanzhang-zhichen/baichuan-Dynamic-NTK-ALiBi's modeling_baichuan.py (@ 2714494c,
+    build_dynamically_alibi_tensor) computes it for Baichuan-13B's 40 heads: b = a^(1/(num_heads-1)); the power-of-two
+    heads' base divided by b, each slope then multiplied by b; the remaining heads keep ALiBi's slopes."""
+    scale = a ** (1.0 / (n_heads - 1))
+    n = 2 ** math.floor(math.log2(n_heads))
+    base = 2 ** (-(2 ** -(math.log2(n) - 3))) / scale
+    extra_base = 2 ** (-(2 ** -(math.log2(2 * n) - 3)))
+    return [base**p * scale for p in range(1, n + 1)] + [extra_base**p for p in range(1, 1 + 2 * (n_heads - n), 2)]
+
+
+@pytest.mark.parametrize("n,a", [(3, 4.0), (12, 8.0), (40, 2.0), (16, 4.0)])
+def test_ntk_alibi_any_head_count_is_the_published_code(n, a):
+    np.testing.assert_allclose(alibi_slopes(make_params("ntk-alibi", alpha=a), n), published_ntk_alibi(n, a), rtol=1e-6)
+
+
 @pytest.mark.parametrize("a0,length,expected_a", [(2.0, 1024, 1.0), (2.0, 2048, 2.0), (1.5, 8192, 6.0), (1.0, 512, 1.0)])
 def test_dynamic_ntk_alibi_ratio(a0, length, expected_a):
     p = make_params("dynamic-ntk-alibi", alpha=a0, original_context=2048)

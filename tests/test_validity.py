@@ -40,7 +40,7 @@ from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.runner import preflight
 
 FIXTURES = ("llama", "qwen2", "qwen3", "phi3", "bloom", "mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3", "gptneox",
-            "falcon", "falcon-mq", "mpt")
+            "falcon", "falcon-mq", "mpt", "baichuan-7b")
 
 
 @pytest.fixture(scope="module")

@@ -256,11 +256,13 @@ def power_of_two_heads(n_heads: int) -> int:
 
 
 def _ntk_alibi_slopes(n_heads: int, max_bias: float, a: float) -> np.ndarray:
-    """NTK-ALiBi (keezen): head h of the n power-of-two heads is divided by a^((h-1)/(n-1))."""
+    """NTK-ALiBi (keezen; seanzhang-zhichen/baichuan-Dynamic-NTK-ALiBi's build_dynamically_alibi_tensor): head h of
+    the n power-of-two heads is divided by b^(h-1), b = a^(1/(H-1)) over all H heads; the heads past the power of two
+    keep their slopes (the published code's "todo" for non-power-of-two head counts)."""
     slopes = alibi_base_slopes(n_heads, max_bias)
     n = power_of_two_heads(n_heads)
-    if n > 1:
-        slopes[:n] = slopes[:n] * a ** (-np.arange(n, dtype=np.float64) / (n - 1))
+    if n_heads > 1:
+        slopes[:n] = slopes[:n] * a ** (-np.arange(n, dtype=np.float64) / (n_heads - 1))
     return slopes
 
 
