@@ -35,6 +35,9 @@ L0 = CONFIG["max_position_embeddings"]  # 64: every length below but the first i
 BASE = CONFIG["rope_parameters"]["rope_theta"]
 D = CONFIG["head_dim"]
 LENGTHS = [64, 128, 192]
+# f32 weights and an f32 KV cache: llama.cpp and transformers agree to about 1e-7 here (the issue asks 1e-3;
+# a random-weight model's settings differ by a few 1e-3 in perplexity, so the test holds them closer)
+TOLERANCE = 1e-5
 # (the --try setting, transformers' rope_parameters for the same method)
 SETTINGS = {
     "none": {"rope_type": "default", "rope_theta": BASE},
@@ -88,8 +91,13 @@ def test_perplexity_equals_transformers_past_the_trained_context(report, window)
             theirs = hf_perplexity(window, rope, L)  # a full window of L: transformers' dynamic NTK uses L
             rel = abs(ours - theirs) / theirs
             worst = max(worst, rel)
-            assert rel < 1e-3, (setting, L, ours, theirs)
+            assert rel < TOLERANCE, (setting, L, ours, theirs)
     assert worst > 0  # two computations, not one
+    # the tolerance tells the settings apart: past the trained context each moves the perplexity by far more
+    plain = report.record("none", LENGTHS[-1]).perplexity
+    for setting in SETTINGS:
+        if setting != "none":
+            assert abs(report.record(setting, LENGTHS[-1]).perplexity - plain) / plain > 100 * TOLERANCE, setting
     assert report.record("file", 192).perplexity == report.record("none", 192).perplexity  # a plain file
 
 
@@ -247,3 +255,39 @@ def test_without_matplotlib_the_plot_option_names_the_extra(f32, tmp_path, monke
     res = CliRunner().invoke(cli, ["eval", str(f32), "--lengths", "64", "--plot", str(tmp_path / "x.png")])
     assert res.exit_code == 2 and res.output.strip() == "Error: plotting needs matplotlib: pip install 'ropetool[plot]'"
     assert not (tmp_path / "x.png").exists()
+
+
+INTERRUPT_ON_SECOND_PASS = """
+import os, signal, sys
+import ropetool.eval as E
+calls = []
+original = E.llama_logprobs
+def interrupted(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:  # Ctrl-C while the second setting runs
+        os.kill(os.getpid(), signal.SIGINT)
+    return original(*args, **kwargs)
+E.llama_logprobs = interrupted
+from ropetool.cli import main
+sys.argv[0] = "ropetool"
+main()
+"""
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_prints_the_results_so_far(f32, as_json):
+    import subprocess
+    import sys
+
+    args = ["eval", str(f32), "--lengths", "64,128", "--try", "linear:factor=4", "--try", "ntk:alpha=2"]
+    proc = subprocess.run([sys.executable, "-c", INTERRUPT_ON_SECOND_PASS, *args, *(["--json"] if as_json else [])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    if as_json:
+        records = json.loads(proc.stdout)
+        assert [(r["setting"], r["length"]) for r in records] == [("file", 64), ("file", 128)]
+        assert all(r["partial"] for r in records)
+    else:
+        assert "PARTIAL" in proc.stdout and "ntk:alpha=2" in proc.stdout and "Traceback" not in proc.stderr
+        row = next(line for line in proc.stdout.splitlines() if line.startswith("file "))
+        assert len(row.split()) == 3  # the file's own row has both lengths; the others none
