@@ -285,9 +285,9 @@ def wavelengths(path: str | os.PathLike) -> dict:
         context = st.context_length
         params = summary.get("params", {})
         s = params.get("factor") or params.get("alpha")
-        why = summary["method"]
+        why = f"the file's {'factor' if params.get('factor') else 'alpha'}"
         if not s and context and trained and context > trained:
-            s = context / trained
+            s, why = context / trained, "context_length / trained context"
         if not s or s <= 1:
             s, why = 2.0, "for comparison"
         d = st.n_rot
