@@ -540,7 +540,13 @@ class Evaluation:
         from ropetool.llamacpp.runner import LlamaCpp
 
         with LlamaCpp(self.path, n_ctx=256, device="cpu", verbose=self.verbose) as llm:
-            ids = llm.tokenize(self.text if self.text is not None else builtin_text(), add_bos=False)
+            text = self.text if self.text is not None else builtin_text()
+            need = self.lengths[-1]
+            # a prefix first (a token is rarely more than 16 characters), the whole text when it falls short
+            head = text[:need * 16 + 1024]
+            ids = llm.tokenize(head, add_bos=False)
+            if len(ids) < need + 2 and len(head) < len(text):  # the last token of a cut text may be cut too
+                ids = llm.tokenize(text, add_bos=False)
             bos = llm.bos
             pieces = {s: llm.tokenize(s, add_bos=False) for s in
                       (PASSKEY_PREFIX, PASSKEY_FILLER, PASSKEY_QUESTION)}

@@ -259,6 +259,8 @@ def test_without_matplotlib_the_plot_option_names_the_extra(f32, tmp_path, monke
 
 INTERRUPT_ON_SECOND_PASS = """
 import signal, sys
+# as on a terminal: a shell that starts this test in the background may have set SIGINT to be ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import ropetool.eval as E
 calls = []
 original = E.llama_logprobs
