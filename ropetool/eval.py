@@ -283,11 +283,11 @@ class EvalReport:
             a, b = self.record(s, short), self.record(s, long_)
             if a is None or b is None or a.perplexity is None or b.perplexity is None or a.perplexity > limit:
                 continue
-            if best is None or b.perplexity < best[1]:
-                best = (s, b.perplexity)
+            if best is None or (b.perplexity, a.perplexity) < best[1:]:  # a tie: the better at the shortest
+                best = (s, b.perplexity, a.perplexity)
         if best is None:
             return None, "no recommendation: no setting has results at every length"
-        name, ppl = best
+        name, ppl, _ = best
         why = (f"best perplexity at {long_} tokens ({ppl:.4g}) among the settings whose perplexity at {short} tokens "
                f"stays within {MARGIN:.0%} of the file's own ({own.perplexity:.4g})")
         if name == self.settings[0]:
