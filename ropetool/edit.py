@@ -361,6 +361,107 @@ def _arch_facts(name: str, warnings: list[str]) -> LoaderArch:
     return arch
 
 
+@dataclass
+class RopeEdit:
+    """What set-rope makes of a file for a method: the header records and the tensors it writes, and what it
+    says about them.  ``ropetool eval`` applies the same edit to a file at load time."""
+
+    params: object  # RopeParams
+    lowered: object  # lowering.Lowered
+    records: list
+    tensors: list
+    context: int
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def rope_edit(gf: GGUFFile, method: str, options: dict, *, approximate: bool = False) -> RopeEdit:
+    """set-rope's lowering of ``method`` (canonical name, checked options) for the open file ``gf``: the
+    records of the new header and the tensors (rope tensors replaced).  Refuses what set-rope refuses."""
+    from ropetool.llamacpp.lowering import lower_for_llama_cpp, provenance
+    from ropetool.rope import ALIBI_METHODS, RopeParams, make_params
+
+    path = gf.path
+    name = gf.architecture
+    if name is None:
+        raise RopetoolError(f"{path} has no {K.ARCHITECTURE}")
+    warnings: list[str] = []
+    arch = _arch_facts(name, warnings)
+    st = read_state(gf)
+    ctx_key = K.k(K.CONTEXT_LENGTH, name)
+    orig = gf.get(K.k(K.ROPE_SCALING_ORIG_CTX, name))
+    ctx = gf.get(ctx_key)
+    trained = orig if isinstance(orig, int) and orig > 0 else ctx
+    if not isinstance(trained, int) or trained <= 0:
+        raise RopetoolError(f"{path} has no {ctx_key}: cannot tell the trained context")
+    if not st.n_head:
+        raise RopetoolError(f"{path} has no usable {K.k(K.HEAD_COUNT, name)}")
+    record = read_record(gf.get)
+    rec_method, rec_params = (record.method, record.params) if record is not None else (None, {})
+    values = {k: v for k, v in options.items() if v is not None}
+    base_from_provenance = rec_method is not None and rec_method not in ALIBI_METHODS
+    _refuse_broken_rope_keys(gf, st, path, name, base_needed="base" not in values and not base_from_provenance)
+    if method not in ALIBI_METHODS:
+        if not st.n_rot:
+            raise RopetoolError(f"{path} has no usable {K.k(K.ROPE_DIMENSION_COUNT, name)} or head dimension")
+        if "base" not in values:
+            if base_from_provenance:
+                recorded = rec_params.get("base", RopeParams().base)
+                if isinstance(recorded, bool) or not isinstance(recorded, (int, float)):
+                    raise RopetoolError(f"{path}: {K.RT_PARAMS} records base {recorded!r}, not a number; "
+                                        "pass --freq-base")
+                values["base"] = float(recorded)
+            else:
+                values["base"] = st.freq_base
+                inferred = _ntk_hint(gf, st)
+                if inferred:
+                    warnings.append(inferred)
+    values.setdefault("original_context", trained)
+    if method == "longrope":
+        for opt, tname in (("short_factor", K.ROPE_FACTORS_SHORT_TENSOR), ("long_factor", K.ROPE_FACTORS_LONG_TENSOR)):
+            if opt not in values:
+                arr = st.short_factors if opt == "short_factor" else st.long_factors
+                if arr is None:
+                    raise RopetoolError(f"longrope needs per-pair factors and {path} has no {tname} to take them from")
+                values[opt] = [float(x) for x in arr]
+    params = make_params(method, **values)
+    rotary = st.n_rot or 0
+    lowered = lower_for_llama_cpp(params, arch, rotary, st.n_head, trained, approximate, n_layer=st.n_layer)
+    context = max(lowered.context_length or trained, trained)
+    if context > 2**32 - 1:
+        raise RopetoolError(f"context length {context} does not fit a u32")
+
+    drop = {K.k(t, name) for t in K.ROPE_KEYS} | set(K.RT_KEYS)
+    records: list = []
+    anchor = None
+    for f in gf.fields.values():
+        if f.key in drop:
+            if anchor is None:
+                anchor = len(records)
+            continue
+        records.append(f)
+    new_kv = list(lowered.values) + provenance(lowered, __version__)
+    if st.sliding is not None and st.sliding.freq_base_source != "global":  # unchanged: recorded as it is
+        new_kv.append(NewValue(K.RT_SLIDING_BASE, K.TYPES[K.RT_SLIDING_BASE], st.sliding.freq_base))
+        result_note = (f"the {st.sliding.count} sliding-window layers keep their rope (base {st.sliding.freq_base:g}"
+                       + (", and llama.cpp scales them as the global layers)" if arch.sliding.scale_follows_global
+                          else ", unscaled: llama.cpp extends the global layers only)"))
+        warnings.append(result_note)
+    if anchor is None:
+        anchor = max((i + 1 for i, r in enumerate(records) if r.key.startswith(name + ".")), default=len(records))
+    records = _insert_at(records, anchor, new_kv)
+    ctx_value = NewValue(ctx_key, T.UINT32, int(context))
+    idx = next((i for i, r in enumerate(records) if r.key == ctx_key), None)
+    if idx is None:
+        records = _insert_at(records, _prefix_anchor(records, ctx_key), [ctx_value])
+    elif records[idx].type != T.UINT32 or records[idx].scalar != context:
+        records[idx] = ctx_value
+    e = "<" if gf.endian == "little" else ">"
+    tensors = [TensorOut.copy_of(t) for t in gf.tensors if t.name not in K.ROPE_TENSORS]
+    tensors += [TensorOut.from_array(n, arr, e) for n, arr in lowered.tensors.items()]
+    return RopeEdit(params, lowered, records, tensors, context, warnings + list(lowered.warnings), list(lowered.notes))
+
+
 def set_rope(path, method: str | None, out=None, *, in_place: bool = False, force: bool = False,
              dry_run: bool = False, approximate: bool = False, _hooks: dict | None = None, **options) -> EditResult:
     """Replace the position-encoding method of a GGUF (keys, rope tensors, context length, provenance).
@@ -370,8 +471,7 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
     ``ropetool.rope.params`` (else ``rope.freq_base``), the trained context from
     ``rope.scaling.original_context_length`` (else ``context_length``).
     """
-    from ropetool.llamacpp.lowering import lower_for_llama_cpp, provenance
-    from ropetool.rope import ALIBI_METHODS, RopeParams, canonical_method, make_params
+    from ropetool.rope import canonical_method
 
     path = Path(path)
     if not method:
@@ -382,87 +482,10 @@ def set_rope(path, method: str | None, out=None, *, in_place: bool = False, forc
     require_parameters(method, options)
     target = _resolve_output(path, out, in_place, force, dry_run)
     with GGUFFile(path) as gf:
-        name = gf.architecture
-        if name is None:
-            raise RopetoolError(f"{path} has no {K.ARCHITECTURE}")
-        warnings: list[str] = []
-        arch = _arch_facts(name, warnings)
-        st = read_state(gf)
-        ctx_key = K.k(K.CONTEXT_LENGTH, name)
-        orig = gf.get(K.k(K.ROPE_SCALING_ORIG_CTX, name))
-        ctx = gf.get(ctx_key)
-        trained = orig if isinstance(orig, int) and orig > 0 else ctx
-        if not isinstance(trained, int) or trained <= 0:
-            raise RopetoolError(f"{path} has no {ctx_key}: cannot tell the trained context")
-        if not st.n_head:
-            raise RopetoolError(f"{path} has no usable {K.k(K.HEAD_COUNT, name)}")
-        record = read_record(gf.get)
-        rec_method, rec_params = (record.method, record.params) if record is not None else (None, {})
-        values = {k: v for k, v in options.items() if v is not None}
-        base_from_provenance = rec_method is not None and rec_method not in ALIBI_METHODS
-        _refuse_broken_rope_keys(gf, st, path, name, base_needed="base" not in values and not base_from_provenance)
-        if method not in ALIBI_METHODS:
-            if not st.n_rot:
-                raise RopetoolError(f"{path} has no usable {K.k(K.ROPE_DIMENSION_COUNT, name)} or head dimension")
-            if "base" not in values:
-                if base_from_provenance:
-                    recorded = rec_params.get("base", RopeParams().base)
-                    if isinstance(recorded, bool) or not isinstance(recorded, (int, float)):
-                        raise RopetoolError(f"{path}: {K.RT_PARAMS} records base {recorded!r}, not a number; "
-                                            "pass --freq-base")
-                    values["base"] = float(recorded)
-                else:
-                    values["base"] = st.freq_base
-                    inferred = _ntk_hint(gf, st)
-                    if inferred:
-                        warnings.append(inferred)
-        values.setdefault("original_context", trained)
-        if method == "longrope":
-            for opt, tname in (("short_factor", K.ROPE_FACTORS_SHORT_TENSOR), ("long_factor", K.ROPE_FACTORS_LONG_TENSOR)):
-                if opt not in values:
-                    arr = st.short_factors if opt == "short_factor" else st.long_factors
-                    if arr is None:
-                        raise RopetoolError(f"longrope needs per-pair factors and {path} has no {tname} to take them from")
-                    values[opt] = [float(x) for x in arr]
-        params = make_params(method, **values)
-        rotary = st.n_rot or 0
-        lowered = lower_for_llama_cpp(params, arch, rotary, st.n_head, trained, approximate, n_layer=st.n_layer)
-        context = max(lowered.context_length or trained, trained)
-        if context > 2**32 - 1:
-            raise RopetoolError(f"context length {context} does not fit a u32")
-
-        drop = {K.k(t, name) for t in K.ROPE_KEYS} | set(K.RT_KEYS)
-        records: list = []
-        anchor = None
-        for f in gf.fields.values():
-            if f.key in drop:
-                if anchor is None:
-                    anchor = len(records)
-                continue
-            records.append(f)
-        new_kv = list(lowered.values) + provenance(lowered, __version__)
-        if st.sliding is not None and st.sliding.freq_base_source != "global":  # unchanged: recorded as it is
-            new_kv.append(NewValue(K.RT_SLIDING_BASE, K.TYPES[K.RT_SLIDING_BASE], st.sliding.freq_base))
-            result_note = (f"the {st.sliding.count} sliding-window layers keep their rope (base {st.sliding.freq_base:g}"
-                           + (", and llama.cpp scales them as the global layers)" if arch.sliding.scale_follows_global
-                              else ", unscaled: llama.cpp extends the global layers only)"))
-            warnings.append(result_note)
-        if anchor is None:
-            anchor = max((i + 1 for i, r in enumerate(records) if r.key.startswith(name + ".")), default=len(records))
-        records = _insert_at(records, anchor, new_kv)
-        ctx_value = NewValue(ctx_key, T.UINT32, int(context))
-        idx = next((i for i, r in enumerate(records) if r.key == ctx_key), None)
-        if idx is None:
-            records = _insert_at(records, _prefix_anchor(records, ctx_key), [ctx_value])
-        elif records[idx].type != T.UINT32 or records[idx].scalar != context:
-            records[idx] = ctx_value
-        e = "<" if gf.endian == "little" else ">"
-        tensors = [TensorOut.copy_of(t) for t in gf.tensors if t.name not in K.ROPE_TENSORS]
-        tensors += [TensorOut.from_array(n, arr, e) for n, arr in lowered.tensors.items()]
-
-        result = EditResult(path, target, key_changes(gf, records), tensor_changes(gf, tensors), warnings)
-        result.warnings += list(lowered.warnings)
-        result.notes += list(lowered.notes)
+        edit = rope_edit(gf, method, options, approximate=approximate)
+        params, lowered, records, tensors, context = edit.params, edit.lowered, edit.records, edit.tensors, edit.context
+        result = EditResult(path, target, key_changes(gf, records), tensor_changes(gf, tensors), edit.warnings)
+        result.notes += edit.notes
         if not lowered.exact and approximate and lowered.approx_error:
             result.warnings.append(f"approximate: {'; '.join(lowered.notes)}")
         result.rope = {"method": params.method, "params": params.as_dict(), "exact": lowered.exact,
@@ -576,4 +599,4 @@ def diff_gguf(a, b, tensor_data: bool = True) -> dict:
         return report
 
 
-__all__ = ["EditResult", "parse_assignment", "set_keys", "unset_keys", "set_rope", "diff_gguf", "key_changes"]
+__all__ = ["EditResult", "RopeEdit", "rope_edit", "parse_assignment", "set_keys", "unset_keys", "set_rope", "diff_gguf", "key_changes"]

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+
+import numpy as np
 
 from ropetool.io.gguf_file import GGUFFile, T, plain_value
 from ropetool.llamacpp import keys as K
@@ -261,6 +264,47 @@ def inspect_gguf(path: str | os.PathLike, full: bool = False) -> dict:
             "lint": [f.as_dict() for f in lint_file(gf, st)],
         }
     return report
+
+
+def wavelengths(path: str | os.PathLike) -> dict:
+    """Per rotary pair, the wavelength (2 pi / inverse frequency, tokens) llama.cpp computes for the file, and
+    under plain RoPE, PI and NTK-aware scaling by the file's factor (its factor or alpha; else the extended
+    context over the trained one; else 2, for comparison): what the summary says in words, for a plot."""
+    from ropetool.errors import RopetoolError
+    from ropetool.rope import ntk_base
+
+    with GGUFFile(path) as gf:
+        st = read_state(gf)
+        if st.encoding != "rope" or not st.computable:
+            raise RopetoolError(f"{path}: no rope to plot (position encoding {st.encoding})")
+        summary = summarize_rope(gf, st)
+        base = summary.get("base") or st.freq_base
+        if summary.get("params", {}).get("base"):
+            base = summary["params"]["base"]
+        trained = summary.get("trained_context") or st.n_ctx_orig or st.context_length
+        context = st.context_length
+        params = summary.get("params", {})
+        s = params.get("factor") or params.get("alpha")
+        why = f"the file's {'factor' if params.get('factor') else 'alpha'}"
+        if not s and context and trained and context > trained:
+            s, why = context / trained, "context_length / trained context"
+        if not s or s <= 1:
+            s, why = 2.0, "for comparison"
+        d = st.n_rot
+        plain = default_inv_freq(base, d)
+        inv, _ = st.frequencies(context or 1, context)
+        two_pi = 2 * np.pi
+        return {
+            "title": f"{Path(gf.path).name}: {summary['method']} (base {base:g}, {d} rotary dims)",
+            "file": (two_pi / inv).tolist(),
+            "plain": (two_pi / plain).tolist(),
+            "pi": (two_pi / (plain / s)).tolist(),
+            "ntk": (two_pi / default_inv_freq(ntk_base(base, s, d), d)).tolist(),
+            "labels": {"file": f"the file: {summary['method']}", "plain": f"plain RoPE (base {base:g})",
+                       "pi": f"PI x{s:g} ({why})", "ntk": f"NTK-aware alpha {s:g} ({why})"},
+            "trained_context": trained,
+            "context": context,
+        }
 
 
 def _text_value(entry: dict, full: bool) -> str:

@@ -77,10 +77,10 @@ def cli():
     """Convert Hugging Face checkpoints to GGUF with RoPE/ALiBi context extension, and check them."""
 
 
-from ropetool.cli import check, convert, edit, inspect, quantize  # noqa: E402  (the command modules)
+from ropetool.cli import check, convert, edit, eval, inspect, quantize  # noqa: E402  (the command modules)
 
 for _command in (convert.convert, quantize.quantize_command, inspect.inspect_command, edit.set_rope_command,
-                 edit.set_command, edit.unset_command, edit.diff_command, check.check):
+                 edit.set_command, edit.unset_command, edit.diff_command, check.check, eval.eval_command):
     cli.add_command(_command)
 
 

@@ -14,11 +14,20 @@ PATH = click.Path(path_type=Path, dir_okay=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/inspect.md).")
 @click.option("--full", is_flag=True, help="Print whole arrays and long strings (default: abbreviated).")
 @click.option("--strict", is_flag=True, help="Exit 1 when lint finds a warning or an error.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a PNG: each rotary pair's wavelength under the file's method, plain RoPE, PI and "
+                   "NTK, with the trained context marked (needs ropetool[plot]).")
 @click.pass_context
-def inspect_command(ctx, file, as_json, full, strict):
+def inspect_command(ctx, file, as_json, full, strict, plot_file):
     """Show a GGUF's metadata, tensors, RoPE/ALiBi settings in plain words, and lint findings."""
     from ropetool.inspect import inspect_gguf, render_text
     from ropetool.io.gguf_file import dumps
+
+    if plot_file is not None:
+        from ropetool.inspect import wavelengths
+        from ropetool.plot import plot_wavelengths
+
+        plot_wavelengths(wavelengths(file), plot_file)
 
     report = inspect_gguf(file, full=full)
     click.echo(dumps(report) if as_json else render_text(report, full=full))

@@ -70,7 +70,10 @@ class LlamaCpp:
     """A model and a context, freed by :meth:`close` (or as a context manager)."""
 
     def __init__(self, path, n_ctx: int, device: str = "cpu", verbose: bool = False, batch: int = BATCH,
-                 flash_attn: bool = False):
+                 flash_attn: bool = False, overrides: dict | None = None):
+        """``overrides``: metadata values llama.cpp uses instead of the file's (``llama_model_params.kv_overrides``:
+        a key absent from the file is added; int, float, bool and strings of up to 127 bytes, no arrays);
+        see :func:`kv_overrides`."""
         import llama_cpp as L
 
         if device not in ("cpu", "gpu"):
@@ -85,6 +88,9 @@ class LlamaCpp:
             L.llama_backend_init()
             mparams = L.llama_model_default_params()
             mparams.n_gpu_layers = -1 if device == "gpu" else 0
+            self._overrides = kv_overrides(overrides or {})
+            if overrides:
+                mparams.kv_overrides = self._overrides
             self.model = L.llama_model_load_from_file(self.path.encode(), mparams)
             if not self.model:
                 raise RopetoolError(f"llama.cpp could not load {path} (run with --verbose to see why)")
@@ -116,8 +122,18 @@ class LlamaCpp:
             raise RopetoolError("llama.cpp could not tokenize the text")
         return list(tokens[:n])
 
-    def logits(self, ids: list[int]) -> Iterator[tuple[int, np.ndarray]]:
-        """Decode ``ids`` at positions 0..n-1 in one sequence; yield (first position, logits [rows, vocab])."""
+    @property
+    def bos(self) -> int | None:
+        """The BOS token when the vocabulary asks for one at the start of a text (``tokenizer.ggml.add_bos_token``)."""
+        if not self.L.llama_vocab_get_add_bos(self.vocab):
+            return None
+        bos = int(self.L.llama_vocab_bos(self.vocab))
+        return bos if bos >= 0 else None
+
+    def logits(self, ids: list[int], first: int = 0, copy: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode ``ids`` at positions 0..n-1 in one sequence; yield (first position, logits [rows, vocab]) for
+        the positions from ``first`` on (llama.cpp computes no logits before it).  ``copy=False`` yields a view
+        of llama.cpp's buffer, valid until the next step."""
         L = self.L
         if len(ids) > self.n_ctx:
             raise RopetoolError(f"{len(ids)} tokens do not fit the context of {self.n_ctx}")
@@ -131,19 +147,66 @@ class LlamaCpp:
                     batch.pos[i] = start + i
                     batch.n_seq_id[i] = 1
                     batch.seq_id[i][0] = 0
-                    batch.logits[i] = 1
+                    batch.logits[i] = 1 if start + i >= first else 0
                 batch.n_tokens = len(chunk)
                 with quiet_log(not self.verbose):
                     rc = L.llama_decode(self.ctx, batch)
                 if rc != 0:
                     raise RopetoolError(f"llama.cpp could not evaluate the tokens (llama_decode returned {rc})")
-                out = np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(len(chunk) * self.n_vocab,))
-                rows = out.reshape(len(chunk), self.n_vocab).copy()
+                skip = max(0, min(len(chunk), first - start))
+                n_out = len(chunk) - skip
+                if n_out == 0:
+                    continue
+                out = np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(n_out * self.n_vocab,))
+                rows = out.reshape(n_out, self.n_vocab)
+                if copy:
+                    rows = rows.copy()
                 if not np.isfinite(rows).all():
                     raise RopetoolError("llama.cpp produced non-finite logits")
-                yield start, rows
+                yield start + skip, rows
         finally:
             L.llama_batch_free(batch)
+
+    def greedy(self, ids: list[int], n_new: int) -> list[int]:
+        """Decode ``ids``, then ``n_new`` tokens more, each the most likely next one (greedy decoding)."""
+        L = self.L
+        if len(ids) + n_new > self.n_ctx:
+            raise RopetoolError(f"{len(ids) + n_new} tokens do not fit the context of {self.n_ctx}")
+        last = None
+        for _, rows in self.logits(ids, first=len(ids) - 1, copy=False):
+            last = rows[-1]
+        out: list[int] = []
+        batch = L.llama_batch_init(1, 0, 1)
+        try:
+            for step in range(n_new):
+                token = int(np.argmax(last))
+                out.append(token)
+                if L.llama_vocab_is_eog(self.vocab, token) or step == n_new - 1:
+                    break
+                batch.token[0] = token
+                batch.pos[0] = len(ids) + step
+                batch.n_seq_id[0] = 1
+                batch.seq_id[0][0] = 0
+                batch.logits[0] = 1
+                batch.n_tokens = 1
+                with quiet_log(not self.verbose):
+                    rc = L.llama_decode(self.ctx, batch)
+                if rc != 0:
+                    raise RopetoolError(f"llama.cpp could not evaluate the tokens (llama_decode returned {rc})")
+                last = np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(self.n_vocab,))
+        finally:
+            L.llama_batch_free(batch)
+        return out
+
+    def detokenize(self, ids: list[int]) -> str:
+        L = self.L
+        out = []
+        buf = ctypes.create_string_buffer(256)
+        for t in ids:
+            n = L.llama_token_to_piece(self.vocab, int(t), buf, len(buf), 0, False)
+            if n > 0:
+                out.append(buf.raw[:n])
+        return b"".join(out).decode("utf-8", "replace")
 
     def close(self) -> None:
         with quiet_log(not self.verbose):
@@ -159,6 +222,35 @@ class LlamaCpp:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+KV_OVERRIDE_TYPES = {"int": 0, "float": 1, "bool": 2, "str": 3}  # enum llama_model_kv_override_type
+
+
+def kv_overrides(values: dict):
+    """``{key: value}`` as llama.cpp's override array (terminated by an entry with an empty key).  The tag follows
+    the Python type (bool, int, float, str); llama.cpp ignores, with a warning, an override whose tag is not
+    the type it reads the key as, so callers give each key the type llama.cpp reads it with."""
+    import llama_cpp as L
+
+    arr = (L.llama_model_kv_override * (len(values) + 1))()
+    for i, (key, value) in enumerate(values.items()):
+        k = key.encode("utf-8")
+        if not k or len(k) > 127:
+            raise RopetoolError(f"llama.cpp cannot override the key {key!r} (1 to 127 bytes)")
+        arr[i].key = k
+        if isinstance(value, bool):
+            arr[i].tag, arr[i].value.val_bool = KV_OVERRIDE_TYPES["bool"], value
+        elif isinstance(value, int):
+            arr[i].tag, arr[i].value.val_i64 = KV_OVERRIDE_TYPES["int"], value
+        elif isinstance(value, float):
+            arr[i].tag, arr[i].value.val_f64 = KV_OVERRIDE_TYPES["float"], value
+        elif isinstance(value, str) and len(value.encode("utf-8")) <= 127:
+            arr[i].tag, arr[i].value.val_str = KV_OVERRIDE_TYPES["str"], value.encode("utf-8")
+        else:
+            raise RopetoolError(f"llama.cpp cannot override {key} with {value!r} (int, float, bool or a short string)")
+    arr[len(values)].key = b""
+    return arr
 
 
 PREFLIGHT_TIMEOUT = 600  # seconds: loading the largest models from a cold disk
@@ -203,4 +295,4 @@ def llama_cpp_logits(path, ids: list[int], device: str = "cpu", verbose: bool = 
         return np.concatenate([rows for _, rows in llm.logits(list(ids))]).astype(np.float64)
 
 
-__all__ = ["LlamaCpp", "llama_cpp_logits", "preflight", "gpu_available", "padded_context", "quiet_log", "BATCH"]
+__all__ = ["LlamaCpp", "kv_overrides", "llama_cpp_logits", "preflight", "gpu_available", "padded_context", "quiet_log", "BATCH"]
