@@ -126,10 +126,16 @@ def shapes_from_keys(family: Family, kv: dict, alibi: bool) -> Shapes:
         n_expert_used=int(get(K.EXPERT_USED_COUNT, 0)),
         attn_softcap=_cap(family, get(K.ATTN_LOGIT_SOFTCAPPING), 50.0, final=False),
         final_softcap=_cap(family, get(K.FINAL_LOGIT_SOFTCAPPING), 30.0, final=True),
-        clamp_kqv=float(get(K.CLAMP_KQV)) if any(t == K.CLAMP_KQV for t, _, _ in family.config_keys)
-        and get(K.CLAMP_KQV) else None,
+        clamp_kqv=_clamp(family, get(K.CLAMP_KQV)),
         parallel=_parallel(family, get(K.USE_PARALLEL_RESIDUAL)),
     )
+
+
+def _clamp(family: Family, value) -> float | None:
+    """The q/k/v clamp llama.cpp applies: the key's value where the family writes it (mpt's clip_qkv), 0 or
+    absent meaning none."""
+    reads = any(template == K.CLAMP_KQV for template, _, _ in family.config_keys)
+    return float(value) if reads and value else None
 
 
 def _parallel(family: Family, key) -> bool:
