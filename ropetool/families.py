@@ -263,7 +263,8 @@ FAMILIES: dict[str, Family] = {
                               "ffn_up.weight", "ffn_down.weight"),
                default_context=(2048, "config.json does not say; llama.cpp's converter writes 2048 for Falcon")),
         # MPT: ALiBi with max_bias from attn_config.alibi_bias_max (read from the file: the one llama.cpp
-        # architecture whose ALiBi slopes a setting can change), q/k/v clamped at clip_qkv; no biases.
+        # architecture ropetool converts whose ALiBi slopes a setting can change; jais reads the key too), q/k/v
+        # clamped at clip_qkv; no biases.
         Family("mpt", ("MptForCausalLM", "MPTForCausalLM"), "layer", "gelu", qkv_layout="concat",
                hf_eps_key="layer_norm_epsilon", tied_default=True,
                config_keys=((K.CLAMP_KQV, "attn_config.clip_qkv", None),), hf_alibi_bias="attn_config.alibi_bias_max",
