@@ -160,7 +160,9 @@ def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
     used = count("num_experts_per_tok", key=K.EXPERT_USED_COUNT)
     if used > n_expert:
         raise RopetoolError(f"config.json: num_experts_per_tok {used} is more than the {n_expert} experts")
-    norm_topk = config.get("norm_topk_prob", True if family.arch == "llama" else None)
+    # Mixtral's config.json has no norm_topk_prob (it always renormalises): absent means so for the family that
+    # takes experts optionally (llama); the others' configs say it.
+    norm_topk = config.get("norm_topk_prob", True if family.moe == "optional" else None)
     if norm_topk is not None and bool(norm_topk) != family.moe_norm_topk:
         raise RopetoolError(f"config.json: norm_topk_prob is {bool(norm_topk)}, but llama.cpp's {family.arch} graph "
                             f"{'always' if family.moe_norm_topk else 'never'} renormalises the chosen experts' weights: "

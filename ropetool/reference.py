@@ -132,10 +132,9 @@ def shapes_from_keys(family: Family, kv: dict, alibi: bool) -> Shapes:
 
 
 def _clamp(family: Family, value) -> float | None:
-    """The q/k/v clamp llama.cpp applies: the key's value where the family writes it (mpt's clip_qkv), 0 or
-    absent meaning none."""
-    reads = any(template == K.CLAMP_KQV for template, _, _ in family.config_keys)
-    return float(value) if reads and value else None
+    """The q/k/v clamp llama.cpp applies: the key's value where the architecture's loader reads it (mpt's
+    clip_qkv), 0 or absent meaning none."""
+    return float(value) if family.loader.reads_key(K.CLAMP_KQV) and value else None
 
 
 def _parallel(family: Family, key) -> bool:

@@ -89,6 +89,7 @@ READS: dict[str, frozenset[str]] = {
     K.ROPE_YARN_LOG_MUL: frozenset({"deepseek2", "deepseek32", "mistral3", "mistral4"}),
     K.ROPE_SCALING_ALPHA: frozenset({"hunyuan-dense", "hunyuan_vl"}),
     K.MAX_ALIBI_BIAS: frozenset({"mpt", "jais"}),
+    K.CLAMP_KQV: frozenset({"mpt", "olmo", "dbrx"}),  # q, k, v clamped in build_qkv (not a rope key)
 }
 LOG_MUL_PRESCALED = frozenset({"deepseek2", "deepseek32", "mistral4"})  # the loader divides the key by 0.1
 # llama_context: YaRN's mscale is yarn_log_multiplier itself when it is not 1 ([TAG_DEEPSEEK2_YARN_LOG_MUL_FIX])
