@@ -142,9 +142,28 @@ def hf_logits(name: str, ids, rope_parameters: dict | None = None, weights_as: s
     return _hf_logits(name, tuple(ids), key, weights_as, ggml_gelu)
 
 
+def _plain_weight_buffers() -> None:
+    """The tests' own llama_cpp.Llama objects load weights as ropetool's runner does (runner.no_extra_buffers:
+    the AMX kernels of a native build crash on some CPUs)."""
+    import llama_cpp.llama_cpp as C
+
+    from ropetool.llamacpp.runner import no_extra_buffers
+
+    if not getattr(C.llama_model_default_params, "plain_buffers", False):
+        default = C.llama_model_default_params
+
+        def params():
+            return no_extra_buffers(default())
+
+        params.plain_buffers = True
+        C.llama_model_default_params = params
+
+
 def llama_cpp_logits(path, ids, f32_kv: bool = True, n_ctx: int = 512) -> np.ndarray:
     """llama.cpp's logits for every position (CPU)."""
     import llama_cpp
+
+    _plain_weight_buffers()
 
     kwargs = dict(type_k=0, type_v=0) if f32_kv else {}
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(n_ctx, len(ids)), n_batch=max(n_ctx, len(ids)),

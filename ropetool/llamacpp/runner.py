@@ -61,6 +61,15 @@ def quiet_log(enabled: bool = True):
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
+def no_extra_buffers(params):
+    """llama.cpp's CPU "extra" weight buffers (repacked layouts, AMX tiles) off: on a CPU that reports AMX,
+    a build for the native CPU multiplies q8_0 and other quantized weights through the AMX kernels, which
+    crashed (SIGSEGV in ggml_backend_amx_mul_mat, llama-cpp-python 0.3.36, a Xeon VM with amx_int8) on
+    the first decode.  The plain layouts compute the same products.  Returns ``params``."""
+    params.use_extra_bufts = False
+    return params
+
+
 def padded_context(n_tokens: int) -> int:
     """The context llama.cpp allocates for ``n_tokens``: it pads n_ctx up to a multiple of 256."""
     return max(256, -(-n_tokens // 256) * 256)
@@ -88,6 +97,7 @@ class LlamaCpp:
             L.llama_backend_init()
             mparams = L.llama_model_default_params()
             mparams.n_gpu_layers = -1 if device == "gpu" else 0
+            no_extra_buffers(mparams)
             self._overrides = kv_overrides(overrides or {})
             if overrides:
                 mparams.kv_overrides = self._overrides
