@@ -9,6 +9,7 @@ import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
+import snapshot
 from conftest import fixture_dir
 
 from ropetool.check import check_gguf
@@ -60,6 +61,8 @@ GELU_TABLE = ("gemma2", "gemma3", "gptneox", "falcon", "falcon-mq", "mpt")
 def test_check_passes_and_every_alternative_is_farther(name, method, tmp_gguf):
     convert(fixture_dir(name), tmp_gguf, outtype="f32", **(ALIBI_METHODS if name == "mpt" else LLAMA_METHODS)[method])
     report = check_gguf(tmp_gguf)
+    snapshot.check(f"{name}-{method}", report)
+    snapshot.inspect(f"{name}-{method}", tmp_gguf)
     assert report.verdict == "pass", report.summary()
     assert report.alternatives and all(a.outcome == "farther" for a in report.alternatives), report.summary()
     assert all(a.ratio > 0.99 for a in report.alternatives), report.summary()  # f32: llama.cpp is the meant setting
@@ -72,6 +75,8 @@ def test_check_quantized_fixture(name, outtype, tmp_gguf):
     method = ALIBI_METHODS["ntk-alibi"] if name == "mpt" else LLAMA_METHODS["yarn"]  # mpt: ALiBi, max_bias from the file
     convert(fixture_dir(name), tmp_gguf, outtype=outtype, **method)
     report = check_gguf(tmp_gguf)
+    snapshot.check(f"{name}-{outtype}", report)
+    snapshot.inspect(f"{name}-{outtype}", tmp_gguf)
     assert report.verdict == "pass", report.summary()
     assert report.weight_type == outtype.upper()
 
@@ -110,6 +115,8 @@ def test_ignored_yarn_beta_fast_fails_and_is_named(tmp_path):
              add=[("llama.rope.scaling.yarn_beta_fast", 8.0, gguf.GGUFValueType.FLOAT32)])
 
     assert check_gguf(plain, n_tokens=200).verdict == "pass"
+    snapshot.check("beta-fast-8", check_gguf(beta8, n_tokens=200))
+    snapshot.inspect("beta-fast-8", beta8)
     result = CliRunner().invoke(cli, ["check", str(beta8), "--tokens", "200"])
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output and "llama.rope.scaling.yarn_beta_fast" in result.output
@@ -168,6 +175,8 @@ def test_factor_changed_behind_the_record_fails_and_names_the_key(tmp_path):
     changed = tmp_path / "changed.gguf"
     set_keys(base, ["llama.rope.scaling.factor=f32:8"], changed)
     report = check_gguf(changed)
+    snapshot.check("factor-changed", report)
+    snapshot.inspect("factor-changed", changed)
     assert report.verdict == "fail", report.summary()
     assert "llama.rope.scaling.factor = 8.0" in report.closest
 
@@ -187,6 +196,8 @@ def test_sliding_base_changed_behind_the_record_fails_and_names_the_key(name, tm
     changed = tmp_path / "changed.gguf"
     set_keys(base, [f"{name}.rope.freq_base_swa=f32:20000"], changed)
     report = check_gguf(changed)
+    snapshot.check(f"{name}-sliding-base-changed", report)
+    snapshot.inspect(f"{name}-sliding-base-changed", changed)
     assert report.verdict == "fail", report.summary()
     assert f"{name}.rope.freq_base_swa = 20000" in report.closest, report.summary()
 
@@ -198,6 +209,8 @@ def test_alibi_key_bloom_ignores_fails(tmp_path):
     plain = tmp_path / "bloom4.gguf"
     _rewrite(base, plain, drop=("ropetool.",), add=[("bloom.attention.max_alibi_bias", 4.0, gguf.GGUFValueType.FLOAT32)])
     report = check_gguf(plain)
+    snapshot.check("bloom-alibi-key", report)
+    snapshot.inspect("bloom-alibi-key", plain)
     assert report.verdict == "fail", report.summary()
     assert "bloom.attention.max_alibi_bias" in report.closest
     _rewrite(base, tmp_path / "bloom-plain.gguf", drop=("ropetool.",))
@@ -209,6 +222,8 @@ def test_alpha_key_only_hunyuan_reads_fails_on_llama(tmp_path):
     plain = tmp_path / "alpha.gguf"
     _rewrite(base, plain, drop=("ropetool.",), add=[("llama.rope.scaling.alpha", 4.0, gguf.GGUFValueType.FLOAT32)])
     report = check_gguf(plain)
+    snapshot.check("llama-alpha-key", report)
+    snapshot.inspect("llama-alpha-key", plain)
     assert report.verdict == "fail" and "llama.rope.scaling.alpha" in report.closest, report.summary()
 
 
@@ -221,6 +236,8 @@ def test_legacy_scale_linear_behind_a_zero_factor_passes_as_plain_rope(tmp_path)
              add=[("llama.rope.scaling.factor", 0.0, gguf.GGUFValueType.FLOAT32),
                   ("llama.rope.scale_linear", 2.0, gguf.GGUFValueType.FLOAT32)])
     report = check_gguf(odd)
+    snapshot.check("legacy-scale-linear", report)
+    snapshot.inspect("legacy-scale-linear", odd)
     assert report.verdict == "pass" and report.method == "none", report.summary()
     inspected = json.loads(CliRunner().invoke(cli, ["inspect", str(odd), "--json"]).output)["rope"]
     assert inspected["method"] == report.method and inspected["llama_cpp"]["freq_scale"] == 1.0

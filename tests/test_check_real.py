@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
 import real_model  # noqa: E402
 from real_files import build_real_files  # noqa: E402
 
+import snapshot  # noqa: E402
+
 from ropetool.check import check_gguf  # noqa: E402
 
 NAMES = [
@@ -46,6 +48,8 @@ def real_files(tmp_path_factory):
 def test_check_on_the_real_model(name, real_files):
     path, expected = real_files[name]
     report = check_gguf(path)
+    snapshot.check(f"real {name}", report)
+    snapshot.inspect(f"real {name}", path)
     assert report.n_tokens == 2048  # the default length
     assert report.verdict == expected, report.summary()
     if expected == "pass":
