@@ -36,13 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import GGUFFile, dumps
+from ropetool.io.gguf_file import dumps
 from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.provenance import read_record
-from ropetool.llamacpp.readback import meant_method
-from ropetool.llamacpp.state import KEYS, LLAMA_CPP, RopeState, read_state
+from ropetool.llamacpp.lowering import lower
+from ropetool.llamacpp.runner import preflight
+from ropetool.llamacpp.state import LLAMA_CPP, RopeState, key_misreadings
+from ropetool.model import ModelFile
 from ropetool.reference import ReferenceModel, Setting, log_softmax
-from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, make_params, rope_frequencies
+from ropetool.rope import METHOD_TABLE, RopeParams, make_params, rope_frequencies
 
 MAX_DEFAULT_TOKENS = 2048
 # A toy model's few positions make a noisy average: a mixture of experts' routing flips at a handful of them
@@ -168,38 +169,6 @@ def default_tokens(n_vocab: int, original_context: int | None, n: int | None) ->
     return [int(t) for t in rng.integers(low, n_vocab, size=n)], notes
 
 
-class _KeyEdits:
-    """A GGUF header with some keys set or removed and some rope tensors hidden: the file as it would be."""
-
-    @dataclass
-    class _Value:
-        key: str
-        value: object
-        is_array: bool = False
-
-        @property
-        def scalar(self):
-            return self.value
-
-    def __init__(self, gf: GGUFFile, set_: dict | None = None, remove=(), hide=()):
-        self._gf = gf
-        self.architecture = gf.architecture
-        self.fields = {k: f for k, f in gf.fields.items() if k not in set(remove)}
-        for k, v in (set_ or {}).items():
-            self.fields[k] = self._Value(k, v)
-        self._hide = set(hide)
-
-    def get(self, key, default=None):
-        f = self.fields.get(key)
-        return default if f is None else f.value
-
-    def tensor(self, name):
-        return None if name in self._hide else self._gf.tensor(name)
-
-    def read_tensor(self, name, max_elements=1 << 20):
-        return self._gf.read_tensor(name, max_elements)
-
-
 def _state_setting(st: RopeState, n_tokens: int, n_ctx: int, label: str) -> Setting:
     if st.encoding == "alibi":
         return Setting(label, slopes=st.alibi_slopes())
@@ -209,15 +178,6 @@ def _state_setting(st: RopeState, n_tokens: int, n_ctx: int, label: str) -> Sett
     inv, mag = st.frequencies(n_tokens, pick)
     sliding = st.of_sliding_layers().frequencies(n_tokens, pick) if st.sliding is not None else None
     return Setting(label, inv_freq=inv, magnitude=mag, sliding=sliding)
-
-
-def _params_setting(p: RopeParams, model: ReferenceModel, seq_len: int, label: str) -> Setting:
-    if p.is_alibi:
-        return Setting(label, slopes=alibi_slopes(p, model.shapes.n_head, seq_len=seq_len))
-    if p.method == "none" and model.alibi:
-        return Setting(label)
-    inv, mag = rope_frequencies(p, model.shapes.n_rot, seq_len=seq_len)
-    return Setting(label, inv_freq=inv, magnitude=mag, sliding=model.sliding_frequencies(seq_len, p))
 
 
 def _fmt(x) -> str:
@@ -232,7 +192,7 @@ def _param_alternatives(p: RopeParams, model: ReferenceModel, seq_len: int) -> l
     def add(kind, label, **changes):
         try:
             q = make_params(changes.pop("method", p.method), **{**_values(p), **changes})
-            out.append(_Candidate(_params_setting(q, model, seq_len, label), kind))
+            out.append(_Candidate(model.setting(seq_len, q, label), kind))
         except RopetoolError:
             pass
 
@@ -277,63 +237,27 @@ def _values(p: RopeParams) -> dict:
     return d
 
 
-def _key_alternatives(gf: GGUFFile, st: RopeState, n: int, n_ctx: int) -> list[_Candidate]:
+def _key_alternatives(mf: ModelFile, st: RopeState, n: int, n_ctx: int) -> list[_Candidate]:
     """The keys' reading with each key that matters moved (x2, /2), removed, or a rope tensor hidden."""
-    a = st.arch or "?"
     out = []
-
-    def add(kind, label, set_=None, remove=(), hide=()):
+    for edit in key_misreadings(st):
+        if edit.kind == "alibi-off":
+            out.append(_Candidate(Setting(edit.label), edit.kind))
+            continue
         try:
-            edited = read_state(_KeyEdits(gf, set_, remove, hide), KEYS)
+            edited = mf.edited(edit.set, edit.remove, edit.hide).keys_state
             if edited.encoding == "rope" and not edited.computable:
-                return
-            out.append(_Candidate(_state_setting(edited, n, n_ctx, label), kind))
+                continue
+            out.append(_Candidate(_state_setting(edited, n, n_ctx, edit.label), edit.kind))
         except RopetoolError:
             pass
-
-    def key(template):
-        return K.k(template, a)
-
-    if st.encoding == "alibi":
-        for f, word in ((2.0, "x2"), (0.5, "/2")):
-            add("max-bias", f"{key(K.MAX_ALIBI_BIAS)} = {_fmt(st.alibi_max_bias * f)} ({word})",
-                {key(K.MAX_ALIBI_BIAS): st.alibi_max_bias * f})
-        out.append(_Candidate(Setting("no ALiBi at all"), "alibi-off"))
-        return out
-    scaling = [key(t) for t in (K.ROPE_SCALING_TYPE, K.ROPE_SCALING_FACTOR, K.ROPE_SCALE_LINEAR, K.ROPE_SCALING_ATTN_FACTOR,
-                                K.ROPE_YARN_EXT_FACTOR, K.ROPE_YARN_ATTN_FACTOR, K.ROPE_YARN_LOG_MUL)]
-    extended = st.freq_scale != 1 or st.yarn_active or st.rope_freqs_used or st.longrope_used or st.magnitude != 1
-    if extended:
-        add("no-extension", f"plain RoPE (base {_fmt(st.freq_base)}): no scaling keys, no rope tensors",
-            {key(K.ROPE_SCALING_TYPE): "none"}, remove=scaling[1:], hide=K.ROPE_TENSORS)
-    for f, word in ((2.0, "x2"), (0.5, "/2")):
-        if st.factor and st.freq_scale != 1 and st.factor * f >= 1:
-            add("factor", f"{key(K.ROPE_SCALING_FACTOR)} = {_fmt(st.factor * f)} ({word})",
-                {key(K.ROPE_SCALING_FACTOR): st.factor * f})
-        add("base", f"{key(K.ROPE_FREQ_BASE)} = {_fmt(st.freq_base * f)} ({word})", {key(K.ROPE_FREQ_BASE): st.freq_base * f})
-        if (st.yarn_active or st.longrope_used) and st.n_ctx_orig:
-            add("original-context", f"{key(K.ROPE_SCALING_ORIG_CTX)} = {int(st.n_ctx_orig * f)} ({word})",
-                {key(K.ROPE_SCALING_ORIG_CTX): int(st.n_ctx_orig * f)})
-    if not extended:
-        add("factor", f"linear interpolation x2 ({key(K.ROPE_SCALING_TYPE)} = linear, factor 2)",
-            {key(K.ROPE_SCALING_TYPE): "linear", key(K.ROPE_SCALING_FACTOR): 2.0})
-    if st.sliding is not None and st.sliding.freq_base_source != "global":
-        for f, word in ((2.0, "x2"), (0.5, "/2")):
-            add("sliding-base", f"{key(K.ROPE_FREQ_BASE_SWA)} = {_fmt(st.sliding.freq_base * f)} ({word}): the "
-                                f"sliding-window layers' base", {key(K.ROPE_FREQ_BASE_SWA): st.sliding.freq_base * f})
-    if st.rope_freqs_used:
-        add("rope-tensor", f"without {K.ROPE_FREQS_TENSOR} (the tensor ignored)", hide=[K.ROPE_FREQS_TENSOR])
-    if abs(st.rope_attn_factor - 1) > 1e-9:
-        add("attention-factor", f"without {key(K.ROPE_SCALING_ATTN_FACTOR)}", remove=[key(K.ROPE_SCALING_ATTN_FACTOR)])
     return out
 
 
-def _settings(gf: GGUFFile, model: ReferenceModel, n: int, n_ctx: int) -> tuple[Setting, list[_Candidate], dict, list[str]]:
+def _settings(mf: ModelFile, model: ReferenceModel, n: int, n_ctx: int) -> tuple[Setting, list[_Candidate], dict, list[str]]:
     """(the meant setting, the alternatives, how the method is named, notes)."""
     notes: list[str] = []
-    st_llama, st_keys = read_state(gf, LLAMA_CPP), read_state(gf, KEYS)
-    record = read_record(gf.get)
-    meant_named, _ = meant_method(record, st_llama)
+    st_llama, st_keys, record, meant_named = mf.state, mf.keys_state, mf.record, mf.meant
     naming = {"method": meant_named.method, "source": meant_named.source, "params": meant_named.params}
     params = meant_named.rope if meant_named.source == "ropetool" else None
     candidates: list[_Candidate] = []
@@ -345,9 +269,9 @@ def _settings(gf: GGUFFile, model: ReferenceModel, n: int, n_ctx: int) -> tuple[
         method = METHOD_TABLE[params.method]
         seq_len = n
         if method.dynamic:
-            seq_len = params.target_context or st_llama.context_length or n
-            dynamic = _params_setting(params, model, n, "dynamic")
-            baked = _params_setting(params, model, seq_len, "baked")
+            seq_len = params.target_context or mf.extended_context or n
+            dynamic = model.setting(n, params, "dynamic")
+            baked = model.setting(seq_len, params, "baked")
             a, b = (dynamic.inv_freq, baked.inv_freq) if dynamic.inv_freq is not None else (dynamic.slopes, baked.slopes)
             if a is not None:
                 notes.append(f"{params.method} is baked for {seq_len} tokens (what llama.cpp can compute); at the "
@@ -357,15 +281,15 @@ def _settings(gf: GGUFFile, model: ReferenceModel, n: int, n_ctx: int) -> tuple[
             seq_len = n_ctx
             notes.append(f"llama.cpp picks LongRoPE's table by the context it allocates ({n_ctx}), not by the "
                          f"input's length; the meant setting follows it")
-        meant = _params_setting(params, model, seq_len, f"{params.method} as ropetool recorded it ({_short(params)})")
+        meant = model.setting(seq_len, params, f"{params.method} as ropetool recorded it ({_short(params)})")
         # What llama.cpp makes of the keys comes first: where it equals a moved parameter, its label names the key.
         llama = _state_setting(st_llama, n, n_ctx, "the file's keys as llama.cpp reads them")
         if not llama.same_as(meant, 1e-6):
-            candidates.append(_Candidate(replace(llama, label=_keys_vs_record(gf, st_llama, params, model)), "keys-vs-record"))
+            candidates.append(_Candidate(replace(llama, label=_keys_vs_record(mf, params, model)), "keys-vs-record"))
         candidates += _param_alternatives(params, model, seq_len)
         if params.method == "longrope":
             other = n if n_ctx > (params.original_context or 0) >= n else max(n_ctx, (params.original_context or 0) + 1)
-            candidates.append(_Candidate(_params_setting(params, model, other, "LongRoPE's other table"), "longrope-table"))
+            candidates.append(_Candidate(model.setting(other, params, "LongRoPE's other table"), "longrope-table"))
     else:
         meant = _state_setting(st_keys, n, n_ctx, f"{meant_named.method}, as the keys document it")
         llama = _state_setting(st_llama, n, n_ctx, "what llama.cpp reads from the keys")
@@ -373,7 +297,7 @@ def _settings(gf: GGUFFile, model: ReferenceModel, n: int, n_ctx: int) -> tuple[
             ignored = ", ".join(f"{i.key} = {i.value}" for i in st_llama.ignored) or "its defaults"
             candidates.append(_Candidate(replace(llama, label=f"what llama.cpp reads from the keys (it ignores {ignored})"),
                                          "llama.cpp-reading"))
-        candidates += _key_alternatives(gf, st_keys, n, n_ctx)
+        candidates += _key_alternatives(mf, st_keys, n, n_ctx)
     # One alternative per distinct setting, none equal to the meant one.
     kept: list[_Candidate] = []
     for c in candidates:
@@ -388,10 +312,9 @@ def _short(p: RopeParams) -> str:
     return ", ".join(f"{k} {_fmt(v)}" for k, v in d.items()) or "defaults"
 
 
-def _keys_vs_record(gf: GGUFFile, st: RopeState, params: RopeParams, model: ReferenceModel) -> str:
+def _keys_vs_record(mf: ModelFile, params: RopeParams, model: ReferenceModel) -> str:
     """Name the keys that differ from what ropetool's lowering of the record writes."""
-    from ropetool.llamacpp.lowering import lower
-
+    gf, st = mf.header, mf.state
     try:
         lowered = lower(params, st.facts, model.shapes.n_rot or 2, model.shapes.n_head, st.n_ctx_orig or 1, st.n_layer)
     except RopetoolError:
@@ -410,7 +333,7 @@ def _keys_vs_record(gf: GGUFFile, st: RopeState, params: RopeParams, model: Refe
             changed.append(f"no {name}")
     if st.sliding is not None and model.sliding_base is not None and not math.isclose(st.sliding.freq_base,
                                                                                         model.sliding_base, rel_tol=1e-6):
-        changed.append(f"{K.k(K.ROPE_FREQ_BASE_SWA, st.arch)} = {st.sliding.freq_base:g} where the record means "
+        changed.append(f"{mf.key(K.ROPE_FREQ_BASE_SWA)} = {st.sliding.freq_base:g} where the record means "
                        f"{model.sliding_base:g}")
     detail = "; ".join(changed) if changed else "a rope key or tensor changed after ropetool wrote it"
     return f"the file's keys as llama.cpp reads them ({detail})"
@@ -514,60 +437,64 @@ def _weight_type(model: ReferenceModel) -> str:
 def check_gguf(path, device: str = "cpu", n_tokens: int | None = None, text: str | None = None, source=None,
                verbose: bool = False, flash_attn: bool = False) -> CheckReport:
     """Which rope setting llama.cpp computes for ``path``, against the numpy reference (module docstring)."""
-    from ropetool.lint import lint_gguf
-    from ropetool.llamacpp.runner import LlamaCpp, padded_context, preflight
-
     started = time.perf_counter()
     path = Path(path)
-    findings = lint_gguf(path)
-    errors = [f for f in findings if f.severity == "error"]
-    if errors:
-        more = f" (and {len(errors) - 1} more: see ropetool inspect)" if len(errors) > 1 else ""
-        raise RopetoolError(f"{path}: {errors[0].message}{more}")
-    preflight(path, 256, device)  # an abort in llama.cpp ends a child process, as a one-line error
-    with ReferenceModel.from_gguf(path) as ref, GGUFFile(path) as gf:
-        weight_type = _weight_type(ref)
-        model = ref.with_weights_from(ReferenceModel.from_hf(source)) if source is not None else ref
-        notes: list[str] = []
-        if text is not None:
-            with LlamaCpp(path, n_ctx=256, device=device, verbose=verbose) as llm:
-                ids = llm.tokenize(text)
-            if n_tokens:
-                ids = ids[:n_tokens]
-            if len(ids) < 2:
-                raise RopetoolError("the text gives fewer than 2 tokens")
-        else:
-            ids, notes = default_tokens(ref.n_vocab, ref.original_context, n_tokens)
-        n = len(ids)
-        n_ctx = padded_context(n)
-        meant, candidates, naming, more_notes = _settings(gf, model, n, n_ctx)
-        notes += more_notes
-        settings = [meant] + [c.setting for c in candidates]
-        m = n if n <= FULL_LENGTH_ALTERNATIVES else max(FULL_LENGTH_ALTERNATIVES, n // 2)
-        hidden = model.hidden(ids, settings, lengths=[n] + [m] * len(candidates))
-        out_w = model.output_weight()
-        tally = _Tally(n, len(candidates))
-        with LlamaCpp(path, n_ctx=n_ctx, device=device, verbose=verbose, flash_attn=flash_attn) as llm:
-            if llm.n_ctx != n_ctx:  # pragma: no cover - llama.cpp's padding rule changed
-                raise RopetoolError(f"llama.cpp allocated {llm.n_ctx} tokens of context, not {n_ctx}")
-            rows = max(1, CHUNK_ELEMENTS // max(1, ref.n_vocab))
-            for start, logits in llm.logits(ids):
-                for a in range(0, len(logits), rows):
-                    b = min(a + rows, len(logits))
-                    pos = slice(start + a, start + b)
-                    alts = [model.project(h[pos], out_w) for h in hidden[1:]] if pos.start < m else []
-                    if alts and pos.stop > m:  # a chunk across the alternatives' end: they cover its first rows
-                        alts = [x[: m - pos.start] for x in alts]
-                    tally.add(start + a, logits[a:b], model.project(hidden[0][pos], out_w), alts)
-            device_name = llm.device
-        del hidden, out_w
+    with ModelFile.open(path) as mf:
+        findings = mf.findings
+        errors = [f for f in findings if f.severity == "error"]
+        if errors:
+            more = f" (and {len(errors) - 1} more: see ropetool inspect)" if len(errors) > 1 else ""
+            raise RopetoolError(f"{path}: {errors[0].message}{more}")
+        preflight(path, 256, device)  # an abort in llama.cpp ends a child process, as a one-line error
+        ref = ReferenceModel.from_model(mf)
+        return _check(mf, ref, path, device, n_tokens, text, source, verbose, flash_attn, findings, started)
+
+
+def _check(mf, ref, path, device, n_tokens, text, source, verbose, flash_attn, findings, started) -> CheckReport:
+    from ropetool.llamacpp.runner import LlamaCpp, padded_context
+
+    weight_type = _weight_type(ref)
+    model = ref.with_weights_from(ReferenceModel.from_hf(source)) if source is not None else ref
+    notes: list[str] = []
+    if text is not None:
+        with LlamaCpp(path, n_ctx=256, device=device, verbose=verbose) as llm:
+            ids = llm.tokenize(text)
+        if n_tokens:
+            ids = ids[:n_tokens]
+        if len(ids) < 2:
+            raise RopetoolError("the text gives fewer than 2 tokens")
+    else:
+        ids, notes = default_tokens(ref.n_vocab, ref.original_context, n_tokens)
+    n = len(ids)
+    n_ctx = padded_context(n)
+    meant, candidates, naming, more_notes = _settings(mf, model, n, n_ctx)
+    notes += more_notes
+    settings = [meant] + [c.setting for c in candidates]
+    m = n if n <= FULL_LENGTH_ALTERNATIVES else max(FULL_LENGTH_ALTERNATIVES, n // 2)
+    hidden = model.hidden(ids, settings, lengths=[n] + [m] * len(candidates))
+    out_w = model.output_weight()
+    tally = _Tally(n, len(candidates))
+    with LlamaCpp(path, n_ctx=n_ctx, device=device, verbose=verbose, flash_attn=flash_attn) as llm:
+        if llm.n_ctx != n_ctx:  # pragma: no cover - llama.cpp's padding rule changed
+            raise RopetoolError(f"llama.cpp allocated {llm.n_ctx} tokens of context, not {n_ctx}")
+        rows = max(1, CHUNK_ELEMENTS // max(1, ref.n_vocab))
+        for start, logits in llm.logits(ids):
+            for a in range(0, len(logits), rows):
+                b = min(a + rows, len(logits))
+                pos = slice(start + a, start + b)
+                alts = [model.project(h[pos], out_w) for h in hidden[1:]] if pos.start < m else []
+                if alts and pos.stop > m:  # a chunk across the alternatives' end: they cover its first rows
+                    alts = [x[: m - pos.start] for x in alts]
+                tally.add(start + a, logits[a:b], model.project(hidden[0][pos], out_w), alts)
+        device_name = llm.device
+    del hidden, out_w
     alternatives, verdict, reason, closest = _verdict(tally, [c.setting.label for c in candidates],
                                                       [c.kind for c in candidates], slice(0, m))
     lint = [f.as_dict() for f in findings if f.severity == "warning"] if verdict == "fail" else []
     comparison = Comparison(tally.max_diff, tally.max_diff / (tally.max_ref or 1.0), tally.top1 / n,
                             float(tally.kl_meant.mean()), float(tally.kl_meant.max()))
     return CheckReport(
-        path=str(path), architecture=ref.arch.name, weight_type=weight_type, method=naming["method"],
+        path=str(path), architecture=mf.arch, weight_type=weight_type, method=naming["method"],
         method_source=naming["source"], meant=meant.label, rope={k: v for k, v in naming["params"].items()
                                                                  if not isinstance(v, list)},
         device=device_name, n_tokens=n, n_ctx=n_ctx, positions=[0, n - 1], alternative_positions=[0, m - 1],

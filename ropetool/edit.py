@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ropetool.errors import RopetoolError
-from ropetool.inspect import ARRAY_PREVIEW, field_json
 from ropetool.io.files import read_text
 from ropetool.io.gguf_file import (
+    ARRAY_PREVIEW,
     INT_RANGES,
     TYPES_BY_NAME,
     Field,
@@ -34,15 +34,18 @@ from ropetool.io.gguf_file import (
     check_output,
     check_value,
     encode_value,
+    field_json,
+    insert_at,
     plain_value,
+    prefix_anchor,
     type_name,
     write_gguf,
 )
+from ropetool.lint import ERROR
 from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.archs import LoaderArch, loader
-from ropetool.llamacpp.provenance import read_record
-from ropetool.llamacpp.state import read_state
-from ropetool.version import __version__
+from ropetool.llamacpp.lowering import check_options, edit_records
+from ropetool.model import ModelFile, lint_gguf
+from ropetool.rope import canonical_method
 
 MAX_ALIGNMENT = 1 << 20  # what ropetool writes even with --force: padding is written (and held) per tensor
 TRUE_WORDS = {"true", "1", "yes", "on"}
@@ -214,21 +217,6 @@ def tensor_changes(gf: GGUFFile, tensors: list[TensorOut]) -> list[dict]:
     return out
 
 
-def _insert_at(records: list, index: int, items: list) -> list:
-    return records[:index] + items + records[index:]
-
-
-def _prefix_anchor(records: list, key: str) -> int:
-    """Where a new key goes: after the last record sharing its longest dotted prefix (else the end)."""
-    parts = key.split(".")
-    for n in range(len(parts) - 1, 0, -1):
-        prefix = ".".join(parts[:n]) + "."
-        idx = [i for i, r in enumerate(records) if r.key.startswith(prefix)]
-        if idx:
-            return idx[-1] + 1
-    return len(records)
-
-
 def _alignment_of(records: list, default: int) -> int:
     for r in records:
         if r.key == K.ALIGNMENT:
@@ -254,8 +242,6 @@ def _verify_output(source_findings, force: bool, found: list):
     llama.cpp refuses or aborts on (a lint error the input did not have).  Errors the input already had are
     kept, with a warning, so a broken file can be repaired one key at a time.  ``found`` collects the
     findings the input did not have."""
-    from ropetool.lint import ERROR, lint_gguf
-
     before = {(f.id, f.key) for f in source_findings}
 
     def verify(tmp: str) -> None:
@@ -287,7 +273,8 @@ def set_keys(path, assignments: list[str | NewValue], out=None, *, in_place: boo
             raise RopetoolError(f"{v.key} is given twice")
         seen.add(v.key)
     target = _resolve_output(path, out, in_place, force, dry_run)
-    with GGUFFile(path) as gf:
+    with ModelFile.open(path) as model:
+        gf = model.header
         _refuse_wrong_types(values, gf.architecture or "?", force)
         records: list = list(gf.fields.values())
         for v in values:
@@ -295,7 +282,7 @@ def set_keys(path, assignments: list[str | NewValue], out=None, *, in_place: boo
             if idx is not None:
                 records[idx] = v
             else:
-                records = _insert_at(records, _prefix_anchor(records, v.key), [v])
+                records = insert_at(records, prefix_anchor(records, v.key), [v])
         _alignment_of(records, 32)
         tensors = [TensorOut.copy_of(t) for t in gf.tensors]
         result = EditResult(path, target, key_changes(gf, records), [])
@@ -303,7 +290,7 @@ def set_keys(path, assignments: list[str | NewValue], out=None, *, in_place: boo
             f = gf.fields.get(v.key)
             if f is not None and f.type_name != v.type_name:
                 result.warnings.append(f"{v.key} changes type from {f.type_name} to {v.type_name}")
-        return _finish(gf, result, records, tensors, target, in_place, dry_run, _hooks, force)
+        return _finish(model, result, records, tensors, target, in_place, dry_run, _hooks, force)
 
 
 def _refuse_wrong_types(values: list[NewValue], arch: str, force: bool) -> None:
@@ -325,7 +312,8 @@ def unset_keys(path, keys_: list[str], out=None, *, in_place: bool = False, forc
     if not keys_:
         raise RopetoolError("nothing to unset: give KEY arguments")
     target = _resolve_output(path, out, in_place, force, dry_run)
-    with GGUFFile(path) as gf:
+    with ModelFile.open(path) as model:
+        gf = model.header
         missing = [k for k in keys_ if k not in gf.fields]
         if missing:
             raise RopetoolError(f"{path} has no key {', '.join(missing)}")
@@ -333,16 +321,15 @@ def unset_keys(path, keys_: list[str], out=None, *, in_place: bool = False, forc
         records = [f for f in gf.fields.values() if f.key not in drop]
         tensors = [TensorOut.copy_of(t) for t in gf.tensors]
         result = EditResult(path, target, key_changes(gf, records), [])
-        return _finish(gf, result, records, tensors, target, in_place, dry_run, None, force)
+        return _finish(model, result, records, tensors, target, in_place, dry_run, None, force)
 
 
-def _finish(gf, result: EditResult, records, tensors, target, in_place, dry_run, hooks, force=False) -> EditResult:
+def _finish(model: ModelFile, result: EditResult, records, tensors, target, in_place, dry_run, hooks,
+            force=False) -> EditResult:
     if dry_run:
         return result
-    from ropetool.lint import lint_file
-
     found: list = []
-    _write(gf, target, records, tensors, in_place, force, verify=_verify_output(lint_file(gf), force, found),
+    _write(model.header, target, records, tensors, in_place, force, verify=_verify_output(model.findings, force, found),
            **(hooks or {}))
     result.written = True
     result.warnings += [f"the output now has: {f}" for f in found]
@@ -353,177 +340,33 @@ def _finish(gf, result: EditResult, records, tensors, target, in_place, dry_run,
 # set-rope
 
 
-def _arch_facts(name: str, warnings: list[str]) -> LoaderArch:
-    arch = loader(name)
-    if not arch.known:
-        warnings.append(f"ropetool has no facts about {name}: assuming llama.cpp loads no rope_freqs and no "
-                        "longrope tensors for it (YaRN variants and llama3 that need rope_freqs are refused)")
-    return arch
-
-
-@dataclass
-class RopeEdit:
-    """What set-rope makes of a file for a method: the header records and the tensors it writes, and what it
-    says about them.  ``ropetool eval`` applies the same edit to a file at load time."""
-
-    params: object  # RopeParams
-    lowered: object  # lowering.Lowered
-    records: list
-    tensors: list
-    context: int
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def rope_edit(gf: GGUFFile, method: str, options: dict, *, approximate: bool = False) -> RopeEdit:
-    """set-rope's lowering of ``method`` (canonical name, checked options) for the open file ``gf``: the
-    records of the new header and the tensors (rope tensors replaced).  Refuses what set-rope refuses."""
-    from ropetool.llamacpp.lowering import lower_for_llama_cpp, provenance
-    from ropetool.rope import ALIBI_METHODS, RopeParams, make_params
-
-    path = gf.path
-    name = gf.architecture
-    if name is None:
-        raise RopetoolError(f"{path} has no {K.ARCHITECTURE}")
-    warnings: list[str] = []
-    arch = _arch_facts(name, warnings)
-    st = read_state(gf)
-    ctx_key = K.k(K.CONTEXT_LENGTH, name)
-    orig = gf.get(K.k(K.ROPE_SCALING_ORIG_CTX, name))
-    ctx = gf.get(ctx_key)
-    trained = orig if isinstance(orig, int) and orig > 0 else ctx
-    if not isinstance(trained, int) or trained <= 0:
-        raise RopetoolError(f"{path} has no {ctx_key}: cannot tell the trained context")
-    if not st.n_head:
-        raise RopetoolError(f"{path} has no usable {K.k(K.HEAD_COUNT, name)}")
-    record = read_record(gf.get)
-    rec_method, rec_params = (record.method, record.params) if record is not None else (None, {})
-    values = {k: v for k, v in options.items() if v is not None}
-    base_from_provenance = rec_method is not None and rec_method not in ALIBI_METHODS
-    _refuse_broken_rope_keys(gf, st, path, name, base_needed="base" not in values and not base_from_provenance)
-    if method not in ALIBI_METHODS:
-        if not st.n_rot:
-            raise RopetoolError(f"{path} has no usable {K.k(K.ROPE_DIMENSION_COUNT, name)} or head dimension")
-        if "base" not in values:
-            if base_from_provenance:
-                recorded = rec_params.get("base", RopeParams().base)
-                if isinstance(recorded, bool) or not isinstance(recorded, (int, float)):
-                    raise RopetoolError(f"{path}: {K.RT_PARAMS} records base {recorded!r}, not a number; "
-                                        "pass --freq-base")
-                values["base"] = float(recorded)
-            else:
-                values["base"] = st.freq_base
-                inferred = _ntk_hint(gf, st)
-                if inferred:
-                    warnings.append(inferred)
-    values.setdefault("original_context", trained)
-    if method == "longrope":
-        for opt, tname in (("short_factor", K.ROPE_FACTORS_SHORT_TENSOR), ("long_factor", K.ROPE_FACTORS_LONG_TENSOR)):
-            if opt not in values:
-                arr = st.short_factors if opt == "short_factor" else st.long_factors
-                if arr is None:
-                    raise RopetoolError(f"longrope needs per-pair factors and {path} has no {tname} to take them from")
-                values[opt] = [float(x) for x in arr]
-    params = make_params(method, **values)
-    rotary = st.n_rot or 0
-    lowered = lower_for_llama_cpp(params, arch, rotary, st.n_head, trained, approximate, n_layer=st.n_layer)
-    context = max(lowered.context_length or trained, trained)
-    if context > 2**32 - 1:
-        raise RopetoolError(f"context length {context} does not fit a u32")
-
-    drop = {K.k(t, name) for t in K.ROPE_KEYS} | set(K.RT_KEYS)
-    records: list = []
-    anchor = None
-    for f in gf.fields.values():
-        if f.key in drop:
-            if anchor is None:
-                anchor = len(records)
-            continue
-        records.append(f)
-    new_kv = list(lowered.values) + provenance(lowered, __version__)
-    if st.sliding is not None and st.sliding.freq_base_source != "global":  # unchanged: recorded as it is
-        new_kv.append(NewValue(K.RT_SLIDING_BASE, K.TYPES[K.RT_SLIDING_BASE], st.sliding.freq_base))
-        result_note = (f"the {st.sliding.count} sliding-window layers keep their rope (base {st.sliding.freq_base:g}"
-                       + (", and llama.cpp scales them as the global layers)" if arch.sliding.scale_follows_global
-                          else ", unscaled: llama.cpp extends the global layers only)"))
-        warnings.append(result_note)
-    if anchor is None:
-        anchor = max((i + 1 for i, r in enumerate(records) if r.key.startswith(name + ".")), default=len(records))
-    records = _insert_at(records, anchor, new_kv)
-    ctx_value = NewValue(ctx_key, T.UINT32, int(context))
-    idx = next((i for i, r in enumerate(records) if r.key == ctx_key), None)
-    if idx is None:
-        records = _insert_at(records, _prefix_anchor(records, ctx_key), [ctx_value])
-    elif records[idx].type != T.UINT32 or records[idx].scalar != context:
-        records[idx] = ctx_value
-    e = "<" if gf.endian == "little" else ">"
-    tensors = [TensorOut.copy_of(t) for t in gf.tensors if t.name not in K.ROPE_TENSORS]
-    tensors += [TensorOut.from_array(n, arr, e) for n, arr in lowered.tensors.items()]
-    return RopeEdit(params, lowered, records, tensors, context, warnings + list(lowered.warnings), list(lowered.notes))
-
-
 def set_rope(path, method: str | None, out=None, *, in_place: bool = False, force: bool = False,
              dry_run: bool = False, approximate: bool = False, _hooks: dict | None = None, **options) -> EditResult:
     """Replace the position-encoding method of a GGUF (keys, rope tensors, context length, provenance).
 
     ``options`` are convert's rope options (factor, alpha, original_context, target_context, beta_fast,
-    beta_slow, attention_factor, base).  Defaults come from the file: the original base from
-    ``ropetool.rope.params`` (else ``rope.freq_base``), the trained context from
-    ``rope.scaling.original_context_length`` (else ``context_length``).
+    beta_slow, attention_factor, base).  Defaults come from the file (:meth:`ModelFile.rope_edit`): the
+    original base from ropetool's record (else ``rope.freq_base``), the trained context
+    (:attr:`ModelFile.trained_context`).
     """
-    from ropetool.rope import canonical_method
-
     path = Path(path)
     if not method:
         raise RopetoolError("set-rope needs --rope METHOD")
     method = canonical_method(method)
-    from ropetool.convert import require_parameters
-
-    require_parameters(method, options)
+    check_options(method, options)
     target = _resolve_output(path, out, in_place, force, dry_run)
-    with GGUFFile(path) as gf:
-        edit = rope_edit(gf, method, options, approximate=approximate)
-        params, lowered, records, tensors, context = edit.params, edit.lowered, edit.records, edit.tensors, edit.context
+    with ModelFile.open(path) as model:
+        gf = model.header
+        edit = model.rope_edit(method, options, approximate=approximate)
+        params, lowered, context = edit.params, edit.lowered, edit.context
+        records, tensors = edit_records(gf, lowered, context, edit.extra)
         result = EditResult(path, target, key_changes(gf, records), tensor_changes(gf, tensors), edit.warnings)
         result.notes += edit.notes
         if not lowered.exact and approximate and lowered.approx_error:
             result.warnings.append(f"approximate: {'; '.join(lowered.notes)}")
         result.rope = {"method": params.method, "params": params.as_dict(), "exact": lowered.exact,
                        "approx_error": lowered.approx_error, "context_length": context}
-        return _finish(gf, result, records, tensors, target, in_place, dry_run, _hooks, force)
-
-
-# Lint errors that make a file's current rope settings unreadable; set-rope refuses to start from them.
-_BROKEN_ROPE_FINDINGS = ("wrong-key-type", "implausible-value", "unknown-scaling-type")
-
-
-def _refuse_broken_rope_keys(gf: GGUFFile, st, path: Path, arch: str, base_needed: bool) -> None:
-    """set-rope starts from the file's base, trained context and head/rotary dimensions, and replaces
-    the other rope keys.  A rope key of the wrong type, or holding a NaN, infinite or impossible value,
-    means the file's settings cannot be read (llama.cpp refuses the file or computes NaN), so set-rope
-    refuses, naming the key, rather than guess.  A broken freq_base is tolerated when ropetool's
-    provenance or --freq-base gives the base; broken rope tensors are simply replaced."""
-    from ropetool.lint import ERROR, lint_file
-
-    base_key = K.k(K.ROPE_FREQ_BASE, arch)
-    for f in lint_file(gf, st):
-        if f.severity != ERROR or f.id not in _BROKEN_ROPE_FINDINGS or f.key not in gf.fields:
-            continue
-        if f.key == base_key and not base_needed:
-            continue
-        raise RopetoolError(f"{path}: {f.message}; set-rope cannot tell what the file's rope settings are "
-                            f"(fix or remove {f.key} first with `ropetool set` / `ropetool unset`)")
-
-
-def _ntk_hint(gf: GGUFFile, st) -> str | None:
-    from ropetool.llamacpp.readback import infer_method
-
-    named = infer_method(st)
-    m, params = named.method, named.params
-    if m == "ntk":
-        return (f"freq_base {st.freq_base:g} looks NTK-scaled (alpha {params['alpha']:g} over base {params['base']:g}); "
-                f"set-rope starts from freq_base as the base: pass --freq-base {params['base']:g} to start from the original")
-    return None
+        return _finish(model, result, records, tensors, target, in_place, dry_run, _hooks, force)
 
 
 # ------------------------------------------------------------------------------------------
@@ -599,4 +442,4 @@ def diff_gguf(a, b, tensor_data: bool = True) -> dict:
         return report
 
 
-__all__ = ["EditResult", "RopeEdit", "rope_edit", "parse_assignment", "set_keys", "unset_keys", "set_rope", "diff_gguf", "key_changes"]
+__all__ = ["EditResult", "parse_assignment", "set_keys", "unset_keys", "set_rope", "diff_gguf", "key_changes"]

@@ -2,7 +2,7 @@
 
 The settings evaluated are the file's own and each tried one, written in set-rope's language
 (``yarn:factor=2,original_context=8192``).  A tried setting is lowered by exactly the code set-rope runs
-(:func:`ropetool.edit.rope_edit`: the same keys, the same rope tensors) and handed to llama.cpp at load time:
+(:meth:`ropetool.model.ModelFile.rope_edit`: the same keys, the same rope tensors) and handed to llama.cpp at load time:
 
 * when the edit only adds or changes keys llama.cpp reads as numbers, booleans or short strings, as
   metadata overrides (``llama_model_params.kv_overrides``): nothing of the model is copied;
@@ -39,8 +39,13 @@ from typing import Callable
 import numpy as np
 
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import GGUFFile, T
+from ropetool.io.gguf_file import NewValue, T, encode_value, write_gguf
 from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.lowering import CannotCompute, check_options, edit_records
+from ropetool.llamacpp.runner import override_value
+from ropetool.model import ModelFile, RopeEdit
+from ropetool.reference import ReferenceModel
+from ropetool.rope import METHOD_TABLE, OPTIONS, baked_at, canonical_method, flag, refuse_unused
 
 MARGIN = 0.05  # a recommended setting's perplexity at the shortest length stays within 5% of the file's own
 PASSKEY_DEPTHS = (0.1, 0.5, 0.9)
@@ -58,10 +63,8 @@ PASSKEY_FILLER = " The grass is green. The sky is blue. The sun is yellow. Here 
 PASSKEY_KEY = " The pass key is {key}. Remember it. {key} is the pass key."
 PASSKEY_QUESTION = " What is the pass key? The pass key is"
 
-# set-rope's option names, as a SETTING spells them (``yarn:factor=2,original-context=8192``)
-OPTION_ALIASES = {"attn_factor": "attention_factor", "freq_base": "base", "orig_ctx": "original_context"}
-INT_OPTIONS = {"original_context", "target_context"}
-OPTIONS = ("factor", "alpha", "original_context", "target_context", "beta_fast", "beta_slow", "attention_factor", "base")
+# set-rope's option names, as a SETTING spells them (``yarn:factor=2,original-context=8192``), and other spellings
+OPTION_NAMES = {alias: o.name for o in OPTIONS.values() for alias in (o.name, *o.aliases)}
 
 
 def builtin_text() -> str:
@@ -88,9 +91,6 @@ class Tried:
 
 def parse_setting(text: str) -> Tried:
     """``METHOD`` or ``METHOD:NAME=VALUE,NAME=VALUE`` (set-rope's method and option names) -> a checked Tried."""
-    from ropetool.convert import require_parameters
-    from ropetool.rope import canonical_method, unused_parameters
-
     spec = text.strip()
     if not spec:
         raise RopetoolError("--try: empty setting (e.g. yarn:factor=2,original_context=8192)")
@@ -99,38 +99,30 @@ def parse_setting(text: str) -> Tried:
     options: dict = {}
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = part.partition("=")
-        key = key.strip().lower().replace("-", "_")
-        key = OPTION_ALIASES.get(key, key)
-        if not eq or key not in OPTIONS:
+        key = OPTION_NAMES.get(key.strip().lower().replace("-", "_"))
+        if not eq or key is None:
             raise RopetoolError(f"--try {text}: {part!r} is not NAME=VALUE with NAME one of {', '.join(OPTIONS)}")
         try:
             number = float(value)
-            options[key] = int(number) if key in INT_OPTIONS and number == int(number) else number
         except ValueError:
             raise RopetoolError(f"--try {text}: {key}={value!r} is not a number") from None
-        if key in INT_OPTIONS and not isinstance(options[key], int):
+        if OPTIONS[key].kind is int and number != int(number):
             raise RopetoolError(f"--try {text}: {key} must be a whole number of tokens")
-    unused = unused_parameters(method, options)
-    if unused:
-        raise RopetoolError(f"--try {text}: {', '.join(unused)} does not apply to {method}")
-    require_parameters(method, options)
+        options[key] = int(number) if OPTIONS[key].kind is int else number
+    refuse_unused(method, options, f"--try {text}: ")
+    check_options(method, options)
     return Tried(spec, method, options)
 
 
 def set_rope_command(model: str, tried: Tried, length: int | None = None) -> str:
     """The ``ropetool set-rope`` command writing ``tried`` into the model (a dynamic method baked at ``length``)."""
-    from ropetool.convert import OPTION_FLAGS
-    from ropetool.rope import METHOD_TABLE
-
     out = Path(model).with_suffix("").name + f".{tried.method}.gguf"
     parts = ["ropetool set-rope", _quote(model), "-o", _quote(out), "--rope", tried.method]
-    options = dict(tried.options)
-    if METHOD_TABLE[tried.method].dynamic and "target_context" not in options and length:
-        options["target_context"] = length
+    options = baked_at(tried.method, tried.options, length)
     for k in OPTIONS:
         if k in options:
             v = options[k]
-            parts += [OPTION_FLAGS.get(k, "--" + k.replace("_", "-")), f"{v:g}" if isinstance(v, float) else str(v)]
+            parts += [flag(k), f"{v:g}" if isinstance(v, float) else str(v)]
     return " ".join(parts)
 
 
@@ -140,79 +132,46 @@ def _quote(s: str) -> str:
     return shlex.quote(str(s))
 
 
-@dataclass
-class Plan:
-    """How llama.cpp runs one setting at one length (or every length): overrides, or a temporary file."""
-
-    overrides: dict = field(default_factory=dict)
-    needs_file: str | None = None  # why a temporary file is written
-    method: str | None = None
-    params: object = None  # RopeParams the reference runs
-    notes: list[str] = field(default_factory=list)
-
-
-def length_dependent(tried: Tried, gf: GGUFFile) -> bool:
+def length_dependent(tried: Tried, model: ModelFile) -> bool:
     """Does the setting change with the length evaluated?  Dynamic methods (baked at the length) unless a
     target context is given, and LongRoPE, whose table llama.cpp chooses by the context."""
-    from ropetool.rope import METHOD_TABLE
-
     if tried.is_file:
-        from ropetool.llamacpp.state import read_state
-
-        st = read_state(gf)
-        return st.long_factors is not None and st.short_factors is not None
+        return model.state.long_factors is not None and model.state.short_factors is not None
     if tried.method == "longrope":
         return True
     return METHOD_TABLE[tried.method].dynamic and "target_context" not in tried.options
 
 
-def plan(gf: GGUFFile, tried: Tried, length: int | None, approximate: bool = False) -> Plan:
-    """set-rope's edit of ``gf`` for ``tried`` (at ``length`` for a dynamic method), as llama.cpp load-time
-    overrides where they can express it."""
-    from ropetool.edit import rope_edit
-    from ropetool.rope import METHOD_TABLE
-
-    if tried.is_file:
-        return Plan()
-    options = dict(tried.options)
-    if METHOD_TABLE[tried.method].dynamic and "target_context" not in options and length is not None:
-        options["target_context"] = length
+def rope_edit(model: ModelFile, tried: Tried, length: int | None, approximate: bool = False) -> RopeEdit:
+    """set-rope's edit of the model for ``tried`` (a dynamic method baked at ``length``)."""
     try:
-        edit = rope_edit(gf, tried.method, options, approximate=approximate)
-    except RopetoolError as e:
-        if "cannot compute" in str(e):
-            raise RopetoolError(f"{e}; or evaluate it with the numpy reference: --engine reference") from None
-        raise
-    p = Plan(method=tried.method, params=edit.params, notes=list(edit.notes))
-    new = {r.key: r for r in edit.records}
-    reasons = []
-    for key in gf.fields:
-        if key not in new and not key.startswith("ropetool."):
-            reasons.append(f"removes {key}")
-    from ropetool.edit import key_changes, tensor_changes
+        return model.rope_edit(tried.method, baked_at(tried.method, tried.options, length), approximate=approximate)
+    except CannotCompute as e:
+        raise RopetoolError(f"{e}; or evaluate it with the numpy reference: --engine reference") from None
 
-    for change in key_changes(gf, edit.records):
-        key = change["key"]
-        if change["change"] == "removed" or key.startswith("ropetool."):
+
+def overrides(model: ModelFile, edit: RopeEdit) -> tuple[dict, str | None]:
+    """The edit as llama.cpp load-time overrides (``{key: value}``), or why it needs a file written instead
+    (it removes a key llama.cpp reads, sets an array or a long string, or changes a rope tensor)."""
+    header, lowered = model.header, edit.lowered
+    values = list(lowered.values) + [NewValue(model.key(K.CONTEXT_LENGTH), T.UINT32, edit.context)]
+    written = {v.key for v in values}
+    reasons = [f"removes {key}" for key in (model.key(t) for t in K.ROPE_KEYS) if key in header.fields and key not in written]
+    out = {}
+    for v in values:
+        f = header.fields.get(v.key)
+        if f is not None and f.type == v.type and encode_value(v.type, v.value, v.sub_type) == f.raw_value():
             continue
-        r = new[key]
-        value = getattr(r, "value", None)
-        if r.type == T.ARRAY or (r.type == T.STRING and len(str(value).encode("utf-8")) > 127):
-            reasons.append(f"sets {key} to an array or a long string")
-        elif r.type == T.BOOL:
-            p.overrides[key] = bool(value)
-        elif r.type in (T.FLOAT32, T.FLOAT64):
-            p.overrides[key] = float(value)
-        elif r.type == T.STRING:
-            p.overrides[key] = str(value)
-        else:
-            p.overrides[key] = int(value)
-    for change in tensor_changes(gf, edit.tensors):
-        reasons.append(f"{change['change']} tensor {change['name']}")
-    if reasons:
-        p.needs_file = "; ".join(reasons)
-        p.overrides = {}
-    return p
+        value = override_value(v)
+        if value is None:
+            reasons.append(f"sets {v.key} to an array or a long string")
+        out[v.key] = value
+    for name in K.ROPE_TENSORS:
+        if name in lowered.tensors:
+            reasons.append(f"{'changed' if header.tensor(name) is not None else 'added'} tensor {name}")
+        elif header.tensor(name) is not None:
+            reasons.append(f"removed tensor {name}")
+    return ({}, "; ".join(reasons)) if reasons else (out, None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -220,7 +179,9 @@ def plan(gf: GGUFFile, tried: Tried, length: int | None, approximate: bool = Fal
 
 
 @dataclass
-class Record:
+class Score:
+    """One setting at one length: its perplexity and passkey results, and how llama.cpp ran it."""
+
     setting: str
     length: int
     perplexity: float | None = None
@@ -258,7 +219,7 @@ class EvalReport:
     text_source: str
     engine: str
     device: str
-    records: list[Record] = field(default_factory=list)
+    records: list[Score] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     partial: bool = False
     wall_seconds: float = 0.0
@@ -266,7 +227,7 @@ class EvalReport:
     passkey_depths: tuple = PASSKEY_DEPTHS
     _tried: dict = field(default_factory=dict, repr=False)
 
-    def record(self, setting: str, length: int) -> Record | None:
+    def record(self, setting: str, length: int) -> Score | None:
         return next((r for r in self.records if r.setting == setting and r.length == length), None)
 
     def recommendation(self) -> tuple[str | None, str]:
@@ -482,41 +443,35 @@ class Evaluation:
         self.device, self.engine, self.approximate, self.verbose = device, engine, approximate, verbose
         self.progress = progress or (lambda message: None)
         self._tmp: tempfile.TemporaryDirectory | None = None
-        with GGUFFile(self.path) as gf:
-            if gf.architecture is None:
-                raise RopetoolError(f"{self.path} has no {K.ARCHITECTURE}")
-            orig = gf.get(K.k(K.ROPE_SCALING_ORIG_CTX, gf.architecture))
-            ctx = gf.get(K.k(K.CONTEXT_LENGTH, gf.architecture))
-            trained = orig if isinstance(orig, int) and orig > 0 else ctx
-            self.plans_static = {}
+        self.model = ModelFile.open(self.path)  # closed by run()
+        try:
+            self.model.require_architecture()
             for t in self.tried:  # refuse what cannot run before any long work
-                if self.engine == "llama.cpp" or not t.is_file:
-                    probe = plan(gf, t, self.lengths[-1], approximate or self.engine == "reference")
-                    self.plans_static[t.label] = probe
-        self.report = EvalReport(str(self.path), self.lengths, labels, trained if isinstance(trained, int) else None,
+                if not t.is_file:
+                    rope_edit(self.model, t, self.lengths[-1], approximate or self.engine == "reference")
+        except BaseException:
+            self.model.close()
+            raise
+        self.report = EvalReport(str(self.path), self.lengths, labels, self.model.trained_context,
                                  text_source or (BUILTIN_SOURCE if text is None else "the given text"), engine, device,
                                  passkey_trials=passkey, passkey_depths=self.depths,
                                  _tried={t.label: t for t in self.tried})
 
     # --- llama.cpp
-    def _model_for(self, gf: GGUFFile, tried: Tried, length: int | None) -> tuple[Path, dict, str]:
-        p = plan(gf, tried, length, self.approximate)
+    def _model_for(self, tried: Tried, length: int | None) -> tuple[Path, dict, str]:
         if tried.is_file:
             return self.path, {}, "file"
-        if p.needs_file is None:
-            return self.path, p.overrides, "overrides"
-        from ropetool.edit import set_rope
-
+        edit = rope_edit(self.model, tried, length, self.approximate)
+        values, needs_file = overrides(self.model, edit)
+        if needs_file is None:
+            return self.path, values, "overrides"
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ropetool-eval-")
         out = Path(self._tmp.name) / "setting.gguf"
-        options = dict(tried.options)
-        from ropetool.rope import METHOD_TABLE
-
-        if METHOD_TABLE[tried.method].dynamic and "target_context" not in options and length is not None:
-            options["target_context"] = length
-        set_rope(self.path, tried.method, out, force=True, approximate=self.approximate, **options)
-        note = f"{tried.label}: written by set-rope to a temporary file (the edit {p.needs_file}: no load-time override can)"
+        header = self.model.header
+        records, tensors = edit_records(header, edit.lowered, edit.context, edit.extra)
+        write_gguf(out, records, tensors, source=header, alignment=header.alignment, version=header.version, replace=True)
+        note = f"{tried.label}: written by set-rope to a temporary file (the edit {needs_file}: no load-time override can)"
         if note not in self.report.notes:
             self.report.notes.append(note)
         return out, {}, "temporary file"
@@ -530,6 +485,7 @@ class Evaluation:
                 self._run_llama()
         finally:
             self.report.wall_seconds = time.perf_counter() - t0
+            self.model.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
@@ -565,28 +521,27 @@ class Evaluation:
 
         ids, bos, pieces, keys = self._tokenizer()
         preflight(self.path, 256, self.device)
-        with GGUFFile(self.path) as gf:
-            for tried in self.tried:
-                per_length = length_dependent(tried, gf)
-                groups = [[L] for L in self.lengths] if per_length else [self.lengths]
-                for group in groups:
-                    top = max(group)
-                    path, overrides, applied = self._model_for(gf, tried, top if per_length else None)
-                    what = f"{tried.label} at {top} tokens" if per_length else f"{tried.label} ({len(ids[:top])} tokens)"
-                    self.progress(f"perplexity: {what}")
-                    t = time.perf_counter()
-                    n_ctx = padded_context(top + (PASSKEY_NEW_TOKENS if self.passkey else 0))
-                    with LlamaCpp(path, n_ctx=n_ctx, device=self.device, verbose=self.verbose, overrides=overrides) as llm:
-                        lp = llama_logprobs(llm, ids[:top], min(group) // 2)
-                        secs = time.perf_counter() - t
+        for tried in self.tried:
+            per_length = length_dependent(tried, self.model)
+            groups = [[L] for L in self.lengths] if per_length else [self.lengths]
+            for group in groups:
+                top = max(group)
+                path, values, applied = self._model_for(tried, top if per_length else None)
+                what = f"{tried.label} at {top} tokens" if per_length else f"{tried.label} ({len(ids[:top])} tokens)"
+                self.progress(f"perplexity: {what}")
+                t = time.perf_counter()
+                n_ctx = padded_context(top + (PASSKEY_NEW_TOKENS if self.passkey else 0))
+                with LlamaCpp(path, n_ctx=n_ctx, device=self.device, verbose=self.verbose, overrides=values) as llm:
+                    lp = llama_logprobs(llm, ids[:top], min(group) // 2)
+                    secs = time.perf_counter() - t
+                    for L in group:
+                        ppl, n = window_perplexity(lp, L)
+                        self.report.records.append(Score(tried.label, L, ppl, n, "llama.cpp", applied=applied,
+                                                          seconds=secs / len(group)))
+                    if self.passkey:
                         for L in group:
-                            ppl, n = window_perplexity(lp, L)
-                            self.report.records.append(Record(tried.label, L, ppl, n, "llama.cpp", applied=applied,
-                                                              seconds=secs / len(group)))
-                        if self.passkey:
-                            for L in group:
-                                self._passkey(tried, L, pieces, keys, bos,
-                                              lambda prompt: llm.detokenize(llm.greedy(prompt, PASSKEY_NEW_TOKENS)))
+                            self._passkey(tried, L, pieces, keys, bos,
+                                          lambda prompt: llm.detokenize(llm.greedy(prompt, PASSKEY_NEW_TOKENS)))
 
     def _passkey(self, tried: Tried, length: int, pieces: dict, keys: list[str], bos, answer) -> None:
         rec = self.report.record(tried.label, length)
@@ -613,24 +568,22 @@ class Evaluation:
 
     # --- the numpy reference
     def _run_reference(self) -> None:
-        from ropetool.reference import ReferenceModel
-
         ids, bos, pieces, keys = self._tokenizer()
-        with ReferenceModel.from_gguf(self.path) as model, GGUFFile(self.path) as gf:
+        with ReferenceModel.from_model(self.model) as model:
             self.report.notes.append("engine reference: ropetool's numpy forward pass (float32), not llama.cpp")
             for tried in self.tried:
-                per_length = length_dependent(tried, gf)
+                per_length = length_dependent(tried, self.model)
                 groups = [[L] for L in self.lengths] if per_length else [self.lengths]
                 for group in groups:
                     top = max(group)
                     self.progress(f"perplexity (reference): {tried.label} at {top} tokens")
                     t = time.perf_counter()
-                    params = None if tried.is_file else plan(gf, tried, top, True).params
+                    params = None if tried.is_file else rope_edit(self.model, tried, top, True).params
                     lp = reference_logprobs(model, ids[:top], min(group) // 2, model.setting(top, params))
                     secs = time.perf_counter() - t
                     for L in group:
                         ppl, n = window_perplexity(lp, L)
-                        self.report.records.append(Record(tried.label, L, ppl, n, "reference", applied="reference",
+                        self.report.records.append(Score(tried.label, L, ppl, n, "reference", applied="reference",
                                                           seconds=secs / len(group)))
                     if self.passkey:
                         for L in group:
@@ -655,6 +608,6 @@ def evaluate(path, lengths, tries=(), **kwargs) -> EvalReport:
     return Evaluation(path, lengths, tries, **kwargs).run()
 
 
-__all__ = ["Evaluation", "EvalReport", "Record", "Tried", "evaluate", "parse_setting", "plan", "passkey_prompt",
+__all__ = ["Evaluation", "EvalReport", "Score", "Tried", "evaluate", "parse_setting", "overrides", "rope_edit", "passkey_prompt",
            "passkey_found", "passkey_keys", "window_perplexity", "next_token_logprobs", "builtin_text", "MARGIN",
            "set_rope_command", "BUILTIN_SOURCE"]

@@ -38,7 +38,7 @@ class Dims:
 
 
 # The tensors every family's llama.cpp loader requires (create_tensor without TENSOR_NOT_REQUIRED), and each
-# block's norms and projections; a family adds its own.  tests/test_families.py proves each list by removing
+# block's norms and projections; a family adds its own.  tests/test_validity.py proves each list by removing
 # every tensor of a fixture in turn and running llama.cpp on what is left.
 _MODEL = ("token_embd.weight", "output_norm.weight")
 _BLOCK = ("attn_norm.weight", "attn_output.weight", "ffn_norm.weight", "ffn_up.weight", "ffn_down.weight")

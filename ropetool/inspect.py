@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ropetool.io.gguf_file import GGUFFile, T, plain_value
+from ropetool.io.gguf_file import field_json, plain_value
 from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.provenance import read_record
-from ropetool.llamacpp.readback import CLASSIFY_TOL, meant_method
-from ropetool.llamacpp.state import SCALING_TYPES, RopeState, read_state
+from ropetool.llamacpp.readback import CLASSIFY_TOL
+from ropetool.llamacpp.state import SCALING_TYPES
+from ropetool.model import ModelFile
 from ropetool.rope import METHOD_TABLE, default_inv_freq
 from ropetool.rope.fit import nice
 
 SCHEMA_VERSION = 1
-ARRAY_PREVIEW = 8  # array elements shown without --full
+BASE_SOURCES = {"key": K.short(K.ROPE_FREQ_BASE_SWA), "default": "llama.cpp default", "global": "the global base"}
 STRING_PREVIEW = 100  # characters of a string shown in text mode without --full
 
 
@@ -60,15 +60,14 @@ METHOD_NAMES = {name: m.title for name, m in METHOD_TABLE.items()} | {
 }
 
 
-def summarize_rope(gf: GGUFFile, st: RopeState | None = None) -> dict:
+def summarize_rope(model: ModelFile) -> dict:
     """The rope/ALiBi summary of the report (see docs/inspect.md for every field)."""
-    st = st or read_state(gf)
-    meant, inferred = meant_method(read_record(gf.get), st)
+    gf, st, meant, inferred = model.header, model.state, model.meant, model.inferred
     method, params, source, notes = meant.method, meant.params, meant.source, meant.notes
     inf_method = inferred.method
     correction_fit = inferred.correction_range
     notes = notes + st.notes
-    extended = st.context_length
+    extended = model.extended_context
     out: dict = {
         "architecture": st.arch,
         "arch_known": st.facts.known,
@@ -77,7 +76,7 @@ def summarize_rope(gf: GGUFFile, st: RopeState | None = None) -> dict:
         "method_source": source,
         "params": {k: plain_value(v) for k, v in params.items()},
         "inferred_method": inf_method,
-        "exact": gf.get(K.RT_EXACT) if isinstance(gf.get(K.RT_EXACT), bool) else None,
+        "exact": model.record.exact if model.record is not None else None,
         "factor": None,
         "alpha": None,
         "base": None,
@@ -108,7 +107,7 @@ def summarize_rope(gf: GGUFFile, st: RopeState | None = None) -> dict:
             "n_head": st.n_head,
             "slopes": None if slopes is None else [float(f"{s:.6g}") for s in slopes],
         }
-        out["trained_context"] = params.get("original_context") or st.context_length
+        out["trained_context"] = model.trained_context
         out["description"] = (
             f"{METHOD_NAMES.get(method, method)}: max_bias {_fmt(st.alibi_max_bias)} "
             f"({'hard-coded by llama.cpp for ' + str(st.arch) if st.alibi_source == 'hard-coded' else 'from ' + K.k(K.MAX_ALIBI_BIAS, st.arch)})"
@@ -120,7 +119,7 @@ def summarize_rope(gf: GGUFFile, st: RopeState | None = None) -> dict:
     base0 = float(params.get("base") or st.freq_base)
     factor = params.get("factor")
     alpha = params.get("alpha")
-    trained = params.get("original_context") or st.orig_ctx_key or st.context_length
+    trained = model.trained_context
     out.update(base=base0, factor=factor, alpha=alpha, trained_context=trained, attention_factor=nice(st.magnitude))
     llama = {
         "scaling_type": st.scaling_type,
@@ -208,7 +207,7 @@ def summarize_rope(gf: GGUFFile, st: RopeState | None = None) -> dict:
         out["description"] += (
             f"; that is the global layers' rope ({_ranges(global_layers)}); "
             f"{len(sliding_layers)} sliding-window layers ({_ranges(sliding_layers)}, window {sw.window}) use base "
-            f"{_fmt(sw.freq_base)} ({ {'key': 'rope.freq_base_swa', 'default': 'llama.cpp default', 'global': 'the global base'}[sw.freq_base_source] })"
+            f"{_fmt(sw.freq_base)} ({BASE_SOURCES[sw.freq_base_source]})"
             + (f", freq_scale {_fmt(sw.freq_scale)} as the global layers" if scaled else ", unscaled")
             + (f": {sw.window} tokens of context each, whatever the extension" if not scaled else ""))
     return out
@@ -218,93 +217,76 @@ def summarize_rope(gf: GGUFFile, st: RopeState | None = None) -> dict:
 # Report
 
 
-def _f32_plain(v):
-    return nice(v) if isinstance(v, float) else v
-
-
-def field_json(f, full: bool) -> dict:
-    entry = {"type": f.type_name}
-    if f.is_array:
-        n = None if full else ARRAY_PREVIEW
-        values = f.head(n)
-        if f.sub_type == T.FLOAT32:
-            values = [_f32_plain(v) for v in values]
-        entry.update(count=f.count, value=plain_value(values), truncated=(not full and f.count > ARRAY_PREVIEW))
-    else:
-        v = f.scalar
-        entry["value"] = plain_value(_f32_plain(v) if f.type == T.FLOAT32 else v)
-    return entry
-
-
 def inspect_gguf(path: str | os.PathLike, full: bool = False) -> dict:
     """The whole report (metadata, tensors, rope summary, lint) as plain data; see docs/inspect.md."""
-    from ropetool.lint import lint_file
+    with ModelFile.open(path) as model:
+        return inspect_model(model, full)
 
-    with GGUFFile(path) as gf:
-        st = read_state(gf)
-        report = {
-            "schema_version": SCHEMA_VERSION,
-            "file": {
-                "path": str(gf.path),
-                "size": gf.size,
-                "version": gf.version,
-                "endianness": gf.endian,
-                "alignment": gf.alignment,
-                "kv_count": gf.kv_count,
-                "tensor_count": gf.tensor_count,
-                "data_offset": gf.data_offset,
-            },
-            "metadata": {k: field_json(f, full) for k, f in gf.fields.items()},
-            "tensors": [
-                {"name": t.name, "type": t.type.name, "shape": list(t.shape), "elements": t.n_elements,
-                 "bytes": t.nbytes, "offset": t.offset}
-                for t in gf.tensors
-            ],
-            "rope": summarize_rope(gf, st),
-            "lint": [f.as_dict() for f in lint_file(gf, st)],
-        }
+
+def inspect_model(model: ModelFile, full: bool = False) -> dict:
+    """:func:`inspect_gguf`'s report of an opened model."""
+    gf = model.header
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "file": {
+            "path": str(gf.path),
+            "size": gf.size,
+            "version": gf.version,
+            "endianness": gf.endian,
+            "alignment": gf.alignment,
+            "kv_count": gf.kv_count,
+            "tensor_count": gf.tensor_count,
+            "data_offset": gf.data_offset,
+        },
+        "metadata": {k: field_json(f, full) for k, f in gf.fields.items()},
+        "tensors": [
+            {"name": t.name, "type": t.type.name, "shape": list(t.shape), "elements": t.n_elements,
+             "bytes": t.nbytes, "offset": t.offset}
+            for t in gf.tensors
+        ],
+        "rope": summarize_rope(model),
+        "lint": [f.as_dict() for f in model.findings],
+    }
     return report
 
 
-def wavelengths(path: str | os.PathLike) -> dict:
+def wavelengths(model: ModelFile) -> dict:
     """Per rotary pair, the wavelength (2 pi / inverse frequency, tokens) llama.cpp computes for the file, and
     under plain RoPE, PI and NTK-aware scaling by the file's factor (its factor or alpha; else the extended
     context over the trained one; else 2, for comparison): what the summary says in words, for a plot."""
     from ropetool.errors import RopetoolError
     from ropetool.rope import ntk_base
 
-    with GGUFFile(path) as gf:
-        st = read_state(gf)
-        if st.encoding != "rope" or not st.computable:
-            raise RopetoolError(f"{path}: no rope to plot (position encoding {st.encoding})")
-        summary = summarize_rope(gf, st)
-        base = summary.get("base") or st.freq_base
-        if summary.get("params", {}).get("base"):
-            base = summary["params"]["base"]
-        trained = summary.get("trained_context") or st.n_ctx_orig or st.context_length
-        context = st.context_length
-        params = summary.get("params", {})
-        s = params.get("factor") or params.get("alpha")
-        why = f"the file's {'factor' if params.get('factor') else 'alpha'}"
-        if not s and context and trained and context > trained:
-            s, why = context / trained, "context_length / trained context"
-        if not s or s <= 1:
-            s, why = 2.0, "for comparison"
-        d = st.n_rot
-        plain = default_inv_freq(base, d)
-        inv, _ = st.frequencies(context or 1, context)
-        two_pi = 2 * np.pi
-        return {
-            "title": f"{Path(gf.path).name}: {summary['method']} (base {base:g}, {d} rotary dims)",
-            "file": (two_pi / inv).tolist(),
-            "plain": (two_pi / plain).tolist(),
-            "pi": (two_pi / (plain / s)).tolist(),
-            "ntk": (two_pi / default_inv_freq(ntk_base(base, s, d), d)).tolist(),
-            "labels": {"file": f"the file: {summary['method']}", "plain": f"plain RoPE (base {base:g})",
-                       "pi": f"PI x{s:g} ({why})", "ntk": f"NTK-aware alpha {s:g} ({why})"},
-            "trained_context": trained,
-            "context": context,
-        }
+    st = model.state
+    if st.encoding != "rope" or not st.computable:
+        raise RopetoolError(f"{model.path}: no rope to plot (position encoding {st.encoding})")
+    summary = summarize_rope(model)
+    base = summary.get("base") or st.freq_base
+    if summary.get("params", {}).get("base"):
+        base = summary["params"]["base"]
+    trained, context = model.trained_context, model.extended_context
+    params = summary.get("params", {})
+    s = params.get("factor") or params.get("alpha")
+    why = f"the file's {'factor' if params.get('factor') else 'alpha'}"
+    if not s and context and trained and context > trained:
+        s, why = context / trained, "context_length / trained context"
+    if not s or s <= 1:
+        s, why = 2.0, "for comparison"
+    d = st.n_rot
+    plain = default_inv_freq(base, d)
+    inv, _ = st.frequencies(context or 1, context)
+    two_pi = 2 * np.pi
+    return {
+        "title": f"{Path(model.path).name}: {summary['method']} (base {base:g}, {d} rotary dims)",
+        "file": (two_pi / inv).tolist(),
+        "plain": (two_pi / plain).tolist(),
+        "pi": (two_pi / (plain / s)).tolist(),
+        "ntk": (two_pi / default_inv_freq(ntk_base(base, s, d), d)).tolist(),
+        "labels": {"file": f"the file: {summary['method']}", "plain": f"plain RoPE (base {base:g})",
+                   "pi": f"PI x{s:g} ({why})", "ntk": f"NTK-aware alpha {s:g} ({why})"},
+        "trained_context": trained,
+        "context": context,
+    }
 
 
 def _text_value(entry: dict, full: bool) -> str:
@@ -386,4 +368,4 @@ def render_text(report: dict, full: bool = False) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SCHEMA_VERSION", "summarize_rope", "inspect_gguf", "render_text", "field_json"]
+__all__ = ["SCHEMA_VERSION", "summarize_rope", "inspect_gguf", "inspect_model", "wavelengths", "render_text"]

@@ -9,13 +9,12 @@ docs/inspect.md lists it).  Severities:
 * ``info``: worth knowing, never a failure.
 
 ``ropetool inspect --strict`` exits 1 when there is a finding of severity warning or error.
-:func:`lint_gguf` is the library entry point (``check`` names ignored keys with it).
+:func:`lint_file` takes an opened model (:class:`ropetool.model.ModelFile`, whose ``findings`` call it).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -23,8 +22,7 @@ import numpy as np
 from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import GGUFFile
 from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.provenance import read_record
-from ropetool.llamacpp.state import SCALING_TYPES, RopeState, read_state
+from ropetool.llamacpp.state import SCALING_TYPES, RopeState
 from ropetool.llamacpp.validity import key_problems
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -91,10 +89,9 @@ def _rel(a, b) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
 
 
-def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
-    """All findings for an open GGUF, in rule-table order."""
-    st = st or read_state(gf)
-    arch = gf.architecture
+def lint_file(model) -> list[Finding]:
+    """All findings for an opened model (a ModelFile: its ``header``, ``state`` and ``record``), in rule-table order."""
+    gf, st, arch = model.header, model.state, model.arch
     out: list[Finding] = []
     if arch is None:
         return [_f("missing-architecture", f"no {K.ARCHITECTURE} string: llama.cpp cannot load this file", K.ARCHITECTURE)]
@@ -136,7 +133,7 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
             out.append(_f("implausible-value", f"{what}: {why}", what))
     if not any(p.rule in ("wrong-key-type", "implausible-value", "shape-mismatch", "rope-dim-mismatch") for p in key_issues):
         out += _family_findings(gf, arch)
-    record = read_record(gf.get)
+    record = model.record
     method, params = (record.method, record.params) if record is not None else (None, {})
     if method == "llama3" and not st.rope_freqs_used:
         why = "no rope_freqs tensor" if st.rope_freqs is None else f"a rope_freqs tensor that llama.cpp's {arch} does not load"
@@ -152,14 +149,13 @@ def lint_file(gf: GGUFFile, st: RopeState | None = None) -> list[Finding]:
                       f"yarn without {key(K.ROPE_SCALING_ORIG_CTX)}: llama.cpp takes the original context from "
                       f"{key(K.CONTEXT_LENGTH)} ({st.context_length}), which shifts the YaRN ramp", key(K.ROPE_SCALING_ORIG_CTX)))
     if st.encoding == "none" and st.facts.known and st.facts.rope_layer_counts:
-        why = next((n for n in st.notes if "without any position encoding" in n),
-                   f"llama.cpp's {arch} applies no position encoding with {st.n_layer} layers")
+        why = st.positionless or f"llama.cpp's {arch} applies no position encoding with {st.n_layer} layers"
         out.append(_f("no-position-encoding", why, key(K.BLOCK_COUNT)))
     for ignored in st.ignored:
         hard_coded = ignored.key == key(K.MAX_ALIBI_BIAS) and not ignored.readers
         out.append(_f("alibi-key-ignored" if hard_coded else "ignored-key", ignored.why, ignored.key))
-    factor = gf.get(key(K.ROPE_SCALING_FACTOR))
-    orig = gf.get(key(K.ROPE_SCALING_ORIG_CTX))
+    factor = st.factor if st.factor_source == "scaling.factor" else None
+    orig = st.orig_ctx_key
     ctx = st.context_length
     if (isinstance(factor, float) and factor > 1 and isinstance(orig, int) and not isinstance(orig, bool)
             and isinstance(ctx, int) and st.scaling_type in ("linear", "yarn", "longrope")):
@@ -326,15 +322,4 @@ def _short(p) -> str:
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items()) or "defaults"
 
 
-def lint_gguf(path: str | os.PathLike) -> list[Finding]:
-    """Lint a GGUF file; raises RopetoolError when the file cannot be parsed at all."""
-    with GGUFFile(path) as gf:
-        return lint_file(gf)
-
-
-def failing(findings: list[Finding], strict: bool) -> bool:
-    """Whether ``findings`` make ``inspect --strict`` fail."""
-    return strict and any(f.severity in (ERROR, WARNING) for f in findings)
-
-
-__all__ = ["Finding", "RULES", "lint_gguf", "lint_file", "failing", "ERROR", "WARNING", "INFO"]
+__all__ = ["Finding", "RULES", "lint_file", "ERROR", "WARNING", "INFO"]

@@ -58,19 +58,21 @@ from dataclasses import dataclass
 import gguf
 import numpy as np
 
+from ropetool.conversion import plan_conversion
 from ropetool.errors import RopetoolError
-from ropetool.families import Family, family_for_arch
+from ropetool.families import Family
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.provenance import read_record
-from ropetool.llamacpp.state import KEYS, RopeState, read_state, sliding_state
+from ropetool.llamacpp.state import RopeState, sliding_state
+from ropetool.model import ModelFile, trained_context
 from ropetool.rope import RopeParams, alibi_slopes, make_params, rope_frequencies
 
-T = gguf.MODEL_TENSOR
-QUERY_BLOCK = 1024  # query rows per attention block (bounds the [heads, rows, n] score memory)
+TENSOR = gguf.MODEL_TENSOR
+QUERY_BLOCK = 256  # query rows per attention block (bounds the [heads, rows, n] score memory)
 
 
 def tensor_name(kind: gguf.MODEL_TENSOR, layer: int | None = None, suffix: str = "weight") -> str:
-    """The GGUF name of a tensor, from gguf-py's table: ``tensor_name(T.ATTN_Q, 3) == "blk.3.attn_q.weight"``."""
+    """The GGUF name of a tensor, from gguf-py's table: ``tensor_name(TENSOR.ATTN_Q, 3) == "blk.3.attn_q.weight"``."""
     return f"{gguf.TENSOR_NAMES[kind].format(bid=layer)}.{suffix}"
 
 
@@ -110,7 +112,7 @@ def shapes_from_keys(family: Family, kv: dict, alibi: bool) -> Shapes:
     eps_key = K.LAYERNORM_RMS_EPS if family.norm == "rms" else K.LAYERNORM_EPS
     n_rot = 0 if alibi else int(get(K.ROPE_DIMENSION_COUNT, head_dim))
     if not alibi and (n_rot < 2 or n_rot % 2 or n_rot > head_dim):
-        raise RopetoolError(f"rope.dimension_count must be even and within 2..{head_dim}, got {n_rot}")
+        raise RopetoolError(f"{K.k(K.ROPE_DIMENSION_COUNT, family.arch)} must be even and within 2..{head_dim}, got {n_rot}")
     context = get(K.CONTEXT_LENGTH)
     return Shapes(
         n_embd=n_embd,
@@ -281,8 +283,8 @@ class Setting:
 class GGUFWeights:
     """A GGUF file's tensors, each read with pread and dequantized to float32 only when asked for."""
 
-    def __init__(self, gf):
-        self.gf = gf
+    def __init__(self, gf, owns: bool = True):
+        self.gf, self.owns = gf, owns
         self.infos = {t.name: t for t in gf.tensors}
 
     def names(self) -> list[str]:
@@ -363,7 +365,7 @@ class ReferenceModel:
 
     def __init__(self, family: Family, kv: dict, weights, file_rope: FileRope, source: str = ""):
         self.family = family
-        self.arch = family.loader
+        self.facts = family.loader
         self.source = source
         self.file_rope = file_rope
         self.alibi = file_rope.params.is_alibi
@@ -374,7 +376,7 @@ class ReferenceModel:
         # wrote one, else the keys'); their rope otherwise follows the architecture's rule (see sliding_frequencies).
         base = kv.get(K.k(K.ROPE_FREQ_BASE, family.arch), 10000.0)
         self.sliding = None if self.alibi else sliding_state(
-            self.arch, self.shapes.n_layer, float(base), 1.0, lambda t: kv.get(K.k(t, family.arch)))
+            self.facts, self.shapes.n_layer, float(base), 1.0, lambda t: kv.get(K.k(t, family.arch)))
         recorded = kv.get(K.RT_SLIDING_BASE)
         own_base = self.sliding is not None and self.sliding.freq_base_source != "global"
         self.sliding_base = (float(recorded) if isinstance(recorded, float) and file_rope.source == "provenance"
@@ -390,11 +392,11 @@ class ReferenceModel:
     def original_context(self) -> int | None:
         """The trained context the method extends: the method's own, else original_context_length, else
         context_length."""
-        return self.rope.original_context or self._orig_ctx_key or self.shapes.context_length
+        return trained_context(self.rope.original_context, self._orig_ctx_key, self.shapes.context_length)
 
     @property
     def n_vocab(self) -> int:
-        return int(self.weights.shape(tensor_name(T.TOKEN_EMBD))[0])
+        return int(self.weights.shape(tensor_name(TENSOR.TOKEN_EMBD))[0])
 
     def tensor_types(self) -> list[tuple[str, str, int]]:
         """(name, stored type such as "F32" or "Q8_0", number of elements) for every tensor."""
@@ -421,27 +423,25 @@ class ReferenceModel:
     @classmethod
     def from_gguf(cls, path: str | os.PathLike, use_provenance: bool = True) -> "ReferenceModel":
         """Open a GGUF file; its tensors are read (and dequantized) when the forward pass needs them.
-
-        The header is parsed (and checked against the file) by gguf_file; the vocabulary is skipped.
         The file stays open while the model is used (``close()``, or use it as a context manager)."""
-        from ropetool.io.gguf_file import open_gguf
-
-        f = open_gguf(path)
+        mf = ModelFile.open(path)
         try:
-            if f.endian != "little":
-                raise RopetoolError(f"{path}: the reference reads little-endian GGUF files only")
-            kv = {key: field.value for key, field in f.fields.items()
-                  if not (field.is_array and key.startswith("tokenizer."))}
-            arch_name = kv.get(K.ARCHITECTURE)
-            family = family_for_arch(arch_name)
-            if family is None:
-                raise RopetoolError(f"the reference does not know architecture {arch_name!r}")
-            file_rope = _file_rope(read_record(f.get) if use_provenance else None, read_state(f, reading=KEYS), family,
-                                   kv.get(K.k(K.BLOCK_COUNT, family.arch)))
-            return cls(family, kv, GGUFWeights(f), file_rope, source=str(path))
+            return cls.from_model(mf, use_provenance, owns=True)
         except BaseException:
-            f.close()
+            mf.close()
             raise
+
+    @classmethod
+    def from_model(cls, mf: ModelFile, use_provenance: bool = True, owns: bool = False) -> "ReferenceModel":
+        """The reference of an opened GGUF (``owns``: :meth:`close` closes it; the vocabulary is skipped)."""
+        f = mf.header
+        if f.endian != "little":
+            raise RopetoolError(f"{mf.path}: the reference reads little-endian GGUF files only")
+        kv = {key: field.value for key, field in f.fields.items() if not (field.is_array and key.startswith("tokenizer."))}
+        if mf.family is None:
+            raise RopetoolError(f"the reference does not know architecture {mf.arch!r}")
+        file_rope = _file_rope(mf.record if use_provenance else None, mf.keys_state, mf.family, mf.state.n_layer)
+        return cls(mf.family, kv, GGUFWeights(f, owns), file_rope, source=str(mf.path))
 
     @classmethod
     def from_hf(cls, model_dir: str | os.PathLike, method: str | None = None, **rope_options) -> "ReferenceModel":
@@ -452,8 +452,6 @@ class ReferenceModel:
         approximations llama.cpp would need are accepted, because the reference evaluates the method
         itself from the provenance keys.
         """
-        from ropetool.convert import plan_conversion
-
         plan = plan_conversion(model_dir, "f32", method, approximate=True, with_vocab=False, **rope_options)
         kv = {v.key: v.value for v in plan.values}
         tensors = {t.name: _Planned(t) for t in plan.tensors}
@@ -461,9 +459,8 @@ class ReferenceModel:
                    _file_rope(read_record(kv.get), None, plan.family, plan.hparams.n_layer), source=str(model_dir))
 
     def close(self) -> None:
-        gf = getattr(self.weights, "gf", None)
-        if gf is not None:
-            gf.close()
+        if getattr(self.weights, "owns", False):
+            self.weights.gf.close()
 
     def __enter__(self) -> "ReferenceModel":
         return self
@@ -474,21 +471,21 @@ class ReferenceModel:
     def _check_tensors(self) -> None:
         s = self.shapes
         names = set(self.weights.names())
-        need = [tensor_name(T.TOKEN_EMBD), tensor_name(T.OUTPUT_NORM)]
+        need = [tensor_name(TENSOR.TOKEN_EMBD), tensor_name(TENSOR.OUTPUT_NORM)]
         for il in range(s.n_layer):
-            need += [tensor_name(T.ATTN_NORM, il), tensor_name(T.ATTN_OUT, il)]
+            need += [tensor_name(TENSOR.ATTN_NORM, il), tensor_name(TENSOR.ATTN_OUT, il)]
             if not s.parallel:  # a parallel block may take its feed-forward input from attn_norm (falcon)
-                need.append(tensor_name(T.FFN_NORM, il))
-            if tensor_name(T.ATTN_QKV, il) not in names:
-                need += [tensor_name(T.ATTN_Q, il), tensor_name(T.ATTN_K, il), tensor_name(T.ATTN_V, il)]
+                need.append(tensor_name(TENSOR.FFN_NORM, il))
+            if tensor_name(TENSOR.ATTN_QKV, il) not in names:
+                need += [tensor_name(TENSOR.ATTN_Q, il), tensor_name(TENSOR.ATTN_K, il), tensor_name(TENSOR.ATTN_V, il)]
             if s.n_expert:
-                need += [tensor_name(kind, il) for kind in (T.FFN_GATE_INP, T.FFN_GATE_EXP, T.FFN_UP_EXP, T.FFN_DOWN_EXP)]
+                need += [tensor_name(kind, il) for kind in (TENSOR.FFN_GATE_INP, TENSOR.FFN_GATE_EXP, TENSOR.FFN_UP_EXP, TENSOR.FFN_DOWN_EXP)]
                 if not 0 < s.n_expert_used <= s.n_expert:
                     raise RopetoolError(f"expert_used_count {s.n_expert_used} is not within 1..{s.n_expert}")
                 continue
-            need += [tensor_name(T.FFN_UP, il), tensor_name(T.FFN_DOWN, il)]
+            need += [tensor_name(TENSOR.FFN_UP, il), tensor_name(TENSOR.FFN_DOWN, il)]
             if self.family.ffn == "swiglu":
-                need.append(tensor_name(T.FFN_GATE, il))
+                need.append(tensor_name(TENSOR.FFN_GATE, il))
         missing = [n for n in need if n not in names]
         if missing:
             raise RopetoolError(f"the model lacks tensor(s) {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
@@ -524,7 +521,7 @@ class ReferenceModel:
         base = self.sliding_base if base is None else base
         if base is None:  # gemma2 without rope.freq_base_swa: the sliding layers' rope is the global one
             return rope_frequencies(p, self.shapes.n_rot, seq_len=n_tokens)
-        if self.arch.sliding.scale_follows_global:
+        if self.facts.sliding.scale_follows_global:
             values = {k: v for k, v in p.as_dict().items() if k != "method"}
             q = make_params(p.method, **{**values, "base": base})
         else:
@@ -544,9 +541,9 @@ class ReferenceModel:
         ``rope`` replaces the file's method (e.g. ``make_params("none", base=...)``; on an ALiBi model,
         ``make_params("none")`` removes the position bias)."""
         if rope is not None and rope.is_alibi and not self.alibi:
-            raise RopetoolError(f"{rope.method} is an ALiBi method; {self.arch.name} uses rope")
+            raise RopetoolError(f"{rope.method} is an ALiBi method; {self.facts.name} uses rope")
         if rope is not None and self.alibi and not (rope.is_alibi or rope.method == "none"):
-            raise RopetoolError(f"{self.arch.name} uses ALiBi; give an ALiBi method (or none) instead of {rope.method}")
+            raise RopetoolError(f"{self.facts.name} uses ALiBi; give an ALiBi method (or none) instead of {rope.method}")
         label = label or (rope.method if rope is not None else self.rope.method)
         if self.alibi:
             return Setting(label, slopes=self.slopes(n_tokens, rope))
@@ -583,11 +580,11 @@ class ReferenceModel:
 
         trig = [cos_sin(st.inv_freq, st.magnitude, n) for st, n in zip(settings, lengths)]
         trig_sliding = [cos_sin(*(st.sliding or (st.inv_freq, st.magnitude)), n) for st, n in zip(settings, lengths)]
-        x0 = self.weights.rows(tensor_name(T.TOKEN_EMBD), ids[: max(lengths)]).astype(dtype, copy=False)
+        x0 = self.weights.rows(tensor_name(TENSOR.TOKEN_EMBD), ids[: max(lengths)]).astype(dtype, copy=False)
         if self.family.embed_scale:  # gemma: sqrt(n_embd), in float32 as llama.cpp computes it
             x0 = x0 * np.asarray(math.sqrt(s.n_embd), dtype=dtype)
-        if self._has(T.TOKEN_EMBD_NORM):  # bloom
-            x0 = norm(x0, self._w(T.TOKEN_EMBD_NORM, None, dtype=dtype), self._w(T.TOKEN_EMBD_NORM, None, "bias", dtype), s.eps)
+        if self._has(TENSOR.TOKEN_EMBD_NORM):  # bloom
+            x0 = norm(x0, self._w(TENSOR.TOKEN_EMBD_NORM, None, dtype=dtype), self._w(TENSOR.TOKEN_EMBD_NORM, None, "bias", dtype), s.eps)
         xs = [x0[:n].copy() for n in lengths]
         del x0
         for il in range(s.n_layer):
@@ -601,12 +598,12 @@ class ReferenceModel:
             else:
                 self._attention_block(il, xs, settings, trig_sliding if slides else trig, norm, dtype, window)
                 self._ffn_block(il, xs, norm, dtype)
-        w, b = self._w(T.OUTPUT_NORM, dtype=dtype), self._w(T.OUTPUT_NORM, None, "bias", dtype)
+        w, b = self._w(TENSOR.OUTPUT_NORM, dtype=dtype), self._w(TENSOR.OUTPUT_NORM, None, "bias", dtype)
         return [norm(x, w, b, s.eps) for x in xs]
 
     def output_weight(self, dtype=np.float32) -> np.ndarray:
         """The output matrix [vocab, n_embd] (the token embedding when the output is tied)."""
-        kind = T.OUTPUT if self._has(T.OUTPUT) else T.TOKEN_EMBD
+        kind = TENSOR.OUTPUT if self._has(TENSOR.OUTPUT) else TENSOR.TOKEN_EMBD
         return self._w(kind, dtype=dtype)
 
     def project(self, h: np.ndarray, out_w: np.ndarray) -> np.ndarray:
@@ -629,15 +626,15 @@ class ReferenceModel:
         w = functools.partial(self._w, layer=il, dtype=dtype)
         # Falcon-40B normalises the attention's input with a norm of its own (attn_norm_2); attn_norm then
         # feeds the feed-forward.
-        norm_kind = T.ATTN_NORM_2 if self._has(T.ATTN_NORM_2, il) else T.ATTN_NORM
+        norm_kind = TENSOR.ATTN_NORM_2 if self._has(TENSOR.ATTN_NORM_2, il) else TENSOR.ATTN_NORM
         nw, nb = w(norm_kind), w(norm_kind, suffix="bias")
         H, Hkv, d = s.n_head, s.n_head_kv, s.head_dim
-        if self._has(T.ATTN_QKV, il):
-            qkv_w, qkv_b = w(T.ATTN_QKV), w(T.ATTN_QKV, suffix="bias")
+        if self._has(TENSOR.ATTN_QKV, il):
+            qkv_w, qkv_b = w(TENSOR.ATTN_QKV), w(TENSOR.ATTN_QKV, suffix="bias")
         else:  # one product for q, k and v: [q; k; v] rows, as a fused tensor holds them
-            qkv_w, qkv_b = self._stacked(il, (T.ATTN_Q, T.ATTN_K, T.ATTN_V), dtype)
-        qn = w(T.ATTN_Q_NORM) if self._has(T.ATTN_Q_NORM, il) else None
-        kn = w(T.ATTN_K_NORM) if self._has(T.ATTN_K_NORM, il) else None
+            qkv_w, qkv_b = self._stacked(il, (TENSOR.ATTN_Q, TENSOR.ATTN_K, TENSOR.ATTN_V), dtype)
+        qn = w(TENSOR.ATTN_Q_NORM) if self._has(TENSOR.ATTN_Q_NORM, il) else None
+        kn = w(TENSOR.ATTN_K_NORM) if self._has(TENSOR.ATTN_K_NORM, il) else None
         outs = []
         for x, setting, cs in zip(xs, settings, trig):
             qkv = linear(norm(x, nw, nb, s.eps), qkv_w, qkv_b)
@@ -646,8 +643,8 @@ class ReferenceModel:
             q, k, v = np.split(qkv, [H * d, H * d + Hkv * d], axis=-1)
             outs.append(self._attend(q, k, v, setting, cs, qn, kn, window))
         del qkv_w, qkv_b
-        ow, ob = w(T.ATTN_OUT), w(T.ATTN_OUT, suffix="bias")
-        post = w(T.ATTN_POST_NORM) if self._has(T.ATTN_POST_NORM, il) else None  # gemma: normed again before the residual
+        ow, ob = w(TENSOR.ATTN_OUT), w(TENSOR.ATTN_OUT, suffix="bias")
+        post = w(TENSOR.ATTN_POST_NORM) if self._has(TENSOR.ATTN_POST_NORM, il) else None  # gemma: normed again before the residual
         for x, out in zip(xs, outs):
             o = linear(out, ow, ob)
             x += o if post is None else norm(o, post, None, s.eps)
@@ -688,8 +685,8 @@ class ReferenceModel:
             q = rms_norm(q, q_norm, None, s.eps)
             k = rms_norm(k, k_norm, None, s.eps)
         if cs is not None:
-            q = rotate(q, cs[0], cs[1], s.n_rot, self.arch.pairing)
-            k = rotate(k, cs[0], cs[1], s.n_rot, self.arch.pairing)
+            q = rotate(q, cs[0], cs[1], s.n_rot, self.facts.pairing)
+            k = rotate(k, cs[0], cs[1], s.n_rot, self.facts.pairing)
         g = H // Hkv  # GQA: query head h reads kv head h // g
         q = np.ascontiguousarray(q.reshape(Hkv, g, n, d)) * np.asarray(1.0 / math.sqrt(self._query_dim), dtype=q.dtype)
         kt = np.ascontiguousarray(k.transpose(0, 2, 1))  # [Hkv, d, n]
@@ -722,17 +719,17 @@ class ReferenceModel:
         instead of x (normed by ffn_norm, or by attn_norm where the layer has no ffn_norm: falcon)."""
         s = self.shapes
         w = functools.partial(self._w, layer=il, dtype=dtype)
-        norm_kind = T.FFN_NORM if self._has(T.FFN_NORM, il) else T.ATTN_NORM
+        norm_kind = TENSOR.FFN_NORM if self._has(TENSOR.FFN_NORM, il) else TENSOR.ATTN_NORM
         nw, nb = w(norm_kind), w(norm_kind, suffix="bias")
         if s.n_expert:
             return self._moe_block(il, xs, norm, nw, nb, dtype)
         ffn = self.family.ffn
         if ffn in ("swiglu", "geglu"):  # one product for gate and up: [gate; up] rows, as phi3's fused tensor holds them
-            up, upb = self._stacked(il, (T.FFN_GATE, T.FFN_UP), dtype)
+            up, upb = self._stacked(il, (TENSOR.FFN_GATE, TENSOR.FFN_UP), dtype)
         else:
-            up, upb = w(T.FFN_UP), w(T.FFN_UP, suffix="bias")
-        down, downb = w(T.FFN_DOWN), w(T.FFN_DOWN, suffix="bias")
-        post = w(T.FFN_POST_NORM) if self._has(T.FFN_POST_NORM, il) else None  # gemma
+            up, upb = w(TENSOR.FFN_UP), w(TENSOR.FFN_UP, suffix="bias")
+        down, downb = w(TENSOR.FFN_DOWN), w(TENSOR.FFN_DOWN, suffix="bias")
+        post = w(TENSOR.FFN_POST_NORM) if self._has(TENSOR.FFN_POST_NORM, il) else None  # gemma
         for i, x in enumerate(xs):  # position-wise: a chunk of positions at a time bounds the intermediate activations
             src = x if inputs is None else inputs[i]
             for start in range(0, x.shape[0], POSITION_CHUNK):
@@ -759,11 +756,11 @@ class ReferenceModel:
         expert (qwen2moe) is added to every token, scaled by sigmoid(its gate)."""
         s = self.shapes
         w = functools.partial(self._w, layer=il, dtype=dtype)
-        router = w(T.FFN_GATE_INP)  # [n_expert, n_embd]
-        gates, ups, downs = w(T.FFN_GATE_EXP), w(T.FFN_UP_EXP), w(T.FFN_DOWN_EXP)  # [E, ff, n_embd] x2, [E, n_embd, ff]
+        router = w(TENSOR.FFN_GATE_INP)  # [n_expert, n_embd]
+        gates, ups, downs = w(TENSOR.FFN_GATE_EXP), w(TENSOR.FFN_UP_EXP), w(TENSOR.FFN_DOWN_EXP)  # [E, ff, n_embd] x2, [E, n_embd, ff]
         shared = None
-        if self._has(T.FFN_GATE_INP_SHEXP, il):
-            shared = (w(T.FFN_GATE_INP_SHEXP), w(T.FFN_GATE_SHEXP), w(T.FFN_UP_SHEXP), w(T.FFN_DOWN_SHEXP))
+        if self._has(TENSOR.FFN_GATE_INP_SHEXP, il):
+            shared = (w(TENSOR.FFN_GATE_INP_SHEXP), w(TENSOR.FFN_GATE_SHEXP), w(TENSOR.FFN_UP_SHEXP), w(TENSOR.FFN_DOWN_SHEXP))
         k = s.n_expert_used
         for x in xs:
             for start in range(0, x.shape[0], POSITION_CHUNK):
@@ -788,7 +785,6 @@ class ReferenceModel:
                 x[start:start + POSITION_CHUNK] += out
 
 
-QUERY_BLOCK = 256  # query rows per attention block
 POSITION_CHUNK = 512  # positions per chunk of a position-wise product
 
 

@@ -147,7 +147,7 @@ def test_set_rope_replaces_what_it_does_not_read(tmp_path):
     from ropetool.cli import cli
     from ropetool.convert import convert
     from ropetool.io.gguf_file import GGUFFile, NewValue, T, TensorOut, write_gguf
-    from ropetool.lint import lint_gguf
+    from ropetool.model import lint_gguf
 
     src = tmp_path / "llama3.gguf"
     convert(FIXTURES / "llama", src, outtype="f16", method="llama3", factor=8.0)

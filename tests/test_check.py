@@ -8,8 +8,8 @@ import json
 import gguf
 import numpy as np
 import pytest
-from click.testing import CliRunner
 import snapshot
+from click.testing import CliRunner
 from conftest import fixture_dir
 
 from ropetool.check import check_gguf

@@ -15,9 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
 
 import real_model  # noqa: E402
-from real_files import build_real_files  # noqa: E402
-
 import snapshot  # noqa: E402
+from real_files import build_real_files  # noqa: E402
 
 from ropetool.check import check_gguf  # noqa: E402
 

@@ -548,7 +548,7 @@ def test_gptneox_needs_its_parallel_residual_key(tmp_path):
     from llama_loads import llama_cpp_runs
 
     from ropetool.edit import unset_keys
-    from ropetool.lint import lint_gguf
+    from ropetool.model import lint_gguf
 
     src, out = tmp_path / "n.gguf", tmp_path / "without.gguf"
     convert(fixture_dir("gptneox"), src, outtype="f32")

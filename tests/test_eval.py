@@ -20,14 +20,15 @@ from ropetool.eval import (
     Evaluation,
     builtin_text,
     evaluate,
+    overrides,
     parse_setting,
     passkey_found,
     passkey_keys,
     passkey_prompt,
-    plan,
+    rope_edit,
 )
-from ropetool.io.gguf_file import GGUFFile
 from ropetool.llamacpp.runner import LlamaCpp
+from ropetool.model import ModelFile
 
 NAME = "llama"
 CONFIG = fixture_config(NAME)
@@ -116,14 +117,14 @@ def test_the_one_pass_shortcut_equals_separate_passes(f32, report):
 
 def test_overrides_give_the_logits_of_the_file_set_rope_writes(f32, tmp_path, window):
     ids = window[:160]
-    with GGUFFile(f32) as gf:
+    with ModelFile.open(f32) as model:
         for setting in ("linear:factor=4", "yarn:factor=4,original_context=64", "ntk:alpha=4"):
             tried = parse_setting(setting)
-            p = plan(gf, tried, None)
-            assert p.needs_file is None and p.overrides, setting
+            values, needs_file = overrides(model, rope_edit(model, tried, None))
+            assert needs_file is None and values, setting
             out = tmp_path / "written.gguf"
             set_rope(f32, tried.method, out, force=True, **tried.options)
-            with LlamaCpp(f32, n_ctx=256, overrides=p.overrides) as llm:
+            with LlamaCpp(f32, n_ctx=256, overrides=values) as llm:
                 a = np.concatenate([r for _, r in llm.logits(ids)])
             with LlamaCpp(out, n_ctx=256) as llm:
                 b = np.concatenate([r for _, r in llm.logits(ids)])

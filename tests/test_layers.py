@@ -1,10 +1,11 @@
-"""The code's shape: layers that import one way (import-linter's contract in pyproject.toml), no import
-circle at any depth (imports inside functions included), no reach into another module's private names,
-and a clean ruff run."""
+"""The code's shape: layers that import one way and commands that never import each other (import-linter's
+contracts in pyproject.toml), no import circle at any depth (imports inside functions included), no reach into
+another module's private names, no GGUF rope key spelled outside ropetool/llamacpp/, and a clean ruff run."""
 
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -51,7 +52,37 @@ def _imports(mods: dict[str, Path]) -> dict[str, set[tuple[str, str | None]]]:
 def test_import_linter_contract_holds():
     result = subprocess.run([_bin("lint-imports")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "1 kept, 0 broken" in result.stdout
+    assert "2 kept, 0 broken" in result.stdout  # the layers, and the commands' independence
+
+
+# A rope key or rope tensor as code spells it: "llama.rope.freq_base", f"{arch}.rope.scaling.factor" (whose
+# constant part is ".rope.scaling.factor"), "rope_freqs.weight", ropetool's record "ropetool.rope.method".
+ROPE_KEY = re.compile(r"([a-z0-9_]*\.)?rope\.[a-z_]+(\.[a-z_]+)*|rope_(freqs|factors_long|factors_short)\.weight|ropetool\.[a-z_.]+")
+
+
+def _spelled_rope_keys(package: Path) -> list[str]:
+    """Every string constant (f-string parts included) outside package/llamacpp/ that is a rope key."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if "llamacpp" in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ROPE_KEY.fullmatch(node.value):
+                found.append(f"{path.relative_to(package.parent)}:{node.lineno}: {node.value!r}")
+    return sorted(found, key=lambda x: (x.split(":")[0], int(x.split(":")[1])))
+
+
+def test_no_rope_key_spelled_outside_llamacpp():
+    """llamacpp/keys.py is the one table of key names; every other module names a key through it."""
+    assert _spelled_rope_keys(PACKAGE) == []
+
+
+def test_the_key_finder_finds_a_spelled_key(tmp_path):
+    pkg = tmp_path / "ropetool"
+    (pkg / "llamacpp").mkdir(parents=True)
+    (pkg / "llamacpp" / "keys.py").write_text('BASE = "{arch}.rope.freq_base"\n')
+    (pkg / "cmd.py").write_text('def f(gf, arch):\n    a = gf.get(f"{arch}.rope.scaling.factor")\n    return a, gf.get("rope_freqs.weight")\n')
+    assert [x.split(": ")[1] for x in _spelled_rope_keys(pkg)] == ["'.rope.scaling.factor'", "'rope_freqs.weight'"]
 
 
 def test_no_import_circle_at_any_depth():

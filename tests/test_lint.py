@@ -22,8 +22,9 @@ from ropetool.convert import convert
 from ropetool.edit import set_keys, unset_keys
 from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
-from ropetool.lint import RULES, Finding, lint_gguf
+from ropetool.lint import RULES, Finding
 from ropetool.llamacpp import keys as K
+from ropetool.model import lint_gguf
 
 R = gguf.Keys.Rope
 

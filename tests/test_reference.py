@@ -408,7 +408,7 @@ def test_unknown_scaling_type_refused(tmp_path):
 
 def test_api_float64_and_overrides():
     model = reference("llama-yarn")
-    assert model.arch is ARCHS["llama"]
+    assert model.facts is ARCHS["llama"]
     assert model.rope == make_params("yarn", factor=4.0, original_context=64)
     ids = token_ids("llama-yarn")
     f32, f64 = model.logits(ids), model.logits(ids, dtype=np.float64)

@@ -35,9 +35,9 @@ from ropetool.edit import set_keys, set_rope, unset_keys
 from ropetool.errors import RopetoolError
 from ropetool.families import FAMILIES
 from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
-from ropetool.lint import lint_gguf
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.runner import preflight
+from ropetool.model import lint_gguf
 
 FIXTURES = ("llama", "qwen2", "qwen3", "phi3", "bloom", "mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3", "gptneox",
             "falcon", "falcon-mq", "mpt", "baichuan-7b")

@@ -20,16 +20,16 @@ PATH = click.Path(path_type=Path, dir_okay=False)
 @click.pass_context
 def inspect_command(ctx, file, as_json, full, strict, plot_file):
     """Show a GGUF's metadata, tensors, RoPE/ALiBi settings in plain words, and lint findings."""
-    from ropetool.inspect import inspect_gguf, render_text
+    from ropetool.inspect import inspect_model, render_text, wavelengths
     from ropetool.io.gguf_file import dumps
+    from ropetool.model import ModelFile
 
-    if plot_file is not None:
-        from ropetool.inspect import wavelengths
-        from ropetool.plot import plot_wavelengths
+    with ModelFile.open(file) as model:
+        if plot_file is not None:
+            from ropetool.plot import plot_wavelengths
 
-        plot_wavelengths(wavelengths(file), plot_file)
-
-    report = inspect_gguf(file, full=full)
+            plot_wavelengths(wavelengths(model), plot_file)
+        report = inspect_model(model, full=full)
     click.echo(dumps(report) if as_json else render_text(report, full=full))
     bad = [x for x in report["lint"] if x["severity"] in ("error", "warning")]
     if strict and bad:

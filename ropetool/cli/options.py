@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from ropetool.errors import RopetoolError
-from ropetool.rope import METHODS
+from ropetool.rope import METHODS, OPTIONS, refuse_unused
 
 
 def rope_options(source: str):
@@ -19,14 +18,7 @@ def rope_options(source: str):
         options = [
             click.option("--rope", "method", type=click.Choice(METHODS),
                          help=f"Method to embed (default: {default_method})."),
-            click.option("--factor", type=float, help="Scale factor s (linear, yarn, llama3, dynamic-ntk...)."),
-            click.option("--alpha", type=float, help="NTK-aware alpha; ALiBi interpolation/NTK-ALiBi a; dynamic a0."),
-            click.option("--original-context", type=int, help=f"Trained context length L0 (default: {source}'s)."),
-            click.option("--target-context", type=int, help="Length a dynamic method is baked at; the extended context."),
-            click.option("--beta-fast", type=float, help="YaRN/NTK-by-parts beta_fast (default 32)."),
-            click.option("--beta-slow", type=float, help="YaRN/NTK-by-parts beta_slow (default 1)."),
-            click.option("--attn-factor", "attention_factor", type=float, help="YaRN/LongRoPE attention factor."),
-            click.option("--freq-base", "base", type=float, help=f"RoPE base frequency theta (default: {source}'s)."),
+            *(click.option(o.flag, o.name, type=o.kind, help=o.help.format(source=source)) for o in OPTIONS.values()),
             click.option("--approximate", is_flag=True,
                          help="Write a method llama.cpp cannot compute exactly, recording the error."),
         ]
@@ -37,22 +29,11 @@ def rope_options(source: str):
     return decorate
 
 
-ROPE_OPTION_NAMES = ("factor", "alpha", "original_context", "target_context", "beta_fast", "beta_slow",
-                     "attention_factor", "base")
-
-
 def chosen_rope_options(method: str | None, values: dict) -> dict:
     """The rope options given on the command line; an option the chosen method does not read is an error."""
-    from ropetool.convert import OPTION_FLAGS
-    from ropetool.rope import unused_parameters
-
-    given = {k: values[k] for k in ROPE_OPTION_NAMES if values.get(k) is not None}
     if method is not None:
-        unused = unused_parameters(method, given)
-        if unused:
-            flags = ", ".join(OPTION_FLAGS.get(n, "--" + n.replace("_", "-")) for n in unused)
-            raise RopetoolError(f"{flags} does not apply to --rope {method}")
-    return {k: values[k] for k in ROPE_OPTION_NAMES}
+        refuse_unused(method, [k for k in OPTIONS if values.get(k) is not None])
+    return {k: values[k] for k in OPTIONS}
 
 
 def notify(message: str) -> None:

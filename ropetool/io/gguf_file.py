@@ -49,6 +49,7 @@ from gguf import Keys as _Keys
 
 from ropetool.errors import RopetoolError
 from ropetool.io.files import open_regular
+from ropetool.rope.fit import nice
 
 T = GGUFValueType
 ALIGNMENT_KEY = _Keys.General.ALIGNMENT
@@ -95,10 +96,6 @@ def _itemsize(vtype: T) -> int:
 
 def align(offset: int, alignment: int) -> int:
     return offset + (-offset) % alignment
-
-
-class _Truncated(Exception):
-    pass
 
 
 @dataclass
@@ -704,13 +701,6 @@ def _move_no_replace(tmp: str, out: Path) -> None:
     os.unlink(tmp)
 
 
-@contextlib.contextmanager
-def atomic_file(out: Path, mode: int | None = None, replace: bool = True) -> Iterator[int]:
-    """The descriptor of :func:`atomic_path`'s temporary file."""
-    with atomic_path(out, mode, replace) as (fd, _):
-        yield fd
-
-
 def remove_stale_temps(out: Path) -> list[Path]:
     """Delete the leftover temporary files of ``out`` that no running writer holds (see create_temp);
     only files named as ropetool names them and owned by this user.  Returns what was removed."""
@@ -857,6 +847,42 @@ def _copy_runs(tensors: list[TensorOut], offsets: list[int]) -> list[tuple[int, 
     return [tuple(r) for r in runs]
 
 
+def insert_at(records: list, index: int, items: list) -> list:
+    return records[:index] + items + records[index:]
+
+
+def prefix_anchor(records: list, key: str) -> int:
+    """Where a new key goes: after the last record sharing its longest dotted prefix (else the end)."""
+    parts = key.split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:n]) + "."
+        idx = [i for i, r in enumerate(records) if r.key.startswith(prefix)]
+        if idx:
+            return idx[-1] + 1
+    return len(records)
+
+
+ARRAY_PREVIEW = 8  # array elements shown without --full
+
+
+def _f32_plain(v):
+    return nice(v) if isinstance(v, float) else v
+
+
+def field_json(f, full: bool) -> dict:
+    entry = {"type": f.type_name}
+    if f.is_array:
+        n = None if full else ARRAY_PREVIEW
+        values = f.head(n)
+        if f.sub_type == T.FLOAT32:
+            values = [_f32_plain(v) for v in values]
+        entry.update(count=f.count, value=plain_value(values), truncated=(not full and f.count > ARRAY_PREVIEW))
+    else:
+        v = f.scalar
+        entry["value"] = plain_value(_f32_plain(v) if f.type == T.FLOAT32 else v)
+    return entry
+
+
 def plain_value(value):
     """A value as JSON-safe plain data (numpy arrays to lists; non-finite floats as strings)."""
     if isinstance(value, np.ndarray):
@@ -898,7 +924,6 @@ __all__ = [
     "header_bytes",
     "check_output",
     "create_temp",
-    "atomic_file",
     "atomic_path",
     "remove_stale_temps",
     "encode_kv",

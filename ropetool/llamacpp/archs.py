@@ -3,7 +3,7 @@
 One record per architecture llama.cpp knows, built from tables that mirror llama.cpp's own code
 (``llama_model_rope_type``'s switch, the ``load_tensors`` cases that create ``rope_freqs`` or
 ``rope_factors_long/short``, the ``load_hparams`` cases that read the rarer rope keys, the graphs that
-hard-code ALiBi).  An architecture llama.cpp does not know gets :data:`UNKNOWN`'s safe reading: it reads
+hard-code ALiBi).  An architecture llama.cpp does not know gets a safe reading (:func:`loader`): it reads
 only the common keys and loads no rope tensor.  docs/llama-cpp.md cites the source of every table.
 
 The shape of the forward pass (norms, feed-forward) is not here: :mod:`ropetool.families` holds it for
@@ -216,16 +216,13 @@ def _record(name: str, known: bool = True) -> LoaderArch:
 
 
 ARCHS: dict[str, LoaderArch] = {name: _record(name) for name in sorted(NAMES)}
-# An architecture llama.cpp does not know (or a newer one): only the common keys, no rope tensors, rope
-# paired as llama does.  llama.cpp itself refuses such a file; ropetool still reads and edits it.
-UNKNOWN = LoaderArch(name="?", known=False, rope_type="norm")
-
-
 def loader(name: str | None) -> LoaderArch:
-    """The record for an architecture name; an unknown name gets :data:`UNKNOWN`'s reading."""
+    """The record for an architecture name.  One llama.cpp does not know (or a newer one) gets a safe reading:
+    only the common keys, no rope tensors, rope paired as llama does (llama.cpp itself refuses such a file;
+    ropetool still reads and edits it)."""
     if name in ARCHS:
         return ARCHS[name]
     return LoaderArch(name=name or "?", known=False, rope_type="norm")
 
 
-__all__ = ["LoaderArch", "ARCHS", "UNKNOWN", "loader", "READS"]
+__all__ = ["LoaderArch", "ARCHS", "loader", "READS"]

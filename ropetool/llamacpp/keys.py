@@ -250,6 +250,11 @@ def k(template: str, arch: str) -> str:
     return template.format(arch=arch)
 
 
+def short(template: str) -> str:
+    """A key's name without its architecture, as prose names it: ``short(ROPE_FREQ_BASE) == "rope.freq_base"``."""
+    return template.removeprefix("{arch}.")
+
+
 def template_of(key: str, arch: str) -> str | None:
     """The template a full key name was made from (``llama.rope.freq_base`` -> ROPE_FREQ_BASE), if in the table."""
     prefix = arch + "."

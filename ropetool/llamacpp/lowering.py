@@ -19,12 +19,23 @@ from typing import Callable
 import numpy as np
 
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import NewValue
+from ropetool.io.gguf_file import NewValue, T, TensorOut, insert_at, prefix_anchor
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import LoaderArch
 from ropetool.llamacpp.provenance import record
-from ropetool.rope import RopeParams, alibi_base_slopes, alibi_slopes, default_inv_freq, dynamic_ntk_base, ntk_base, rope_frequencies
+from ropetool.rope import (
+    RopeParams,
+    alibi_base_slopes,
+    alibi_slopes,
+    default_inv_freq,
+    dynamic_ntk_base,
+    flag,
+    missing_required,
+    ntk_base,
+    rope_frequencies,
+)
 from ropetool.rope.methods import METHOD_TABLE, dynamic_ntk_alibi_ratio, dynamic_yarn_factor
+from ropetool.version import __version__
 
 
 @dataclass
@@ -58,7 +69,7 @@ class Lowered:
 class Target:
     """What a lowering needs to know about the model besides the method."""
 
-    arch: LoaderArch
+    facts: LoaderArch
     rotary_dim: int
     n_heads: int
     trained_context: int
@@ -143,12 +154,12 @@ def _native_yarn(q: RopeParams, dim: int) -> tuple[np.ndarray, float]:
 def _lower_ramp(out: Lowered, p: RopeParams, q: RopeParams, t: Target) -> None:
     """NTK-by-parts and YaRN (q: the static setting): native yarn where its ramp is the one asked for, with
     rope.scaling.attn_factor fixing the magnitude; else the frequencies as rope_freqs where it loads."""
-    a = t.arch.name
+    a = t.facts.name
     inv, attn = rope_frequencies(q, t.rotary_dim)
     native_inv, native_mag = _native_yarn(q, t.rotary_dim)  # native_mag = 0.1 ln s + 1
     native_ok = _rel_error(native_inv, inv) <= 1e-7
     out.context_length = _extended_context(p, t.trained_context, q.factor)
-    if native_ok or not t.arch.loads_rope_freqs(None):
+    if native_ok or not t.facts.loads_rope_freqs(None):
         out.set(K.ROPE_FREQ_BASE, float(q.base))
         out.set(K.ROPE_SCALING_TYPE, "yarn")
         out.set(K.ROPE_SCALING_FACTOR, float(q.factor))
@@ -182,15 +193,15 @@ def lower_dynamic_yarn(out: Lowered, p: RopeParams, t: Target) -> None:
 def lower_llama3(out: Lowered, p: RopeParams, t: Target) -> None:
     inv, attn = rope_frequencies(p, t.rotary_dim)
     out.context_length = _extended_context(p, t.trained_context, p.factor)
-    if not t.arch.loads_rope_freqs(None):
-        raise RopetoolError(f"llama.cpp's {t.arch.name} does not load a rope_freqs tensor, so llama3 rope cannot be "
+    if not t.facts.loads_rope_freqs(None):
+        raise RopetoolError(f"llama.cpp's {t.facts.name} does not load a rope_freqs tensor, so llama3 rope cannot be "
                             "expressed on it")
     _via_rope_freqs(out, p, t, inv, attn)
 
 
 def lower_longrope(out: Lowered, p: RopeParams, t: Target) -> None:
-    if not t.arch.loads_longrope("longrope"):
-        raise RopetoolError(f"llama.cpp's {t.arch.name} does not load rope_factors_long/short, so longrope cannot "
+    if not t.facts.loads_longrope("longrope"):
+        raise RopetoolError(f"llama.cpp's {t.facts.name} does not load rope_factors_long/short, so longrope cannot "
                             "be expressed")
     _, attn = rope_frequencies(p, t.rotary_dim)
     out.set(K.ROPE_FREQ_BASE, float(p.base))
@@ -205,13 +216,13 @@ def lower_longrope(out: Lowered, p: RopeParams, t: Target) -> None:
 
 def lower_alibi(out: Lowered, p: RopeParams, t: Target) -> None:
     """Every ALiBi method: llama.cpp derives every slope from one max_bias, hard-coded or read from the key."""
-    a = t.arch.name
+    a = t.facts.name
     wanted = alibi_slopes(p, t.n_heads)
     out.context_length = int(p.target_context or t.trained_context)
     if p.method == "dynamic-ntk-alibi":
         ratio = dynamic_ntk_alibi_ratio(p, out.context_length)
         out.notes.append(f"dynamic NTK-ALiBi baked for {out.context_length} tokens (a = {ratio:g})")
-    bias, source = t.arch.alibi_bias(t.n_layer, None)
+    bias, source = t.facts.alibi_bias(t.n_layer, None)
     if source != "key":  # hard-coded (bloom, refact, baichuan-13B): no setting changes it
         plain = alibi_slopes(p.replace(method="alibi", max_bias=bias), t.n_heads)
         err = _rel_error(plain, wanted)
@@ -274,30 +285,53 @@ LOWERINGS: dict[str, Callable[[Lowered, RopeParams, Target], None]] = {
 assert set(LOWERINGS) == set(METHOD_TABLE), "every method has a lowering"
 
 
-def lower(p: RopeParams, arch: LoaderArch, rotary_dim: int, n_heads: int, trained_context: int,
+def lower(p: RopeParams, facts: LoaderArch, rotary_dim: int, n_heads: int, trained_context: int,
           n_layer: int | None = None) -> Lowered:
     """The GGUF settings for method ``p`` on ``arch``; ``trained_context`` is the model's own context."""
-    out = Lowered(p, arch.name)
-    runs_alibi = arch.alibi_bias(n_layer, None) is not None
+    out = Lowered(p, facts.name)
+    runs_alibi = facts.alibi_bias(n_layer, None) is not None
     if p.is_alibi != runs_alibi:
         kind = "an ALiBi" if runs_alibi else "a RoPE"
-        raise RopetoolError(f"{p.method} cannot be used on {arch.name}, which is {kind} architecture")
-    LOWERINGS[p.method](out, p, Target(arch, rotary_dim, n_heads, trained_context, n_layer))
+        raise RopetoolError(f"{p.method} cannot be used on {facts.name}, which is {kind} architecture")
+    LOWERINGS[p.method](out, p, Target(facts, rotary_dim, n_heads, trained_context, n_layer))
     return out
 
 
-def lower_for_llama_cpp(p: RopeParams, arch: LoaderArch, rotary_dim: int, n_heads: int, trained_context: int,
+class CannotCompute(RopetoolError):
+    """llama.cpp cannot compute a method exactly on an architecture (``--approximate`` writes it anyway)."""
+
+
+# The key each rope option ends up in (or bounds): an option is range-checked as that key is.
+OPTION_KEYS = {"factor": K.ROPE_SCALING_FACTOR, "alpha": K.ROPE_SCALING_ALPHA, "original_context": K.CONTEXT_LENGTH,
+               "target_context": K.CONTEXT_LENGTH, "beta_fast": K.ROPE_YARN_BETA_FAST, "beta_slow": K.ROPE_YARN_BETA_SLOW,
+               "attention_factor": K.ROPE_SCALING_ATTN_FACTOR, "base": K.ROPE_FREQ_BASE}
+
+
+def check_options(method: str, options: dict) -> None:
+    """Each rope option must be a value its key can hold, and a method asked for by name must be given the
+    parameter that makes it change something (yarn's factor)."""
+    for name, template in OPTION_KEYS.items():
+        value = options.get(name)
+        if value is not None and not isinstance(value, (list, tuple)):
+            K.check_range(template, value, flag(name))
+    missing = missing_required(method, [k for k, v in options.items() if v is not None])
+    if missing:
+        raise RopetoolError(f"--rope {method} needs {' and '.join(map(flag, missing))}: without it the method would "
+                            "change nothing")
+
+
+def lower_for_llama_cpp(p: RopeParams, facts: LoaderArch, rotary_dim: int, n_heads: int, trained_context: int,
                         approximate: bool = False, n_layer: int | None = None) -> Lowered:
     """:func:`lower`, refusing what llama.cpp cannot compute exactly unless ``approximate`` accepts it."""
     try:
-        lowered = lower(p, arch, rotary_dim, n_heads, trained_context, n_layer)
+        lowered = lower(p, facts, rotary_dim, n_heads, trained_context, n_layer)
     except OverflowError:
         raise RopetoolError(f"{p.method}: the extended context length overflows (factor {p.factor})") from None
     if lowered.context_length is not None and not math.isfinite(lowered.context_length):
         raise RopetoolError(f"{p.method}: the extended context length overflows (factor {p.factor})")
     if lowered.needs_approval and not approximate:
-        raise RopetoolError(
-            f"llama.cpp cannot compute {p.method} exactly on {arch.name}: {'; '.join(lowered.notes)} "
+        raise CannotCompute(
+            f"llama.cpp cannot compute {p.method} exactly on {facts.name}: {'; '.join(lowered.notes)} "
             "(pass --approximate to write it anyway, recording the approximation)"
         )
     return lowered
@@ -308,4 +342,33 @@ def provenance(lowered: Lowered, version: str) -> list[NewValue]:
     return record(lowered.params, lowered.exact, lowered.approx_error, lowered.notes, version)
 
 
-__all__ = ["Lowered", "Target", "LOWERINGS", "lower", "lower_for_llama_cpp", "provenance"]
+def edit_records(header, lowered: Lowered, context: int, extra: list[NewValue]) -> tuple[list, list[TensorOut]]:
+    """set-rope's edit of an open GGUF ``header``: its rope keys and rope tensors replaced by the lowering's,
+    ropetool's record (with ``extra`` values) where the old rope keys were, and context_length set to
+    ``context``.  Returns the new header's records and tensors (the other tensors copied)."""
+    name = header.architecture
+    drop = {K.k(t, name) for t in K.ROPE_KEYS} | set(K.RT_KEYS)
+    records: list = []
+    anchor = None
+    for f in header.fields.values():
+        if f.key in drop:
+            anchor = len(records) if anchor is None else anchor
+            continue
+        records.append(f)
+    if anchor is None:
+        anchor = max((i + 1 for i, r in enumerate(records) if r.key.startswith(name + ".")), default=len(records))
+    records = insert_at(records, anchor, list(lowered.values) + provenance(lowered, __version__) + extra)
+    ctx_key = K.k(K.CONTEXT_LENGTH, name)
+    ctx_value = NewValue(ctx_key, T.UINT32, int(context))
+    idx = next((i for i, r in enumerate(records) if r.key == ctx_key), None)
+    if idx is None:
+        records = insert_at(records, prefix_anchor(records, ctx_key), [ctx_value])
+    elif records[idx].type != T.UINT32 or records[idx].scalar != context:
+        records[idx] = ctx_value
+    e = "<" if header.endian == "little" else ">"
+    tensors = [TensorOut.copy_of(t) for t in header.tensors if t.name not in K.ROPE_TENSORS]
+    tensors += [TensorOut.from_array(n, arr, e) for n, arr in lowered.tensors.items()]
+    return records, tensors
+
+
+__all__ = ["Lowered", "CannotCompute", "check_options", "edit_records", "Target", "LOWERINGS", "lower", "lower_for_llama_cpp", "provenance"]

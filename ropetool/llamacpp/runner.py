@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from ropetool.errors import RopetoolError
+from ropetool.io.gguf_file import T
 
 GGML_TYPE_F32 = 0
 BATCH = 512  # tokens per llama_decode call (and per logits chunk)
@@ -237,6 +238,21 @@ class LlamaCpp:
 KV_OVERRIDE_TYPES = {"int": 0, "float": 1, "bool": 2, "str": 3}  # enum llama_model_kv_override_type
 
 
+OVERRIDE_STRING_BYTES = 127  # llama_model_kv_override's val_str is char[128]
+
+
+def override_value(v):
+    """The value a load-time override gives a header record (a NewValue), or None when no override can: an
+    array, or a string of more than 127 bytes."""
+    if v.type == T.ARRAY or (v.type == T.STRING and len(str(v.value).encode("utf-8")) > OVERRIDE_STRING_BYTES):
+        return None
+    if v.type == T.BOOL:
+        return bool(v.value)
+    if v.type in (T.FLOAT32, T.FLOAT64):
+        return float(v.value)
+    return str(v.value) if v.type == T.STRING else int(v.value)
+
+
 def kv_overrides(values: dict):
     """``{key: value}`` as llama.cpp's override array (terminated by an entry with an empty key).  The tag follows
     the Python type (bool, int, float, str); llama.cpp ignores, with a warning, an override whose tag is not
@@ -246,8 +262,8 @@ def kv_overrides(values: dict):
     arr = (L.llama_model_kv_override * (len(values) + 1))()
     for i, (key, value) in enumerate(values.items()):
         k = key.encode("utf-8")
-        if not k or len(k) > 127:
-            raise RopetoolError(f"llama.cpp cannot override the key {key!r} (1 to 127 bytes)")
+        if not k or len(k) > OVERRIDE_STRING_BYTES:
+            raise RopetoolError(f"llama.cpp cannot override the key {key!r} (1 to {OVERRIDE_STRING_BYTES} bytes)")
         arr[i].key = k
         if isinstance(value, bool):
             arr[i].tag, arr[i].value.val_bool = KV_OVERRIDE_TYPES["bool"], value
@@ -255,7 +271,7 @@ def kv_overrides(values: dict):
             arr[i].tag, arr[i].value.val_i64 = KV_OVERRIDE_TYPES["int"], value
         elif isinstance(value, float):
             arr[i].tag, arr[i].value.val_f64 = KV_OVERRIDE_TYPES["float"], value
-        elif isinstance(value, str) and len(value.encode("utf-8")) <= 127:
+        elif isinstance(value, str) and len(value.encode("utf-8")) <= OVERRIDE_STRING_BYTES:
             arr[i].tag, arr[i].value.val_str = KV_OVERRIDE_TYPES["str"], value.encode("utf-8")
         else:
             raise RopetoolError(f"llama.cpp cannot override {key} with {value!r} (int, float, bool or a short string)")

@@ -112,6 +112,7 @@ class RopeState:
     notes: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (key or tensor, why llama.cpp cannot use it)
     sliding: SlidingState | None = None  # sliding-window layers with a rope of their own (gemma2, gemma3)
+    positionless: str | None = None  # why llama.cpp's graph applies no position encoding at this layer count
 
     def of_sliding_layers(self) -> "RopeState":
         """This state as the sliding-window layers compute rope: their base and scale, the rest the same."""
@@ -428,9 +429,10 @@ def _read_alibi(gf: GGUFFile, st: RopeState, key, reading: str) -> None:
     if not facts.uses_rope(st.n_layer) and facts.known:
         st.encoding = "none"
         if facts.rope_layer_counts:
-            st.notes.append(f"llama.cpp's {st.arch} applies rope only at {'/'.join(map(str, facts.rope_layer_counts))} "
-                            f"layers and ALiBi only at {'/'.join(str(n) for n, _ in facts.alibi_by_layers)}: with "
-                            f"{st.n_layer} layers it runs without any position encoding")
+            st.positionless = (f"llama.cpp's {st.arch} applies rope only at {'/'.join(map(str, facts.rope_layer_counts))} "
+                               f"layers and ALiBi only at {'/'.join(str(n) for n, _ in facts.alibi_by_layers)}: with "
+                               f"{st.n_layer} layers it runs without any position encoding")
+            st.notes.append(st.positionless)
 
 
 def _read_rope_tensors(gf: GGUFFile, st: RopeState, reading: str) -> None:
@@ -496,4 +498,65 @@ def _check_plausible(st: RopeState, a: str) -> None:
             bad.append((name, "holds values that are not finite and positive"))
 
 
-__all__ = ["RopeState", "SlidingState", "sliding_state", "IgnoredKey", "read_state", "scalar", "first_int", "LLAMA_CPP", "KEYS", "SCALING_TYPES"]
+@dataclass(frozen=True)
+class KeyEdit:
+    """A nearby misreading of a file: some keys set or removed, some rope tensors hidden."""
+
+    kind: str  # what moves: "no-extension", "factor", "base", "original-context", "max-bias", ...
+    label: str
+    set: dict = field(default_factory=dict)
+    remove: tuple = ()
+    hide: tuple = ()
+
+
+def key_misreadings(st: RopeState) -> list[KeyEdit]:
+    """The nearest wrong readings of a file's keys (check's alternatives): each key that matters moved x2
+    and /2, the extension removed, a rope tensor or the attention factor dropped; ALiBi's bias moved or off."""
+    a = st.arch or "?"
+    out: list[KeyEdit] = []
+
+    def add(kind, label, set_=None, remove=(), hide=()):
+        out.append(KeyEdit(kind, label, dict(set_ or {}), tuple(remove), tuple(hide)))
+
+    def key(template):
+        return K.k(template, a)
+
+    def fmt(x) -> str:
+        return f"{x:g}" if isinstance(x, float) else str(x)
+
+    if st.encoding == "alibi":
+        for f, word in ((2.0, "x2"), (0.5, "/2")):
+            add("max-bias", f"{key(K.MAX_ALIBI_BIAS)} = {fmt(st.alibi_max_bias * f)} ({word})",
+                {key(K.MAX_ALIBI_BIAS): st.alibi_max_bias * f})
+        add("alibi-off", "no ALiBi at all")
+        return out
+    scaling = [key(t) for t in (K.ROPE_SCALING_TYPE, K.ROPE_SCALING_FACTOR, K.ROPE_SCALE_LINEAR, K.ROPE_SCALING_ATTN_FACTOR,
+                                K.ROPE_YARN_EXT_FACTOR, K.ROPE_YARN_ATTN_FACTOR, K.ROPE_YARN_LOG_MUL)]
+    extended = st.freq_scale != 1 or st.yarn_active or st.rope_freqs_used or st.longrope_used or st.magnitude != 1
+    if extended:
+        add("no-extension", f"plain RoPE (base {fmt(st.freq_base)}): no scaling keys, no rope tensors",
+            {key(K.ROPE_SCALING_TYPE): "none"}, remove=scaling[1:], hide=K.ROPE_TENSORS)
+    for f, word in ((2.0, "x2"), (0.5, "/2")):
+        if st.factor and st.freq_scale != 1 and st.factor * f >= 1:
+            add("factor", f"{key(K.ROPE_SCALING_FACTOR)} = {fmt(st.factor * f)} ({word})",
+                {key(K.ROPE_SCALING_FACTOR): st.factor * f})
+        add("base", f"{key(K.ROPE_FREQ_BASE)} = {fmt(st.freq_base * f)} ({word})", {key(K.ROPE_FREQ_BASE): st.freq_base * f})
+        if (st.yarn_active or st.longrope_used) and st.n_ctx_orig:
+            add("original-context", f"{key(K.ROPE_SCALING_ORIG_CTX)} = {int(st.n_ctx_orig * f)} ({word})",
+                {key(K.ROPE_SCALING_ORIG_CTX): int(st.n_ctx_orig * f)})
+    if not extended:
+        add("factor", f"linear interpolation x2 ({key(K.ROPE_SCALING_TYPE)} = linear, factor 2)",
+            {key(K.ROPE_SCALING_TYPE): "linear", key(K.ROPE_SCALING_FACTOR): 2.0})
+    if st.sliding is not None and st.sliding.freq_base_source != "global":
+        for f, word in ((2.0, "x2"), (0.5, "/2")):
+            add("sliding-base", f"{key(K.ROPE_FREQ_BASE_SWA)} = {fmt(st.sliding.freq_base * f)} ({word}): the "
+                                f"sliding-window layers' base", {key(K.ROPE_FREQ_BASE_SWA): st.sliding.freq_base * f})
+    if st.rope_freqs_used:
+        add("rope-tensor", f"without {K.ROPE_FREQS_TENSOR} (the tensor ignored)", hide=[K.ROPE_FREQS_TENSOR])
+    if abs(st.rope_attn_factor - 1) > 1e-9:
+        add("attention-factor", f"without {key(K.ROPE_SCALING_ATTN_FACTOR)}", remove=[key(K.ROPE_SCALING_ATTN_FACTOR)])
+    return out
+
+
+__all__ = ["KeyEdit", "key_misreadings", "RopeState", "SlidingState", "sliding_state", "IgnoredKey", "read_state", "scalar",
+           "first_int", "LLAMA_CPP", "KEYS", "SCALING_TYPES"]

@@ -51,13 +51,16 @@ def _rope_dict(config: dict) -> tuple[dict, str]:
     return {}, "plain"
 
 
+# The config.json keys that give the trained context, in the order they are read (a family may add its own).
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "seq_length", "max_seq_len")
+
+
 def rope_from_hf_config(config: dict, alibi: bool = False, max_bias: float | None = None) -> HFRope:
     """The method and parameters a config.json asks for, as transformers reads them.
 
     ``alibi``: the model's family uses ALiBi instead of rotary embeddings (config.json's ``alibi`` flag,
     as Falcon's, says so too); ``max_bias``: its max_bias where config.json gives one (MPT's alibi_bias_max)."""
-    max_pos = (config.get("max_position_embeddings") or config.get("n_positions") or config.get("seq_length")
-               or config.get("max_seq_len"))
+    max_pos = next((config[k] for k in CONTEXT_KEYS if config.get(k)), None)
     if alibi or config.get("alibi") is True:
         params = make_params("alibi", **({"max_bias": max_bias} if max_bias is not None else {}))
         try:

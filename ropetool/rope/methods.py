@@ -444,6 +444,50 @@ def missing_required(method: str, names) -> list[str]:
     return [n for n in METHOD_TABLE[canonical_method(method)].requires if n not in set(names)]
 
 
+@dataclass(frozen=True)
+class Option:
+    """A rope option a user sets (convert, set-rope, eval's settings): the RopeParams field, its command-line
+    flag, its type, what it means (``{source}``: where its default comes from) and other spellings."""
+
+    name: str
+    flag: str
+    kind: type  # int or float
+    help: str
+    aliases: tuple[str, ...] = ()
+
+
+OPTIONS: dict[str, Option] = {o.name: o for o in (
+    Option("factor", "--factor", float, "Scale factor s (linear, yarn, llama3, dynamic-ntk...)."),
+    Option("alpha", "--alpha", float, "NTK-aware alpha; ALiBi interpolation/NTK-ALiBi a; dynamic a0."),
+    Option("original_context", "--original-context", int, "Trained context length L0 (default: {source}'s).", ("orig_ctx",)),
+    Option("target_context", "--target-context", int, "Length a dynamic method is baked at; the extended context."),
+    Option("beta_fast", "--beta-fast", float, "YaRN/NTK-by-parts beta_fast (default 32)."),
+    Option("beta_slow", "--beta-slow", float, "YaRN/NTK-by-parts beta_slow (default 1)."),
+    Option("attention_factor", "--attn-factor", float, "YaRN/LongRoPE attention factor.", ("attn_factor",)),
+    Option("base", "--freq-base", float, "RoPE base frequency theta (default: {source}'s).", ("freq_base",)),
+)}
+
+
+def flag(name: str) -> str:
+    """How a user spells a parameter on the command line."""
+    return OPTIONS[name].flag if name in OPTIONS else "--" + name.replace("_", "-")
+
+
+def refuse_unused(method: str, names, where: str = "") -> None:
+    """An option the method does not read is a mistake: a RopetoolError naming it (``where`` leads the line)."""
+    unused = unused_parameters(method, names)
+    if unused:
+        raise RopetoolError(f"{where}{', '.join(map(flag, unused))} does not apply to --rope {canonical_method(method)}")
+
+
+def baked_at(method: str, options: dict, length: int | None) -> dict:
+    """The options of ``method`` as llama.cpp gets it: a dynamic method baked at ``length`` unless the options
+    give its target context."""
+    if METHOD_TABLE[method].dynamic and options.get("target_context") is None and length is not None:
+        return {**options, "target_context": length}
+    return dict(options)
+
+
 def shown_parameters(p: RopeParams) -> dict:
     """A method's parameters for a report: those it shows (with defaults) and any other that was given."""
     method = METHOD_TABLE[p.method]

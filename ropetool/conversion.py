@@ -1,0 +1,655 @@
+"""The plan of a Hugging Face folder's conversion to GGUF: everything the file will hold, decided up front.
+
+Read config.json and the safetensors headers (io/checkpoint.py); pick the model family (families.py);
+resolve the rope method from config.json or the caller (rope/); lower it to GGUF keys and tensors
+(llamacpp/lowering.py); plan every output tensor (name, type, shape, and how to produce it) and check the
+shapes against config.json.  :mod:`ropetool.convert` writes a plan; the numpy reference runs one without
+writing it (``ReferenceModel.from_hf``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as Q
+
+from ropetool.errors import RopetoolError
+from ropetool.families import Dims, Family, config_value, family_for_config
+from ropetool.io.checkpoint import Checkpoint, TensorRef, load_tensor, open_checkpoint
+from ropetool.io.gguf_file import (
+    NewValue,
+)
+from ropetool.llamacpp import keys as K
+from ropetool.llamacpp.lowering import Lowered, check_options, lower_for_llama_cpp, provenance
+from ropetool.llamacpp.quantize import FILE_TYPES as QUANTIZED_TYPES
+from ropetool.llamacpp.validity import check_new_values
+from ropetool.model import trained_context
+from ropetool.rope import RopeParams, make_params, rope_from_hf_config
+from ropetool.rope.hf import CONTEXT_KEYS
+from ropetool.version import __version__
+
+OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}  # written by ropetool itself
+# Every --outtype: auto (f16, or bf16 from a bf16 checkpoint), ropetool's own, and llama.cpp's quantizer's.
+FILE_TYPES = {
+    Q.F32: gguf.LlamaFileType.ALL_F32,
+    Q.F16: gguf.LlamaFileType.MOSTLY_F16,
+    Q.BF16: gguf.LlamaFileType.MOSTLY_BF16,
+    Q.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+}
+ALL_OUTTYPES = ("auto", *OUTTYPES, *QUANTIZED_TYPES)
+# HF tensors that carry nothing llama.cpp needs.
+SKIP_SUFFIXES = (".rotary_emb.inv_freq", ".attn.masked_bias", ".attn.bias")
+
+
+@dataclass(frozen=True)
+class Hparams:
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    head_dim: int
+    eps: float
+    vocab_size: int
+    trained_context: int
+    tied: bool
+    context_from_config: bool = True  # False: trained_context is the family's default (see Family.default_context)
+    n_expert: int = 0  # mixture of experts (0: dense)
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
+    n_ff_shexp: int = 0
+
+    @classmethod
+    def from_config(cls, config: dict, family: Family) -> "Hparams":
+        def need(*names, default=None):
+            for n in names:
+                if config.get(n) is not None:
+                    return n, config[n]
+            if default is not None:
+                return names[0], default
+            raise RopetoolError(f"config.json lacks {names[0]}")
+
+        def count(*names, default=None, key=None) -> int:
+            name, v = need(*names, default=default)
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise RopetoolError(f"config.json: {name} must be a positive integer, got {v!r}")
+            if key is not None:  # what the GGUF key it becomes can hold (checked before anything is sized by it)
+                K.check_range(key, v, f"config.json: {name}")
+            return v
+
+        n_embd = count("hidden_size", "n_embed", "n_embd", "d_model", key=K.EMBEDDING_LENGTH)
+        n_head = count("num_attention_heads", "n_head", "n_heads", key=K.HEAD_COUNT)
+        head_dim = count("head_dim", key=K.KEY_LENGTH) if config.get("head_dim") else n_embd // n_head
+        if head_dim < 1:
+            raise RopetoolError(f"config.json: hidden_size {n_embd} is smaller than num_attention_heads {n_head}")
+        eps_name, eps = need(family.hf_eps_key, "rms_norm_eps", "layer_norm_epsilon", "layer_norm_eps")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
+            raise RopetoolError(f"config.json: {eps_name} must be a finite number >= 0, got {eps!r}")
+        K.check_range(family.eps_key, eps, f"config.json: {eps_name}")
+        tied = config.get("tie_word_embeddings", family.tied_default)
+        if not isinstance(tied, bool):
+            raise RopetoolError(f"config.json: tie_word_embeddings must be true or false, got {tied!r}")
+        n_ff = count("intermediate_size", "ffn_hidden_size", default=4 * n_embd, key=K.FEED_FORWARD_LENGTH)
+        experts = _experts(config, family, n_ff, count)
+        if config.get("multi_query") and not config.get("new_decoder_architecture"):
+            n_head_kv = 1  # Falcon-7B's multi-query attention (transformers' FalconAttention)
+        else:
+            n_head_kv = count("num_key_value_heads", "num_kv_heads", "n_head", "n_heads", "num_attention_heads",
+                              key=K.HEAD_COUNT_KV)
+        if n_head % n_head_kv:
+            raise RopetoolError(f"config.json: {n_head} attention heads cannot share {n_head_kv} key/value heads evenly")
+        context_names = (*CONTEXT_KEYS, *family.context_keys)
+        default_context = family.default_context[0] if family.default_context else 2048
+        return cls(
+            n_embd=n_embd,
+            n_layer=count("num_hidden_layers", "n_layer", "n_layers", key=K.BLOCK_COUNT),
+            n_head=n_head,
+            n_head_kv=n_head_kv,
+            n_ff=n_ff,
+            head_dim=head_dim,
+            eps=float(eps),
+            vocab_size=count("vocab_size", key=K.VOCAB_SIZE),
+            trained_context=count(*context_names, default=default_context, key=K.CONTEXT_LENGTH),
+            context_from_config=any(config.get(n) is not None for n in context_names),
+            tied=tied,
+            **experts,
+        )
+
+    @property
+    def dims(self) -> Dims:
+        return Dims(self.n_embd, self.n_head, self.n_head_kv, self.head_dim, self.n_ff, self.vocab_size,
+                    n_expert=self.n_expert, n_ff_exp=self.n_ff_exp, n_ff_shexp=self.n_ff_shexp)
+
+
+def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
+    """A mixture of experts' sizes from config.json (an empty dict for a dense model), refusing what
+    llama.cpp's graph for the family would compute differently."""
+    names = ("num_local_experts", "num_experts")
+    if not any(config.get(n) for n in names):
+        if family.moe == "always":
+            raise RopetoolError(f"config.json: a {family.arch} model needs num_experts")
+        return {}
+    if family.moe is None:
+        raise RopetoolError(f"config.json describes a mixture of experts, which llama.cpp's {family.arch} does not run")
+    n_expert = count(*names, key=K.EXPERT_COUNT)
+    used = count("num_experts_per_tok", key=K.EXPERT_USED_COUNT)
+    if used > n_expert:
+        raise RopetoolError(f"config.json: num_experts_per_tok {used} is more than the {n_expert} experts")
+    # Mixtral's config.json has no norm_topk_prob (it always renormalises): absent means so for the family that
+    # takes experts optionally (llama); the others' configs say it.
+    norm_topk = config.get("norm_topk_prob", True if family.moe == "optional" else None)
+    if norm_topk is not None and bool(norm_topk) != family.moe_norm_topk:
+        raise RopetoolError(f"config.json: norm_topk_prob is {bool(norm_topk)}, but llama.cpp's {family.arch} graph "
+                            f"{'always' if family.moe_norm_topk else 'never'} renormalises the chosen experts' weights: "
+                            "it would compute another model")
+    dense = config.get("mlp_only_layers") or []
+    step = config.get("decoder_sparse_step", 1)
+    if dense or step not in (1, None):
+        raise RopetoolError(f"config.json: dense layers among the experts (mlp_only_layers {dense}, decoder_sparse_step "
+                            f"{step}): llama.cpp's {family.arch} makes every layer a mixture of experts")
+    out = {"n_expert": n_expert, "n_expert_used": used,
+           "n_ff_exp": count("moe_intermediate_size", default=n_ff, key=K.EXPERT_FEED_FORWARD_LENGTH)}
+    if family.shared_expert:
+        out["n_ff_shexp"] = count("shared_expert_intermediate_size", default=n_ff, key=K.EXPERT_SHARED_FEED_FORWARD_LENGTH)
+    return out
+
+
+def check_family_config(config: dict, family: Family) -> None:
+    """Refuse a config.json that asks for what llama.cpp's graph for the family does not compute."""
+    for path, want, why in family.requires:
+        got = config_value(config, path, want)
+        if got != want:
+            raise RopetoolError(f"config.json: {path} is {json.dumps(got)}, but {why}")
+
+
+def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams) -> list[NewValue]:
+    """The keys a family writes beyond the common ones (soft-caps, sliding-window layers), after checking that
+    config.json asks for nothing llama.cpp's graph for the family computes otherwise."""
+    a = family.arch
+    values: list[tuple[str, object]] = []
+    for template, path, default in family.config_keys:
+        value = config_value(config, path, default)
+        if value is not None:
+            if template in K.RANGES:
+                K.check_range(template, value, f"config.json: {path}")
+            values.append((template, value))
+    if family.query_scale_layers is not None:
+        want = hp.n_embd // hp.n_head if hp.n_layer in family.query_scale_layers else hp.head_dim
+        qpas = config.get("query_pre_attn_scalar", want)
+        if qpas != want:
+            raise RopetoolError(f"config.json: query_pre_attn_scalar is {qpas}, but llama.cpp's {a} scales queries by "
+                                f"1/sqrt({want}) for this model (it does not read the key)")
+    if family.ffn == "geglu":
+        act = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
+        if act not in ("gelu_pytorch_tanh", "gelu_tanh"):
+            raise RopetoolError(f"config.json: hidden_activation {act!r}, but llama.cpp's {a} uses tanh-approximated GELU")
+    if config.get("use_bidirectional_attention"):
+        raise RopetoolError(f"config.json: use_bidirectional_attention is set; llama.cpp's {a} is causal")
+    if family.softcaps is not None:
+        caps = {K.ATTN_LOGIT_SOFTCAPPING: "attn_logit_softcapping", K.FINAL_LOGIT_SOFTCAPPING: "final_logit_softcapping"}
+        for template, name in caps.items():
+            cap = config.get(name)
+            if family.softcaps == "final" and template == K.ATTN_LOGIT_SOFTCAPPING:
+                continue  # neither transformers nor llama.cpp caps this family's attention scores
+            if cap is None and family.softcaps == "always":
+                raise RopetoolError(f"config.json: {name} is null, but llama.cpp's {a} always soft-caps (50 and 30 "
+                                    "without the keys)")
+            if cap is not None:
+                K.check_range(template, cap, f"config.json: {name}")
+                values.append((template, float(cap)))
+    sliding = family.loader.sliding
+    if sliding is not None:
+        window = config.get("sliding_window")
+        types = config.get("layer_types")
+        if window:
+            K.check_range(K.SLIDING_WINDOW, window, "config.json: sliding_window")
+            values.append((K.SLIDING_WINDOW, int(window)))
+            default = [il % sliding.period < sliding.period - 1 for il in range(hp.n_layer)]
+            if isinstance(types, list) and [t == "sliding_attention" for t in types] != default:
+                if len(types) != hp.n_layer:
+                    raise RopetoolError(f"config.json: layer_types has {len(types)} entries for {hp.n_layer} layers")
+                values.append((K.SLIDING_WINDOW_PATTERN, [t == "sliding_attention" for t in types]))
+            local = sliding_base(config, rope)
+            if sliding.base_default is not None or local != rope.base:  # gemma2: the global base unless told
+                values.append((K.ROPE_FREQ_BASE_SWA, local))
+        elif sliding.window_default is not None:
+            raise RopetoolError(f"config.json: no sliding_window, but llama.cpp's {a} always slides ({sliding.window_default})")
+    out = []
+    for template, value in values:
+        if isinstance(value, list):
+            out.append(NewValue(K.k(template, a), K.T.ARRAY, value, K.T.BOOL))
+        else:
+            vtype = K.TYPES.get(template, K.T.FLOAT32)
+            out.append(NewValue(K.k(template, a), vtype, bool(value) if vtype == K.T.BOOL else value))
+    return out
+
+
+def sliding_base(config: dict, rope: RopeParams) -> float:
+    """The rope base of the sliding-window layers: transformers 5's rope_parameters["sliding_attention"], the
+    4.x ``rope_local_base_freq``, else the global base; a scaled rope there is refused (llama.cpp never
+    scales those layers' rope on gemma3, and scales them as the global layers on gemma2)."""
+    params = config.get("rope_parameters")
+    local = params.get("sliding_attention") if isinstance(params, dict) else None
+    if isinstance(local, dict):
+        kind = local.get("rope_type") or local.get("type") or "default"
+        if kind != "default":
+            raise RopetoolError(f"config.json: the sliding-window layers' rope is {kind!r}; llama.cpp gives them only a base")
+        base = local.get("rope_theta", 10000.0)
+    else:
+        base = config.get("rope_local_base_freq", rope.base)
+    K.check_range(K.ROPE_FREQ_BASE_SWA, base, "config.json: the sliding layers' rope_theta")
+    return float(base)
+
+
+def check_rope_config(config: dict) -> None:
+    """The config.json numbers the rope readers (rope/hf.py) convert without checking."""
+    prf = config.get("partial_rotary_factor", config.get("rotary_pct"))
+    if isinstance(config.get("rope_parameters"), dict):
+        prf = config["rope_parameters"].get("partial_rotary_factor", prf)
+    if prf is not None and (isinstance(prf, bool) or not isinstance(prf, (int, float))
+                            or not (math.isfinite(prf) and 0 < prf <= 1)):
+        raise RopetoolError(f"config.json: partial_rotary_factor must be a number in (0, 1], got {prf!r}")
+
+
+@dataclass
+class PlannedTensor:
+    name: str  # GGUF name
+    shape: tuple[int, ...]  # numpy order, after transforms
+    qtype: Q
+    source: list[TensorRef]  # HF tensor(s) it is made from (empty for generated ones)
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+    data: np.ndarray | None = None  # generated tensors (rope_freqs, ...)
+    rows_transform: Callable[[np.ndarray], np.ndarray] | None = None  # row by row (a run of rows at a time, streamed)
+
+    @property
+    def nbytes(self) -> int:
+        block, size = gguf.GGML_QUANT_SIZES[self.qtype]
+        return math.prod(self.shape) // block * size
+
+    @property
+    def streamed(self) -> bool:
+        """Read from the checkpoint a run of rows at a time (no transform, not generated)."""
+        return self.data is None and self.transform is None
+
+    def whole(self) -> np.ndarray:
+        """The tensor's values before conversion (float32 unless generated otherwise), all at once."""
+        if self.data is not None:
+            return self.data
+        if len(self.source) > 1:  # a stack of experts
+            arr = np.stack([load_tensor(ref) for ref in self.source])
+        else:
+            arr = load_tensor(self.source[0]).reshape(self.shape)
+        if self.rows_transform is not None:
+            arr = self.rows_transform(arr)
+        return self.transform(arr) if self.transform is not None else arr
+
+
+def rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A tensor as a 2-D array of rows (its last dimension), which every output type converts row-wise."""
+    if len(shape) == 0:
+        return 1, 1
+    return math.prod(shape[:-1]), shape[-1]
+
+
+@dataclass
+class Plan:
+    """Everything a conversion will write, computed before any byte is written."""
+
+    source: Path
+    family: Family
+    hparams: Hparams
+    rope: RopeParams
+    rotary_dim: int
+    lowered: Lowered
+    outtype: Q
+    values: list[NewValue] = field(default_factory=list)  # every key/value of the header, in order
+    tensors: list[PlannedTensor] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    vocab: object | None = None
+    quantize_to: str | None = None  # a llama.cpp file type (q4_k_m, ...): the plan is its f16/bf16 intermediate
+
+    @property
+    def arch(self) -> str:
+        return self.family.arch
+
+    @property
+    def type_name(self) -> str:
+        """The file type written, as model pages spell it: F16, BF16, Q8_0, Q4_K_M, ..."""
+        return self.quantize_to.upper() if self.quantize_to else self.outtype.name
+
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(t.shape) for t in self.tensors)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    def describe(self) -> dict:
+        """The plan as plain data (for --dry-run and --json)."""
+        return {
+            "source": str(self.source),
+            "architecture": self.arch,
+            "outtype": self.type_name,
+            **({"intermediate": self.outtype.name} if self.quantize_to else {}),
+            "rope": self.rope.as_dict(),
+            "exact": self.lowered.exact,
+            "notes": self.lowered.notes,
+            "warnings": self.lowered.warnings,
+            "context_length": self.lowered.context_length,
+            "keys": {v.key: _plain(v.value) for v in self.values if not v.key.startswith("tokenizer.")},
+            "tensors": [
+                # the shape in ggml's order, as inspect shows it
+                {"name": t.name, "type": t.qtype.name, "shape": list(reversed(t.shape)), "bytes": t.nbytes}
+                for t in self.tensors
+            ],
+            "skipped": self.skipped,
+            "total_bytes": self.total_bytes,
+        }
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return f"[{len(value)} items]"
+    return value
+
+
+def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **options) -> tuple[RopeParams, int]:
+    """The rope method to embed: config.json's, or the caller's ``method`` with ``options``."""
+    max_bias = config_value(config, family.hf_alibi_bias) if family.hf_alibi_bias else None
+    hf = rope_from_hf_config(config, alibi=family.alibi_at(hp.n_layer), max_bias=max_bias)
+    if method is None:
+        params = hf.params
+        changes = {k: v for k, v in options.items() if v is not None}
+        if changes:  # e.g. --target-context for a config's dynamic rope
+            current = {k: v for k, v in params.as_dict().items() if k != "method"}
+            params = make_params(params.method, **{**current, **changes})
+        return params, hf.rotary_dim
+    check_options(method, options)
+    values = dict(options)
+    if values.get("base") is None and not hf.params.is_alibi:
+        values["base"] = hf.params.base
+    if values.get("original_context") is None:
+        values["original_context"] = trained_context(hf.params.original_context, None, hp.trained_context)
+    return make_params(method, **values), hf.rotary_dim
+
+
+def _shifted(shift: float, w: np.ndarray) -> np.ndarray:
+    return (w + np.float32(shift)).astype(np.float32, copy=False)
+
+
+def _permute(n_head: int) -> Callable[[np.ndarray], np.ndarray]:
+    """llama.cpp's LlamaModel.permute: HF rotate_half rows -> interleaved (NORMAL) pairs."""
+
+    def f(w: np.ndarray) -> np.ndarray:
+        return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    return f
+
+
+def _normalised_rows(w: np.ndarray) -> np.ndarray:
+    """Each row divided by its L2 norm, as torch.nn.functional.normalize (eps 1e-12) does: Baichuan 2's NormHead
+    normalises its output matrix so when the model runs, and llama.cpp multiplies by the matrix as stored."""
+    w = np.asarray(w, dtype=np.float32)
+    norms = np.sqrt(np.sum(np.square(w, dtype=np.float64), axis=-1, keepdims=True))
+    return (w / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _grouped_qkv(n_head: int, n_head_kv: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A fused QKV stored per key/value group (the group's n_head / n_head_kv queries, its key, its value:
+    BLOOM and GPT-NeoX with one query per group, Falcon with MQA or GQA) -> [q; k; v], as llama.cpp's
+    converters reorder it (weights and biases alike)."""
+
+    def f(w: np.ndarray) -> np.ndarray:
+        per_group = n_head // n_head_kv
+        head_dim = w.shape[0] // (n_head + 2 * n_head_kv)
+        g = w.reshape(n_head_kv, per_group + 2, head_dim, *w.shape[1:])
+        q = g[:, :per_group].reshape(n_head * head_dim, *w.shape[1:])
+        k = g[:, per_group].reshape(n_head_kv * head_dim, *w.shape[1:])
+        v = g[:, per_group + 1].reshape(n_head_kv * head_dim, *w.shape[1:])
+        return np.concatenate([q, k, v])
+
+    return f
+
+
+F32_KINDS = ("ffn_gate_inp",)  # experts' routers stay float32, as llama.cpp's converter and quantizer keep them
+
+
+def _tensor_type(name: str, shape: tuple[int, ...], outtype: Q) -> Q:
+    if len(shape) == 1 or name.startswith("rope_") or outtype == Q.F32 or name.split(".")[-2] in F32_KINDS:
+        return Q.F32
+    if outtype == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0] != 0:
+        return Q.F16  # as llama.cpp's converter falls back
+    return outtype
+
+
+EXPERT_NAME = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<index>\d+)\.(?P<rest>.+)$")
+
+
+def _stacked_experts(ckpt: Checkpoint, hp: Hparams) -> Iterator[tuple[str, list[TensorRef]]]:
+    """The checkpoint's tensors as (name, sources): one source each, except the experts of a mixture,
+    which llama.cpp loads stacked (``...experts.3.w1.weight`` x n_expert -> ``...experts.w1.weight``,
+    expert 0 first); llama.cpp's converter names the stack so, and gguf-py's name map knows that name."""
+    groups: dict[str, dict[int, TensorRef]] = {}
+    for hf_name, ref in ckpt.tensors.items():
+        m = EXPERT_NAME.match(hf_name)
+        if m is None:
+            yield hf_name, [ref]
+            continue
+        groups.setdefault(f"{m['prefix']}.{m['rest']}", {})[int(m["index"])] = ref
+    for name, by_index in groups.items():
+        if sorted(by_index) != list(range(hp.n_expert)):
+            raise RopetoolError(f"the checkpoint has experts {sorted(by_index)[:8]} of {name!r}, but config.json says "
+                                f"{hp.n_expert} (0..{hp.n_expert - 1})")
+        refs = [by_index[i] for i in range(hp.n_expert)]
+        if len({(r.shape, r.dtype) for r in refs}) != 1:
+            raise RopetoolError(f"the experts of {name!r} differ in shape or type")
+        yield name, refs
+
+
+def _split_fused(ckpt: Checkpoint, family: Family, hp: Hparams, expected: dict) -> Iterator[tuple[str, list[TensorRef]]]:
+    """A fused [q; k; v] tensor (``family.fused_qkv``, qkv_layout "split-concat") as three tensors named as the
+    separate projections (``...q_proj.weight`` ...), each the byte range of its rows, as llama.cpp's converter
+    splits Baichuan's W_pack: nothing is read here, and each part streams on its own."""
+    suffix = f".{family.fused_qkv}.weight"
+    for hf_name, refs in _stacked_experts(ckpt, hp):
+        ref = refs[0]
+        if len(refs) != 1 or not hf_name.endswith(suffix):
+            yield hf_name, refs
+            continue
+        want = expected["attn_qkv"]
+        if tuple(ref.shape) != want:
+            raise RopetoolError(f"tensor {hf_name!r} has shape {list(ref.shape)} but config.json implies {list(want)} "
+                                "(q, k and v stacked)")
+        row_bytes = ref.nbytes // ref.shape[0]
+        at = 0
+        for part, kind in zip(("q_proj", "k_proj", "v_proj"), ("attn_q", "attn_k", "attn_v")):
+            rows = expected[kind][0]
+            name = f"{hf_name[: -len('.weight')].rsplit('.', 1)[0]}.{part}.weight"  # beside the fused one
+            yield name, [TensorRef(name, ref.path, ref.dtype, (rows, ref.shape[1]), ref.start + at * row_bytes,
+                                   ref.start + (at + rows) * row_bytes)]
+            at += rows
+
+
+def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
+                 config: dict | None = None) -> tuple[list[PlannedTensor], list[str]]:
+    name_map = gguf.get_tensor_name_map(family.model_arch, hp.n_layer)
+    expected = family.tensor_shapes(hp.dims)
+    planned: list[PlannedTensor] = []
+    skipped: list[str] = []
+    sources = _split_fused(ckpt, family, hp, expected) if family.qkv_layout == "split-concat" else _stacked_experts(ckpt, hp)
+    normhead = config is not None and family.normalised_output(config)
+    for hf_name, refs in sources:
+        ref = refs[0]
+        if hf_name.endswith(SKIP_SUFFIXES):
+            skipped.append(hf_name)
+            continue
+        prefix = family.strip_prefix
+        lookup = hf_name[len(prefix):] if prefix and hf_name.startswith(prefix) else hf_name
+        name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise RopetoolError(f"tensor {hf_name!r} is not part of a {family.arch} model as ropetool knows it")
+        kind = name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0]
+        is_bias = name.endswith(".bias")
+        stacked = hf_name not in ckpt.tensors and hf_name != ref.name  # a stack of experts (a split part is not)
+        shape = (len(refs), *ref.shape) if stacked else tuple(ref.shape)
+        if len(shape) == 2 and shape[0] == 1 and len(expected.get(kind, ())) == 1:
+            shape = shape[1:]  # a [1, n] gate (qwen2moe's shared_expert_gate) that llama.cpp loads as a vector
+        want = expected.get(kind)
+        if want is not None:
+            want = want[:1] if is_bias else want
+            if shape != want:
+                raise RopetoolError(
+                    f"tensor {hf_name!r} has shape {list(shape)} but config.json implies {list(want)}"
+                )
+        if family.drops_output and name == "output.weight":
+            if not hp.tied:
+                raise RopetoolError(f"config.json: the output matrix is not tied to the embeddings, but llama.cpp's "
+                                    f"{family.arch} always uses the embeddings (and refuses an output.weight)")
+            skipped.append(hf_name)
+            continue
+        transform = None
+        if family.norm_shift and name.endswith("norm.weight"):  # stored as 1 + w, as llama.cpp's converter does
+            transform = functools.partial(_shifted, family.norm_shift)
+        if family.permute_qk and kind in ("attn_q", "attn_k"):
+            transform = _permute(hp.n_head if kind == "attn_q" else hp.n_head_kv)
+        if family.qkv_layout == "grouped" and kind == "attn_qkv":
+            transform = _grouped_qkv(hp.n_head, hp.n_head_kv)
+        rows = _normalised_rows if normhead and name == "output.weight" else None
+        planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), refs, transform, rows_transform=rows))
+    names = {t.name for t in planned}
+    if "output.weight" not in names and "token_embd.weight" in names and family.writes_tied_output:
+        # llama.cpp's converter writes the tied output matrix explicitly (bloom).
+        embd = next(t for t in planned if t.name == "token_embd.weight")
+        planned.append(PlannedTensor("output.weight", embd.shape, embd.qtype, embd.source))
+        names.add("output.weight")
+    if "token_embd.weight" not in names:
+        raise RopetoolError("the checkpoint has no token embedding tensor")
+    if "output.weight" not in names and not hp.tied:
+        raise RopetoolError("config.json says the output matrix is not tied to the embeddings "
+                            "(tie_word_embeddings false), but the checkpoint has no lm_head.weight")
+    missing = [n for n in family.required_tensors(hp.n_layer, experts=hp.n_expert > 0) if n not in names]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise RopetoolError(f"the checkpoint lacks {', '.join(missing[:3])}{more}, which llama.cpp's {family.arch} "
+                            "requires (by their GGUF names)")
+    return planned, skipped
+
+
+def _hparam_values(family: Family, hp: Hparams, rotary_dim: int, context_length: int) -> list[NewValue]:
+    a = family.arch
+    values = [
+        (K.CONTEXT_LENGTH, int(context_length)),
+        (K.EMBEDDING_LENGTH, hp.n_embd),
+        (K.BLOCK_COUNT, hp.n_layer),
+        (K.FEED_FORWARD_LENGTH, hp.n_ff),
+        (K.HEAD_COUNT, hp.n_head),
+        (K.HEAD_COUNT_KV, hp.n_head_kv),
+        (K.VOCAB_SIZE, hp.vocab_size),
+        (family.eps_key, hp.eps),
+    ]
+    if hp.head_dim != hp.n_embd // hp.n_head or family.writes_head_dim:
+        values += [(K.KEY_LENGTH, hp.head_dim), (K.VALUE_LENGTH, hp.head_dim)]
+    if hp.n_expert:
+        values += [(K.EXPERT_COUNT, hp.n_expert), (K.EXPERT_USED_COUNT, hp.n_expert_used)]
+        if family.moe == "always":  # llama's loader sizes experts by feed_forward_length, as Mixtral's config does
+            values.append((K.EXPERT_FEED_FORWARD_LENGTH, hp.n_ff_exp))
+        if family.shared_expert:
+            values.append((K.EXPERT_SHARED_FEED_FORWARD_LENGTH, hp.n_ff_shexp))
+    if family.loader.uses_rope(hp.n_layer):
+        values.append((K.ROPE_DIMENSION_COUNT, rotary_dim))
+    return [NewValue(K.k(template, a), K.TYPES[template], value) for template, value in values]
+
+
+def _model_name(name: str, vocab) -> str:
+    """general.name; llama.cpp (llama-vocab.cpp) sets token attributes for any model whose name contains
+    "phi3"/"phi-3" and aborts if "</s>", "<unk>", "<s>" or "<|endoftext|>" is missing from its vocabulary."""
+    phi3_tokens = ("</s>", "<unk>", "<s>", "<|endoftext|>")
+    lowered = name.lower()
+    if vocab is not None and ("phi3" in lowered or "phi-3" in lowered):
+        if not set(phi3_tokens) <= set(vocab.tokens):
+            return lowered.replace("phi-3", "phi_3").replace("phi3", "phi_3")
+    return name
+
+
+def plan_conversion(
+    model_dir: str | os.PathLike,
+    outtype: str = "auto",
+    method: str | None = None,
+    approximate: bool = False,
+    pre_tokenizer: str | None = None,
+    with_vocab: bool = True,
+    **rope_options,
+) -> Plan:
+    """Read a model folder and decide everything the GGUF will hold; raises RopetoolError on bad input.
+
+    ``with_vocab=False`` skips the tokenizer (for callers that only want the tensors, like the reference).
+    """
+    outtype = str(outtype).strip().lower()
+    quantize_to = None
+    if outtype in QUANTIZED_TYPES:  # llama.cpp's quantizer, from the auto (f16/bf16) conversion
+        quantize_to, outtype = outtype, "auto"
+    elif outtype != "auto" and outtype not in OUTTYPES:
+        raise RopetoolError(f"unknown output type {outtype!r}; choose from {', '.join(ALL_OUTTYPES)}")
+    ckpt = open_checkpoint(model_dir)
+    family = family_for_config(ckpt.config)
+    check_family_config(ckpt.config, family)
+    hp = Hparams.from_config(ckpt.config, family)
+    if family.positionless_at(hp.n_layer):  # baichuan: rope at 32 layers, ALiBi at 40, nothing otherwise
+        loader, rules = family.loader, []
+        if loader.rope_layer_counts:
+            rules.append(f"rope only at {'/'.join(map(str, loader.rope_layer_counts))} layers")
+        if loader.alibi_by_layers:
+            rules.append(f"ALiBi only at {'/'.join(str(n) for n, _ in loader.alibi_by_layers)}")
+        raise RopetoolError(f"config.json: {hp.n_layer} layers, but llama.cpp's {family.arch} graph applies "
+                            f"{' and '.join(rules) or 'no position encoding'}: a {hp.n_layer}-layer model would run with "
+                            "no position encoding at all (another model); ropetool does not convert it")
+    qtype = (Q.BF16 if ckpt.source_dtype == "BF16" else Q.F16) if outtype == "auto" else OUTTYPES[outtype]
+
+    check_rope_config(ckpt.config)
+    rope, rotary_dim = rope_for(ckpt.config, family, method, hp, **rope_options)
+    lowered = lower_for_llama_cpp(rope, family.loader, rotary_dim, hp.n_head, hp.trained_context, approximate,
+                                  n_layer=hp.n_layer)
+    if not hp.context_from_config and family.default_context:
+        lowered.notes.append(f"context_length {hp.trained_context}: {family.default_context[1]}")
+    tensors, skipped = plan_tensors(ckpt, family, hp, qtype, ckpt.config)
+    for name, data in lowered.tensors.items():
+        tensors.append(PlannedTensor(name, tuple(data.shape), Q.F32, [], data=data))
+
+    vocab = None
+    if with_vocab:
+        from ropetool.io.vocab import load_vocab
+
+        vocab = load_vocab(ckpt.path, vocab_size=hp.vocab_size, pre_tokenizer=pre_tokenizer)
+    plan = Plan(ckpt.path, family, hp, rope, rotary_dim, lowered, qtype, tensors=tensors, skipped=skipped, vocab=vocab,
+                quantize_to=quantize_to)
+    context = max(lowered.context_length or hp.trained_context, hp.trained_context)
+    plan.values = [
+        NewValue(K.ARCHITECTURE, K.T.STRING, family.arch),
+        NewValue(K.NAME, K.T.STRING, _model_name(ckpt.path.name, vocab)),
+        NewValue(K.FILE_TYPE, K.T.UINT32, int(FILE_TYPES[qtype])),
+        *_hparam_values(family, hp, rotary_dim, context),
+        *family_values(ckpt.config, family, hp, rope),
+        *lowered.values,
+        *provenance(lowered, __version__),
+    ]
+    swa = [v for v in plan.values if v.key == K.k(K.ROPE_FREQ_BASE_SWA, family.arch)]
+    if swa:  # the sliding-window layers' base, in ropetool's record (check tells a changed key from it)
+        plan.values.append(NewValue(K.RT_SLIDING_BASE, K.TYPES[K.RT_SLIDING_BASE], swa[0].value))
+    check_new_values(plan.values, family.arch)
+    if vocab is not None:
+        from ropetool.io.vocab import vocab_records
+
+        plan.values += vocab_records(vocab)
+    return plan
