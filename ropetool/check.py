@@ -156,9 +156,8 @@ def default_tokens(n_vocab: int, original_context: int | None, n: int | None) ->
     notes = []
     if n is None:
         L0 = original_context or 256
-        n = max(MIN_DEFAULT_TOKENS, L0 + max(64, L0 // 4))
-        if n > MAX_DEFAULT_TOKENS:
-            n = MAX_DEFAULT_TOKENS
+        n = _default_count(L0)
+        if L0 + max(64, L0 // 4) > MAX_DEFAULT_TOKENS:
             notes.append(f"{n} tokens (the default) stay within the original context of {L0}; the alternatives are "
                          f"told apart there, pass --tokens to go past it")
     if n < 2:
@@ -166,6 +165,37 @@ def default_tokens(n_vocab: int, original_context: int | None, n: int | None) ->
     rng = np.random.default_rng(0)
     low = min(4, n_vocab - 1)
     return [int(t) for t in rng.integers(low, n_vocab, size=n)], notes
+
+
+def _default_count(original_context: int) -> int:
+    return min(MAX_DEFAULT_TOKENS, max(MIN_DEFAULT_TOKENS, original_context + max(64, original_context // 4)))
+
+
+CHECK_SETTINGS = 16  # the meant setting and its alternatives, at most: what the memory estimate counts
+
+
+def bound_tokens(path, n: int | None) -> None:
+    """Refuse, before any work, a --tokens past what the file's context allows (its context_length, or the
+    default count where that is more) or past this machine's memory (llama.cpp's context, the reference's
+    hidden states and attention block for every setting, the per-position tallies), saying how much it needs."""
+    from ropetool.llamacpp.runner import Dims, gib, llama_bytes, padded_context, refuse_past_memory
+    from ropetool.reference import QUERY_BLOCK
+
+    if n is None:
+        return
+    if n < 2:
+        raise RopetoolError("--tokens must be at least 2")
+    with GGUFFile(path) as gf:
+        st, dims = read_state(gf), Dims(gf)
+    context = st.context_length if isinstance(st.context_length, int) else 0
+    limit = max(context, _default_count(st.n_ctx_orig or context or 256))
+    ref = CHECK_SETTINGS * n * (6 * dims.n_embd * 4 + 3 * 8) + 2 * dims.n_head * min(n, QUERY_BLOCK) * n * 4
+    need = llama_bytes(dims, padded_context(min(n, 2**40))) + ref
+    if n > limit:
+        raise RopetoolError(f"--tokens {n}: at most {limit} for this file (its context_length is {context}; check's "
+                            f"default count is {_default_count(st.n_ctx_orig or context or 256)}); {n} tokens would "
+                            f"need about {gib(need)} of memory")
+    refuse_past_memory(need, f"--tokens {n}")
 
 
 class _KeyEdits:
@@ -512,13 +542,15 @@ def _weight_type(model: ReferenceModel) -> str:
 
 
 def check_gguf(path, device: str = "cpu", n_tokens: int | None = None, text: str | None = None, source=None,
-               verbose: bool = False, flash_attn: bool = False) -> CheckReport:
-    """Which rope setting llama.cpp computes for ``path``, against the numpy reference (module docstring)."""
+               verbose: bool = False, flash_attn: bool = False, progress=None) -> CheckReport:
+    """Which rope setting llama.cpp computes for ``path``, against the numpy reference (module docstring).
+    ``progress(message)``, when given, hears about the long work every few seconds."""
     from ropetool.lint import lint_gguf
-    from ropetool.llamacpp.runner import LlamaCpp, padded_context, preflight
+    from ropetool.llamacpp.runner import LlamaCpp, padded_context, preflight, ticker
 
     started = time.perf_counter()
     path = Path(path)
+    bound_tokens(path, n_tokens)  # a count past the file's context or this machine's memory: refused up front
     findings = lint_gguf(path)
     errors = [f for f in findings if f.severity == "error"]
     if errors:
@@ -544,14 +576,17 @@ def check_gguf(path, device: str = "cpu", n_tokens: int | None = None, text: str
         notes += more_notes
         settings = [meant] + [c.setting for c in candidates]
         m = n if n <= FULL_LENGTH_ALTERNATIVES else max(FULL_LENGTH_ALTERNATIVES, n // 2)
-        hidden = model.hidden(ids, settings, lengths=[n] + [m] * len(candidates))
+        if progress is not None:
+            progress(f"check: the reference runs {len(settings)} settings over {n} tokens, then llama.cpp")
+        hidden = model.hidden(ids, settings, lengths=[n] + [m] * len(candidates),
+                              progress=ticker(progress, f"reference: {len(settings)} settings x {n} tokens, layers"))
         out_w = model.output_weight()
         tally = _Tally(n, len(candidates))
         with LlamaCpp(path, n_ctx=n_ctx, device=device, verbose=verbose, flash_attn=flash_attn) as llm:
             if llm.n_ctx != n_ctx:  # pragma: no cover - llama.cpp's padding rule changed
                 raise RopetoolError(f"llama.cpp allocated {llm.n_ctx} tokens of context, not {n_ctx}")
             rows = max(1, CHUNK_ELEMENTS // max(1, ref.n_vocab))
-            for start, logits in llm.logits(ids):
+            for start, logits in llm.logits(ids, progress=ticker(progress, "llama.cpp: tokens")):
                 for a in range(0, len(logits), rows):
                     b = min(a + rows, len(logits))
                     pos = slice(start + a, start + b)
