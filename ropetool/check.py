@@ -39,10 +39,10 @@ from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import dumps
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.lowering import lower
-from ropetool.llamacpp.runner import preflight
+from ropetool.llamacpp.runner import Dims, LlamaCpp, gib, llama_bytes, padded_context, preflight, refuse_past_memory, ticker
 from ropetool.llamacpp.state import LLAMA_CPP, RopeState, key_misreadings
 from ropetool.model import ModelFile
-from ropetool.reference import ReferenceModel, Setting, log_softmax
+from ropetool.reference import QUERY_BLOCK, ReferenceModel, Setting, log_softmax
 from ropetool.rope import METHOD_TABLE, RopeParams, make_params, rope_frequencies
 
 MAX_DEFAULT_TOKENS = 2048
@@ -157,9 +157,8 @@ def default_tokens(n_vocab: int, original_context: int | None, n: int | None) ->
     notes = []
     if n is None:
         L0 = original_context or 256
-        n = max(MIN_DEFAULT_TOKENS, L0 + max(64, L0 // 4))
-        if n > MAX_DEFAULT_TOKENS:
-            n = MAX_DEFAULT_TOKENS
+        n = _default_count(L0)
+        if L0 + max(64, L0 // 4) > MAX_DEFAULT_TOKENS:
             notes.append(f"{n} tokens (the default) stay within the original context of {L0}; the alternatives are "
                          f"told apart there, pass --tokens to go past it")
     if n < 2:
@@ -167,6 +166,33 @@ def default_tokens(n_vocab: int, original_context: int | None, n: int | None) ->
     rng = np.random.default_rng(0)
     low = min(4, n_vocab - 1)
     return [int(t) for t in rng.integers(low, n_vocab, size=n)], notes
+
+
+def _default_count(original_context: int) -> int:
+    return min(MAX_DEFAULT_TOKENS, max(MIN_DEFAULT_TOKENS, original_context + max(64, original_context // 4)))
+
+
+CHECK_SETTINGS = 16  # the meant setting and its alternatives, at most: what the memory estimate counts
+
+
+def bound_tokens(mf: ModelFile, n: int | None) -> None:
+    """Refuse, before any work, a --tokens past what the file's context allows (its context_length, or the
+    default count where that is more) or past this machine's memory (llama.cpp's context, the reference's
+    hidden states and attention block for every setting, the per-position tallies), saying how much it needs."""
+    if n is None:
+        return
+    if n < 2:
+        raise RopetoolError("--tokens must be at least 2")
+    st, dims = mf.state, Dims(mf.header)
+    context = st.context_length if isinstance(st.context_length, int) else 0
+    limit = max(context, _default_count(st.n_ctx_orig or context or 256))
+    ref = CHECK_SETTINGS * n * (6 * dims.n_embd * 4 + 3 * 8) + 2 * dims.n_head * min(n, QUERY_BLOCK) * n * 4
+    need = llama_bytes(dims, padded_context(min(n, 2**40))) + ref
+    if n > limit:
+        raise RopetoolError(f"--tokens {n}: at most {limit} for this file (its context_length is {context}; check's "
+                            f"default count is {_default_count(st.n_ctx_orig or context or 256)}); {n} tokens would "
+                            f"need about {gib(need)} of memory")
+    refuse_past_memory(need, f"--tokens {n}")
 
 
 def _state_setting(st: RopeState, n_tokens: int, n_ctx: int, label: str) -> Setting:
@@ -435,24 +461,26 @@ def _weight_type(model: ReferenceModel) -> str:
 
 
 def check_gguf(path, device: str = "cpu", n_tokens: int | None = None, text: str | None = None, source=None,
-               verbose: bool = False, flash_attn: bool = False) -> CheckReport:
-    """Which rope setting llama.cpp computes for ``path``, against the numpy reference (module docstring)."""
+               verbose: bool = False, flash_attn: bool = False, progress=None) -> CheckReport:
+    """Which rope setting llama.cpp computes for ``path``, against the numpy reference (module docstring).
+    ``progress(message)``, when given, hears about the long work every few seconds."""
     started = time.perf_counter()
     path = Path(path)
     with ModelFile.open(path) as mf:
-        findings = mf.findings
-        errors = [f for f in findings if f.severity == "error"]
+        bound_tokens(mf, n_tokens)  # a count past the file's context or this machine's memory: refused up front
+        errors = [f for f in mf.findings if f.severity == "error"]
         if errors:
             more = f" (and {len(errors) - 1} more: see ropetool inspect)" if len(errors) > 1 else ""
             raise RopetoolError(f"{path}: {errors[0].message}{more}")
         preflight(path, 256, device)  # an abort in llama.cpp ends a child process, as a one-line error
-        ref = ReferenceModel.from_model(mf)
-        return _check(mf, ref, path, device, n_tokens, text, source, verbose, flash_attn, findings, started)
+        report = _compare(mf, ReferenceModel.from_model(mf), device, n_tokens, text, source, verbose, flash_attn, progress)
+    report.wall_seconds = time.perf_counter() - started
+    return report
 
 
-def _check(mf, ref, path, device, n_tokens, text, source, verbose, flash_attn, findings, started) -> CheckReport:
-    from ropetool.llamacpp.runner import LlamaCpp, padded_context
-
+def _compare(mf: ModelFile, ref: ReferenceModel, device, n_tokens, text, source, verbose, flash_attn, progress) -> CheckReport:
+    """llama.cpp against the reference under the meant setting and its alternatives, streamed."""
+    path = mf.path
     weight_type = _weight_type(ref)
     model = ref.with_weights_from(ReferenceModel.from_hf(source)) if source is not None else ref
     notes: list[str] = []
@@ -471,14 +499,17 @@ def _check(mf, ref, path, device, n_tokens, text, source, verbose, flash_attn, f
     notes += more_notes
     settings = [meant] + [c.setting for c in candidates]
     m = n if n <= FULL_LENGTH_ALTERNATIVES else max(FULL_LENGTH_ALTERNATIVES, n // 2)
-    hidden = model.hidden(ids, settings, lengths=[n] + [m] * len(candidates))
+    if progress is not None:
+        progress(f"check: the reference runs {len(settings)} settings over {n} tokens, then llama.cpp")
+    hidden = model.hidden(ids, settings, lengths=[n] + [m] * len(candidates),
+                          progress=ticker(progress, f"reference: {len(settings)} settings x {n} tokens, layers"))
     out_w = model.output_weight()
     tally = _Tally(n, len(candidates))
     with LlamaCpp(path, n_ctx=n_ctx, device=device, verbose=verbose, flash_attn=flash_attn) as llm:
         if llm.n_ctx != n_ctx:  # pragma: no cover - llama.cpp's padding rule changed
             raise RopetoolError(f"llama.cpp allocated {llm.n_ctx} tokens of context, not {n_ctx}")
         rows = max(1, CHUNK_ELEMENTS // max(1, ref.n_vocab))
-        for start, logits in llm.logits(ids):
+        for start, logits in llm.logits(ids, progress=ticker(progress, "llama.cpp: tokens")):
             for a in range(0, len(logits), rows):
                 b = min(a + rows, len(logits))
                 pos = slice(start + a, start + b)
@@ -490,7 +521,7 @@ def _check(mf, ref, path, device, n_tokens, text, source, verbose, flash_attn, f
     del hidden, out_w
     alternatives, verdict, reason, closest = _verdict(tally, [c.setting.label for c in candidates],
                                                       [c.kind for c in candidates], slice(0, m))
-    lint = [f.as_dict() for f in findings if f.severity == "warning"] if verdict == "fail" else []
+    lint = [f.as_dict() for f in mf.findings if f.severity == "warning"] if verdict == "fail" else []
     comparison = Comparison(tally.max_diff, tally.max_diff / (tally.max_ref or 1.0), tally.top1 / n,
                             float(tally.kl_meant.mean()), float(tally.kl_meant.max()))
     return CheckReport(
@@ -501,7 +532,6 @@ def _check(mf, ref, path, device, n_tokens, text, source, verbose, flash_attn, f
         original_context=ref.original_context,
         llama_vs_meant=comparison, alternatives=alternatives, verdict=verdict, reason=reason, closest=closest,
         settings={"kv_cache": "f32", "flash_attention": flash_attn, "batch": min(n, 512)}, notes=notes, lint=lint,
-        wall_seconds=time.perf_counter() - started,
     )
 
 

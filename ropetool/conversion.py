@@ -623,6 +623,11 @@ def plan_conversion(
                                   n_layer=hp.n_layer)
     if not hp.context_from_config and family.default_context:
         lowered.notes.append(f"context_length {hp.trained_context}: {family.default_context[1]}")
+    for key in ("torch_dtype", "dtype"):  # never read: the weights' own dtype decides; a malformed one is said
+        declared = ckpt.config.get(key)
+        if declared is not None and not isinstance(declared, str):
+            lowered.warnings.append(f"config.json's {key} is {declared!r}, not a dtype name: ignored; the weights are "
+                                    f"{ckpt.source_dtype} in the safetensors, written as {qtype.name}")
     tensors, skipped = plan_tensors(ckpt, family, hp, qtype, ckpt.config)
     for name, data in lowered.tensors.items():
         tensors.append(PlannedTensor(name, tuple(data.shape), Q.F32, [], data=data))

@@ -330,11 +330,11 @@ def window_perplexity(logprobs: np.ndarray, length: int) -> tuple[float, int]:
     return float(math.exp(-lp.mean())), len(lp)
 
 
-def llama_logprobs(llm, ids: list[int], first: int) -> np.ndarray:
+def llama_logprobs(llm, ids: list[int], first: int, progress=None) -> np.ndarray:
     """``logprobs[p]`` for p in first..len(ids)-2 (NaN before), from llama.cpp's logits batch by batch."""
     target = np.asarray(ids, dtype=np.int64)
     out = np.full(len(ids), np.nan)
-    for start, rows in llm.logits(ids, first=first, copy=False):
+    for start, rows in llm.logits(ids, first=first, copy=False, progress=progress):
         n = min(len(rows), len(ids) - 1 - start)
         if n <= 0:
             continue
@@ -517,9 +517,12 @@ class Evaluation:
         return window[:need], bos, pieces, keys
 
     def _run_llama(self) -> None:
-        from ropetool.llamacpp.runner import LlamaCpp, padded_context, preflight
+        from ropetool.llamacpp.runner import Dims, LlamaCpp, gib, llama_bytes, padded_context, preflight, refuse_past_memory, ticker
 
         ids, bos, pieces, keys = self._tokenizer()
+        # before the long work: the longest window's memory (the text's length is checked)
+        need = llama_bytes(Dims(self.model.header), padded_context(self.lengths[-1] + PASSKEY_NEW_TOKENS))
+        refuse_past_memory(need, f"--lengths {self.lengths[-1]}")
         preflight(self.path, 256, self.device)
         for tried in self.tried:
             per_length = length_dependent(tried, self.model)
@@ -528,16 +531,17 @@ class Evaluation:
                 top = max(group)
                 path, values, applied = self._model_for(tried, top if per_length else None)
                 what = f"{tried.label} at {top} tokens" if per_length else f"{tried.label} ({len(ids[:top])} tokens)"
-                self.progress(f"perplexity: {what}")
+                self.progress(f"perplexity: {what}, llama.cpp's context about {gib(need)}")
                 t = time.perf_counter()
                 n_ctx = padded_context(top + (PASSKEY_NEW_TOKENS if self.passkey else 0))
                 with LlamaCpp(path, n_ctx=n_ctx, device=self.device, verbose=self.verbose, overrides=values) as llm:
-                    lp = llama_logprobs(llm, ids[:top], min(group) // 2)
+                    lp = llama_logprobs(llm, ids[:top], min(group) // 2,
+                                        ticker(self.progress, f"perplexity: {tried.label}, tokens"))
                     secs = time.perf_counter() - t
                     for L in group:
                         ppl, n = window_perplexity(lp, L)
                         self.report.records.append(Score(tried.label, L, ppl, n, "llama.cpp", applied=applied,
-                                                          seconds=secs / len(group)))
+                                                         seconds=secs / len(group)))
                     if self.passkey:
                         for L in group:
                             self._passkey(tried, L, pieces, keys, bos,

@@ -305,6 +305,11 @@ def _text_value(entry: dict, full: bool) -> str:
     return one(entry["value"])
 
 
+def _shown(name: str) -> str:
+    """A key or tensor name as text: control characters (a NUL, an escape sequence) escaped, never sent raw."""
+    return name if name.isprintable() else ascii(name)[1:-1]
+
+
 def render_text(report: dict, full: bool = False) -> str:
     lines = []
     f = report["file"]
@@ -312,15 +317,15 @@ def render_text(report: dict, full: bool = False) -> str:
                  f"{f['kv_count']} keys, {f['tensor_count']} tensors, alignment {f['alignment']}, data at {f['data_offset']:,}")
     lines.append("")
     lines.append("metadata:")
-    width = max((len(k) for k in report["metadata"]), default=0)
+    width = max((len(_shown(k)) for k in report["metadata"]), default=0)
     for k, e in report["metadata"].items():
-        lines.append(f"  {k:<{width}}  {e['type']:<9} {_text_value(e, full)}")
+        lines.append(f"  {_shown(k):<{width}}  {e['type']:<9} {_text_value(e, full)}")
     lines.append("")
     lines.append(f"tensors ({len(report['tensors'])}):")
-    tw = max((len(t["name"]) for t in report["tensors"]), default=4)
+    tw = max((len(_shown(t["name"])) for t in report["tensors"]), default=4)
     for t in report["tensors"]:
         shape = "x".join(str(s) for s in t["shape"]) or "scalar"
-        lines.append(f"  {t['name']:<{tw}}  {t['type']:<7} {shape:<16} {t['bytes']:>14,} B")
+        lines.append(f"  {_shown(t['name']):<{tw}}  {t['type']:<7} {shape:<16} {t['bytes']:>14,} B")
     lines.append(f"  total {sum(t['bytes'] for t in report['tensors']):,} B")
     lines.append("")
     r = report["rope"]

@@ -45,7 +45,8 @@ class Finding:
 # id -> (severity, what it checks).  Ids are stable: scripts may match on them.
 RULES: dict[str, tuple[str, str]] = {
     "unknown-scaling-type": (ERROR, "rope.scaling.type is not none/linear/yarn/longrope: llama.cpp aborts (GGML_ASSERT)"),
-    "wrong-key-type": (ERROR, "a rope/context key has a GGUF type llama.cpp does not accept (it throws 'wrong type')"),
+    "wrong-key-type": (ERROR, "a rope/context/shape key, general.file_type/name or a tokenizer key has a GGUF type llama.cpp "
+                              "does not accept (it throws 'wrong type')"),
     "missing-architecture": (ERROR, "no general.architecture string: llama.cpp cannot load the file"),
     "missing-context-length": (ERROR, "no {arch}.context_length: llama.cpp refuses to load the model"),
     "missing-key": (ERROR, "no {arch}.embedding_length or {arch}.block_count (or, for the architectures ropetool converts, "
@@ -61,6 +62,14 @@ RULES: dict[str, tuple[str, str]] = {
     "llama3-without-rope-freqs": (ERROR, "ropetool recorded llama3 rope but llama.cpp gets no rope_freqs tensor"),
     "rope-tensor-unused": (ERROR, "a rope tensor this architecture (and scaling type) does not load: llama.cpp refuses "
                                   "files with tensors it does not use ('wrong number of tensors')"),
+    "unknown-tensor": (ERROR, "a tensor whose name no llama.cpp loader creates (no dot, a NUL byte, a name of no "
+                              "architecture): llama.cpp refuses the file ('wrong number of tensors')"),
+    "unknown-tokenizer": (ERROR, "tokenizer.ggml.model, or a BPE vocabulary's tokenizer.ggml.pre, is not a name llama.cpp "
+                                 "knows: it refuses the file"),
+    "tokenizer-array-length": (ERROR, "tokenizer.ggml.scores or token_type has fewer entries than tokenizer.ggml.tokens: "
+                                      "llama.cpp refuses the file"),
+    "special-token-out-of-range": (ERROR, "a special-token id past the vocabulary: llama.cpp ignores it and uses its "
+                                          "default id instead"),
     "tensor-layout": (ERROR, "tensors are not laid out in order at aligned offsets, as llama.cpp requires"),
     "yarn-no-original-context": (WARNING, "yarn without rope.scaling.original_context_length: llama.cpp uses context_length as the original"),
     "ignored-key": (WARNING, "a key this architecture's llama.cpp loader never reads (e.g. yarn_beta_fast on llama)"),
@@ -254,8 +263,8 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
     shapes = family.tensor_shapes(dims)
     out = []
     for t in gf.tensors:
-        kind = t.name.split(".")[-2]
-        want = shapes.get(kind)
+        parts = t.name.split(".")
+        want = shapes.get(parts[-2]) if len(parts) > 1 else None  # any name: one llama.cpp never loads is its own finding
         if want is None:
             continue
         want = tuple(reversed(want[:1] if t.name.endswith(".bias") else want))  # ggml order

@@ -564,7 +564,7 @@ class ReferenceModel:
         return ids
 
     def hidden(self, token_ids, settings: list[Setting], dtype=np.float32,
-               lengths: list[int] | None = None) -> list[np.ndarray]:
+               lengths: list[int] | None = None, progress=None) -> list[np.ndarray]:
         """The final (normed) hidden states [n, n_embd] under each setting, streaming the weights layer by
         layer: every weight is read once for all settings and dropped after its layer.  ``lengths`` runs a
         setting over the first tokens only (positions 0..length-1, which are the same in a longer pass)."""
@@ -598,6 +598,8 @@ class ReferenceModel:
             else:
                 self._attention_block(il, xs, settings, trig_sliding if slides else trig, norm, dtype, window)
                 self._ffn_block(il, xs, norm, dtype)
+            if progress is not None:  # progress(layers done, layers)
+                progress(il + 1, s.n_layer)
         w, b = self._w(TENSOR.OUTPUT_NORM, dtype=dtype), self._w(TENSOR.OUTPUT_NORM, None, "bias", dtype)
         return [norm(x, w, b, s.eps) for x in xs]
 

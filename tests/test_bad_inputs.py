@@ -165,3 +165,41 @@ def test_set_rope_replaces_what_it_does_not_read(tmp_path):
     with GGUFFile(out) as gf:
         assert gf.get("llama.rope.freq_base") == 10000.0
         assert np.all(np.isfinite(gf.read_tensor("rope_freqs.weight")))
+
+
+def test_config_dtype_nan_converts_and_says_what_it_assumed(tmp_path):
+    """config.json's dtype is never read (the safetensors' own dtype decides); a NaN there converts, with a
+    warning that says which dtype the weights were read as and written as (issue #23)."""
+    import shutil
+
+    from bad_inputs import FIXTURES, set_config
+    from click.testing import CliRunner
+
+    from ropetool.cli import cli
+
+    folder = tmp_path / "m"
+    shutil.copytree(FIXTURES / "llama", folder)
+    set_config(folder, torch_dtype=float("nan"))
+    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
+    assert result.exit_code == 0, result.output
+    assert "torch_dtype is nan, not a dtype name" in result.output and "written as F16" in result.output
+
+
+def test_eval_lengths_past_the_text_is_refused_at_once(tmp_path):
+    """eval --lengths 10^12: one line, within seconds (the text's length and the memory are checked before the
+    long work)."""
+    import time
+
+    from bad_inputs import FIXTURES
+    from click.testing import CliRunner
+
+    from ropetool.cli import cli
+    from ropetool.convert import convert
+
+    gguf = tmp_path / "m.gguf"
+    convert(FIXTURES / "llama", gguf, outtype="f16")
+    started = time.perf_counter()
+    result = CliRunner().invoke(cli, ["eval", str(gguf), "--lengths", str(10**12)])
+    assert result.exit_code == 2 and time.perf_counter() - started < SECONDS, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and ("the text has" in lines[0] or "memory" in lines[0])

@@ -129,8 +129,28 @@ def _longrope(tmp, tensors):
                                                        lambda w: w.add_rope_scaling_orig_ctx_len(1024)))
 
 
+def _tokenizer(model="gpt2", pre="gpt-2", token_types=8, bos=1):
+    """A tokenizer of the 8 tokens the builder's embedding has (the keys llama.cpp's vocabulary loader reads)."""
+    def f(w):
+        w.add_string(K.TOKENIZER_MODEL, model)
+        w.add_string(K.TOKENIZER_PRE, pre)
+        w.add_array(K.TOKENIZER_TOKENS, [f"t{i}" for i in range(8)])
+        w.add_array(K.TOKENIZER_TOKEN_TYPE, [1] * token_types)
+        w.add_array(K.TOKENIZER_MERGES, ["t 0"])
+        w.add_uint32(K.SPECIAL_TOKEN_IDS[0], bos)
+    return f
+
+
 # rule -> (a builder that triggers it, a near-identical builder that does not)
 CASES = {
+    "unknown-tensor": (lambda t: build(t / "x.gguf", tensors={**emb(), "outputxweight": np.ones(4, np.float32)}),
+                       lambda t: build(t / "x.gguf", tensors={**emb(), "output_norm.weight": np.ones(64, np.float32)})),
+    "unknown-tokenizer": (lambda t: build(t / "x.gguf", extra=_tokenizer(pre="bogus")),
+                          lambda t: build(t / "x.gguf", extra=_tokenizer())),
+    "tokenizer-array-length": (lambda t: build(t / "x.gguf", extra=_tokenizer(token_types=7)),
+                               lambda t: build(t / "x.gguf", extra=_tokenizer(token_types=9))),
+    "special-token-out-of-range": (lambda t: build(t / "x.gguf", extra=_tokenizer(bos=8)),
+                                   lambda t: build(t / "x.gguf", extra=_tokenizer(bos=7))),
     "unknown-scaling-type": (
         lambda t: build(t / "x.gguf", extra=lambda w: w.add_string(key(R.SCALING_TYPE), "dynamic")),
         lambda t: build(t / "x.gguf", extra=lambda w: w.add_string(key(R.SCALING_TYPE), "linear")),

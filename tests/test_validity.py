@@ -82,6 +82,21 @@ EDITS = [
     ("qwen2", "qwen2.rope.dimension_count=u32:8", "rope-dim-mismatch", "qwen2.rope.dimension_count=u32:16"),
     ("phi3", "phi3.rope.dimension_count=u32:32", "implausible-value", None),
     ("bloom", "bloom.attention.layer_norm_epsilon=f32:-0.5", "implausible-value", None),
+    # issue #23: the tokenizer keys llama_vocab::impl::load checks, and the general keys the loader reads typed
+    ("llama", "tokenizer.ggml.model=str:bogus", "unknown-tokenizer", "tokenizer.ggml.model=str:gpt2"),
+    ("llama", "tokenizer.ggml.model=str:", "unknown-tokenizer", None),
+    ("llama", "tokenizer.ggml.model=u32:2", "wrong-key-type", None),
+    ("llama", "tokenizer.ggml.pre=str:bogus", "unknown-tokenizer", "tokenizer.ggml.pre=str:qwen2"),
+    ("llama", "tokenizer.ggml.token_type=arr[i32]:1", "tokenizer-array-length",
+     "tokenizer.ggml.token_type=arr[i32]:" + ",".join(["1"] * 385)),  # longer than the vocabulary is fine
+    ("llama", "tokenizer.ggml.token_type=arr[u32]:" + ",".join(["1"] * 384), "wrong-key-type", None),
+    ("llama", "tokenizer.ggml.scores=arr[f32]:0.5", "tokenizer-array-length",
+     "tokenizer.ggml.scores=arr[i32]:" + ",".join(["0"] * 384)),
+    ("llama", "tokenizer.ggml.bos_token_id=i32:-1", "wrong-key-type", "tokenizer.ggml.bos_token_id=u32:1"),
+    ("llama", "tokenizer.ggml.add_bos_token=u8:1", "wrong-key-type", "tokenizer.ggml.add_bos_token=bool:true"),
+    ("llama", "tokenizer.ggml.token_type_count=i32:1", "wrong-key-type", "tokenizer.ggml.token_type_count=u32:1"),
+    ("llama", "general.file_type=str:F16", "wrong-key-type", "general.file_type=u32:0"),
+    ("llama", "general.name=u32:7", "wrong-key-type", "general.name=str:seven"),
 ]
 
 
@@ -118,6 +133,96 @@ def test_missing_shape_keys(converted, tmp_path):
         assert rule in _ids(path), path
     runs = llama_cpp_runs(list(cases))
     assert all(r != "ok" for r in runs.values()), runs
+
+
+def test_missing_tokenizer_keys(converted, tmp_path):
+    """unset of what llama.cpp's vocabulary needs is refused; --force writes files llama.cpp refuses."""
+    src = converted["llama"]
+    paths = []
+    for key in (K.TOKENIZER_MODEL, K.TOKENIZER_TOKENS, K.TOKENIZER_MERGES):
+        with pytest.raises(RopetoolError, match="missing-key"):
+            unset_keys(src, [key], tmp_path / "refused.gguf")
+        paths.append(unset_keys(src, [key], tmp_path / f"no-{key.split('.')[-1]}.gguf", force=True).output)
+        assert "missing-key" in _ids(paths[-1])
+    runs = llama_cpp_runs(paths)
+    assert all(r != "ok" for r in runs.values()), runs
+
+
+CHILD_BOS = r"""
+import sys, llama_cpp
+llm = llama_cpp.Llama(sys.argv[1], vocab_only=True, verbose=False)
+print(llm.token_bos())
+"""
+
+
+def test_special_token_past_the_vocabulary_is_not_what_llama_cpp_uses(converted, tmp_path):
+    """llama.cpp loads a bos id past the vocabulary but uses another (its default): lint says so; an id in
+    range is the one llama.cpp uses."""
+    src = converted["llama"]
+    with pytest.raises(RopetoolError, match="special-token-out-of-range"):
+        set_keys(src, ["tokenizer.ggml.bos_token_id=u32:384"], tmp_path / "refused.gguf")
+    bad = set_keys(src, ["tokenizer.ggml.bos_token_id=u32:384"], tmp_path / "bad.gguf", force=True).output
+    sound = set_keys(src, ["tokenizer.ggml.bos_token_id=u32:383"], tmp_path / "sound.gguf").output
+    assert "special-token-out-of-range" in _ids(bad) and "special-token-out-of-range" not in _ids(sound)
+
+    def bos(path):
+        proc = subprocess.run([sys.executable, "-c", CHILD_BOS, str(path)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return int(proc.stdout.split()[-1])
+
+    assert bos(bad) != 384 and bos(sound) == 383
+
+
+def _renamed(src, out, old, new):
+    with GGUFFile(src) as gf:
+        tensors = []
+        for t in gf.tensors:
+            copied = TensorOut.copy_of(t)
+            if t.name == old:
+                copied.name = new
+            tensors.append(copied)
+        write_gguf(out, list(gf.fields.values()), tensors, source=gf)
+    return out
+
+
+@pytest.mark.parametrize("fixture", ["llama", "qwen2", "gemma2"])
+def test_unknown_tensor_names_are_findings_and_llama_cpp_refuses_them(converted, tmp_path, fixture):
+    """A tensor name without a dot, with a NUL byte, or of no architecture: lint's unknown-tensor (it used to be
+    an IndexError in the family check); every command that reads the file ends cleanly; llama.cpp refuses it."""
+    src = converted[fixture]
+    with GGUFFile(src) as gf:
+        victim = next(t.name for t in gf.tensors if t.name.startswith("blk.0."))
+    files = [_renamed(src, tmp_path / f"{i}.gguf", victim, new)
+             for i, new in enumerate(["blk0attnweight", victim.replace(".", "\x00", 1), "my_tensor.weight", "", "."])]
+    for path in files:
+        assert "unknown-tensor" in _ids(path), path
+        assert _run(["inspect", str(path)]).exit_code == 0
+        assert _run(["inspect", "--strict", str(path)]).exit_code == 1
+        result = _run(["check", str(path)])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1  # _run: one 'Error:' line
+        for args in (["set", str(path), "-o", str(tmp_path / "o.gguf"), "--force", "general.name=str:x"],
+                     ["unset", str(path), "-o", str(tmp_path / "o.gguf"), "--force", K.NAME],
+                     ["set-rope", str(path), "-o", str(tmp_path / "o.gguf"), "--force", "--rope", "linear", "--factor", "2"]):
+            assert _run(args).exit_code in (0, 2), args
+    runs = llama_cpp_runs(files + [src])
+    assert runs[str(src)] == "ok" and all(runs[str(p)] != "ok" for p in files), runs
+
+
+def test_pre_tokenizer_names_are_the_vendored_llama_cpp_s():
+    """keys.PRE_TOKENIZERS (with io.vocab's list) is read from llama-vocab.cpp as vendored by the pinned
+    llama-cpp-python: the names its BPE branch accepts, and the tokenizer models it knows."""
+    import os
+    import re
+
+    source = Path(os.environ.get("ROPETOOL_LLAMA_CPP_SRC", "/work/vendor-src/llama.cpp")) / "src" / "llama-vocab.cpp"
+    if not source.exists():
+        pytest.skip(f"no llama.cpp source at {source} (set ROPETOOL_LLAMA_CPP_SRC)")
+    text = source.read_text()
+    body = text[text.index("void llama_vocab::impl::load("):]
+    models = body[:body.index("unknown tokenizer:")]
+    bpe = body[body.index("if (type == LLAMA_VOCAB_TYPE_BPE)"):body.index("unknown pre-tokenizer type")]
+    assert set(re.findall(r'tokenizer_pre == "([^"]+)"', bpe)) == set(K.PRE_TOKENIZERS)
+    assert set(re.findall(r'tokenizer_model == "([^"]+)"', models)) == set(K.TOKENIZER_MODELS)
 
 
 # ------------------------------------------------------------------------------------------

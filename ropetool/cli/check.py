@@ -39,7 +39,10 @@ def check(gguf_file, device, n_tokens, text_file, source, as_json, verbose):
         if not gguf_file.exists():
             raise RopetoolError(f"no such file: {gguf_file}")
         text = read_text(text_file, "--text file") if text_file else None
-        report = check_gguf(gguf_file, device=device, n_tokens=n_tokens, text=text, source=source, verbose=verbose)
+        from ropetool.cli.options import notify
+
+        report = check_gguf(gguf_file, device=device, n_tokens=n_tokens, text=text, source=source, verbose=verbose,
+                            progress=notify)
     except RopetoolError as e:
         if not as_json:
             raise

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,7 @@ LLAMA_CPP_PRE_TOKENIZERS: frozenset[str] = frozenset(
     jina-de gigachat jina-v2-es jina-v2-de a.x-4.0 mellum modern-bert jais-2 gemma4
     granite-embed-multi-311m sarvam-moe jina-v1-en jina-v2-code roberta-bpe whitespace refact
     command-r qwen2 deepseek-r1-qwen kormo f2llmv2 qwen35 stablelm2 olmo dbrx smaug-bpe poro-chat
-    glm4 chatglm-bpe viking jais tekken smollm codeshell bloom gpt3-finnish exaone exaone4
+    glm4 glm5 chatglm-bpe viking jais tekken smollm codeshell bloom gpt3-finnish exaone exaone4
     exaone-moe chameleon minerva-7b megrez gpt-4o llama4 kanana2 talkie granite-embed-multi-97m
     tiny_aya cohere2moe superbpe trillion granite-docling bailingmoe bailingmoe2 llada-moe
     seed-coder hunyuan hunyuan-dense hy_v4 joyai-llm kimi-k2 ufakzeka grok-2 afmoe laguna
@@ -210,8 +211,8 @@ def load_vocab(model_dir: Path, vocab_size: int | None = None, pre_tokenizer: st
     tokenizer_json_path = model_dir / "tokenizer.json"
     spm_path = model_dir / "tokenizer.model"
     tokenizer_json = _read_json(tokenizer_json_path)
-    if tokenizer_json is not None and not isinstance(tokenizer_json, dict):
-        raise RopetoolError(f"{tokenizer_json_path} is not a tokenizers JSON object")
+    if tokenizer_json is not None:
+        _check_tokenizer_json(tokenizer_json, tokenizer_json_path)
 
     if tokenizer_json is not None and _is_byte_level_bpe(tokenizer_json):
         vocab = _load_byte_level_bpe(tokenizer_json, tokenizer_json_path, vocab_size, pre_tokenizer)
@@ -837,16 +838,94 @@ def _chat_template(model_dir: Path, tok_config: dict) -> str | None:
 # --------------------------------------------------------------------------- #
 
 
+# The parts of tokenizer.json read here and the JSON type each must have (None: absent or null is fine too).
+_COMPONENTS = ("normalizer", "pre_tokenizer", "decoder", "post_processor")
+_COMPONENT_LISTS = ("normalizers", "pretokenizers", "decoders", "processors", "single", "pair")
+
+
+def _check_tokenizer_json(data: Any, path: Path) -> None:
+    """tokenizer.json's schema, as far as ropetool reads it: a wrong type is a one-line error naming the field
+    (before anything is read from it)."""
+    def need(ok: bool, where: str, what: str, value: Any) -> None:
+        if not ok:
+            raise RopetoolError(f"{path}: {where} must be {what}, got {_json_type(value)}")
+
+    need(isinstance(data, dict), "the file", "a tokenizers JSON object", data)
+    model = data.get("model")
+    need(model is None or isinstance(model, dict), "model", "an object", model)
+    if model is not None:
+        for key, kind, what in (("type", str, "a string"), ("vocab", (dict, list), "an object or a list"),
+                                ("merges", list, "a list"), ("ignore_merges", bool, "true or false"),
+                                ("byte_fallback", bool, "true or false")):
+            need(model.get(key) is None or isinstance(model[key], kind), f"model.{key}", what, model.get(key))
+    added = data.get("added_tokens")
+    need(added is None or isinstance(added, list), "added_tokens", "a list", added)
+    for i, entry in enumerate(added or []):
+        need(isinstance(entry, dict), f"added_tokens[{i}]", "an object", entry)
+        token_id, content = entry.get("id"), entry.get("content")
+        need(isinstance(token_id, int) and not isinstance(token_id, bool) and token_id >= 0, f"added_tokens[{i}].id",
+             "a non-negative integer", token_id)
+        need(isinstance(content, str) and content != "", f"added_tokens[{i}].content", "a non-empty string", content)
+        need(entry.get("special") is None or isinstance(entry["special"], bool), f"added_tokens[{i}].special",
+             "true or false", entry.get("special"))
+
+    def component(value: Any, where: str, depth: int = 0) -> None:
+        need(value is None or isinstance(value, dict), where, "an object", value)
+        if value is None or depth > 16:
+            return
+        need(value.get("type") is None or isinstance(value["type"], str), f"{where}.type", "a string", value.get("type"))
+        for key in _COMPONENT_LISTS:
+            items = value.get(key)
+            need(items is None or isinstance(items, list), f"{where}.{key}", "a list", items)
+            if key not in ("single", "pair"):
+                for i, child in enumerate(items or []):
+                    component(child, f"{where}.{key}[{i}]", depth + 1)
+
+    for name in _COMPONENTS:
+        component(data.get(name), name)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\[uU][dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _lone_surrogate(value: Any, where: str) -> str | None:
+    """The JSON path of the first string holding a lone UTF-16 surrogate (which no UTF-8 file can hold)."""
+    stack = [(value, where)]
+    while stack:
+        v, at = stack.pop()
+        if isinstance(v, str):
+            if any(0xD800 <= ord(c) <= 0xDFFF for c in v):
+                return at
+        elif isinstance(v, dict):
+            stack += [(k, f"{at} (a key)" if at else "a top-level key") for k in v] + [(x, f"{at}.{k}" if at else str(k)) for k, x in v.items()]
+        elif isinstance(v, list):
+            stack += [(x, f"{at}[{i}]") for i, x in enumerate(v)]
+    return None
+
+
 def _read_json(path: Path) -> Any:
-    """The parsed JSON file, None when it does not exist; a RopetoolError when it is not JSON."""
+    """The parsed JSON file, None when it does not exist; a RopetoolError when it is not JSON, or holds a lone
+    surrogate (a ``\\ud800`` escape: not text, so no GGUF string can hold it)."""
     if not os.path.exists(path):
         return None
     try:
-        return json.loads(read_text(path, path.name))
+        text = read_text(path, path.name)
+        data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RopetoolError(f"{path} is not valid JSON ({exc})") from None
     except RecursionError:
         raise RopetoolError(f"{path} is nested too deeply to be a tokenizer file") from None
+    if _SURROGATE_ESCAPE.search(text):
+        where = _lone_surrogate(data, "")
+        if where is not None:
+            raise RopetoolError(f"{path}: {where or 'the file'} holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape "
+                                "without its pair), which is not text: GGUF strings are UTF-8")
+    return data
 
 
 def _config_vocab_size(config: dict) -> int | None:

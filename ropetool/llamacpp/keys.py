@@ -17,6 +17,7 @@ import gguf
 import numpy as np
 
 from ropetool.errors import RopetoolError
+from ropetool.io.vocab import LLAMA_CPP_PRE_TOKENIZERS
 
 T = gguf.GGUFValueType
 R = gguf.Keys.Rope
@@ -192,6 +193,50 @@ RANGES: dict[str, Range] = {
     CLAMP_KQV: Range(0, F32_MAX, why="0 means no clamping"),
 }
 TYPES[ALIGNMENT] = T.UINT32  # gguf.cpp refuses any other type
+
+# -- the keys llama.cpp's loader reads outside the architecture's own: general.* and the tokenizer -----------
+# llama_model_loader reads general.file_type and general.name with get_key (an exact type);
+# llama_vocab::impl::load (src/llama-vocab.cpp) reads the tokenizer's keys: the model name (required) and
+# pre-tokenizer name as strings, the flags as bools, the special-token ids as u32 (get_key), and the per-token
+# arrays by their element type, refusing a scores or token_type array shorter than the token list.
+TK = gguf.Keys.Tokenizer
+TOKENIZER_MODEL = TK.MODEL
+TOKENIZER_PRE = TK.PRE
+TOKENIZER_TOKENS = TK.LIST
+TOKENIZER_SCORES = TK.SCORES
+TOKENIZER_TOKEN_TYPE = TK.TOKEN_TYPE
+TOKENIZER_MERGES = TK.MERGES
+TOKENIZER_TOKEN_TYPE_COUNT = TK.TOKEN_TYPE_COUNT
+# The special-token ids llama.cpp reads (its special_token_types table, deprecated prefix/suffix/middle included).
+SPECIAL_TOKEN_IDS = (TK.BOS_ID, TK.EOS_ID, TK.EOT_ID, TK.EOM_ID, TK.UNK_ID, TK.SEP_ID, TK.PAD_ID, TK.MASK_ID,
+                     TK.FIM_PRE_ID, TK.FIM_SUF_ID, TK.FIM_MID_ID, TK.FIM_PAD_ID, TK.FIM_REP_ID, TK.FIM_SEP_ID,
+                     TK.PREFIX_ID, TK.SUFFIX_ID, TK.MIDDLE_ID)
+TOKENIZER_FLAGS = (TK.ADD_BOS, TK.ADD_EOS, TK.ADD_SEP, TK.ADD_PREFIX, TK.REMOVE_EXTRA_WS)
+TYPES.update({FILE_TYPE: T.UINT32, NAME: T.STRING, TOKENIZER_MODEL: T.STRING, TOKENIZER_PRE: T.STRING,
+              TOKENIZER_TOKEN_TYPE_COUNT: T.UINT32, TOKENIZER_TOKENS: T.ARRAY, TOKENIZER_SCORES: T.ARRAY,
+              TOKENIZER_TOKEN_TYPE: T.ARRAY, TOKENIZER_MERGES: T.ARRAY})
+TYPES.update({key: T.UINT32 for key in SPECIAL_TOKEN_IDS})
+TYPES.update({key: T.BOOL for key in TOKENIZER_FLAGS})
+# The element types llama.cpp accepts for the array keys it reads ("invalid gguf type for ..." otherwise).
+ELEMENT_TYPES: dict[str, tuple[T, ...]] = {
+    TOKENIZER_TOKENS: (T.STRING,),
+    TOKENIZER_SCORES: (T.FLOAT32, T.INT32),
+    TOKENIZER_TOKEN_TYPE: (T.INT32,),
+    TOKENIZER_MERGES: (T.STRING,),
+}
+PER_TOKEN = (TOKENIZER_SCORES, TOKENIZER_TOKEN_TYPE)  # one entry per token at least
+# tokenizer.ggml.model: the names llama_vocab::impl::load knows (src/llama-vocab.cpp); any other throws
+# "unknown tokenizer".  "none" and "no_vocab" load no vocabulary at all.
+TOKENIZER_MODELS = ("no_vocab", "none", "llama", "bert", "gpt2", "hybriddna", "whitespace", "t5", "rwkv", "test",
+                    "plamo2", "gemma4")
+NO_VOCAB_MODELS = ("no_vocab", "none")
+# The BPE models whose tokenizer.ggml.pre llama.cpp checks against its list ("unknown pre-tokenizer type"
+# otherwise; gemma4 sets its own pre-tokenizer), and which need tokenizer.ggml.merges.
+BPE_TOKENIZER_MODELS = ("gpt2", "hybriddna", "whitespace")
+PRE_TOKENIZERS = LLAMA_CPP_PRE_TOKENIZERS  # what convert's --pre-tokenizer accepts too (io.vocab holds the list)
+NO_MERGES_PRE = ("kimi-k2",)  # a BPE vocabulary llama.cpp loads without merges
+TOKENIZER_KEYS = ((TOKENIZER_MODEL, TOKENIZER_PRE, TOKENIZER_TOKEN_TYPE_COUNT, TOKENIZER_TOKENS, TOKENIZER_SCORES,
+                   TOKENIZER_TOKEN_TYPE, TOKENIZER_MERGES) + SPECIAL_TOKEN_IDS + TOKENIZER_FLAGS)
 # Read by every architecture's loader (llama_model_base::load_hparams, gguf.cpp for the alignment): a value
 # of another type makes llama.cpp refuse any file.
 SHAPE_KEYS = (EMBEDDING_LENGTH, BLOCK_COUNT, FEED_FORWARD_LENGTH, HEAD_COUNT, HEAD_COUNT_KV, KEY_LENGTH, VALUE_LENGTH)
@@ -206,7 +251,7 @@ ROPE_CONTEXT_KEYS = (
     ROPE_YARN_EXT_FACTOR, ROPE_YARN_ATTN_FACTOR, ROPE_YARN_BETA_FAST, ROPE_YARN_BETA_SLOW, MAX_ALIBI_BIAS,
 )
 
-TYPE_CHECKED = ROPE_CONTEXT_KEYS + SHAPE_KEYS + (ALIGNMENT,)
+TYPE_CHECKED = ROPE_CONTEXT_KEYS + SHAPE_KEYS + (ALIGNMENT, FILE_TYPE, NAME) + TOKENIZER_KEYS
 
 # Every key that carries rope or ALiBi semantics: set-rope removes these before writing new ones.
 ROPE_KEYS = (

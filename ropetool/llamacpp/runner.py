@@ -71,6 +71,80 @@ def no_extra_buffers(params):
     return params
 
 
+class Dims:
+    """The sizes that decide what a run of ``n`` tokens holds in memory, from a file's keys."""
+
+    def __init__(self, gf):
+        from ropetool.llamacpp import keys as K
+        from ropetool.llamacpp.state import first_int
+
+        arch = gf.architecture or "?"
+
+        def get(template, default=1):
+            v = first_int(gf, K.k(template, arch))
+            return v if v and v > 0 else default
+
+        self.n_layer, self.n_embd = get(K.BLOCK_COUNT), get(K.EMBEDDING_LENGTH)
+        self.n_head = get(K.HEAD_COUNT)
+        self.n_head_kv = get(K.HEAD_COUNT_KV, self.n_head)
+        self.head_k = get(K.KEY_LENGTH, max(1, self.n_embd // self.n_head))
+        self.head_v = get(K.VALUE_LENGTH, self.head_k)
+        tokens = gf.fields.get(K.TOKENIZER_TOKENS)
+        self.n_vocab = tokens.count if tokens is not None and tokens.is_array else 1
+
+
+def llama_bytes(dims: Dims, n_ctx: int, batch: int = BATCH) -> int:
+    """About what llama.cpp allocates for a context of ``n_ctx`` as :class:`LlamaCpp` runs it: the f32 KV cache
+    (n_ctx x layers x (k + v) x 4 bytes), one batch's attention scores and their softmax (batch x n_ctx x heads x 4,
+    twice) and one batch's logits (the weights, mapped from the file, are not counted)."""
+    kv = n_ctx * dims.n_layer * dims.n_head_kv * (dims.head_k + dims.head_v) * 4
+    return kv + 2 * min(batch, n_ctx) * n_ctx * dims.n_head * 4 + batch * dims.n_vocab * 4
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux: MemAvailable; elsewhere the physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**27 else f"{n / 2**20:.0f} MiB"
+
+
+def refuse_past_memory(need: int, what: str) -> None:
+    """Refuse (one line, before any work) a run that would need more memory than this machine has available."""
+    have = available_memory()
+    if have is not None and need > have:
+        raise RopetoolError(f"{what} would need about {gib(need)} of memory and this machine has {gib(have)} available")
+
+
+def ticker(progress, label: str, seconds: float = 2.0):
+    """A ``(done, total)`` callback passing ``label: done of total`` to ``progress`` at most every ``seconds``
+    (None when there is no ``progress``)."""
+    if progress is None:
+        return None
+    import time
+
+    last = [time.monotonic()]
+
+    def tick(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= seconds or done == total:
+            last[0] = now
+            progress(f"{label}: {done:,} of {total:,}")
+
+    return tick
+
+
 def padded_context(n_tokens: int) -> int:
     """The context llama.cpp allocates for ``n_tokens``: it pads n_ctx up to a multiple of 256."""
     return max(256, -(-n_tokens // 256) * 256)
@@ -141,10 +215,10 @@ class LlamaCpp:
         bos = int(self.L.llama_vocab_bos(self.vocab))
         return bos if bos >= 0 else None
 
-    def logits(self, ids: list[int], first: int = 0, copy: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    def logits(self, ids: list[int], first: int = 0, copy: bool = True, progress=None) -> Iterator[tuple[int, np.ndarray]]:
         """Decode ``ids`` at positions 0..n-1 in one sequence; yield (first position, logits [rows, vocab]) for
         the positions from ``first`` on (llama.cpp computes no logits before it).  ``copy=False`` yields a view
-        of llama.cpp's buffer, valid until the next step."""
+        of llama.cpp's buffer, valid until the next step.  ``progress(done, total)`` is called after each batch."""
         L = self.L
         if len(ids) > self.n_ctx:
             raise RopetoolError(f"{len(ids)} tokens do not fit the context of {self.n_ctx}")
@@ -164,6 +238,8 @@ class LlamaCpp:
                     rc = L.llama_decode(self.ctx, batch)
                 if rc != 0:
                     raise RopetoolError(f"llama.cpp could not evaluate the tokens (llama_decode returned {rc})")
+                if progress is not None:
+                    progress(start + len(chunk), len(ids))
                 skip = max(0, min(len(chunk), first - start))
                 n_out = len(chunk) - skip
                 if n_out == 0:

@@ -12,7 +12,10 @@ family needs and their shapes are the families' (:mod:`ropetool.families`); lint
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+import gguf
 
 from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import GGUFFile, NewValue, T, type_name
@@ -21,6 +24,20 @@ from ropetool.llamacpp.archs import loader
 
 WRONG_TYPE, OUT_OF_RANGE, SHAPE, MISSING = "wrong-key-type", "implausible-value", "shape-mismatch", "missing-key"
 ROPE_DIM = "rope-dim-mismatch"
+UNKNOWN_TENSOR, UNKNOWN_TOKENIZER = "unknown-tensor", "unknown-tokenizer"
+TOKEN_ARRAY, SPECIAL_TOKEN = "tokenizer-array-length", "special-token-out-of-range"
+
+# Every tensor name llama.cpp's loader can create: gguf-py's table of llama.cpp's tensor names (LLM_TENSOR_NAMES),
+# the block number filled in, and one suffix (weight, bias, scale...).  A file holding any other tensor is refused:
+# the loader never creates it, and llama.cpp refuses a file with tensors it did not create ("wrong number of
+# tensors").
+_TENSOR_STEMS = sorted(re.escape(t).replace(re.escape("{bid}"), r"\d+") for t in set(gguf.TENSOR_NAMES.values()))
+_KNOWN_TENSOR = re.compile(r"(?:" + "|".join(_TENSOR_STEMS) + r")\.[A-Za-z0-9_]+")
+
+
+def known_tensor_name(name: str) -> bool:
+    """Whether ``name`` is a tensor name llama.cpp's loader can create (for some architecture)."""
+    return _KNOWN_TENSOR.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,13 @@ def key_problems(gf: GGUFFile) -> list[Problem]:
         if template is None or template in K.RT_KEYS:
             continue
         want = K.TYPES[template]
+        if want == T.ARRAY:  # a key llama.cpp reads as an array: its element type
+            allowed = K.ELEMENT_TYPES[template]
+            if not f.is_array or f.sub_type not in allowed:
+                names = " or ".join(type_name(T.ARRAY, t) for t in allowed)
+                out.append(Problem(WRONG_TYPE, key, f"{key} is {f.type_name} but llama.cpp reads it as {names} and "
+                                                    "refuses the file (invalid gguf type)"))
+            continue
         if f.is_array and _array_ok(template, f):
             if n_layer is not None and f.count != n_layer:
                 out.append(Problem(SHAPE, key, f"{key} has {f.count} entries but block_count is {n_layer}: "
@@ -72,6 +96,7 @@ def key_problems(gf: GGUFFile) -> list[Problem]:
         if why:
             out.append(Problem(OUT_OF_RANGE, key, f"{key} = {why}"))
     out += _expert_problems(gf, arch)
+    out += _tokenizer_problems(gf, {p.key for p in out if p.rule == WRONG_TYPE})
     out += _tensor_problems(gf, arch, n_layer)
     if not any(p.key == K.k(K.ROPE_DIMENSION_COUNT, arch) for p in out):
         out += _rotary_problems(gf, arch)
@@ -118,9 +143,60 @@ def _expert_problems(gf: GGUFFile, arch: str) -> list[Problem]:
     return []
 
 
-def _tensor_problems(gf: GGUFFile, arch: str, n_layer: int | None) -> list[Problem]:
-    """The shape keys against the tensors every architecture has: the blocks and the token embeddings."""
+def _tokenizer_problems(gf: GGUFFile, wrong: set[str]) -> list[Problem]:
+    """What llama_vocab::impl::load refuses or ignores (src/llama-vocab.cpp): an unknown tokenizer model, an
+    unknown pre-tokenizer for a BPE model, no token list (or, for BPE, no merges), a scores or token_type array
+    shorter than the token list; and a special-token id past the vocabulary, which it replaces by its default.
+    Keys of the wrong type (``wrong``) are reported as such.  A file with no tokenizer key at all (weights only,
+    as tests build them) is not reported here: llama.cpp refuses it, but nothing of a tokenizer was edited."""
+    model_key, pre_key, tokens_key = K.TOKENIZER_MODEL, K.TOKENIZER_PRE, K.TOKENIZER_TOKENS
+    if not any(key in gf.fields for key in K.TOKENIZER_KEYS) or model_key in wrong:
+        return []
+    model = gf.get(model_key)
+    if model is None:
+        return [Problem(MISSING, model_key, f"no {model_key}: llama.cpp requires it (the vocabulary cannot load)")]
+    if model not in K.TOKENIZER_MODELS:
+        return [Problem(UNKNOWN_TOKENIZER, model_key, f"{model_key} = {model!r}: llama.cpp knows only "
+                                                      f"{', '.join(K.TOKENIZER_MODELS)} and refuses the file (unknown tokenizer)")]
+    if model in K.NO_VOCAB_MODELS:
+        return []
     out = []
+    pre = gf.get(pre_key) if pre_key not in wrong else None
+    if model in K.BPE_TOKENIZER_MODELS and isinstance(pre, str) and pre and pre not in K.PRE_TOKENIZERS:
+        out.append(Problem(UNKNOWN_TOKENIZER, pre_key, f"{pre_key} = {pre!r} is no pre-tokenizer llama.cpp knows: it "
+                                                       "refuses the file (unknown pre-tokenizer type)"))
+    if model in K.BPE_TOKENIZER_MODELS and pre not in K.NO_MERGES_PRE and K.TOKENIZER_MERGES not in gf.fields:
+        out.append(Problem(MISSING, K.TOKENIZER_MERGES, f"no {K.TOKENIZER_MERGES}: llama.cpp's {model} vocabulary "
+                                                        "needs them and refuses the file"))
+    tokens = gf.fields.get(tokens_key)
+    if tokens is None:
+        return out + [Problem(MISSING, tokens_key, f"no {tokens_key}: llama.cpp refuses the file (no vocabulary)")]
+    if tokens_key in wrong:
+        return out
+    n = tokens.count
+    for key in K.PER_TOKEN:
+        f = gf.fields.get(key)
+        if f is not None and key not in wrong and f.count < n:
+            out.append(Problem(TOKEN_ARRAY, key, f"{key} has {f.count} entries for {n} tokens: llama.cpp refuses the "
+                                                 "file (index out of array bounds)"))
+    for key in K.SPECIAL_TOKEN_IDS:
+        value = gf.get(key) if key not in wrong else None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= n:
+            out.append(Problem(SPECIAL_TOKEN, key, f"{key} = {value} but the vocabulary has {n} tokens: llama.cpp "
+                                                   "ignores it and uses its default id (bad special token)"))
+    return out
+
+
+def _tensor_problems(gf: GGUFFile, arch: str, n_layer: int | None) -> list[Problem]:
+    """The shape keys against the tensors every architecture has: the blocks and the token embeddings; and
+    names no llama.cpp loader creates."""
+    out = []
+    unknown = [t.name for t in gf.tensors if not known_tensor_name(t.name)]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        out.append(Problem(UNKNOWN_TENSOR, unknown[0],
+                           f"tensor {unknown[0]!r}{more} has a name no llama.cpp loader creates: llama.cpp refuses the "
+                           "file (wrong number of tensors)"))
     blocks = {int(t.name.split(".")[1]) for t in gf.tensors if t.name.startswith("blk.") and t.name.split(".")[1].isdigit()}
     if n_layer is not None and blocks and max(blocks) + 1 != n_layer and 1 <= n_layer <= K.MAX_LAYERS:
         out.append(Problem(SHAPE, K.k(K.BLOCK_COUNT, arch),
@@ -160,4 +236,4 @@ def check_new_values(values: list[NewValue], arch: str) -> None:
             raise RopetoolError(f"refusing to write {v.key}: {why}")
 
 
-__all__ = ["Problem", "key_problems", "check_new_values", "refuse_problems", "WRONG_TYPE", "OUT_OF_RANGE", "SHAPE", "MISSING"]
+__all__ = ["Problem", "key_problems", "known_tensor_name", "check_new_values", "refuse_problems", "WRONG_TYPE", "OUT_OF_RANGE", "SHAPE", "MISSING"]

@@ -13,6 +13,7 @@ Each case must end in one ``Error:`` line, exit 1 or 2, within seconds, with not
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -127,6 +128,93 @@ def hostile_cases(root: Path, base: Path) -> list[Case]:
 
     # -- a folder where a GGUF file is expected ----------------------------------------------------
     cases.append(_gguf_case(root, "inspect-a-folder", lambda out, f: ["inspect", str(f)], ["folder", "directory"], []))
+    return cases + third_round_cases(root / "round3", base)
+
+
+def _renamed(base: Path, out: Path, old: str, new: str) -> Path:
+    """``base`` with one tensor renamed (any bytes: the writer takes the name as given)."""
+    from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
+
+    with GGUFFile(base) as gf:
+        tensors = []
+        for t in gf.tensors:
+            copied = TensorOut.copy_of(t)
+            if t.name == old:
+                copied.name = new
+            tensors.append(copied)
+        write_gguf(out, list(gf.fields.values()), tensors, source=gf)
+    return out
+
+
+def third_round_cases(root: Path, base: Path) -> list[Case]:
+    """Issue #23: tensor names without a dot, tokenizer.json of the wrong shape, tokenizer edits llama.cpp
+    refuses, and --tokens past what the file and the machine allow."""
+    root.mkdir(parents=True, exist_ok=True)
+    cases: list[Case] = []
+
+    # -- tensor names lint's family check used to split: check refuses the file in one line ---------------
+    for name, new in (("check-tensor-name-no-dot", "outputxweight"), ("check-tensor-name-nul", "output\x00weight")):
+        folder = root / name
+        folder.mkdir(parents=True)
+        bad = _renamed(base, folder / "bad.gguf", "output.weight", new)
+        out_dir = folder / "out"
+        out_dir.mkdir()
+        cases.append(Case(name, ["check", str(bad)], ("unknown-tensor", "no llama.cpp loader creates"), [bad], out_dir))
+
+    # -- tokenizer.json of the wrong shape; a lone surrogate ----------------------------------------------
+    def tokenizer_case(name, words, edit, file="tokenizer.json"):
+        folder = _model(root, name)
+        path = folder / file
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))  # ensure_ascii: a lone surrogate is written as its \\udXXX escape
+        cases.append(_convert_case(root, name, folder, words))
+
+    tokenizer_case("convert-tokenizer-model-string", ["model must be an object"], lambda d: d.update(model="BPE"))
+    tokenizer_case("convert-tokenizer-vocab-string", ["model.vocab must be"], lambda d: d["model"].update(vocab="x"))
+    tokenizer_case("convert-tokenizer-added-not-objects", ["added_tokens[0] must be an object"],
+                   lambda d: d.update(added_tokens=["<s>"]))
+    tokenizer_case("convert-tokenizer-pre-tokenizer-string", ["pre_tokenizer must be an object"],
+                   lambda d: d.update(pre_tokenizer="ByteLevel"))
+    tokenizer_case("convert-tokenizer-post-processor-single-string", ["post_processor.single must be a list"],
+                   lambda d: d.update(post_processor={"type": "TemplateProcessing", "single": "$A"}))
+    tokenizer_case("convert-tokenizer-added-surrogate", ["lone UTF-16 surrogate"],
+                   lambda d: d["added_tokens"][0].update(content="\ud800"))
+    tokenizer_case("convert-tokenizer-merge-surrogate", ["lone UTF-16 surrogate"],
+                   lambda d: d["model"]["merges"].__setitem__(0, "\udfff x"))
+    tokenizer_case("convert-tokenizer-config-surrogate", ["lone UTF-16 surrogate"],
+                   lambda d: d.update(chat_template="\udc80"), file="tokenizer_config.json")
+
+    # -- tokenizer and general keys llama.cpp refuses: set refuses to write them ---------------------------
+    refused = ["llama.cpp refuses or cannot run", "is read by llama.cpp as"]
+    for name, assignment in [
+        ("set-tokenizer-model-bogus", "tokenizer.ggml.model=str:bogus"),
+        ("set-tokenizer-model-empty", "tokenizer.ggml.model=str:"),
+        ("set-tokenizer-pre-bogus", "tokenizer.ggml.pre=str:bogus"),
+        ("set-token-type-one-entry", "tokenizer.ggml.token_type=arr[i32]:1"),
+        ("set-token-type-u32", "tokenizer.ggml.token_type=arr[u32]:1,2"),
+        ("set-scores-one-entry", "tokenizer.ggml.scores=arr[f32]:0.5"),
+        ("set-tokens-not-strings", "tokenizer.ggml.tokens=arr[i32]:1,2,3"),
+        ("set-bos-i32", "tokenizer.ggml.bos_token_id=i32:-1"),
+        ("set-bos-past-vocab", "tokenizer.ggml.bos_token_id=u32:384"),
+        ("set-eos-u64", "tokenizer.ggml.eos_token_id=u64:2"),
+        ("set-add-bos-u8", "tokenizer.ggml.add_bos_token=u8:1"),
+        ("set-tokenizer-model-u32", "tokenizer.ggml.model=u32:2"),
+        ("set-file-type-str", "general.file_type=str:F16"),
+        ("set-file-type-i32", "general.file_type=i32:1"),
+        ("set-name-u32", "general.name=u32:7"),
+    ]:
+        cases.append(_gguf_case(root, name, lambda out, folder, a=assignment: ["set", str(base), "-o", str(out), a],
+                                refused, []))
+    for name, key in (("unset-tokenizer-model", "tokenizer.ggml.model"), ("unset-tokenizer-merges", "tokenizer.ggml.merges"),
+                      ("unset-tokenizer-tokens", "tokenizer.ggml.tokens")):
+        cases.append(_gguf_case(root, name, lambda out, folder, k=key: ["unset", str(base), "-o", str(out), k],
+                                ["llama.cpp refuses or cannot run"], []))
+
+    # -- check --tokens past the file's context and the machine's memory -----------------------------------
+    for name, n in (("check-tokens-10-12", 10**12), ("check-tokens-100000", 100000), ("check-tokens-1", 1)):
+        cases.append(_gguf_case(root, name, lambda out, folder, n=n: ["check", str(base), "--tokens", str(n)],
+                                ["at most", "at least 2"], []))
     return cases
 
 
