@@ -6,6 +6,7 @@ set ROPETOOL_DEBUG=1 to see tracebacks of unexpected errors.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
@@ -15,8 +16,66 @@ import click
 from ropetool.errors import RopetoolError
 from ropetool.version import __version__
 
+# The commands: name -> (where the command is, its short help).  A command's module (and numpy, gguf-py and
+# the library under it) is imported only when that command is run or asked for its --help, so that
+# `ropetool --help` and shell completion start in the time of click alone.  The short help is the first
+# paragraph of the command's docstring, kept here (tests/test_startup.py checks that the two agree).
+COMMANDS = {
+    "convert": ("ropetool.cli.convert:convert", "Convert the Hugging Face model in MODEL_DIR to GGUF."),
+    "quantize": ("ropetool.cli.quantize:quantize_command",
+                 "Quantize FILE with llama.cpp's own quantizer, keeping every key (the rope settings and ropetool's record)."),
+    "inspect": ("ropetool.cli.inspect:inspect_command",
+                "Show a GGUF's metadata, tensors, RoPE/ALiBi settings in plain words, and lint findings."),
+    "set-rope": ("ropetool.cli.edit:set_rope_command", "Change the position-encoding method of FILE without reconverting."),
+    "set": ("ropetool.cli.edit:set_command", "Add or replace typed keys in FILE."),
+    "unset": ("ropetool.cli.edit:unset_command", "Remove keys from FILE."),
+    "diff": ("ropetool.cli.edit:diff_command",
+             "Compare two GGUFs: metadata and tensors (bytes by streamed sha256). Exit 0 if identical, 1 if not."),
+    "check": ("ropetool.cli.check:check", "Check which rope setting llama.cpp computes for GGUF_FILE."),
+    "eval": ("ropetool.cli.eval:eval_command",
+             "Evaluate GGUF_FILE's rope setting and tried ones: perplexity by length and passkey retrieval."),
+}
+
 
 class Group(click.Group):
+    """A group whose commands (``lazy``: name -> ("module:attribute", short help)) are imported when first
+    looked up; the listing in --help and shell completion use the short help and import nothing."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, attribute = self.lazy[cmd_name][0].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def _listed(self, ctx, incomplete: str = ""):
+        """(name, command) for the listing and completion: the command once imported, else a stand-in with its
+        short help, which click shortens to the width exactly as it would the command's own docstring."""
+        for name in self.list_commands(ctx):
+            if name.startswith(incomplete):
+                command = self.commands.get(name) or click.Command(name, help=self.lazy[name][1])
+                if not command.hidden:
+                    yield name, command
+
+    def format_commands(self, ctx, formatter):
+        commands = list(self._listed(ctx))
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)  # as click.Group lays it out
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in commands])
+
+    def shell_complete(self, ctx, incomplete):
+        from click.shell_completion import CompletionItem
+
+        items = [CompletionItem(name, help=command.get_short_help_str()) for name, command in self._listed(ctx, incomplete)]
+        return items + click.Command.shell_complete(self, ctx, incomplete)  # the group's own options
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Click's main, with its usage errors in one line (``Error: ... (see ropetool CMD --help)``) and a
         closed pipe (``ropetool convert --dry-run | head``) ending quietly."""
@@ -71,17 +130,11 @@ def _fail(message: str, code: int):
     sys.exit(code)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ropetool")
 def cli():
     """Convert Hugging Face checkpoints to GGUF with RoPE/ALiBi context extension, and check them."""
 
-
-from ropetool.cli import check, convert, edit, eval, inspect, quantize  # noqa: E402  (the command modules)
-
-for _command in (convert.convert, quantize.quantize_command, inspect.inspect_command, edit.set_rope_command,
-                 edit.set_command, edit.unset_command, edit.diff_command, check.check, eval.eval_command):
-    cli.add_command(_command)
 
 
 def main():
