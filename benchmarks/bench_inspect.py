@@ -98,7 +98,7 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         ropetool = [sys.executable, "-c", "from ropetool.cli import main; main()"]
         dump = shutil.which("gguf-dump", path=str(Path(sys.executable).parent)) or shutil.which("gguf-dump")
-        startup = timed([sys.executable, "-c", "import ropetool.cli"], args.repeat, env)
+        startup = timed([sys.executable, "-c", "import ropetool.cli, ropetool.inspect, ropetool.lint"], args.repeat, env)
         t_inspect = timed(ropetool + ["inspect", str(path)], args.repeat, env)
         t_json = timed(ropetool + ["inspect", "--json", str(path)], args.repeat, env)
         t_dump = timed([dump, "--no-tensors", str(path)], max(1, min(args.repeat, 3))) if dump else float("nan")
@@ -113,7 +113,7 @@ def main() -> None:
         print(f"{'ropetool inspect FILE':<48} {t_inspect:>8.3f}")
         print(f"{'ropetool inspect --json FILE':<48} {t_json:>8.3f}")
         print(f"{'gguf-dump --no-tensors FILE':<48} {t_dump:>8.3f}")
-        label = "  (start-up: python -c 'import ropetool.cli')"
+        label = "  (start-up: import ropetool.cli, .inspect, .lint)"
         print(f"{label:<48} {startup:>8.3f}")
         print()
         print(f"{'in-process':<48} {'wall s':>8}")

@@ -204,7 +204,7 @@ def main() -> int:
         out = work / "model-q8_0.gguf"
         results["convert q8_0, gguf-py's quantizer (diagnostic)"] = run_timed(
             ROPETOOL_GGUF_PY_Q8 + ["convert", str(ckpt), "-o", str(out), "--outtype", "q8_0"], [out], args.repeat)
-        results["python -c 'import ropetool.cli' (start-up)"] = run_timed(
+        results["python -c 'import ropetool.cli, ropetool.convert, ropetool.edit' (start-up)"] = run_timed(
             [sys.executable, "-c", "import ropetool.cli, ropetool.convert, ropetool.edit"], [], args.repeat)
         f16 = work / "model-f16.gguf"
         subprocess.run(ROPETOOL + ["convert", str(ckpt), "-o", str(f16), "--outtype", "f16", "--force"], check=True,
@@ -255,11 +255,12 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - started
     text = render(results, size_mb, largest, total, args)
-    # check_speed.py's section (between its markers) is kept as it is.
+    # startup.py's and check_speed.py's sections (between their markers) are kept as they are.
     old = args.out.read_text() if args.out.exists() else ""
-    start, end = old.find("<!-- check-benchmark:start -->"), old.find("<!-- check-benchmark:end -->")
-    if start >= 0 and end > start:
-        text = text.rstrip() + "\n\n" + old[start:end + len("<!-- check-benchmark:end -->")] + "\n"
+    for name in ("startup", "check"):
+        start, end = old.find(f"<!-- {name}-benchmark:start -->"), old.find(f"<!-- {name}-benchmark:end -->")
+        if start >= 0 and end > start:
+            text = text.rstrip() + "\n\n" + old[start:end + len(f"<!-- {name}-benchmark:end -->")] + "\n"
     args.out.write_text(text)
     print(text)
     return 0
@@ -331,7 +332,7 @@ load {r['transformers']['load']:.2f} s, forward {r['transformers']['forward']:.3
 
 def notes_values(r: dict) -> dict:
     conv, nof = r["convert f16"]["wall"], r["convert f16, fsync skipped (diagnostic)"]["wall"]
-    startup = r["python -c 'import ropetool.cli' (start-up)"]["wall"]
+    startup = r["python -c 'import ropetool.cli, ropetool.convert, ropetool.edit' (start-up)"]["wall"]
     cp, cps, sr = r["cp"]["wall"], r["cp+sync"]["wall"], r["set-rope"]["wall"]
     q8, q8_py = r["convert q8_0"]["wall"], r["convert q8_0, gguf-py's quantizer (diagnostic)"]["wall"]
     sr_nofsync = r["set-rope, fsync skipped (diagnostic)"]["wall"]
@@ -383,7 +384,7 @@ Every output is byte-identical to gguf-py's GGUFWriter with gguf-py's quantizers
 fixtures in f32/f16/bf16/q8_0, rope tensors, sharded input).  Peak memory fell from 222 MB to {rss:.0f} MB.
 
 What remains of convert → f16 ({conv:.2f} s): {startup:.2f} s of interpreter start-up and imports (numpy,
-gguf-py, click: `python -c 'import ropetool.cli'`), then planning (config, safetensors header,
+gguf-py, click: `python -c 'import ropetool.cli, ropetool.convert, ropetool.edit'`), then planning (config, safetensors header,
 tokenizer: ~0.07 s) and converting and writing ({work:.2f} s together: 163 M values, reading 651 MB and
 writing 326 MB through the page cache), and {fsync:.2f} s of fsync before the atomic rename, the disk
 writing the 326 MB (the diagnostic row without it: {nofsync:.2f} s).  Starting the disk writes early
