@@ -124,3 +124,11 @@ def test_the_listing_is_click_s_own_listing_of_the_commands():
     assert out["imported_before"] == []
     for lazy, real in zip(out["lazy"], out["real"]):
         assert "Commands:" in real and lazy == real
+
+
+@pytest.mark.skipif(not hasattr(click.exceptions, "NoSuchCommand"), reason="click < 8.4 suggests no command names")
+def test_a_mistyped_command_is_matched_against_every_name_not_only_the_imported_ones():
+    for typed, said in (("inspct", "Did you mean 'inspect'?"), ("sett", "(Did you mean one of: 'set', 'unset'?)")):
+        proc = subprocess.run([sys.executable, "-m", "ropetool", typed, "x"], capture_output=True, text=True, timeout=60,
+                              cwd=ROOT)
+        assert proc.returncode == 2 and proc.stderr == f"Error: No such command '{typed}'. {said} (see ropetool --help)\n"

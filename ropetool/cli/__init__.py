@@ -54,6 +54,12 @@ class Group(click.Group):
             self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
         return self.commands.get(cmd_name)
 
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except getattr(click.exceptions, "NoSuchCommand", ()) as e:  # click >= 8.4: "Did you mean ...?" from every name
+            raise type(e)(e.command_name, possibilities=self.list_commands(ctx), ctx=ctx) from None
+
     def _listed(self, ctx, incomplete: str = ""):
         """(name, command) for the listing and completion: the command once imported, else a stand-in with its
         short help, which click shortens to the width exactly as it would the command's own docstring."""
