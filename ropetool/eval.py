@@ -517,11 +517,11 @@ class Evaluation:
         return window[:need], bos, pieces, keys
 
     def _run_llama(self) -> None:
-        from ropetool.llamacpp.runner import Dims, LlamaCpp, gib, llama_bytes, padded_context, preflight, refuse_past_memory, ticker
+        from ropetool.llamacpp.runner import LlamaCpp, RunSizes, gib, llama_bytes, padded_context, preflight, refuse_past_memory, ticker
 
         ids, bos, pieces, keys = self._tokenizer()
         # before the long work: the longest window's memory (the text's length is checked)
-        need = llama_bytes(Dims(self.model.header), padded_context(self.lengths[-1] + PASSKEY_NEW_TOKENS))
+        need = llama_bytes(RunSizes(self.model.header), padded_context(self.lengths[-1] + PASSKEY_NEW_TOKENS))
         refuse_past_memory(need, f"--lengths {self.lengths[-1]}")
         preflight(self.path, 256, self.device)
         for tried in self.tried:

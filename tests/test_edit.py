@@ -24,7 +24,7 @@ from ropetool.cli import cli
 from ropetool.convert import convert
 from ropetool.edit import diff_gguf, parse_assignment, set_keys, set_rope, unset_keys
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import T, TensorOut, open_gguf, write_gguf
+from ropetool.io.gguf_file import GGUFFile, T, TensorOut, write_gguf
 from ropetool.llamacpp import keys as K
 
 R = gguf.Keys.Rope
@@ -295,7 +295,7 @@ def test_copied_and_new_tensors_land_where_gguf_py_reads_them(tmp_path, replaced
     src = build(tmp_path / "src.gguf", tensors=arrays)
     new = -np.arange(arrays[replaced].size, dtype=np.float32).reshape(arrays[replaced].shape) if replaced else None
     out = tmp_path / "out.gguf"
-    with open_gguf(src) as gf:
+    with GGUFFile(src) as gf:
         tensors = [TensorOut.from_array(t.name, new) if t.name == replaced else TensorOut.copy_of(t)
                    for t in gf.tensors]
         write_gguf(out, list(gf.fields.values()), tensors, source=gf)

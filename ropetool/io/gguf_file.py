@@ -489,10 +489,6 @@ class GGUFFile:
         return h.hexdigest()
 
 
-def open_gguf(path: str | os.PathLike) -> GGUFFile:
-    return GGUFFile(path)
-
-
 # ------------------------------------------------------------------------------------------
 # Encoding
 
@@ -919,7 +915,6 @@ __all__ = [
     "TensorInfo",
     "NewValue",
     "TensorOut",
-    "open_gguf",
     "write_gguf",
     "header_bytes",
     "check_output",

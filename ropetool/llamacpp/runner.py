@@ -71,7 +71,7 @@ def no_extra_buffers(params):
     return params
 
 
-class Dims:
+class RunSizes:
     """The sizes that decide what a run of ``n`` tokens holds in memory, from a file's keys."""
 
     def __init__(self, gf):
@@ -93,7 +93,7 @@ class Dims:
         self.n_vocab = tokens.count if tokens is not None and tokens.is_array else 1
 
 
-def llama_bytes(dims: Dims, n_ctx: int, batch: int = BATCH) -> int:
+def llama_bytes(dims: RunSizes, n_ctx: int, batch: int = BATCH) -> int:
     """About what llama.cpp allocates for a context of ``n_ctx`` as :class:`LlamaCpp` runs it: the f32 KV cache
     (n_ctx x layers x (k + v) x 4 bytes), one batch's attention scores and their softmax (batch x n_ctx x heads x 4,
     twice) and one batch's logits (the weights, mapped from the file, are not counted)."""

@@ -118,3 +118,6 @@ def rope_from_hf_config(config: dict, alibi: bool = False, max_bias: float | Non
     except RopetoolError as e:
         raise RopetoolError(f"config.json {schema}: {e}") from None
     return HFRope(params, head_dim, rotary_dim, float(prf), max_pos, schema)
+
+
+__all__ = ["HFRope", "rope_from_hf_config", "CONTEXT_KEYS"]

@@ -553,5 +553,5 @@ __all__ = [
     "rope_frequencies", "alibi_slopes", "default_inv_freq", "ntk_base", "dynamic_ntk_base", "yarn_mscale",
     "yarn_correction_dim", "yarn_correction_range", "yarn_ramp", "yarn_attention_factor", "dynamic_yarn_factor",
     "longrope_attention_factor", "longrope_uses_long", "alibi_base_slopes", "power_of_two_heads",
-    "dynamic_ntk_alibi_ratio",
+    "dynamic_ntk_alibi_ratio", "Option", "OPTIONS", "flag", "refuse_unused", "baked_at",
 ]
