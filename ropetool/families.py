@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gguf
-
 from ropetool.errors import RopetoolError
+from ropetool.io.gguf_constants import constants as gguf  # gguf-py's MODEL_ARCH names, without the rest of gguf-py
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import LoaderArch, loader
 

@@ -132,3 +132,64 @@ def test_a_mistyped_command_is_matched_against_every_name_not_only_the_imported_
         proc = subprocess.run([sys.executable, "-m", "ropetool", typed, "x"], capture_output=True, text=True, timeout=60,
                               cwd=ROOT)
         assert proc.returncode == 2 and proc.stderr == f"Error: No such command '{typed}'. {said} (see ropetool --help)\n"
+
+
+def _tiny_gguf(path: Path) -> Path:
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(4096)
+    w.add_embedding_length(64)
+    w.add_block_count(1)
+    w.add_head_count(4)
+    w.add_rope_dimension_count(16)
+    w.add_rope_freq_base(10000.0)
+    w.add_token_list(["a", "b", "c"])
+    w.add_tensor("output_norm.weight", np.ones(64, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_inspect_imports_gguf_py_s_constants_alone(tmp_path):
+    """inspect (text and --json) takes gguf-py's types and names from gguf.constants without importing the
+    rest of gguf-py (its reader, writer, quantizers, vocabulary and metadata modules)."""
+    path = _tiny_gguf(tmp_path / "tiny.gguf")
+    for flags in ([], ["--json"]):
+        code = ("from ropetool.cli import cli\n"
+                f"try:\n    cli.main(['inspect', *{flags!r}, {str(path)!r}], prog_name='ropetool')\n"
+                "except SystemExit as e:\n    assert not e.code, e.code")
+        out = []
+        modules = _modules_after(code, stdout=out)
+        assert "gguf.constants" in modules and "output_norm.weight" in out[0]
+        assert not {m for m in modules if m.split(".")[0] in ("gguf", "yaml", "sentencepiece")} - {"gguf.constants"}
+
+
+LINKED = r"""
+import sys
+first = sys.argv[1]
+if first == "gguf":
+    import gguf
+import ropetool.families, ropetool.io.gguf_file as gf, ropetool.llamacpp.keys as K
+from ropetool.io.gguf_constants import constants
+assert ("gguf" in sys.modules) == (first == "gguf"), first
+import gguf
+import gguf.constants
+assert constants is gguf.constants is sys.modules["gguf.constants"]
+assert gf.T is gguf.GGUFValueType and K.T is gguf.GGUFValueType and gf.GGMLQuantizationType is gguf.GGMLQuantizationType
+assert gguf.constants.GGML_QUANT_SIZES is gf.GGML_QUANT_SIZES and gguf.Keys is gf._Keys
+assert not any(type(f).__module__ == "ropetool.io.gguf_constants" for f in sys.meta_path)  # the one-shot finder is gone
+assert gguf.GGUFValueType.get_type("x") is gf.T.STRING and callable(gguf.GGUFReader) and callable(gguf.quants.quantize)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("first", ["ropetool", "gguf"])
+def test_gguf_py_s_constants_are_one_module_whichever_is_imported_first(first):
+    """ropetool's gguf.constants is gguf-py's own (one GGUFValueType class in the process), and a later
+    ``import gguf`` is whole, with its ``constants`` attribute."""
+    proc = subprocess.run([sys.executable, "-c", LINKED, first], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

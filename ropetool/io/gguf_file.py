@@ -44,12 +44,14 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
-from gguf import Keys as _Keys
 
 from ropetool.errors import RopetoolError
 from ropetool.io.files import open_regular
+from ropetool.io.gguf_constants import constants as _gguf  # gguf-py's types and names, without the rest of gguf-py
 from ropetool.rope.fit import nice
+
+GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, _Keys = (_gguf.GGML_QUANT_SIZES, _gguf.GGMLQuantizationType,
+                                                                 _gguf.GGUFValueType, _gguf.Keys)
 
 T = GGUFValueType
 ALIGNMENT_KEY = _Keys.General.ALIGNMENT

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-import gguf
-
 from ropetool.errors import RopetoolError
 from ropetool.io.files import read_regular, read_text
+from ropetool.io.gguf_constants import constants as gguf  # gguf-py's Keys and TokenType, without the rest of gguf-py
 from ropetool.io.gguf_file import NewValue, T
 
 logger = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import gguf
 import numpy as np
 
 from ropetool.errors import RopetoolError
+from ropetool.io.gguf_constants import constants as gguf  # gguf-py's gguf.Keys and names, without the rest of gguf-py
 from ropetool.io.vocab import LLAMA_CPP_PRE_TOKENIZERS
 
 T = gguf.GGUFValueType

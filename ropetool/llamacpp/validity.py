@@ -15,9 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import gguf
-
 from ropetool.errors import RopetoolError
+from ropetool.io.gguf_constants import constants as gguf  # TENSOR_NAMES, without the rest of gguf-py
 from ropetool.io.gguf_file import GGUFFile, NewValue, T, type_name
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import loader
