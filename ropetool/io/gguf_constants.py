@@ -16,7 +16,6 @@ a one-shot finder sets ``gguf.constants`` when gguf is imported after this (code
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.util
 import sys
 from pathlib import Path
@@ -25,9 +24,10 @@ from types import ModuleType
 NAME = "gguf.constants"
 
 
-class _LinkConstants(importlib.abc.MetaPathFinder):
+class _LinkConstants:
     """On the import of gguf (once, then it leaves sys.meta_path): its spec, with ``gguf.constants`` set on
-    the package before its ``__init__`` runs."""
+    the package before its ``__init__`` runs.  A meta path finder (not subclassing importlib.abc's, whose
+    import costs more than this whole module)."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "gguf":
