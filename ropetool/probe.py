@@ -416,14 +416,17 @@ def _extended_context(st: RopeState, meant: _Meant) -> int:
     return max(ctx, int(orig * factor), 64)
 
 
-def probe_gguf(path, positions: int | None = None, device: str = "cpu", verbose: bool = False) -> ProbeReport:
+def probe_gguf(path, positions: int | None = None, device: str = "cpu", verbose: bool = False,
+               isolate: bool = True) -> ProbeReport:
     """Run llama.cpp on one small batch and compare its rope ops with the meant setting (module docstring).
 
-    ``positions``: the farthest position probed (default: 1.25 x the extended context)."""
+    ``positions``: the farthest position probed (default: 1.25 x the extended context).  ``isolate``: run
+    llama.cpp in a child process, so that an abort or a crash in it (GGML_ASSERT, a segfault) becomes a
+    one-line RopetoolError instead of the caller's death (the model is loaded once, in the child)."""
+    if isolate:
+        return _in_child(path, positions, device, verbose)
     started = time.perf_counter()
     path = Path(path)
-    if not path.is_file():
-        raise RopetoolError(f"no such file: {path}")
     notes: list[str] = []
     with GGUFFile(path) as gf:
         problems = key_problems(gf)
@@ -455,6 +458,52 @@ def probe_gguf(path, positions: int | None = None, device: str = "cpu", verbose:
         report = _report(path, gf, st, st_keys, meant, named, probe, run, max_pos, notes)
     report.wall_seconds = time.perf_counter() - started
     return report
+
+
+CHILD_TIMEOUT = 600  # seconds: loading the largest models from a cold disk
+
+
+def _in_child(path, positions, device, verbose) -> ProbeReport:
+    import json
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import json, sys\nfrom ropetool.errors import RopetoolError\nfrom ropetool.probe import probe_gguf\n"
+            "a = json.loads(sys.argv[1])\n"
+            "try:\n    r = probe_gguf(a['path'], a['positions'], a['device'], a['verbose'], isolate=False)\n"
+            "except RopetoolError as e:\n    print(json.dumps({'error': str(e)}))\n    sys.exit(2)\n"
+            "print(r.to_json())\n")
+    args = json.dumps({"path": str(path), "positions": positions, "device": device, "verbose": verbose})
+    env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # see runner.preflight: ggml's gdb fork can hang a child
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, errors="replace",
+                              timeout=CHILD_TIMEOUT, env=env)
+    except subprocess.TimeoutExpired:
+        raise RopetoolError(f"llama.cpp did not load {path} and decode the probe's batch within {CHILD_TIMEOUT} s") from None
+    if verbose and proc.stderr:
+        sys.stderr.write(proc.stderr)
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        data = None
+    if proc.returncode == 0 and isinstance(data, dict) and "verdict" in data:
+        data["kinds"] = [KindResult(**k) for k in data["kinds"]]
+        report = ProbeReport(**data)
+        report.wall_seconds = time.perf_counter() - started
+        return report
+    if isinstance(data, dict) and "error" in data:
+        raise RopetoolError(data["error"])
+    lines = [x.strip() for x in proc.stderr.splitlines() if x.strip()]
+    said = next((x for x in lines if "GGML_ASSERT" in x or "error" in x.lower()), lines[-1] if lines else "")
+    said = " ".join(re.sub(r"^\S*/", "", said).split())[:300]
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        raise RopetoolError(f"llama.cpp aborted ({name}) loading or running {path}: {said or 'no message'}")
+    raise RopetoolError(f"the probe of {path} failed: {said or f'exit code {proc.returncode}'}")
 
 
 def _report(path, gf, st, st_keys, meant: _Meant, named, probe: _Probe, run, max_pos: int, notes: list[str]) -> ProbeReport:
