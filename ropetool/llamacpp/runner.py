@@ -66,18 +66,28 @@ def padded_context(n_tokens: int) -> int:
     return max(256, -(-n_tokens // 256) * 256)
 
 
+# Set once this process has run llama.cpp: ggml's CPU backend then holds an OpenMP thread pool, which a forked
+# child cannot use (GNU OpenMP hangs after fork), so isolate.py starts a fresh interpreter instead.
+RAN_IN_PROCESS = False
+
+
 class LlamaCpp:
     """A model and a context, freed by :meth:`close` (or as a context manager)."""
 
     def __init__(self, path, n_ctx: int, device: str = "cpu", verbose: bool = False, batch: int = BATCH,
-                 flash_attn: bool = False, overrides: dict | None = None, n_seq_max: int = 1, eval_callback=None):
+                 flash_attn: bool = False, overrides: dict | None = None, n_seq_max: int = 1, eval_callback=None,
+                 extra_buffers: bool = True):
         """``overrides``: metadata values llama.cpp uses instead of the file's (``llama_model_params.kv_overrides``:
         a key absent from the file is added; int, float, bool and strings of up to 127 bytes, no arrays);
         see :func:`kv_overrides`.  ``n_seq_max`` > 1: that many sequences share one (unified) KV cache of
         ``n_ctx`` cells.  ``eval_callback``: a ``llama_cpp.ggml_backend_sched_eval_callback`` the scheduler
-        calls for every graph node (``cparams.cb_eval``; the caller keeps it alive)."""
+        calls for every graph node (``cparams.cb_eval``; the caller keeps it alive).  ``extra_buffers=False``:
+        no repacked weight buffers (``use_extra_bufts``: the CPU's AMX and repack kernels for quantized
+        weights; on a machine that lists AMX without granting it, they crash the process)."""
         import llama_cpp as L
 
+        global RAN_IN_PROCESS
+        RAN_IN_PROCESS = True
         if device not in ("cpu", "gpu"):
             raise RopetoolError(f"unknown device {device!r}; choose cpu or gpu")
         if device == "gpu" and not gpu_available():
@@ -90,6 +100,7 @@ class LlamaCpp:
             L.llama_backend_init()
             mparams = L.llama_model_default_params()
             mparams.n_gpu_layers = -1 if device == "gpu" else 0
+            mparams.use_extra_bufts = extra_buffers
             self._overrides = kv_overrides(overrides or {})
             if overrides:
                 mparams.kv_overrides = self._overrides
