@@ -36,7 +36,7 @@ from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.graph import RopeOp, run_graph, spread_starts
 from ropetool.llamacpp.provenance import read_record
 from ropetool.llamacpp.readback import meant_method
-from ropetool.llamacpp.state import KEYS, LLAMA_CPP, RopeState, read_state
+from ropetool.llamacpp.state import KEYS, LLAMA_CPP, RopeState, first_int, read_state
 from ropetool.llamacpp.validity import key_problems
 from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, ggml, make_params, rope_frequencies
 from ropetool.rope.rotate import apply_rope, rope_tolerance
@@ -451,8 +451,10 @@ def probe_gguf(path, positions: int | None = None, device: str = "cpu", verbose:
         must = tuple(x - TOKENS_PER_SEQUENCE // 2 for x in (st.n_ctx_orig or 0, ext) if x)
         starts = spread_starts(N_SEQUENCES, 0, max(0, last), must)
         probe = _Probe(meant, st, n_ctx)
+        n_head_kv = first_int(gf, K.k(K.HEAD_COUNT_KV, st.arch or "?")) or st.n_head
+        shapes = {(st.head_dim, h) for h in (st.n_head, n_head_kv) if h} if st.head_dim else None
         run = run_graph(path, starts, TOKENS_PER_SEQUENCE, device=device, n_ctx=n_ctx, on_rope=probe.on_rope,
-                        verbose=verbose)
+                        verbose=verbose, input_shapes=shapes)
         if run.n_ctx_seq != n_ctx and st.longrope_used:
             notes.append(f"llama.cpp allocated {run.n_ctx_seq} cells per sequence, not {n_ctx}")
         report = _report(path, gf, st, st_keys, meant, named, probe, run, max_pos, notes)
@@ -460,50 +462,22 @@ def probe_gguf(path, positions: int | None = None, device: str = "cpu", verbose:
     return report
 
 
-CHILD_TIMEOUT = 600  # seconds: loading the largest models from a cold disk
+def child_probe(path: str, positions: int | None, device: str, verbose: bool) -> dict:
+    """The probe in the child process :func:`probe_gguf` starts: its report as a dict."""
+    return probe_gguf(path, positions, device, verbose, isolate=False).to_dict()
 
 
 def _in_child(path, positions, device, verbose) -> ProbeReport:
-    import json
-    import os
-    import re
-    import signal
-    import subprocess
-    import sys
+    from ropetool.llamacpp.isolate import call_isolated
 
-    code = ("import json, sys\nfrom ropetool.errors import RopetoolError\nfrom ropetool.probe import probe_gguf\n"
-            "a = json.loads(sys.argv[1])\n"
-            "try:\n    r = probe_gguf(a['path'], a['positions'], a['device'], a['verbose'], isolate=False)\n"
-            "except RopetoolError as e:\n    print(json.dumps({'error': str(e)}))\n    sys.exit(2)\n"
-            "print(r.to_json())\n")
-    args = json.dumps({"path": str(path), "positions": positions, "device": device, "verbose": verbose})
-    env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # see runner.preflight: ggml's gdb fork can hang a child
     started = time.perf_counter()
-    try:
-        proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, errors="replace",
-                              timeout=CHILD_TIMEOUT, env=env)
-    except subprocess.TimeoutExpired:
-        raise RopetoolError(f"llama.cpp did not load {path} and decode the probe's batch within {CHILD_TIMEOUT} s") from None
-    if verbose and proc.stderr:
-        sys.stderr.write(proc.stderr)
-    try:
-        data = json.loads(proc.stdout)
-    except ValueError:
-        data = None
-    if proc.returncode == 0 and isinstance(data, dict) and "verdict" in data:
-        data["kinds"] = [KindResult(**k) for k in data["kinds"]]
-        report = ProbeReport(**data)
-        report.wall_seconds = time.perf_counter() - started
-        return report
-    if isinstance(data, dict) and "error" in data:
-        raise RopetoolError(data["error"])
-    lines = [x.strip() for x in proc.stderr.splitlines() if x.strip()]
-    said = next((x for x in lines if "GGML_ASSERT" in x or "error" in x.lower()), lines[-1] if lines else "")
-    said = " ".join(re.sub(r"^\S*/", "", said).split())[:300]
-    if proc.returncode < 0:
-        name = signal.Signals(-proc.returncode).name
-        raise RopetoolError(f"llama.cpp aborted ({name}) loading or running {path}: {said or 'no message'}")
-    raise RopetoolError(f"the probe of {path} failed: {said or f'exit code {proc.returncode}'}")
+    data = call_isolated("ropetool.probe", "child_probe", {"path": str(path), "positions": positions, "device": device,
+                                                           "verbose": verbose},
+                         f"loading or running {path}", show_stderr=verbose)
+    data["kinds"] = [KindResult(**k) for k in data["kinds"]]
+    report = ProbeReport(**data)
+    report.wall_seconds = time.perf_counter() - started
+    return report
 
 
 def _report(path, gf, st, st_keys, meant: _Meant, named, probe: _Probe, run, max_pos: int, notes: list[str]) -> ProbeReport:

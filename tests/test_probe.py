@@ -45,8 +45,8 @@ def test_probe_passes_the_fixture_matrix(name, method, tmp_gguf):
         assert not report.kinds and report.attention["ops"] > 0
 
 
-@pytest.mark.parametrize("name", ["llama", "gemma2", "falcon", "mpt"])
-@pytest.mark.parametrize("outtype", ["f16", "bf16"])  # q8_0 fixtures crash this machine's llama.cpp build (SIGSEGV), probe or not
+@pytest.mark.parametrize("name", ["llama", "gemma2", "gptneox", "falcon", "mpt"])
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0"])
 def test_probe_quantized_fixture(name, outtype, tmp_gguf):
     report = probe_gguf(_convert(name, "ntk-alibi" if name == "mpt" else "yarn", tmp_gguf, outtype))
     assert report.verdict == "pass", report.summary()
@@ -289,3 +289,14 @@ def test_probe_on_the_real_model(name, real_files):
 def test_probe_fails_the_real_wrong_files(name, key, real_files):
     report = probe_gguf(real_files[name][0])
     assert report.verdict == "fail" and key in report.reason, report.summary()
+
+
+def test_a_crash_in_the_child_is_one_line():
+    """What llama.cpp's GGML_ASSERT does (abort) or a segfault does, in the child: a one-line RopetoolError."""
+    from ropetool.errors import RopetoolError
+    from ropetool.llamacpp.isolate import call_isolated
+
+    for module, function, kwargs, name in (("os", "abort", {}, "SIGABRT"), ("ctypes", "string_at", {"ptr": 0}, "SIGSEGV")):
+        with pytest.raises(RopetoolError, match=f"llama.cpp aborted \\({name}\\) running it"):
+            call_isolated(module, function, kwargs, "running it")
+    assert call_isolated("json", "loads", {"s": '{"a": 1}'}, "running it") == {"a": 1}

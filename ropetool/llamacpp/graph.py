@@ -203,13 +203,15 @@ class _Ggml:
 class GraphReader:
     """The eval callback: reads rope and attention nodes as the scheduler computes them."""
 
-    def __init__(self, n_tokens: int, positions: list[int], on_rope: Callable[[RopeOp], None] | None):
+    def __init__(self, n_tokens: int, positions: list[int], on_rope: Callable[[RopeOp], None] | None,
+                 input_shapes: set[tuple[int, int]] | None = None):
         import llama_cpp
 
         self.g = _Ggml()
         self.n_tokens = n_tokens
         self.sent = np.asarray(positions, dtype=np.int64)
         self.on_rope = on_rope
+        self.input_shapes = input_shapes
         self.run = GraphRun()
         self.error: BaseException | None = None
         self._captured: dict[int, np.ndarray] = {}  # node address -> its elements
@@ -245,9 +247,12 @@ class GraphReader:
             return False
 
     def _candidate(self, t: GGMLTensor) -> bool:
-        """A node shaped like a rope input: [ne0, heads, n_tokens, 1], floating point."""
-        return (t.type in (0, 1, 30) and int(t.ne[2]) == self.n_tokens and int(t.ne[3]) == 1
-                and 0 < int(t.ne[0]) * int(t.ne[1]) <= 1 << 20)
+        """A node shaped like a rope input: [ne0, heads, n_tokens, 1], floating point, with (ne0, heads) among
+        ``input_shapes`` when given (the file's head dim and head counts)."""
+        if not (t.type in (0, 1, 30) and int(t.ne[2]) == self.n_tokens and int(t.ne[3]) == 1
+                and 0 < int(t.ne[0]) * int(t.ne[1]) <= 1 << 20):
+            return False
+        return self.input_shapes is None or (int(t.ne[0]), int(t.ne[1])) in self.input_shapes
 
     def _rope_params(self, t: GGMLTensor) -> RopeOp:
         p = list(t.op_params)
@@ -327,10 +332,12 @@ def spread_starts(n_seq: int, first: int, last: int, must: tuple[int, ...] = ())
 
 
 def run_graph(path, starts: list[int], per_seq: int, device: str = "cpu", n_ctx: int = 256,
-              on_rope: Callable[[RopeOp], None] | None = None, verbose: bool = False, overrides: dict | None = None) -> GraphRun:
+              on_rope: Callable[[RopeOp], None] | None = None, verbose: bool = False, overrides: dict | None = None,
+              input_shapes: set[tuple[int, int]] | None = None) -> GraphRun:
     """Decode one batch: sequence s holds ``per_seq`` consecutive tokens from ``starts[s]``; read its graph.
 
-    ``n_ctx``: the cells of the (unified) KV cache; llama.cpp also picks LongRoPE's table by it."""
+    ``n_ctx``: the cells of the (unified) KV cache; llama.cpp also picks LongRoPE's table by it.  ``input_shapes``: the (head dim, heads) a rope input can have, to copy
+    fewer candidate inputs (None: any [ne0, ne1, n_tokens] node)."""
     from ropetool.llamacpp.runner import LlamaCpp, quiet_log
 
     if per_seq < 1 or not starts:
@@ -340,7 +347,7 @@ def run_graph(path, starts: list[int], per_seq: int, device: str = "cpu", n_ctx:
     n_tokens = per_seq * len(starts)
     n_ctx = max(n_ctx, -(-(n_tokens + 1) // 256) * 256)
     positions = [s + i for s in starts for i in range(per_seq)]
-    reader = GraphReader(n_tokens, positions, on_rope)
+    reader = GraphReader(n_tokens, positions, on_rope, input_shapes)
     started = time.perf_counter()
     with LlamaCpp(path, n_ctx=n_ctx, device=device, verbose=verbose, batch=max(n_tokens, 1), n_seq_max=len(starts),
                   eval_callback=reader.callback, overrides=overrides) as llm:

@@ -150,6 +150,11 @@ def padded_context(n_tokens: int) -> int:
     return max(256, -(-n_tokens // 256) * 256)
 
 
+# Set once this process has run llama.cpp: ggml's CPU backend then holds an OpenMP thread pool, which a forked
+# child cannot use (GNU OpenMP hangs after fork), so isolate.py starts a fresh interpreter instead.
+RAN_IN_PROCESS = False
+
+
 class LlamaCpp:
     """A model and a context, freed by :meth:`close` (or as a context manager)."""
 
@@ -162,6 +167,8 @@ class LlamaCpp:
         calls for every graph node (``cparams.cb_eval``; the caller keeps it alive)."""
         import llama_cpp as L
 
+        global RAN_IN_PROCESS
+        RAN_IN_PROCESS = True
         if device not in ("cpu", "gpu"):
             raise RopetoolError(f"unknown device {device!r}; choose cpu or gpu")
         if device == "gpu" and not gpu_available():
