@@ -3,7 +3,7 @@
 llama.cpp decodes one small batch of several fresh sequences, a few tokens each, at positions spread from 0
 to past the extended context (:func:`ropetool.llamacpp.graph.run_graph`); every GGML_OP_ROPE node and every
 attention softmax is read as it is computed.  Against the setting the file means (ropetool's record, else the
-keys as they document it: :func:`ropetool.llamacpp.state.read_state` with ``reading="keys"``):
+keys as they document it: ``ModelFile.keys_state``):
 
 * **parameters**: each rope op's resolved op_params (and freq factors) give, through ggml's formulas
   (:mod:`ropetool.rope.ggml`), an inverse frequency per pair and a cos/sin magnitude; they must equal the meant
@@ -31,13 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import GGUFFile, dumps
+from ropetool.io.gguf_file import dumps
+from ropetool.lint import ERROR
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.graph import RopeOp, run_graph, spread_starts
-from ropetool.llamacpp.provenance import read_record
-from ropetool.llamacpp.readback import meant_method
-from ropetool.llamacpp.state import KEYS, LLAMA_CPP, RopeState, first_int, read_state
-from ropetool.llamacpp.validity import key_problems
+from ropetool.llamacpp.state import RopeState, first_int
+from ropetool.model import ModelFile
 from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, ggml, make_params, rope_frequencies
 from ropetool.rope.rotate import apply_rope, rope_tolerance
 
@@ -162,9 +161,8 @@ class _Meant:
     sliding_base: float | None = None  # what the record means for the sliding layers' base
 
 
-def _meant(gf: GGUFFile, st: RopeState, st_keys: RopeState, max_pos: int, n_ctx: int, notes: list[str]):
-    record = read_record(gf.get)
-    named, _ = meant_method(record, st)
+def _meant(mf: ModelFile, max_pos: int, n_ctx: int, notes: list[str]):
+    st, st_keys, record, named = mf.state, mf.keys_state, mf.record, mf.meant
     params = named.rope if named.source == "ropetool" else None
     if params is not None and record is not None and record.exact is False:
         notes.append(f"the file approximates {params.method} (ropetool recorded a relative error of up to "
@@ -199,9 +197,7 @@ def _meant(gf: GGUFFile, st: RopeState, st_keys: RopeState, max_pos: int, n_ctx:
     if m.encoding == "rope" and n_rot:
         m.rope = rope_frequencies(params, n_rot, seq_len=seq_len)
         if st.sliding is not None:
-            recorded = gf.get(K.RT_SLIDING_BASE)
-            own = st.sliding.freq_base if st.sliding.freq_base_source != "global" else None
-            m.sliding_base = float(recorded) if isinstance(recorded, float) else own
+            m.sliding_base = mf.meant_sliding_base
             if m.sliding_base is None:
                 m.sliding = m.rope
             elif facts.sliding.scale_follows_global:
@@ -355,7 +351,8 @@ def _differences(op: RopeOp, doc: dict) -> list[tuple[str, object, object]]:
     return out
 
 
-def _explain(op: RopeOp, kind: str, st: RopeState, st_keys: RopeState, meant: _Meant, gf: GGUFFile, n_ctx: int) -> list[str]:
+def _explain(op: RopeOp, kind: str, mf: ModelFile, meant: _Meant, n_ctx: int) -> list[str]:
+    st, st_keys = mf.state, mf.keys_state
     a = st.arch or "?"
     ignored = {i.key: i for i in st.ignored}
     found = []
@@ -371,42 +368,22 @@ def _explain(op: RopeOp, kind: str, st: RopeState, st_keys: RopeState, meant: _M
         found.append(f"{name} {_fmt(have)} where the file says {_fmt(want)}: {why}")
     if found or meant.params is None:
         return found
-    return _record_vs_keys(gf, st, meant) or ["the rope op differs from ropetool's record, though the file's keys are "
+    changed = [f"no {key}, which ropetool's record needs" if want is None else
+               f"{key} = {_fmt(have)} where ropetool's record means {_fmt(want)}"
+               for key, have, want in mf.record_differences(meant.params)]
+    return changed or ["the rope op differs from ropetool's record, though the file's keys are "
                                               "the ones ropetool writes for it"]
-
-
-def _record_vs_keys(gf: GGUFFile, st: RopeState, meant: _Meant) -> list[str]:
-    """The keys that differ from what ropetool's lowering of the record writes."""
-    from ropetool.llamacpp.lowering import lower
-
-    out = []
-    try:
-        lowered = lower(meant.params, st.facts, st.n_rot or 2, st.n_head or 1, st.n_ctx_orig or 1, st.n_layer)
-    except RopetoolError:
-        lowered = None
-    for v in lowered.values if lowered is not None else ():
-        have = gf.get(v.key)
-        same = (math.isclose(have, v.value, rel_tol=1e-6) if isinstance(v.value, float) and isinstance(have, float)
-                else have == v.value)
-        if not same:
-            out.append(f"{v.key} = {_fmt(have)} where ropetool's record means {_fmt(v.value)}")
-    for name in (lowered.tensors if lowered is not None else ()):
-        if gf.tensor(name) is None:
-            out.append(f"no {name}, which ropetool's record needs")
-    sw = st.sliding
-    if sw is not None and meant.sliding_base is not None and not math.isclose(sw.freq_base, meant.sliding_base, rel_tol=1e-6):
-        out.append(f"{K.k(K.ROPE_FREQ_BASE_SWA, st.arch)} = {_fmt(sw.freq_base)} where ropetool's record means "
-                   f"{_fmt(meant.sliding_base)}")
-    return out
 
 
 # ------------------------------------------------------------------------------------------
 # The command
 
 
-def _extended_context(st: RopeState, meant: _Meant) -> int:
-    ctx = st.context_length or 0
-    orig = st.n_ctx_orig or ctx
+def _extended_context(mf: ModelFile, meant: _Meant) -> int:
+    """The farthest context the setting reaches: the file's, or the trained one times the factor if farther."""
+    st = mf.state
+    ctx = mf.extended_context or 0
+    orig = mf.trained_context or ctx
     factor = 1 / st.freq_scale if st.freq_scale and st.freq_scale < 1 else 1.0
     p = meant.params
     if p is not None:
@@ -428,36 +405,36 @@ def probe_gguf(path, positions: int | None = None, device: str = "cpu", verbose:
     started = time.perf_counter()
     path = Path(path)
     notes: list[str] = []
-    with GGUFFile(path) as gf:
-        problems = key_problems(gf)
-        if problems:
-            more = f" (and {len(problems) - 1} more: see ropetool inspect)" if len(problems) > 1 else ""
-            raise RopetoolError(f"{path}: {problems[0].rule}: {problems[0].why}{more}")
-        st, st_keys = read_state(gf, LLAMA_CPP), read_state(gf, KEYS)
+    with ModelFile.open(path) as mf:
+        errors = [f for f in mf.findings if f.severity == ERROR]
+        if errors:
+            more = f" (and {len(errors) - 1} more: see ropetool inspect)" if len(errors) > 1 else ""
+            raise RopetoolError(f"{path}: {errors[0].message}{more}")
+        st = mf.state
         if st.encoding == "rope" and not st.computable:
             raise RopetoolError(f"{path}: the rope settings cannot be evaluated: "
                                 + "; ".join(f"{k}: {why}" for k, why in st.problems))
         # a first reading, to size the probe (LongRoPE's table depends on the context it allocates)
-        pre, _ = _meant(gf, st, st_keys, 1 << 20, 1 << 20, [])
-        ext = _extended_context(st, pre)
+        pre, _ = _meant(mf, 1 << 20, 1 << 20, [])
+        ext = _extended_context(mf, pre)
         max_pos = int(positions) if positions is not None else int(REACH * ext)
         if max_pos < TOKENS_PER_SEQUENCE:
             raise RopetoolError(f"--positions must be at least {TOKENS_PER_SEQUENCE}")
         n_ctx = 256
         if st.longrope_used and st.n_ctx_orig and max_pos >= st.n_ctx_orig:
             n_ctx = -(-(st.n_ctx_orig + 1) // 256) * 256  # so that llama.cpp picks the long table
-        meant, named = _meant(gf, st, st_keys, max_pos, n_ctx, notes)
+        meant, named = _meant(mf, max_pos, n_ctx, notes)
         last = max_pos - TOKENS_PER_SEQUENCE + 1
-        must = tuple(x - TOKENS_PER_SEQUENCE // 2 for x in (st.n_ctx_orig or 0, ext) if x)
+        must = tuple(x - TOKENS_PER_SEQUENCE // 2 for x in (mf.trained_context or 0, ext) if x)
         starts = spread_starts(N_SEQUENCES, 0, max(0, last), must)
         probe = _Probe(meant, st, n_ctx)
-        n_head_kv = first_int(gf, K.k(K.HEAD_COUNT_KV, st.arch or "?")) or st.n_head
+        n_head_kv = first_int(mf.header, mf.key(K.HEAD_COUNT_KV)) or st.n_head
         shapes = {(st.head_dim, h) for h in (st.n_head, n_head_kv) if h} if st.head_dim else None
         run = run_graph(path, starts, TOKENS_PER_SEQUENCE, device=device, n_ctx=n_ctx, on_rope=probe.on_rope,
                         verbose=verbose, input_shapes=shapes)
         if run.n_ctx_seq != n_ctx and st.longrope_used:
             notes.append(f"llama.cpp allocated {run.n_ctx_seq} cells per sequence, not {n_ctx}")
-        report = _report(path, gf, st, st_keys, meant, named, probe, run, max_pos, notes)
+        report = _report(path, mf, meant, named, probe, run, max_pos, notes)
     report.wall_seconds = time.perf_counter() - started
     return report
 
@@ -471,7 +448,7 @@ def _in_child(path, positions, device, verbose) -> ProbeReport:
     from ropetool.llamacpp.isolate import call_isolated
 
     started = time.perf_counter()
-    data = call_isolated("ropetool.probe", "child_probe", {"path": str(path), "positions": positions, "device": device,
+    data = call_isolated(__name__, "child_probe", {"path": str(path), "positions": positions, "device": device,
                                                            "verbose": verbose},
                          f"loading or running {path}", show_stderr=verbose)
     data["kinds"] = [KindResult(**k) for k in data["kinds"]]
@@ -480,7 +457,8 @@ def _in_child(path, positions, device, verbose) -> ProbeReport:
     return report
 
 
-def _report(path, gf, st, st_keys, meant: _Meant, named, probe: _Probe, run, max_pos: int, notes: list[str]) -> ProbeReport:
+def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_pos: int, notes: list[str]) -> ProbeReport:
+    st = mf.state
     findings: list[str] = []
     n_layer = st.n_layer or 0
     expected = list(range(n_layer)) if meant.encoding == "rope" else []
@@ -518,7 +496,7 @@ def _report(path, gf, st, st_keys, meant: _Meant, named, probe: _Probe, run, max
                          "not checked")
         mismatched = [op for op in k.distinct.values() if _param_mismatch(op, k.meant, meant)]
         for op in mismatched[:1]:
-            why = _explain(op, name, st, st_keys, meant, gf, probe.n_ctx)
+            why = _explain(op, name, mf, meant, probe.n_ctx)
             findings.append(f"{where} ({op.name}): llama.cpp's rope differs from the meant setting: "
                             + _effect(op, k.meant, meant) + (": " + "; ".join(why) if why else ""))
         if k.checked and k.worst > 1:

@@ -336,8 +336,8 @@ def run_graph(path, starts: list[int], per_seq: int, device: str = "cpu", n_ctx:
               input_shapes: set[tuple[int, int]] | None = None) -> GraphRun:
     """Decode one batch: sequence s holds ``per_seq`` consecutive tokens from ``starts[s]``; read its graph.
 
-    ``n_ctx``: the cells of the (unified) KV cache; llama.cpp also picks LongRoPE's table by it.  ``input_shapes``: the (head dim, heads) a rope input can have, to copy
-    fewer candidate inputs (None: any [ne0, ne1, n_tokens] node)."""
+    ``n_ctx``: the cells of the (unified) KV cache; llama.cpp also picks LongRoPE's table by it.
+    ``input_shapes``: the (head dim, heads) a rope input can have, to copy fewer candidate inputs (None: any [ne0, ne1, n_tokens] node)."""
     from ropetool.llamacpp.runner import LlamaCpp, quiet_log
 
     if per_seq < 1 or not starts:
