@@ -44,6 +44,7 @@ PARAM_TOL = 1e-5  # relative: an inverse frequency or magnitude from float32 op_
 SLOPE_TOL = 1e-5
 N_SEQUENCES = 8
 TOKENS_PER_SEQUENCE = 4
+MAX_POSITION = 2**31 - 1  # llama_pos is an int32_t
 REACH = 1.25  # default: probe to 1.25 x the extended context
 MODELLED_MODES = {"normal", "neox"}
 
@@ -420,6 +421,9 @@ def probe_gguf(path, positions: int | None = None, device: str = "cpu", verbose:
         max_pos = int(positions) if positions is not None else int(REACH * ext)
         if max_pos < TOKENS_PER_SEQUENCE:
             raise RopetoolError(f"--positions must be at least {TOKENS_PER_SEQUENCE}")
+        if max_pos > MAX_POSITION:
+            raise RopetoolError(f"--positions must be at most {MAX_POSITION} (llama.cpp's positions are 32-bit "
+                                f"integers), got {max_pos}")
         n_ctx = 256
         if st.longrope_used and st.n_ctx_orig and max_pos >= st.n_ctx_orig:
             n_ctx = -(-(st.n_ctx_orig + 1) // 256) * 256  # so that llama.cpp picks the long table
