@@ -21,6 +21,8 @@ from ropetool.version import __version__
 # `ropetool --help` and shell completion start in the time of click alone.  The short help is the first
 # paragraph of the command's docstring, kept here (tests/test_startup.py checks that the two agree).
 COMMANDS = {
+    "extend": ("ropetool.cli.extend:extend_command",
+               "Extend MODEL (a GGUF or a Hugging Face folder) to N tokens: the file, proven, its memory, how to run it."),
     "convert": ("ropetool.cli.convert:convert", "Convert the Hugging Face model in MODEL_DIR to GGUF."),
     "quantize": ("ropetool.cli.quantize:quantize_command",
                  "Quantize FILE with llama.cpp's own quantizer, keeping every key (the rope settings and ropetool's record)."),
