@@ -143,7 +143,7 @@ class ExtendResult:
             if "modelfile" in self.run:
                 lines.append("  ollama Modelfile:")
                 lines.extend(f"    {x}" for x in self.run["modelfile"].splitlines())
-            if "flags" in self.run:
+            if self.run.get("flags"):
                 lines.append(f"  without writing a file, llama.cpp's flags on {self.source.name}:")
                 lines.append(f"    {self.run['flags']}")
             for x in self.run.get("flags_cannot", []):
@@ -242,21 +242,20 @@ def _alibi_refusal(model: _Model, n: int, source: Path) -> None:
                             f"{K.k(K.CONTEXT_LENGTH, model.arch)}=u32:{n}`, unproven on the model)")
 
 
-def _alternatives(try_edit: Callable[[str, dict], None], model: _Model, n: int, refused: str) -> str:
-    """The methods llama.cpp computes exactly on this architecture, at factor n / trained."""
+def _alternatives(try_edit: Callable[[str, dict], None], model: _Model, n: int) -> str:
+    """The methods llama.cpp computes exactly on this architecture, at factor n / trained with their own defaults."""
     s = n / model.trained
     names = ("ntk-alibi", "alibi-interp") if model.encoding == "alibi" else ("yarn", "ntk", "dynamic-ntk", "linear")
     exact = []
     for method in names:
-        if method == refused:
-            continue
         try:
             try_edit(method, _options_at(method, s, n))
             exact.append(method)
         except RopetoolError:
             continue
     if exact:
-        return f"exact on {model.arch}: {', '.join(exact)} (ropetool set-rope / convert --rope METHOD); or --approximate"
+        return (f"exact on {model.arch} at factor {s:g} with their default parameters: {', '.join(exact)} (ropetool "
+                f"set-rope / convert --rope METHOD); or --approximate")
     if model.encoding == "alibi":
         return (f"no ALiBi extension is exact on {model.arch}: --approximate writes the nearest max_bias, recording its "
                 f"error; or plain ALiBi with the cap raised alone: ropetool set FILE -o OUT "
@@ -376,6 +375,7 @@ def _extend_gguf(source: Path, n: int, out, measure: bool, force: bool, approxim
         def try_edit(method, options, approx=False):
             return mf.rope_edit(method, options, approximate=approx, context=n)
 
+        target = result.output = _target(out, source, n, force)  # refused before any long work
         if measure:
             setting, result.measure = _measured(mf, m, n, approximate, device, notify)
         else:
@@ -383,9 +383,8 @@ def _extend_gguf(source: Path, n: int, out, measure: bool, force: bool, approxim
         try:
             edit = try_edit(setting.method, setting.options, approximate)
         except CannotCompute as e:
-            raise RopetoolError(f"{e}; nothing written ({_alternatives(try_edit, m, n, setting.method)})") from None
+            raise RopetoolError(f"{e}; nothing written ({_alternatives(try_edit, m, n)})") from None
         result.setting = setting
-        target = result.output = _target(out, source, n, force)
         holder: dict = {}
         try:
             written = write_rope_edit(mf, edit, target, force=force, approximate=approximate,
@@ -424,7 +423,7 @@ def _extend_folder(source: Path, n: int, out, outtype: str, force: bool, approxi
     try:
         plan = plan_conversion(source, outtype, setting.method, approximate, context_length=n, **setting.options)
     except CannotCompute as e:
-        raise RopetoolError(f"{e}; nothing written ({_alternatives(try_plan, m, n, setting.method)})") from None
+        raise RopetoolError(f"{e}; nothing written ({_alternatives(try_plan, m, n)})") from None
     result.setting = setting
     target = result.output = _target(out, source, n, force, plan.type_name)
     holder: dict = {}

@@ -350,6 +350,33 @@ def test_no_exact_method_is_refused_without_approximate(tmp_path):
     assert result.written and result.probe.passed and result.rope["exact"] is False
 
 
+def test_a_recipe_llama_cpp_cannot_compute_is_refused_naming_what_it_can(tmp_path):
+    """qwen2's loader ignores the YaRN beta keys and loads no rope_freqs: a config.json's own YaRN with beta_fast 2
+    (over 8192 tokens, where the ramp then differs from native YaRN's) has no exact form there; the refusal names the
+    methods llama.cpp computes exactly on qwen2."""
+    import shutil
+
+    folder = tmp_path / "qwen2-betas"
+    shutil.copytree(fixture_dir("qwen2"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["rope_scaling"].update(beta_fast=2.0, original_max_position_embeddings=8192, factor=2.0)
+    config["max_position_embeddings"] = 16384
+    (folder / "config.json").write_text(json.dumps(config))
+    err = _refused([folder, "--context", 65536], tmp_path, "cannot compute yarn exactly on qwen2", "--approximate",
+                   "exact on qwen2 at factor 8 with their default parameters: yarn, ntk, dynamic-ntk, linear")
+    assert "nothing written" in err and "ignores yarn_beta_*" in err
+    result = extend(folder, 65536, tmp_path / "approx.gguf", approximate=True)
+    assert result.written and result.probe.passed and result.rope["exact"] is False
+
+
+def test_flags_cannot_set_a_rope_tensor(tmp_path):
+    source = tmp_path / "llama3.gguf"
+    convert(fixture_dir("llama3"), source, outtype="f16")
+    result = extend(source, 1024, tmp_path / "out.gguf")
+    assert result.written and result.setting.method == "llama3" and result.probe.passed
+    assert not result.run["flags"] and "rope_freqs" in result.run["flags_cannot"][0]
+
+
 def test_other_refusals(tmp_path):
     source = _converted("llama", tmp_path)
     _refused([source, "--context", 256, "--outtype", "q8_0"], tmp_path, "--outtype applies to a Hugging Face folder")
