@@ -306,7 +306,7 @@ class ModelFile:
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1:
             raise RopetoolError(f"the context must be a positive number of tokens, got {n_ctx!r}")
         n_layer = self._count(K.BLOCK_COUNT)
-        if not n_layer:
+        if not n_layer or n_layer > K.MAX_LAYERS:
             raise RopetoolError(f"{self.path} has no usable {self.key(K.BLOCK_COUNT)}: cannot size its KV cache")
         heads = self._per_layer(K.HEAD_COUNT, n_layer, None)
         heads_kv = self._per_layer(K.HEAD_COUNT_KV, n_layer, heads)
@@ -317,7 +317,7 @@ class ModelFile:
         head_v_swa = self._count(K.VALUE_LENGTH_SWA) or head_v
         mla = bool(self._count(K.KEY_LENGTH_MLA)) and bool(self._count(K.VALUE_LENGTH_MLA))
         sliding = self.state.sliding
-        slides = list(sliding.layers) if sliding is not None else [False] * n_layer
+        slides = list(sliding.layers) if sliding is not None and len(sliding.layers) == n_layer else [False] * n_layer
         cells = _pad(n_ctx, 256)
         ubatch = min(n_ctx, n_batch, n_ubatch)
         sliding_cells = None
