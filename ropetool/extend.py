@@ -44,7 +44,7 @@ from ropetool.io.gguf_file import check_output
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import LoaderArch
 from ropetool.llamacpp.lowering import CannotCompute
-from ropetool.model import KV_CACHE_TYPES, Memory, ModelFile, size_words
+from ropetool.model import KV_CACHE_TYPES, Memory, ModelFile, size_words, trained_context
 from ropetool.rope import METHOD_TABLE, RopeParams
 
 # The candidates --measure evaluates (issue #26), at factor s = N / trained: YaRN, NTK-aware, Dynamic NTK baked at N.
@@ -182,8 +182,6 @@ def _of_gguf(mf: ModelFile) -> _Model:
 
 
 def _of_plan(plan) -> _Model:
-    from ropetool.model import trained_context
-
     family = plan.family
     trained = trained_context(plan.rope.original_context, None, plan.hparams.trained_context)
     extended = max(plan.lowered.context_length or trained, trained)
