@@ -171,6 +171,20 @@ def check_family_config(config: dict, family: Family) -> None:
         got = config_value(config, path, want)
         if got != want:
             raise RopetoolError(f"config.json: {path} is {json.dumps(got)}, but {why}")
+    key, n_layer = family.hf_no_rope_layers, config.get("num_hidden_layers")
+    if key and isinstance(n_layer, int) and 0 < n_layer <= K.MAX_LAYERS:
+        flags = config.get(key)
+        if flags is None:  # transformers: a no-rope layer every no_rope_layer_interval layers (default 4)
+            interval = config.get("no_rope_layer_interval", 4)
+            flags = [int((il + 1) % interval != 0) for il in range(n_layer)] if isinstance(interval, int) and interval > 0 \
+                else interval
+        unroped = family.loader.no_rope_layers(n_layer)
+        want = [il not in unroped for il in range(n_layer)]
+        if (not isinstance(flags, list) or len(flags) < n_layer or any(f not in (0, 1) for f in flags)
+                or [bool(f) for f in flags[:n_layer]] != want):
+            raise RopetoolError(f"config.json: {key} is {json.dumps(flags)[:120]}, but llama.cpp's {family.arch} graph "
+                                f"applies no rope exactly in layers {', '.join(map(str, unroped)) or '(none)'} (every "
+                                f"{family.loader.no_rope_step}th): it would compute another model")
 
 
 def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams) -> list[NewValue]:

@@ -124,6 +124,9 @@ class Family:
     requires: tuple[tuple[str, object, str], ...] = ()
     # The trained context when config.json does not say it, and where the number comes from.
     default_context: tuple[int, str] | None = None
+    # config.json's per-layer rope flags (1: the layer rotates q and k, 0: no rope), which must be the pattern
+    # llama.cpp's graph hard-codes for the architecture (LoaderArch.no_rope_layers): smollm3's no_rope_layers.
+    hf_no_rope_layers: str | None = None
 
     def required_tensors(self, n_layer: int, experts: bool = False) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
@@ -261,6 +264,14 @@ FAMILIES: dict[str, Family] = {
                block_tensors=("attn_norm.weight", "attn_norm.bias", "attn_qkv.weight", "attn_output.weight",
                               "ffn_up.weight", "ffn_down.weight"),
                default_context=(2048, "config.json does not say; llama.cpp's converter writes 2048 for Falcon")),
+        # SmolLM3: llama's layout (q/k permuted as llama.cpp's converter does) without rope in every 4th layer, which
+        # llama.cpp's smollm3 graph hard-codes (src/models/smollm3.cpp): config.json's no_rope_layers must say the same.
+        # Its loader creates no output or feed-forward biases and no sliding window.
+        Family("smollm3", ("SmolLM3ForCausalLM",), "rms", "swiglu", permute_qk=True, tied_default=True,
+               hf_no_rope_layers="no_rope_layers",
+               requires=(("attention_bias", False, "llama.cpp's smollm3 loads no attention output bias"),
+                         ("mlp_bias", False, "llama.cpp's smollm3 loads no feed-forward biases"),
+                         ("use_sliding_window", False, "llama.cpp's smollm3 has no sliding-window layers"))),
         # MPT: ALiBi with max_bias from attn_config.alibi_bias_max (read from the file: the one llama.cpp
         # architecture ropetool converts whose ALiBi slopes a setting can change; jais reads the key too), q/k/v
         # clamped at clip_qkv; no biases.

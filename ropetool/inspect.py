@@ -187,6 +187,12 @@ def summarize_rope(model: ModelFile) -> dict:
         bits.append(f"cos/sin scaled by {_fmt(st.magnitude)}")
     if out["rope_tensors"]:
         bits.append("tensors " + ", ".join(t["name"] + ("" if t["used"] else " (not loaded: llama.cpp refuses the file)") for t in out["rope_tensors"]))
+    if st.no_rope_layers:  # smollm3: the graph never rotates these layers, whatever the keys say
+        llama["no_rope_layers"] = list(st.no_rope_layers)
+        unroped = list(st.no_rope_layers)
+        bits.append(f"rope in layers {_ranges(st.rope_layers)} only: llama.cpp's {st.arch} graph skips every "
+                    f"{st.facts.no_rope_step}th layer ({'layer' if len(unroped) == 1 else 'layers'} {_ranges(unroped)}: "
+                    "no position information there, whatever the setting)")
     out["description"] = f"{words}: " + "; ".join(bits)
     sw = st.sliding
     if sw is not None:
@@ -349,6 +355,9 @@ def render_text(report: dict, full: bool = False) -> str:
         lines.append(f"  llama.cpp:  type {lc['scaling_type']} ({lc['scaling_type_source']}), freq_base {_fmt(lc['freq_base'])}, "
                      f"freq_scale {_fmt(lc['freq_scale'])}, n_rot {lc['n_rot']}, n_ctx_orig {lc['n_ctx_orig']}, "
                      f"ext_factor {_fmt(lc['ext_factor'])}")
+        if lc.get("no_rope_layers"):
+            lines.append(f"  no rope:    {'layer' if len(lc['no_rope_layers']) == 1 else 'layers'} "
+                         f"{_ranges(lc['no_rope_layers'])} (llama.cpp's graph never rotates q and k there)")
         sw = r.get("sliding_window")
         if sw:
             lines.append(f"  global:     layers {_ranges(sw['global_layers'])}: freq_base {_fmt(lc['freq_base'])}, "

@@ -465,7 +465,8 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
     st = mf.state
     findings: list[str] = []
     n_layer = st.n_layer or 0
-    expected = list(range(n_layer)) if meant.encoding == "rope" else []
+    # the layers llama.cpp's graph rotates (smollm3 never rotates every 4th: LoaderArch.no_rope_layers)
+    expected = [il for il in range(n_layer) if il not in st.no_rope_layers] if meant.encoding == "rope" else []
     seen = sorted({op.layer for op in run.ropes if op.layer is not None})
     if any(op.layer is None for op in run.ropes):
         notes.append("some rope nodes carry no layer index in their names: "
@@ -474,6 +475,11 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
     extra = sorted(set(seen) - set(expected))
     if missing:
         findings.append(f"layers the file means to rope have no rope op in llama.cpp's graph: {_ranges(missing)}")
+    if st.no_rope_layers and meant.encoding == "rope":
+        few = len(st.no_rope_layers) == 1
+        notes.append(f"layer{'' if few else 's'} {_ranges(list(st.no_rope_layers))} {'has' if few else 'have'} no rope in "
+                     f"llama.cpp's {st.arch} graph (hard-coded, whatever the keys say)"
+                     + ("" if set(seen) & set(st.no_rope_layers) else ": no rope op seen there"))
     if extra or (meant.encoding != "rope" and run.ropes):
         findings.append(f"llama.cpp applies rope in layers {_ranges(seen) or '(unnamed)'}, where the file means "
                         f"{meant.encoding}")

@@ -37,6 +37,7 @@ gemma               ``family.embed_scale`` (embeddings x sqrt(n_embd)); ``post_a
 sliding layers      ``self.sliding`` (llama.cpp's reading of the file, ``LoaderArch.sliding``): those layers mask
                     keys ``window`` or more positions back and rotate with their own base (see
                     ``sliding_frequencies``)
+no-rope layers      ``LoaderArch.no_rope_layers`` (smollm3: every 4th): q and k are not rotated there
 ==================  ===================================================================================
 
 The rope settings: when the file carries ropetool's record (``ropetool.rope.method`` and
@@ -587,16 +588,19 @@ class ReferenceModel:
             x0 = norm(x0, self._w(TENSOR.TOKEN_EMBD_NORM, None, dtype=dtype), self._w(TENSOR.TOKEN_EMBD_NORM, None, "bias", dtype), s.eps)
         xs = [x0[:n].copy() for n in lengths]
         del x0
+        unroped = set(self.facts.no_rope_layers(s.n_layer))
+        no_trig = [None] * len(settings)
         for il in range(s.n_layer):
             slides = self.sliding is not None and self.sliding.layers[il]
             window = self.sliding.window if slides else None
+            layer_trig = no_trig if il in unroped else trig_sliding if slides else trig
             if s.parallel:  # x + attn(norm(x)) + ffn(norm'(x)): the feed-forward reads the block's input
                 inputs = [x.copy() for x in xs]
-                self._attention_block(il, xs, settings, trig_sliding if slides else trig, norm, dtype, window)
+                self._attention_block(il, xs, settings, layer_trig, norm, dtype, window)
                 self._ffn_block(il, xs, norm, dtype, inputs)
                 del inputs
             else:
-                self._attention_block(il, xs, settings, trig_sliding if slides else trig, norm, dtype, window)
+                self._attention_block(il, xs, settings, layer_trig, norm, dtype, window)
                 self._ffn_block(il, xs, norm, dtype)
             if progress is not None:  # progress(layers done, layers)
                 progress(il + 1, s.n_layer)

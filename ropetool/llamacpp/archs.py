@@ -98,6 +98,9 @@ BETA_FAST_DEFAULT = {"grok": 8.0}  # yarn_beta_fast where it is read; 32 elsewhe
 ALIBI_FIXED = {"bloom": 8.0, "refact": 8.0, "jina-bert-v2": 8.0}  # the graph hard-codes max_bias
 ALIBI_BY_LAYERS = {"baichuan": ((40, 8.0),)}  # block_count -> max_bias; RoPE at 32 layers, nothing otherwise
 ROPE_BY_LAYERS = {"baichuan": (32,)}  # archs whose graph applies rope only at these block counts
+# The graph skips rope on every n-th layer ((il + 1) % n == 0), n hard-coded by the loader (hparams.n_no_rope_layer_step:
+# src/models/smollm3.cpp sets 4 whatever the file says; no key changes it).
+NO_ROPE_LAYER_STEP = {"smollm3": 4}
 N_ROT_IS_HEAD_DIM = frozenset({"llama", "deci", "falcon", "llama-embed"})  # the loader throws otherwise
 # The graph asserts it (GGML_ASSERT(n_embd_head == n_rot) in src/models/*.cpp): the process aborts otherwise.
 N_ROT_IS_HEAD_DIM_GRAPH = frozenset({
@@ -151,6 +154,7 @@ class LoaderArch:
     applies_rope_factors: bool = True  # False: the graph loads the rope tensors but never uses them
     n_rot_is_head_dim: bool = False
     sliding: SlidingWindow | None = None  # sliding-window layers with a rope of their own (None: not modelled)
+    no_rope_step: int = 0  # > 0: the graph applies no rope in layers il with (il + 1) % no_rope_step == 0
 
     def reads_key(self, template: str) -> bool:
         return template in self.reads
@@ -177,6 +181,13 @@ class LoaderArch:
         if self.rope_type == "none":
             return False
         return not self.rope_layer_counts or n_layer in self.rope_layer_counts
+
+    def no_rope_layers(self, n_layer: int | None) -> tuple[int, ...]:
+        """The layers whose q and k the graph never rotates (smollm3: 3, 7, 11, ...), whatever the rope keys say."""
+        step = self.no_rope_step
+        if not step or not n_layer or n_layer > K.MAX_LAYERS:
+            return ()
+        return tuple(il for il in range(n_layer) if (il + 1) % step == 0)
 
     @property
     def pairing(self) -> str | None:
@@ -212,6 +223,7 @@ def _record(name: str, known: bool = True) -> LoaderArch:
         applies_rope_factors=name not in ROPE_FACTORS_NOT_APPLIED,
         n_rot_is_head_dim=name in N_ROT_IS_HEAD_DIM | N_ROT_IS_HEAD_DIM_GRAPH,
         sliding=SLIDING_WINDOWS.get(name),
+        no_rope_step=NO_ROPE_LAYER_STEP.get(name, 0),
     )
 
 

@@ -113,6 +113,14 @@ class RopeState:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (key or tensor, why llama.cpp cannot use it)
     sliding: SlidingState | None = None  # sliding-window layers with a rope of their own (gemma2, gemma3)
     positionless: str | None = None  # why llama.cpp's graph applies no position encoding at this layer count
+    no_rope_layers: tuple[int, ...] = ()  # layers the graph never rotates, whatever the keys (smollm3: every 4th)
+
+    @property
+    def rope_layers(self) -> list[int]:
+        """The layers whose q and k llama.cpp rotates (every layer but ``no_rope_layers``), for a rope file."""
+        if self.encoding != "rope" or not self.n_layer or self.n_layer > K.MAX_LAYERS:
+            return []
+        return [il for il in range(self.n_layer) if il not in self.no_rope_layers]
 
     def of_sliding_layers(self) -> "RopeState":
         """This state as the sliding-window layers compute rope: their base and scale, the rest the same."""
@@ -344,7 +352,7 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
         factor=float(factor) if factor else None, factor_source=factor_source if factor else None,
         freq_scale=freq_scale, orig_ctx_key=orig_key, n_ctx_orig=n_ctx_orig, ext_factor=ext, beta_fast=beta_fast,
         beta_slow=beta_slow, rope_attn_factor=rope_attn, yarn_attn_factor=yarn_attn, log_mul=log_mul,
-        attn_factor=attn, magnitude=magnitude, ignored=ignored, notes=notes,
+        attn_factor=attn, magnitude=magnitude, ignored=ignored, notes=notes, no_rope_layers=facts.no_rope_layers(n_layer),
     )
     _read_alibi(gf, st, key, reading)
     _read_rope_tensors(gf, st, reading)
