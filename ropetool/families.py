@@ -124,6 +124,9 @@ class Family:
     requires: tuple[tuple[str, object, str], ...] = ()
     # The trained context when config.json does not say it, and where the number comes from.
     default_context: tuple[int, str] | None = None
+    # The q/k norms' span: "head" (qwen3, gemma3: one weight per head dimension, applied to each head) or
+    # "projection" (olmo2: over the whole q and k projections, n_head * head_dim and n_head_kv * head_dim).
+    qk_norm: str = "head"
     # config.json's per-layer rope flags (1: the layer rotates q and k, 0: no rope), which must be the pattern
     # llama.cpp's graph hard-codes for the architecture (LoaderArch.no_rope_layers): smollm3's no_rope_layers.
     hf_no_rope_layers: str | None = None
@@ -158,8 +161,8 @@ class Family:
             "attn_v": (v, e),
             "attn_qkv": (q + kv + v, e),
             "attn_output": (e, d.n_head * (d.head_dim_v or d.head_dim)),
-            "attn_q_norm": (d.head_dim,),
-            "attn_k_norm": (d.head_dim,),
+            "attn_q_norm": (q,) if self.qk_norm == "projection" else (d.head_dim,),
+            "attn_k_norm": (kv,) if self.qk_norm == "projection" else (d.head_dim,),
             "ffn_gate": (f, e),
             "ffn_up": (2 * f, e) if self.ffn == "swiglu-fused" else (f, e),
             "ffn_down": (e, f),
@@ -272,6 +275,16 @@ FAMILIES: dict[str, Family] = {
                requires=(("attention_bias", False, "llama.cpp's smollm3 loads no attention output bias"),
                          ("mlp_bias", False, "llama.cpp's smollm3 loads no feed-forward biases"),
                          ("use_sliding_window", False, "llama.cpp's smollm3 has no sliding-window layers"))),
+        # OLMo 2: no norm before attention or feed-forward; each one's output is normed before the residual
+        # (post_attention_norm, post_ffw_norm); q and k normed over the whole projection, before rope (NEOX, no
+        # permutation); the loader requires output.weight (a tied model writes it) and takes the head size as
+        # n_embd / n_head (src/models/olmo2.cpp).
+        Family("olmo2", ("Olmo2ForCausalLM",), "rms", "swiglu", qk_norm="projection", writes_tied_output=True,
+               model_tensors=_MODEL + ("output.weight",),
+               block_tensors=_QKV + ("attn_output.weight", "attn_q_norm.weight", "attn_k_norm.weight",
+                                     "post_attention_norm.weight", "post_ffw_norm.weight") + _DENSE_FFN,
+               requires=(("attention_bias", False, "llama.cpp's olmo2 loads no attention biases"),
+                         ("head_dim", None, "llama.cpp's olmo2 takes the head size as hidden_size / num_attention_heads"))),
         # MPT: ALiBi with max_bias from attn_config.alibi_bias_max (read from the file: the one llama.cpp
         # architecture ropetool converts whose ALiBi slopes a setting can change; jais reads the key too), q/k/v
         # clamped at clip_qkv; no biases.

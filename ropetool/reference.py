@@ -21,7 +21,9 @@ experts             a mixture (``expert_count`` > 0: mixtral as llama, qwen2moe,
                     top ``expert_used_count`` SwiGLU experts, renormalised where ``family.moe_norm_topk``; a
                     shared expert with a sigmoid gate where ``ffn_gate_inp_shexp`` exists (qwen2moe)
 biases              added wherever a ``.bias`` tensor exists (qwen2 q/k/v, all of bloom's)
-q/k norms           RMSNorm over each head when ``attn_q_norm``/``attn_k_norm`` exist (qwen3), before rope
+q/k norms           RMSNorm over each head when ``attn_q_norm``/``attn_k_norm`` exist (qwen3), before rope; over
+                    the whole projection where ``family.qk_norm`` is "projection" (olmo2)
+pre-norms           ``attn_norm`` / ``ffn_norm`` where they exist; olmo2 has neither (only the post-norms)
 fused qkv           ``attn_qkv`` rows are [q; k; v] (the converter already regrouped bloom's per-head layout)
 rope pairing        ``arch.pairing``: "normal" rotates (x[2i], x[2i+1]) (llama after the converter's
                     Q/K permutation), "neox" rotates (x[i], x[i + n_rot/2]); only the first
@@ -473,10 +475,13 @@ class ReferenceModel:
         s = self.shapes
         names = set(self.weights.names())
         need = [tensor_name(TENSOR.TOKEN_EMBD), tensor_name(TENSOR.OUTPUT_NORM)]
+        block = self.family.block_tensors
+        pre = [TENSOR.ATTN_NORM] if "attn_norm.weight" in block else []  # olmo2: post-norms only
+        # a parallel block may take its feed-forward input from attn_norm (falcon)
+        pre += [TENSOR.FFN_NORM] if "ffn_norm.weight" in block and not s.parallel else []
+        post = [TENSOR.ATTN_POST_NORM, TENSOR.FFN_POST_NORM] if not pre else []
         for il in range(s.n_layer):
-            need += [tensor_name(TENSOR.ATTN_NORM, il), tensor_name(TENSOR.ATTN_OUT, il)]
-            if not s.parallel:  # a parallel block may take its feed-forward input from attn_norm (falcon)
-                need.append(tensor_name(TENSOR.FFN_NORM, il))
+            need += [tensor_name(kind, il) for kind in (*pre, *post, TENSOR.ATTN_OUT)]
             if tensor_name(TENSOR.ATTN_QKV, il) not in names:
                 need += [tensor_name(TENSOR.ATTN_Q, il), tensor_name(TENSOR.ATTN_K, il), tensor_name(TENSOR.ATTN_V, il)]
             if s.n_expert:
@@ -643,11 +648,14 @@ class ReferenceModel:
         kn = w(TENSOR.ATTN_K_NORM) if self._has(TENSOR.ATTN_K_NORM, il) else None
         outs = []
         for x, setting, cs in zip(xs, settings, trig):
-            qkv = linear(norm(x, nw, nb, s.eps), qkv_w, qkv_b)
+            qkv = linear(x if nw is None else norm(x, nw, nb, s.eps), qkv_w, qkv_b)  # olmo2: no norm before
             if s.clamp_kqv:  # mpt's clip_qkv, after the bias (llama.cpp's build_qkv)
                 np.clip(qkv, -s.clamp_kqv, s.clamp_kqv, out=qkv)
             q, k, v = np.split(qkv, [H * d, H * d + Hkv * d], axis=-1)
-            outs.append(self._attend(q, k, v, setting, cs, qn, kn, window))
+            if qn is not None and self.family.qk_norm == "projection":  # olmo2: over the whole projection
+                q, k = rms_norm(q, qn, None, s.eps), rms_norm(k, kn, None, s.eps)
+            heads = self.family.qk_norm == "head"
+            outs.append(self._attend(q, k, v, setting, cs, qn if heads else None, kn if heads else None, window))
         del qkv_w, qkv_b
         ow, ob = w(TENSOR.ATTN_OUT), w(TENSOR.ATTN_OUT, suffix="bias")
         post = w(TENSOR.ATTN_POST_NORM) if self._has(TENSOR.ATTN_POST_NORM, il) else None  # gemma: normed again before the residual
@@ -739,7 +747,8 @@ class ReferenceModel:
         for i, x in enumerate(xs):  # position-wise: a chunk of positions at a time bounds the intermediate activations
             src = x if inputs is None else inputs[i]
             for start in range(0, x.shape[0], POSITION_CHUNK):
-                h = norm(src[start:start + POSITION_CHUNK], nw, nb, s.eps)
+                h = src[start:start + POSITION_CHUNK]
+                h = h if nw is None else norm(h, nw, nb, s.eps)  # olmo2: no norm before
                 u = linear(h, up, upb)
                 if ffn in ("swiglu", "swiglu-fused"):  # [gate; up], gate first
                     g, u = np.split(u, 2, axis=-1)

@@ -58,6 +58,12 @@ def is_gemma(name: str) -> bool:
     return str(fixture_config(name).get("model_type", "")).startswith("gemma")
 
 
+def post_normed(name: str) -> bool:
+    """Whether each block's output is normed before the residual (gemma's post-norms, olmo2's only norms): a
+    weight's rounding then reaches the logits undiluted."""
+    return is_gemma(name) or fixture_config(name).get("model_type") == "olmo2"
+
+
 class _GgmlGelu:
     """GELU as llama.cpp computes it on the CPU: through a table of float16 inputs and outputs (GGML_GELU_FP16,
     ggml-cpu/vec.h), so the input and the result are rounded to float16 (tanh approximation)."""
@@ -163,7 +169,10 @@ def llama_cpp_logits(path, ids, f32_kv: bool = True, n_ctx: int = 512) -> np.nda
     """llama.cpp's logits for every position (CPU)."""
     import llama_cpp
 
+    from ropetool.llamacpp import runner
+
     _plain_weight_buffers()
+    runner.RAN_IN_PROCESS = True  # llama.cpp's OpenMP pool now lives here: a probe must not fork (llamacpp/isolate.py)
 
     kwargs = dict(type_k=0, type_v=0) if f32_kv else {}
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(n_ctx, len(ids)), n_batch=max(n_ctx, len(ids)),

@@ -1,0 +1,110 @@
+"""The 2025-26 architectures llama.cpp already loads (issue 24): smollm3, olmo2, glm4moe, mistral3.
+
+On each fixture (transformers' own class, tiny, trained context 64 unless the fixture says otherwise), with
+transformers configured alike as the oracle: an extension at convert (YaRN) and one by set-rope (linear) past the
+trained context match llama.cpp's logits, the unscaled model does not; check's probe (llama.cpp's own rope ops)
+passes each file and fails one whose rope factor was changed behind ropetool's record.  Every output type of the
+plain conversions: tests/test_convert.py (test_fixture_logits_match_transformers).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
+from test_convert import TOLERANCE, assert_logits_match
+
+from ropetool.cli import cli
+from ropetool.edit import set_keys
+from ropetool.probe import probe_gguf
+
+ARCHS = ["smollm3", "olmo2"]
+N_TOKENS = 160
+
+
+def _rope(name: str, extra: dict) -> dict:
+    params = fixture_config(name)["rope_parameters"]
+    kept = {k: params[k] for k in ("rope_theta", "partial_rotary_factor") if k in params}
+    return {**kept, **extra}
+
+
+EXTENSIONS = {  # file -> (how it is made, the rope transformers runs)
+    "yarn": (["--rope", "yarn", "--factor", "4"], {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
+    "linear": (["--rope", "linear", "--factor", "4"], {"rope_type": "linear", "factor": 4.0}),
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Per architecture: the plain conversion, YaRN x4 at convert, linear x4 by set-rope on the plain file."""
+    made = {}
+    for name in ARCHS:
+        root = tmp_path_factory.mktemp(name)
+        plain, yarn, linear = root / "plain.gguf", root / "yarn.gguf", root / "linear.gguf"
+        for args in (["convert", str(fixture_dir(name)), "-o", str(plain), "--outtype", "f32"],
+                     ["convert", str(fixture_dir(name)), "-o", str(yarn), "--outtype", "f32", *EXTENSIONS["yarn"][0]],
+                     ["set-rope", str(plain), "-o", str(linear), *EXTENSIONS["linear"][0]]):
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 0, result.output
+        made[name] = {"plain": plain, "yarn": yarn, "linear": linear}
+    return made
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_extensions_past_the_trained_context_match_transformers(name, files):
+    ids = token_ids(N_TOKENS, fixture_config(name)["vocab_size"])
+    unscaled = hf_logits(name, ids)
+    assert_logits_match(llama_cpp_logits(files[name]["plain"], ids), unscaled, TOLERANCE["f32"])
+    for which, (_, rope) in EXTENSIONS.items():
+        ours = llama_cpp_logits(files[name][which], ids)
+        assert_logits_match(ours, hf_logits(name, ids, _rope(name, rope)), TOLERANCE["f32"])
+        assert np.abs(ours - unscaled).max() > 5 * TOLERANCE["f32"] * np.abs(unscaled).max(), which
+
+
+@pytest.mark.parametrize("which", ["plain", "yarn", "linear"])
+@pytest.mark.parametrize("name", ARCHS)
+def test_probe_passes_each_file(name, which, files):
+    report = probe_gguf(files[name][which])
+    assert report.verdict == "pass", report.summary()
+    assert report.layers_seen == report.layers_expected and report.layers_seen, report.summary()
+    assert all(k.numerics_checked == k.rope_ops > 0 and k.worst_ratio <= 1 for k in report.kinds), report.summary()
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_probe_fails_on_a_tampered_rope_key(name, files, tmp_path):
+    tampered = tmp_path / "tampered.gguf"
+    set_keys(files[name]["linear"], [f"{name}.rope.scaling.factor=f32:8"], tampered)
+    report = probe_gguf(tampered)
+    assert report.verdict == "fail", report.summary()
+    assert f"{name}.rope.scaling.factor = 8 where ropetool's record means 4" in report.reason
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_end_to_end_check_passes(name, files):
+    """ropetool's numpy reference runs the architecture's blocks as llama.cpp does: check --end-to-end passes."""
+    from ropetool.check import check_gguf
+
+    for which in ("yarn", "linear"):
+        report = check_gguf(files[name][which])
+        assert report.verdict == "pass", report.summary()
+
+
+REFUSALS = [  # (fixture, config.json changes, words of the one-line error): what llama.cpp's graph computes otherwise
+    ("olmo2", {"attention_bias": True}, "llama.cpp's olmo2 loads no attention biases"),
+    ("olmo2", {"head_dim": 32}, "hidden_size / num_attention_heads"),
+]
+
+
+@pytest.mark.parametrize("name,changes,words", REFUSALS, ids=[f"{n}-{next(iter(c))}" for n, c, _ in REFUSALS])
+def test_a_config_llama_cpp_would_compute_differently_is_refused(name, changes, words, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(fixture_dir(name), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
+    assert not (tmp_path / "o.gguf").exists()
