@@ -285,6 +285,13 @@ FAMILIES: dict[str, Family] = {
                                      "post_attention_norm.weight", "post_ffw_norm.weight") + _DENSE_FFN,
                requires=(("attention_bias", False, "llama.cpp's olmo2 loads no attention biases"),
                          ("head_dim", None, "llama.cpp's olmo2 takes the head size as hidden_size / num_attention_heads"))),
+        # Ministral 3 (mistral3): llama's layout (q/k permuted as llama.cpp's converter does), YaRN whose betas and
+        # mscale_all_dim (as rope.scaling.yarn_log_multiplier) its loader reads, and the Llama 4-style attention
+        # temperature (rope_parameters.llama_4_scaling_beta as attention.temperature_scale), whose period llama.cpp
+        # takes from rope.scaling.original_context_length (src/models/mistral3.cpp; LoaderArch.attn_temperature).
+        Family("mistral3", ("Ministral3ForCausalLM",), "rms", "swiglu", permute_qk=True,
+               config_keys=((K.ATTENTION_TEMPERATURE_SCALE, "rope_parameters.llama_4_scaling_beta", None),),
+               requires=(("sliding_window", None, "llama.cpp's mistral3 has no sliding-window layers"),)),
         # MPT: ALiBi with max_bias from attn_config.alibi_bias_max (read from the file: the one llama.cpp
         # architecture ropetool converts whose ALiBi slopes a setting can change; jais reads the key too), q/k/v
         # clamped at clip_qkv; no biases.

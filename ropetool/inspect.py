@@ -193,6 +193,12 @@ def summarize_rope(model: ModelFile) -> dict:
         bits.append(f"rope in layers {_ranges(st.rope_layers)} only: llama.cpp's {st.arch} graph skips every "
                     f"{st.facts.no_rope_step}th layer ({'layer' if len(unroped) == 1 else 'layers'} {_ranges(unroped)}: "
                     "no position information there, whatever the setting)")
+    t = st.temperature
+    if t is not None:  # mistral3: Llama 4's attention temperature, whose period is the original context
+        llama["attention_temperature"] = {"scale": nice(t.scale), "period": t.period, "period_source": t.period_source,
+                                          "offset": t.offset}
+        bits.append(f"queries scaled by 1 + {_fmt(t.scale)} ln(floor(position / {t.period}) + 1) after rope (Llama 4's "
+                    f"attention temperature; the period is {t.period_source} as llama.cpp reads it)")
     out["description"] = f"{words}: " + "; ".join(bits)
     sw = st.sliding
     if sw is not None:
@@ -355,6 +361,10 @@ def render_text(report: dict, full: bool = False) -> str:
         lines.append(f"  llama.cpp:  type {lc['scaling_type']} ({lc['scaling_type_source']}), freq_base {_fmt(lc['freq_base'])}, "
                      f"freq_scale {_fmt(lc['freq_scale'])}, n_rot {lc['n_rot']}, n_ctx_orig {lc['n_ctx_orig']}, "
                      f"ext_factor {_fmt(lc['ext_factor'])}")
+        if lc.get("attention_temperature"):
+            t = lc["attention_temperature"]
+            lines.append(f"  attn temp:  queries x (1 + {_fmt(t['scale'])} ln(floor(pos / {t['period']}) + 1)), period "
+                         f"from {t['period_source']}")
         if lc.get("no_rope_layers"):
             lines.append(f"  no rope:    {'layer' if len(lc['no_rope_layers']) == 1 else 'layers'} "
                          f"{_ranges(lc['no_rope_layers'])} (llama.cpp's graph never rotates q and k there)")

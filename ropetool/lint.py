@@ -79,6 +79,9 @@ RULES: dict[str, tuple[str, str]] = {
     "context-length-mismatch": (WARNING, "context_length is not factor x original_context_length"),
     "sliding-window-past-training": (WARNING, "the sliding-window layers' window is longer than the trained context "
                                               "while their rope stays unscaled: they see distances they were not trained on"),
+    "temperature-period-from-context": (WARNING, "an attention temperature (mistral3) without "
+                                                 "rope.scaling.original_context_length: llama.cpp steps it every "
+                                                 "context_length tokens, not every trained context"),
     "legacy-scale-linear": (WARNING, "the legacy rope.scale_linear key (read only when rope.scaling.factor is missing)"),
     "factor-without-type": (WARNING, "a scaling factor without rope.scaling.type: llama.cpp defaults the type to linear"),
     "longrope-factors-missing": (WARNING, "scaling type longrope without rope_factors_long/short tensors"),
@@ -183,6 +186,13 @@ def lint_file(model) -> list[Finding]:
                       f"{sw.count} sliding-window layers attend over {sw.window} tokens with their rope unscaled (base "
                       f"{sw.freq_base:g}), but the model was trained on {st.n_ctx_orig}: past that distance they run "
                       "untrained", key(K.SLIDING_WINDOW)))
+    temp = st.temperature
+    if temp is not None and temp.period_source == "context_length":
+        out.append(_f("temperature-period-from-context",
+                      f"{key(K.ATTENTION_TEMPERATURE_SCALE)} = {temp.scale:g} without {key(K.ROPE_SCALING_ORIG_CTX)}: "
+                      f"llama.cpp's {arch} steps the queries' temperature every {temp.period} tokens (context_length); "
+                      "transformers steps it every original context, so an extended context_length moves it",
+                      key(K.ROPE_SCALING_ORIG_CTX)))
     if has(K.ROPE_SCALE_LINEAR):
         legacy = gf.get(key(K.ROPE_SCALE_LINEAR))
         extra = (f"; {key(K.ROPE_SCALING_FACTOR)} = {factor:g} wins" if isinstance(factor, float) and factor

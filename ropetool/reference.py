@@ -39,6 +39,7 @@ gemma               ``family.embed_scale`` (embeddings x sqrt(n_embd)); ``post_a
 sliding layers      ``self.sliding`` (llama.cpp's reading of the file, ``LoaderArch.sliding``): those layers mask
                     keys ``window`` or more positions back and rotate with their own base (see
                     ``sliding_frequencies``)
+temperature         ``LoaderArch.attn_temperature`` (mistral3): queries x 1 + scale ln(floor(p / period) + 1) after rope
 no-rope layers      ``LoaderArch.no_rope_layers`` (smollm3: every 4th): q and k are not rotated there
 ==================  ===================================================================================
 
@@ -66,7 +67,7 @@ from ropetool.errors import RopetoolError
 from ropetool.families import Family
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.provenance import read_record
-from ropetool.llamacpp.state import RopeState, sliding_state
+from ropetool.llamacpp.state import RopeState, sliding_state, temperature_state
 from ropetool.model import ModelFile, trained_context
 from ropetool.rope import RopeParams, alibi_slopes, make_params, rope_frequencies
 
@@ -375,6 +376,10 @@ class ReferenceModel:
         self.shapes = shapes_from_keys(family, kv, self.alibi)
         self.weights = weights
         self._orig_ctx_key = kv.get(K.k(K.ROPE_SCALING_ORIG_CTX, family.arch))
+        # mistral3: the queries' attention temperature, whose period is the original context (llama.cpp's reading)
+        self.temperature = None if self.alibi else temperature_state(
+            self.facts, kv.get(K.k(K.ATTENTION_TEMPERATURE_SCALE, family.arch)), self._orig_ctx_key,
+            self.shapes.context_length)
         # Sliding-window layers (gemma2, gemma3): which, their window, and their base (the record's when ropetool
         # wrote one, else the keys'); their rope otherwise follows the architecture's rule (see sliding_frequencies).
         base = kv.get(K.k(K.ROPE_FREQ_BASE, family.arch), 10000.0)
@@ -701,6 +706,8 @@ class ReferenceModel:
         if cs is not None:
             q = rotate(q, cs[0], cs[1], s.n_rot, self.facts.pairing)
             k = rotate(k, cs[0], cs[1], s.n_rot, self.facts.pairing)
+        if self.temperature is not None:  # after rope, as llama.cpp's mistral3 graph scales Qcur
+            q = q * self.temperature.factors(np.arange(n))[None, :, None].astype(q.dtype)
         g = H // Hkv  # GQA: query head h reads kv head h // g
         q = np.ascontiguousarray(q.reshape(Hkv, g, n, d)) * np.asarray(1.0 / math.sqrt(self._query_dim), dtype=q.dtype)
         kt = np.ascontiguousarray(k.transpose(0, 2, 1))  # [Hkv, d, n]

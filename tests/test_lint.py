@@ -46,6 +46,10 @@ def yarn(factor=4.0, orig=1024):
     return f
 
 
+def _temperature(w):
+    w.add_float32(K.k(K.ATTENTION_TEMPERATURE_SCALE, "mistral3"), 0.1)
+
+
 def provenance(method: str, params: dict):
     def f(w):
         w.add_string(K.RT_METHOD, method)
@@ -197,6 +201,11 @@ CASES = {
         lambda t: build(t / "x.gguf", ctx=4096, extra=yarn(4.0, 1024)),
     ),
     "sliding-window-past-training": (lambda t: _gemma3_window(t, 128), lambda t: _gemma3_window(t, 32)),
+    # mistral3's attention temperature: its period is rope.scaling.original_context_length, else context_length
+    "temperature-period-from-context": (
+        lambda t: build(t / "x.gguf", "mistral3", extra=_temperature),
+        lambda t: build(t / "x.gguf", "mistral3", extra=both(_temperature, lambda w: w.add_rope_scaling_orig_ctx_len(1024))),
+    ),
     "legacy-scale-linear": (
         lambda t: build(t / "x.gguf", extra=lambda w: w.add_float32(key(K.ROPE_SCALE_LINEAR), 2.0)),
         lambda t: build(t / "x.gguf", extra=lambda w: (w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR),

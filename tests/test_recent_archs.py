@@ -22,20 +22,32 @@ from ropetool.cli import cli
 from ropetool.edit import set_keys
 from ropetool.probe import probe_gguf
 
-ARCHS = ["smollm3", "olmo2"]
+ARCHS = ["smollm3", "olmo2", "mistral3"]
 N_TOKENS = 160
+YARN4 = (["--rope", "yarn", "--factor", "4"], {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})
+LINEAR4 = (["--rope", "linear", "--factor", "4"], {"rope_type": "linear", "factor": 4.0})
+# Per architecture: the extension convert writes ("yarn") and the one set-rope writes on the plain file ("linear"), each
+# as ropetool's options and as transformers' rope_parameters.  mistral3's fixture is trained on 16 positions and
+# extended x16 by YaRN already: twice that (factor 32) with betas 8/2, which its loader reads; linear x4 over 16.
+EXTENSIONS = {
+    "smollm3": {"yarn": YARN4, "linear": LINEAR4},
+    "olmo2": {"yarn": YARN4, "linear": LINEAR4},
+    "mistral3": {
+        "yarn": (["--rope", "yarn", "--factor", "32", "--beta-fast", "8", "--beta-slow", "2"],
+                 {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 16, "beta_fast": 8.0,
+                  "beta_slow": 2.0}),
+        "linear": LINEAR4,
+    },
+}
 
 
 def _rope(name: str, extra: dict) -> dict:
+    """The fixture's rope_parameters with the extension: its base and rotary fraction kept, and Ministral 3's
+    temperature (llama_4_scaling_beta, whose period is original_max_position_embeddings) as the fixture has it."""
     params = fixture_config(name)["rope_parameters"]
-    kept = {k: params[k] for k in ("rope_theta", "partial_rotary_factor") if k in params}
-    return {**kept, **extra}
-
-
-EXTENSIONS = {  # file -> (how it is made, the rope transformers runs)
-    "yarn": (["--rope", "yarn", "--factor", "4"], {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
-    "linear": (["--rope", "linear", "--factor", "4"], {"rope_type": "linear", "factor": 4.0}),
-}
+    kept = ("rope_theta", "partial_rotary_factor", "llama_4_scaling_beta")
+    kept += ("original_max_position_embeddings",) if "llama_4_scaling_beta" in params else ()
+    return {**{k: params[k] for k in kept if k in params}, **extra}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +58,8 @@ def files(tmp_path_factory):
         root = tmp_path_factory.mktemp(name)
         plain, yarn, linear = root / "plain.gguf", root / "yarn.gguf", root / "linear.gguf"
         for args in (["convert", str(fixture_dir(name)), "-o", str(plain), "--outtype", "f32"],
-                     ["convert", str(fixture_dir(name)), "-o", str(yarn), "--outtype", "f32", *EXTENSIONS["yarn"][0]],
-                     ["set-rope", str(plain), "-o", str(linear), *EXTENSIONS["linear"][0]]):
+                     ["convert", str(fixture_dir(name)), "-o", str(yarn), "--outtype", "f32", *EXTENSIONS[name]["yarn"][0]],
+                     ["set-rope", str(plain), "-o", str(linear), *EXTENSIONS[name]["linear"][0]]):
             result = CliRunner().invoke(cli, args)
             assert result.exit_code == 0, result.output
         made[name] = {"plain": plain, "yarn": yarn, "linear": linear}
@@ -59,7 +71,7 @@ def test_extensions_past_the_trained_context_match_transformers(name, files):
     ids = token_ids(N_TOKENS, fixture_config(name)["vocab_size"])
     unscaled = hf_logits(name, ids)
     assert_logits_match(llama_cpp_logits(files[name]["plain"], ids), unscaled, TOLERANCE["f32"])
-    for which, (_, rope) in EXTENSIONS.items():
+    for which, (_, rope) in EXTENSIONS[name].items():
         ours = llama_cpp_logits(files[name][which], ids)
         assert_logits_match(ours, hf_logits(name, ids, _rope(name, rope)), TOLERANCE["f32"])
         assert np.abs(ours - unscaled).max() > 5 * TOLERANCE["f32"] * np.abs(unscaled).max(), which

@@ -90,6 +90,9 @@ READS: dict[str, frozenset[str]] = {
     K.ROPE_SCALING_ALPHA: frozenset({"hunyuan-dense", "hunyuan_vl"}),
     K.MAX_ALIBI_BIAS: frozenset({"mpt", "jais"}),
     K.CLAMP_KQV: frozenset({"mpt", "olmo", "dbrx"}),  # q, k, v clamped in build_qkv (not a rope key)
+    # the queries' position-dependent temperature (not a rope key; src/models/mistral3.cpp, deepseek2.cpp, whose
+    # loader mistral4 reuses)
+    K.ATTENTION_TEMPERATURE_SCALE: frozenset({"deepseek2", "mistral3", "mistral4"}),
 }
 LOG_MUL_PRESCALED = frozenset({"deepseek2", "deepseek32", "mistral4"})  # the loader divides the key by 0.1
 # llama_context: YaRN's mscale is yarn_log_multiplier itself when it is not 1 ([TAG_DEEPSEEK2_YARN_LOG_MUL_FIX])
@@ -135,6 +138,20 @@ SLIDING_WINDOWS = {
 
 
 @dataclass(frozen=True)
+class AttnTemperature:
+    """llama.cpp's Llama 4-style attention temperature for an architecture (llm_graph_input_attn_temp,
+    src/llama-graph.cpp): after rope, the queries at position p are multiplied by
+    ``1 + scale * ln(floor((p + offset) / period) + 1)``, where ``scale`` is attention.temperature_scale (0 or
+    absent: no temperature) and ``period`` is llama.cpp's n_ctx_orig_yarn (rope.scaling.original_context_length,
+    else context_length: src/models/mistral3.cpp), so a rope key moves it."""
+
+    offset: float = 0.0
+
+
+ATTN_TEMPERATURES = {"mistral3": AttnTemperature(offset=0.0)}  # deepseek2/mistral4 take the period from a key: not modelled
+
+
+@dataclass(frozen=True)
 class LoaderArch:
     """llama.cpp's loader and graph for one architecture name, as far as rope and ALiBi go."""
 
@@ -155,6 +172,7 @@ class LoaderArch:
     n_rot_is_head_dim: bool = False
     sliding: SlidingWindow | None = None  # sliding-window layers with a rope of their own (None: not modelled)
     no_rope_step: int = 0  # > 0: the graph applies no rope in layers il with (il + 1) % no_rope_step == 0
+    attn_temperature: AttnTemperature | None = None  # the queries' temperature whose period is the original context
 
     def reads_key(self, template: str) -> bool:
         return template in self.reads
@@ -224,6 +242,7 @@ def _record(name: str, known: bool = True) -> LoaderArch:
         n_rot_is_head_dim=name in N_ROT_IS_HEAD_DIM | N_ROT_IS_HEAD_DIM_GRAPH,
         sliding=SLIDING_WINDOWS.get(name),
         no_rope_step=NO_ROPE_LAYER_STEP.get(name, 0),
+        attn_temperature=ATTN_TEMPERATURES.get(name),
     )
 
 

@@ -48,6 +48,8 @@ LAYERNORM_RMS_EPS = A.LAYERNORM_RMS_EPS
 MAX_ALIBI_BIAS = A.MAX_ALIBI_BIAS
 CLAMP_KQV = A.CLAMP_KQV  # q, k and v clamped to [-c, c] (mpt's clip_qkv); 0 or absent: not clamped
 USE_PARALLEL_RESIDUAL = L.USE_PARALLEL_RESIDUAL  # gptneox: attention and feed-forward from the same input
+# Llama 4-style attention temperature: queries x (1 + scale ln(floor(pos / period) + 1)); 0 or absent: none
+ATTENTION_TEMPERATURE_SCALE = A.TEMPERATURE_SCALE
 SLIDING_WINDOW = A.SLIDING_WINDOW
 SLIDING_WINDOW_PATTERN = A.SLIDING_WINDOW_PATTERN  # an array of bools (true: the layer slides), or a u32 period
 ATTN_LOGIT_SOFTCAPPING = L.ATTN_LOGIT_SOFTCAPPING
@@ -107,6 +109,7 @@ TYPES: dict[str, T] = {
     MAX_ALIBI_BIAS: T.FLOAT32,
     CLAMP_KQV: T.FLOAT32,
     USE_PARALLEL_RESIDUAL: T.BOOL,
+    ATTENTION_TEMPERATURE_SCALE: T.FLOAT32,
 }
 
 
@@ -191,6 +194,7 @@ RANGES: dict[str, Range] = {
     ROPE_YARN_BETA_SLOW: Range(0, 1 << 16, lo_open=True),
     MAX_ALIBI_BIAS: Range(0, 1000),
     CLAMP_KQV: Range(0, F32_MAX, why="0 means no clamping"),
+    ATTENTION_TEMPERATURE_SCALE: Range(0, 100, why="0 means no attention temperature"),
 }
 TYPES[ALIGNMENT] = T.UINT32  # gguf.cpp refuses any other type
 

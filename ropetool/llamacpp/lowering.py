@@ -30,6 +30,7 @@ from ropetool.rope import (
     default_inv_freq,
     dynamic_ntk_base,
     flag,
+    ggml,
     missing_required,
     ntk_base,
     rope_frequencies,
@@ -116,6 +117,8 @@ def _baked(out: Lowered, message: str, baked: np.ndarray, short: np.ndarray) -> 
 
 def lower_none(out: Lowered, p: RopeParams, t: Target) -> None:
     _plain(out, p.base)
+    if t.facts.attn_temperature is not None:  # mistral3: the temperature's period is the original context
+        _keep_original(out, p, t)
     out.context_length = int(p.target_context or t.trained_context)
 
 
@@ -144,11 +147,31 @@ def lower_dynamic_ntk(out: Lowered, p: RopeParams, t: Target) -> None:
            default_inv_freq(base, t.rotary_dim), rope_frequencies(p, t.rotary_dim, seq_len=L0)[0])
 
 
-def _native_yarn(q: RopeParams, dim: int) -> tuple[np.ndarray, float]:
-    """What native ``type = yarn`` makes llama.cpp compute on archs that ignore the beta keys."""
-    native = q.replace(method="yarn", beta_fast=32.0, beta_slow=1.0, extrapolation_factor=1.0, truncate=True,
+def _native_yarn(q: RopeParams, t: Target) -> tuple[np.ndarray, float, list[tuple[str, float]]]:
+    """What native ``type = yarn`` makes llama.cpp compute for ``q``: its frequencies, its cos/sin magnitude and
+    the rarer keys that get it there.  The betas are q's where the loader reads their keys (grok, mistral3),
+    else 32/1; where it reads yarn_log_multiplier unscaled (mistral3), q's mscale_all_dim is written there, so that
+    llama.cpp's magnitude is transformers' mscale ratio (1 on Ministral 3, whatever the factor) and a runtime
+    --rope-scale keeps that rule; rope.scaling.attn_factor then corrects what is left."""
+    f = t.facts
+    values: list[tuple[str, float]] = []
+    beta_fast, beta_slow = f.beta_fast_default, f.beta_slow_default
+    for template, wanted, default in ((K.ROPE_YARN_BETA_FAST, q.beta_fast, f.beta_fast_default),
+                                      (K.ROPE_YARN_BETA_SLOW, q.beta_slow, f.beta_slow_default)):
+        if f.reads_key(template) and wanted != default:
+            values.append((template, float(wanted)))
+    if f.reads_key(K.ROPE_YARN_BETA_FAST) and f.reads_key(K.ROPE_YARN_BETA_SLOW):
+        beta_fast, beta_slow = q.beta_fast, q.beta_slow
+    log_mul = 0.0
+    if f.reads_key(K.ROPE_YARN_LOG_MUL) and not f.log_mul_prescaled and q.mscale_all_dim:
+        log_mul = float(q.mscale_all_dim)
+        values.append((K.ROPE_YARN_LOG_MUL, log_mul))
+    native = q.replace(method="yarn", beta_fast=beta_fast, beta_slow=beta_slow, extrapolation_factor=1.0, truncate=True,
                        attention_factor=None, mscale=None, mscale_all_dim=None)
-    return rope_frequencies(native, dim)
+    inv, _ = rope_frequencies(native, t.rotary_dim)
+    freq_scale = 1.0 / q.factor
+    attn = ggml.yarn_context_attn_factor(freq_scale, log_mul, deepseek2=f.mscale_is_log_mul)
+    return inv, ggml.magnitude(attn, freq_scale, 1.0), values
 
 
 def _lower_ramp(out: Lowered, p: RopeParams, q: RopeParams, t: Target) -> None:
@@ -156,7 +179,7 @@ def _lower_ramp(out: Lowered, p: RopeParams, q: RopeParams, t: Target) -> None:
     rope.scaling.attn_factor fixing the magnitude; else the frequencies as rope_freqs where it loads."""
     a = t.facts.name
     inv, attn = rope_frequencies(q, t.rotary_dim)
-    native_inv, native_mag = _native_yarn(q, t.rotary_dim)  # native_mag = 0.1 ln s + 1
+    native_inv, native_mag, native_keys = _native_yarn(q, t)  # native_mag: 0.1 ln s + 1 without yarn_log_multiplier
     native_ok = _rel_error(native_inv, inv) <= 1e-7
     out.context_length = _extended_context(p, t.trained_context, q.factor)
     if native_ok or not t.facts.loads_rope_freqs(None):
@@ -164,6 +187,8 @@ def _lower_ramp(out: Lowered, p: RopeParams, q: RopeParams, t: Target) -> None:
         out.set(K.ROPE_SCALING_TYPE, "yarn")
         out.set(K.ROPE_SCALING_FACTOR, float(q.factor))
         _keep_original(out, p, t)
+        for template, value in native_keys if native_ok else ():
+            out.set(template, value)
         if abs(attn / native_mag - 1.0) > 1e-9:
             out.set(K.ROPE_SCALING_ATTN_FACTOR, float(attn / native_mag))
         if not native_ok:

@@ -68,6 +68,21 @@ class SlidingState:
         return sum(self.layers)
 
 
+@dataclass(frozen=True)
+class TemperatureState:
+    """The queries' attention temperature as llama.cpp applies it (``LoaderArch.attn_temperature``): position p's
+    queries are multiplied by ``1 + scale * ln(floor((p + offset) / period) + 1)``."""
+
+    scale: float  # attention.temperature_scale
+    period: int  # n_ctx_orig_yarn: rope.scaling.original_context_length, else context_length
+    period_source: str  # "original_context_length" or "context_length"
+    offset: float
+
+    def factors(self, positions) -> np.ndarray:
+        p = np.asarray(positions, dtype=np.float64)
+        return 1.0 + self.scale * np.log(np.floor((p + self.offset) / self.period) + 1.0)
+
+
 @dataclass
 class RopeState:
     """A GGUF's position-encoding settings resolved as llama.cpp does (or, reading "keys", as the keys say)."""
@@ -114,6 +129,7 @@ class RopeState:
     sliding: SlidingState | None = None  # sliding-window layers with a rope of their own (gemma2, gemma3)
     positionless: str | None = None  # why llama.cpp's graph applies no position encoding at this layer count
     no_rope_layers: tuple[int, ...] = ()  # layers the graph never rotates, whatever the keys (smollm3: every 4th)
+    temperature: TemperatureState | None = None  # the queries' attention temperature (mistral3), if any
 
     @property
     def rope_layers(self) -> list[int]:
@@ -325,6 +341,8 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
     if alpha > 0 and head_dim and head_dim > 2:
         base = base * alpha ** (head_dim / (head_dim - 2))  # hunyuan: NTK-aware alpha over the head dim
         notes.append(f"rope.scaling.alpha {alpha:g} raises the base to {base:g}")
+    temp_scale = rare(K.ATTENTION_TEMPERATURE_SCALE, 0.0)
+    temperature = temperature_state(facts, temp_scale, orig_key, ctx)
     rope_attn = scalar(gf, key(K.ROPE_SCALING_ATTN_FACTOR))
     rope_attn = 1.0 if rope_attn is None else float(rope_attn)
 
@@ -353,12 +371,30 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
         freq_scale=freq_scale, orig_ctx_key=orig_key, n_ctx_orig=n_ctx_orig, ext_factor=ext, beta_fast=beta_fast,
         beta_slow=beta_slow, rope_attn_factor=rope_attn, yarn_attn_factor=yarn_attn, log_mul=log_mul,
         attn_factor=attn, magnitude=magnitude, ignored=ignored, notes=notes, no_rope_layers=facts.no_rope_layers(n_layer),
+        temperature=temperature,
     )
+    if temp_scale and facts.attn_temperature is not None and temperature is None:
+        st.problems.append((key(K.ROPE_SCALING_ORIG_CTX), f"{key(K.ATTENTION_TEMPERATURE_SCALE)} needs an original context "
+                                                         "above 0: llama.cpp refuses the file"))
     _read_alibi(gf, st, key, reading)
     _read_rope_tensors(gf, st, reading)
     _read_sliding(gf, st, key)
     _check_plausible(st, a)
     return st
+
+
+def temperature_state(facts: LoaderArch, scale, orig_key, context_length) -> TemperatureState | None:
+    """The queries' attention temperature llama.cpp applies (``LoaderArch.attn_temperature``), from
+    attention.temperature_scale (``scale``; 0 or None: none), rope.scaling.original_context_length as stored
+    (``orig_key``; None: absent) and context_length: the period is hparams.n_ctx_orig_yarn, the key, else
+    n_ctx_train.  None also when the period is 0 (llama.cpp refuses such a file)."""
+    if facts.attn_temperature is None or isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale:
+        return None
+    period = orig_key if orig_key is not None else context_length
+    if isinstance(period, bool) or not isinstance(period, int) or period <= 0:
+        return None
+    return TemperatureState(float(scale), period, "original_context_length" if orig_key is not None else
+                            "context_length", facts.attn_temperature.offset)
 
 
 def _read_sliding(gf: GGUFFile, st: RopeState, key) -> None:
@@ -566,5 +602,5 @@ def key_misreadings(st: RopeState) -> list[KeyEdit]:
     return out
 
 
-__all__ = ["KeyEdit", "key_misreadings", "RopeState", "SlidingState", "sliding_state", "IgnoredKey", "read_state", "scalar",
-           "first_int", "LLAMA_CPP", "KEYS", "SCALING_TYPES"]
+__all__ = ["TemperatureState", "temperature_state", "KeyEdit", "key_misreadings", "RopeState", "SlidingState",
+           "sliding_state", "IgnoredKey", "read_state", "scalar", "first_int", "LLAMA_CPP", "KEYS", "SCALING_TYPES"]
