@@ -76,7 +76,8 @@ RULES: dict[str, tuple[str, str]] = {
     "no-position-encoding": (WARNING, "llama.cpp's graph applies neither rope nor ALiBi at this block_count (baichuan: "
                                       "rope only at 32 layers, ALiBi only at 40): the model runs without positions"),
     "alibi-key-ignored": (WARNING, "attention.max_alibi_bias on an architecture that hard-codes the ALiBi bias"),
-    "context-length-mismatch": (WARNING, "context_length is not factor x original_context_length"),
+    "context-length-mismatch": (WARNING, "context_length is not factor x original_context_length (below it, llama-server "
+                                         "caps each slot's context at context_length)"),
     "sliding-window-past-training": (WARNING, "the sliding-window layers' window is longer than the trained context "
                                               "while their rope stays unscaled: they see distances they were not trained on"),
     "legacy-scale-linear": (WARNING, "the legacy rope.scale_linear key (read only when rope.scaling.factor is missing)"),
@@ -172,7 +173,9 @@ def lint_file(model) -> list[Finding]:
         if ctx != want:
             out.append(_f("context-length-mismatch",
                           f"{key(K.CONTEXT_LENGTH)} = {ctx} but factor {factor:g} x original {orig} = {want}: "
-                          f"llama.cpp treats {ctx} as the trained context", key(K.CONTEXT_LENGTH)))
+                          f"llama.cpp treats {ctx} as the trained context"
+                          + (f", and llama-server caps each slot's context at {ctx}" if ctx < want else ""),
+                          key(K.CONTEXT_LENGTH)))
     elif isinstance(orig, int) and isinstance(ctx, int) and not isinstance(orig, bool) and ctx < orig:
         out.append(_f("context-length-mismatch",
                       f"{key(K.CONTEXT_LENGTH)} = {ctx} is below the original context {orig}", key(K.CONTEXT_LENGTH)))

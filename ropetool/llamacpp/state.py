@@ -301,7 +301,8 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
         readers = tuple(sorted(n for n, _ in _readers(template)))
         ignored.append(IgnoredKey(key(template), gf.get(key(template)), readers,
                                   f"{key(template)} is ignored by llama.cpp's {a} loader"
-                                  + (f" (read only by {', '.join(readers)})" if readers else "")))
+                                  + (f" (read only by {', '.join(readers)})" if readers else "")
+                                  + (f": it uses {default:g}" if default > 0 else "")))
         return default
 
     ext = rare(K.ROPE_YARN_EXT_FACTOR, -1.0)
