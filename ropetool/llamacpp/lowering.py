@@ -168,12 +168,22 @@ def _lower_ramp(out: Lowered, p: RopeParams, q: RopeParams, t: Target) -> None:
             out.set(K.ROPE_SCALING_ATTN_FACTOR, float(attn / native_mag))
         if not native_ok:
             err = _rel_error(native_inv, inv)
-            out.approximate(err, f"llama.cpp's {a} ignores yarn_beta_*/extrapolation settings and has no rope_freqs "
-                                 f"tensor: native YaRN (beta_fast 32, beta_slow 1) is used; frequencies differ by up "
-                                 f"to {err:.3g} (relative)")
+            out.approximate(err, f"llama.cpp's {a} computes YaRN with beta_fast 32, beta_slow 1 and the correction range "
+                                 f"rounded to whole pairs whatever the file says, and loads no rope_freqs tensor: "
+                                 f"{_ramp_differences(q)} cannot be written; frequencies differ by up to {err:.3g} "
+                                 "(relative)")
     else:
         _via_rope_freqs(out, p, t, inv, attn)
         out.notes.append(f"{p.method} frequencies written as the rope_freqs tensor (llama.cpp ignores yarn_beta_* on {a})")
+
+
+def _ramp_differences(q: RopeParams) -> str:
+    """What of a YaRN ramp native YaRN does not compute, in words (config.json's names)."""
+    said = [f"{name} {getattr(q, name):g}" for name, native in (("beta_fast", 32.0), ("beta_slow", 1.0),
+                                                                 ("extrapolation_factor", 1.0)) if getattr(q, name) != native]
+    if not q.truncate:  # gpt-oss's config.json: transformers leaves the correction range fractional; no GGUF key says so
+        said.append("truncate false (the correction range left fractional, as transformers computes it)")
+    return ", ".join(said) or "the ramp asked for"
 
 
 def lower_by_parts(out: Lowered, p: RopeParams, t: Target) -> None:
