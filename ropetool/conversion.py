@@ -225,6 +225,8 @@ def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams) -
                 values.append((K.ROPE_FREQ_BASE_SWA, local))
         elif sliding.window_default is not None:
             raise RopetoolError(f"config.json: no sliding_window, but llama.cpp's {a} always slides ({sliding.window_default})")
+        elif K.SLIDING_WINDOW in family.required_keys:
+            raise RopetoolError(f"config.json: no sliding_window, which llama.cpp's {a} loader requires")
     out = []
     for template, value in values:
         if isinstance(value, list):
@@ -271,6 +273,9 @@ class PlannedTensor:
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     data: np.ndarray | None = None  # generated tensors (rope_freqs, ...)
     rows_transform: Callable[[np.ndarray], np.ndarray] | None = None  # row by row (a run of rows at a time, streamed)
+    # Each source (one expert's matrix) converted whole by it and written in order: a stack built one source at a
+    # time (gpt-oss's experts: split and transposed), never the whole stack in memory.
+    each: Callable[[np.ndarray], np.ndarray] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -280,19 +285,22 @@ class PlannedTensor:
     @property
     def streamed(self) -> bool:
         """Read from the checkpoint a run of rows at a time (no transform, not generated)."""
-        return self.data is None and self.transform is None
+        return self.data is None and self.transform is None and self.each is None
 
     def whole(self) -> np.ndarray:
         """The tensor's values before conversion (float32 unless generated otherwise), all at once."""
         if self.data is not None:
             return self.data
-        if len(self.source) > 1:  # a stack of experts
+        if self.each is not None:
+            arr = np.stack([self.each(load_tensor(ref)) for ref in self.source])
+        elif len(self.source) > 1:  # a stack of experts
             arr = np.stack([load_tensor(ref) for ref in self.source])
-        else:
-            arr = load_tensor(self.source[0]).reshape(self.shape)
+        else:  # a [1, n] gate becomes the vector llama.cpp loads; a transform may change the shape (gpt-oss's biases)
+            arr = load_tensor(self.source[0])
+            arr = arr if self.transform is not None else arr.reshape(self.shape)
         if self.rows_transform is not None:
             arr = self.rows_transform(arr)
-        return self.transform(arr) if self.transform is not None else arr
+        return self.transform(arr).reshape(self.shape) if self.transform is not None else arr
 
 
 def rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -427,7 +435,10 @@ F32_KINDS = ("ffn_gate_inp",)  # experts' routers stay float32, as llama.cpp's c
 
 
 def _tensor_type(name: str, shape: tuple[int, ...], outtype: Q) -> Q:
-    if len(shape) == 1 or name.startswith("rope_") or outtype == Q.F32 or name.split(".")[-2] in F32_KINDS:
+    # 1-D tensors, rope tensors, routers, and anything not named .weight (a mixture's per-expert biases are 2-D) stay
+    # float32, as llama.cpp's converter keeps them.
+    if (len(shape) == 1 or name.startswith("rope_") or outtype == Q.F32 or name.split(".")[-2] in F32_KINDS
+            or not name.endswith(".weight")):
         return Q.F32
     if outtype == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0] != 0:
         return Q.F16  # as llama.cpp's converter falls back
@@ -456,6 +467,54 @@ def _stacked_experts(ckpt: Checkpoint, hp: Hparams) -> Iterator[tuple[str, list[
         if len({(r.shape, r.dtype) for r in refs}) != 1:
             raise RopetoolError(f"the experts of {name!r} differ in shape or type")
         yield name, refs
+
+
+MXFP4_SUFFIXES = ("_blocks", "_scales")
+
+
+def _gate_up_experts(ckpt: Checkpoint, hp: Hparams) -> Iterator[tuple[str, list[TensorRef]]]:
+    """gpt-oss's experts (``experts_layout`` "gate-up-transposed") under the names of separate projections, as
+    llama.cpp's converter splits them: ``experts.gate_up_proj`` [E, n_embd, 2 ff] as ``gate_proj.weight`` and
+    ``up_proj.weight`` and ``experts.down_proj`` [E, ff, n_embd] as ``down_proj.weight``, each a list of the E experts'
+    byte ranges (split and transposed one at a time: :func:`_experts_transform`); the biases (``..._bias``) as
+    ``.bias`` tensors.  MXFP4 experts (``..._blocks`` and ``..._scales``, the released checkpoints) are refused."""
+    for hf_name, refs in _stacked_experts(ckpt, hp):
+        stem, _, leaf = hf_name.rpartition(".")
+        if not stem.endswith(".experts"):
+            yield hf_name, refs
+            continue
+        ref = refs[0]
+        if leaf.endswith(MXFP4_SUFFIXES):
+            raise RopetoolError(f"tensor {hf_name!r}: the experts are MXFP4 (..._blocks/_scales), which ropetool does not "
+                                "convert (it writes f32/f16/bf16/q8_0 and would not dequantize them into a file about 4x the "
+                                "checkpoint unasked): convert a BF16 release of the model")
+        parts = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",),
+                 "gate_up_proj_bias": ("gate_proj", "up_proj"), "down_proj_bias": ("down_proj",)}.get(leaf)
+        if parts is None:
+            yield hf_name, refs
+            continue
+        if leaf.endswith("_bias"):
+            for part in parts:
+                name = f"{stem}.{part}.bias"
+                yield name, [TensorRef(name, ref.path, ref.dtype, ref.shape, ref.start, ref.end)]  # one tensor, not a stack
+            continue
+        if len(ref.shape) != 3 or ref.shape[0] != hp.n_expert:
+            raise RopetoolError(f"tensor {hf_name!r} has shape {list(ref.shape)}, not [{hp.n_expert} experts, rows, cols]")
+        size = ref.nbytes // ref.shape[0]
+        experts = [TensorRef(f"{hf_name}[{e}]", ref.path, ref.dtype, ref.shape[1:], ref.start + e * size,
+                             ref.start + (e + 1) * size) for e in range(ref.shape[0])]
+        for part in parts:
+            yield f"{stem}.{part}.weight", experts
+
+
+def _experts_transform(kind: str, is_bias: bool, shape: tuple[int, ...]):
+    """(each, transform, shape): how one of :func:`_gate_up_experts`'s tensors becomes llama.cpp's: gate and up are the
+    even and odd columns of gate_up (llama.cpp's converter: ``[..., ::2]`` and ``[..., 1::2]``), each expert's matrix
+    transposed to [out, in]; the biases split the same way."""
+    cols = {"ffn_gate_exps": slice(0, None, 2), "ffn_up_exps": slice(1, None, 2), "ffn_down_exps": slice(None)}[kind]
+    if is_bias:
+        return None, (lambda w: np.ascontiguousarray(w[..., cols])), (shape[0], len(range(shape[1])[cols]))
+    return (lambda w: np.ascontiguousarray(w[:, cols].T)), None, (shape[0], len(range(shape[2])[cols]), shape[1])
 
 
 def _split_fused(ckpt: Checkpoint, family: Family, hp: Hparams, expected: dict) -> Iterator[tuple[str, list[TensorRef]]]:
@@ -489,6 +548,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
     planned: list[PlannedTensor] = []
     skipped: list[str] = []
     sources = _split_fused(ckpt, family, hp, expected) if family.qkv_layout == "split-concat" else _stacked_experts(ckpt, hp)
+    if family.experts_layout == "gate-up-transposed":
+        sources = _gate_up_experts(ckpt, hp)
     normhead = config is not None and family.normalised_output(config)
     for hf_name, refs in sources:
         ref = refs[0]
@@ -500,15 +561,22 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise RopetoolError(f"tensor {hf_name!r} is not part of a {family.arch} model as ropetool knows it")
+        if not name.endswith((".weight", ".bias")):  # a bare parameter (gpt-oss's self_attn.sinks) is a weight
+            name += ".weight"
         kind = name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0]
         is_bias = name.endswith(".bias")
         stacked = hf_name not in ckpt.tensors and hf_name != ref.name  # a stack of experts (a split part is not)
         shape = (len(refs), *ref.shape) if stacked else tuple(ref.shape)
         if len(shape) == 2 and shape[0] == 1 and len(expected.get(kind, ())) == 1:
             shape = shape[1:]  # a [1, n] gate (qwen2moe's shared_expert_gate) that llama.cpp loads as a vector
+        each = transform = None
+        if family.experts_layout == "gate-up-transposed" and kind in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
+            if not stacked and not is_bias:
+                raise RopetoolError(f"tensor {hf_name!r} is not one of gpt-oss's stacked experts")
+            each, transform, shape = _experts_transform(kind, is_bias, shape)
         want = expected.get(kind)
         if want is not None:
-            want = want[:1] if is_bias else want
+            want = want[:-1] if is_bias and len(want) > 1 else want  # a bias has one value per row (per expert)
             if shape != want:
                 raise RopetoolError(
                     f"tensor {hf_name!r} has shape {list(shape)} but config.json implies {list(want)}"
@@ -519,7 +587,6 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
                                     f"{family.arch} always uses the embeddings (and refuses an output.weight)")
             skipped.append(hf_name)
             continue
-        transform = None
         if family.norm_shift and name.endswith("norm.weight"):  # stored as 1 + w, as llama.cpp's converter does
             transform = functools.partial(_shifted, family.norm_shift)
         if family.permute_qk and kind in ("attn_q", "attn_k"):
@@ -527,7 +594,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         if family.qkv_layout == "grouped" and kind == "attn_qkv":
             transform = _grouped_qkv(hp.n_head, hp.n_head_kv)
         rows = _normalised_rows if normhead and name == "output.weight" else None
-        planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), refs, transform, rows_transform=rows))
+        planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), refs, transform, rows_transform=rows,
+                                     each=each))
     names = {t.name for t in planned}
     if "output.weight" not in names and "token_embd.weight" in names and family.writes_tied_output:
         # llama.cpp's converter writes the tied output matrix explicitly (bloom).

@@ -124,6 +124,14 @@ class Family:
     requires: tuple[tuple[str, object, str], ...] = ()
     # The trained context when config.json does not say it, and where the number comes from.
     default_context: tuple[int, str] | None = None
+    # How a mixture's experts are stored: None, one matrix per expert (``...experts.3.w1.weight``, stacked on the
+    # way); "gate-up-transposed" (gpt-oss): already stacked, each expert [in, out] (x @ W), gate and up interleaved
+    # in one ``experts.gate_up_proj`` (gate the even columns), biases ``..._bias``: split and transposed as
+    # llama.cpp's converter does, one expert at a time.
+    experts_layout: str | None = None
+    # Whether ropetool's numpy reference runs the family's blocks (check --end-to-end, eval's reference); False:
+    # a block it does not have (attention sinks, the experts' clamped SwiGLU), and the probe is the rope's proof.
+    reference: bool = True
 
     def required_tensors(self, n_layer: int, experts: bool = False) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
@@ -170,6 +178,7 @@ class Family:
             "ffn_gate_shexp": (d.n_ff_shexp, e),
             "ffn_up_shexp": (d.n_ff_shexp, e),
             "ffn_down_shexp": (e, d.n_ff_shexp),
+            "attn_sinks": (d.n_head,),
         }
 
     @property
@@ -274,6 +283,22 @@ FAMILIES: dict[str, Family] = {
                block_tensors=_BLOCK + ("attn_qkv.weight",)),
     )
 }
+
+
+# gpt-oss (GptOssForCausalLM): every other layer slides (llamacpp/archs.py's SLIDING_WINDOWS), attention sinks, biases
+# on the attention output and on every expert and router, the experts' clamped SwiGLU, whose constants llama.cpp's graph
+# hard-codes (src/llama-graph.cpp, LLM_FFN_SWIGLU_OAI_MOE: alpha 1.702, limit 7); the loader requires output.weight,
+# attention.sliding_window and each layer's post-attention norm (src/models/openai-moe.cpp).
+_GPT_OSS_BLOCK = ("attn_norm.weight", "post_attention_norm.weight") + _QKV + (
+    "attn_output.weight", "attn_output.bias", "attn_sinks.weight", "ffn_gate_inp.bias", "ffn_gate_exps.bias",
+    "ffn_up_exps.bias", "ffn_down_exps.bias")
+FAMILIES.update({f.arch: f for f in (
+    Family("gpt-oss", ("GptOssForCausalLM",), "rms", "swiglu-oai", moe="always", experts_layout="gate-up-transposed",
+           writes_tied_output=True, model_tensors=_MODEL + ("output.weight",), block_tensors=_GPT_OSS_BLOCK,
+           required_keys=(K.SLIDING_WINDOW,), reference=False,
+           requires=(("swiglu_alpha", 1.702, "llama.cpp's gpt-oss graph hard-codes the experts' SwiGLU alpha 1.702"),
+                     ("swiglu_limit", 7.0, "llama.cpp's gpt-oss graph hard-codes the experts' SwiGLU limit 7"))),
+)})
 
 
 def family_for_config(config: dict) -> Family:

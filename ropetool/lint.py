@@ -267,7 +267,8 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
         want = shapes.get(parts[-2]) if len(parts) > 1 else None  # any name: one llama.cpp never loads is its own finding
         if want is None:
             continue
-        want = tuple(reversed(want[:1] if t.name.endswith(".bias") else want))  # ggml order
+        # a bias has one value per row (per expert's row for a stack of experts); ggml order
+        want = tuple(reversed(want[:-1] if t.name.endswith(".bias") and len(want) > 1 else want))
         if tuple(t.shape) != want:
             out.append(_f("shape-mismatch",
                           f"{t.name} has shape {list(t.shape)} but the keys (embedding {n_embd}, {n_head} heads of "

@@ -129,6 +129,11 @@ SLIDING_WINDOWS = {
     "gemma2": SlidingWindow(period=2, window_default=4096, base_default=None, scale_follows_global=True),
     "gemma3": SlidingWindow(period=6, window_default=None, base_default=10000.0, scale_follows_global=False),
 }
+# gpt-oss (src/models/openai-moe.cpp, load_arch_hparams): attention.sliding_window required, load_swa_pattern(ml, 2)
+# (layer 0 slides, 1 is full, ...); the sliding layers' base is freq_base unless rope.freq_base_swa says otherwise, and
+# their freq_scale the file's (rope_freq_scale_train_swa = rope_freq_scale_train): one rope for every layer, as
+# transformers' GptOssRotaryEmbedding computes it.
+SLIDING_WINDOWS["gpt-oss"] = SlidingWindow(period=2, window_default=None, base_default=None, scale_follows_global=True)
 
 
 @dataclass(frozen=True)
