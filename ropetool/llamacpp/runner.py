@@ -150,16 +150,25 @@ def padded_context(n_tokens: int) -> int:
     return max(256, -(-n_tokens // 256) * 256)
 
 
+# Set once this process has run llama.cpp: ggml's CPU backend then holds an OpenMP thread pool, which a forked
+# child cannot use (GNU OpenMP hangs after fork), so isolate.py starts a fresh interpreter instead.
+RAN_IN_PROCESS = False
+
+
 class LlamaCpp:
     """A model and a context, freed by :meth:`close` (or as a context manager)."""
 
     def __init__(self, path, n_ctx: int, device: str = "cpu", verbose: bool = False, batch: int = BATCH,
-                 flash_attn: bool = False, overrides: dict | None = None):
+                 flash_attn: bool = False, overrides: dict | None = None, n_seq_max: int = 1, eval_callback=None):
         """``overrides``: metadata values llama.cpp uses instead of the file's (``llama_model_params.kv_overrides``:
         a key absent from the file is added; int, float, bool and strings of up to 127 bytes, no arrays);
-        see :func:`kv_overrides`."""
+        see :func:`kv_overrides`.  ``n_seq_max`` > 1: that many sequences share one (unified) KV cache of
+        ``n_ctx`` cells.  ``eval_callback``: a ``llama_cpp.ggml_backend_sched_eval_callback`` the scheduler
+        calls for every graph node (``cparams.cb_eval``; the caller keeps it alive)."""
         import llama_cpp as L
 
+        global RAN_IN_PROCESS
+        RAN_IN_PROCESS = True
         if device not in ("cpu", "gpu"):
             raise RopetoolError(f"unknown device {device!r}; choose cpu or gpu")
         if device == "gpu" and not gpu_available():
@@ -183,7 +192,11 @@ class LlamaCpp:
             cparams.n_ctx = n_ctx
             cparams.n_batch = self.batch_size
             cparams.n_ubatch = self.batch_size
-            cparams.n_seq_max = 1
+            cparams.n_seq_max = n_seq_max
+            cparams.kv_unified = n_seq_max > 1
+            if eval_callback is not None:
+                cparams.cb_eval = eval_callback
+                cparams.cb_eval_user_data = None
             cparams.n_threads = threads
             cparams.n_threads_batch = threads
             cparams.type_k = GGML_TYPE_F32
