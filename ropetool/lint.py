@@ -289,7 +289,7 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
 
 
 def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict) -> list[Finding]:
-    from ropetool.rope import alibi_slopes, make_params, rope_frequencies
+    from ropetool.rope import alibi_slopes, attention_scale, make_params, rope_frequencies
 
     try:
         p = make_params(method, **params)
@@ -329,6 +329,11 @@ def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict)
                    f"{K.RT_SLIDING_BASE} is {recorded:g} but llama.cpp gives the sliding-window layers base "
                    f"{st.sliding.freq_base:g} ({st.sliding.freq_base_source}): a key was changed after ropetool wrote it",
                    K.RT_SLIDING_BASE)]
+    scale = attention_scale(p)
+    if st.facts.kq_scale_mscale and abs(st.attention_scale / scale - 1) > tol:
+        return [_f("provenance-mismatch",
+                   f"{K.RT_METHOD} is {method} ({_short(p)}), which scales attention by {scale:.6g}, but llama.cpp's {st.arch} "
+                   f"scales it by {st.attention_scale:.6g}: a rope key was changed after ropetool wrote it", K.RT_METHOD)]
     mag_err = abs(st.magnitude / want_attn - 1)
     if mag_err > tol:
         return [_f("provenance-mismatch",

@@ -321,3 +321,34 @@ def _hf_folder_logits(folder, x, **config_changes) -> np.ndarray:
     model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=torch.float32).eval()
     with torch.no_grad():
         return model(torch.tensor([list(x)])).logits[0].double().numpy()
+
+
+# --- the probe: llama.cpp's own rope ops (and, here, its attention scale) against the meant setting ----------
+
+def test_probe_passes_each_file_and_fails_a_tampered_key(plain, tmp_path):
+    """check's probe: the model as converted, set-rope's YaRN x80 and NTK pass (the rope on 16 dims of q_pe and k_pe,
+    every op within the float32 bound, and each attention softmax's scale the meant mscale^2 / sqrt(48)); a
+    yarn_log_multiplier changed behind ropetool's record (the rope ops unchanged: only the attention scale moves) and
+    a changed freq_base fail, naming the key."""
+    from ropetool.probe import probe_gguf
+
+    yarn80, ntk = tmp_path / "yarn80.gguf", tmp_path / "ntk.gguf"
+    set_rope(plain, "yarn", yarn80, factor=80.0)
+    set_rope(plain, "ntk", ntk, alpha=4.0)
+    head = fixture_config(NAME)["qk_nope_head_dim"] + fixture_config(NAME)["qk_rope_head_dim"]
+    for path, rope in ((plain, ROPE), (yarn80, {**ROPE, "factor": 80.0}), (ntk, UNSCALED)):
+        report = probe_gguf(path)
+        assert report.verdict == "pass", report.summary()
+        assert all(k.numerics_checked == k.rope_ops > 0 and k.worst_ratio <= 1 for k in report.kinds), report.summary()
+        assert report.kinds[0].op_params["n_dims"] == fixture_config(NAME)["qk_rope_head_dim"]
+        assert report.attention["scale"] == pytest.approx([hf_attention_scale(rope) / math.sqrt(head)], rel=1e-5)
+        assert report.attention["attention_scale"]["llama_cpp"] == pytest.approx([hf_attention_scale(rope)], rel=1e-6)
+    tampered = tmp_path / "log_mul.gguf"
+    set_keys(plain, ["deepseek2.rope.scaling.yarn_log_multiplier=f32:0.2"], tampered)
+    report = probe_gguf(tampered)
+    assert report.verdict == "fail" and "yarn_log_multiplier" in report.reason, report.summary()
+    assert all(k.inv_freq_rel_error < 1e-5 and k.magnitude_rel_error < 1e-5 for k in report.kinds)  # rope ops as meant
+    base = tmp_path / "base.gguf"
+    set_keys(plain, ["deepseek2.rope.freq_base=f32:20000"], base)
+    report = probe_gguf(base)
+    assert report.verdict == "fail" and "freq_base" in report.reason, report.summary()

@@ -241,3 +241,31 @@ def test_reference_refuses_gpt_oss_in_one_line(plain):
         ReferenceModel.from_gguf(plain)
     with pytest.raises(RopetoolError, match="does not run gpt-oss"):
         ReferenceModel.from_hf(fixture_dir(NAME))
+
+
+# --- the probe: llama.cpp's own rope ops against the meant setting ------------------------------------------
+
+def test_probe_passes_each_file_and_fails_a_tampered_key(plain, tmp_path):
+    """check's probe on the files above: the model as converted (approximate: checked against its keys), the YaRN x64
+    conversion (exact: against ropetool's record) and set-rope's linear x2 pass, both kinds of layer seen, every rope
+    op's output within the float32 bound of the meant rotation; a beta the gpt-oss loader ignores, and a freq_base
+    changed behind the record, fail naming the key."""
+    from ropetool.probe import probe_gguf
+
+    yarn64, linear = tmp_path / "yarn64.gguf", tmp_path / "linear.gguf"
+    convert(fixture_dir(NAME), yarn64, outtype="f32", method="yarn", factor=64.0)
+    set_rope(plain, "linear", linear, factor=2.0)
+    for path in (plain, yarn64, linear):
+        report = probe_gguf(path)
+        assert report.verdict == "pass", report.summary()
+        assert {k.kind for k in report.kinds} == {"global", "sliding"}
+        assert all(k.numerics_checked == k.rope_ops > 0 and k.worst_ratio <= 1 for k in report.kinds), report.summary()
+        assert report.max_position > 4096
+    beta = tmp_path / "beta.gguf"
+    set_keys(plain, ["gpt-oss.rope.scaling.yarn_beta_fast=f32:8"], beta)
+    report = probe_gguf(beta)
+    assert report.verdict == "fail" and "yarn_beta_fast" in report.reason, report.summary()
+    base = tmp_path / "base.gguf"
+    set_keys(yarn64, ["gpt-oss.rope.freq_base=f32:100000"], base)
+    report = probe_gguf(base)
+    assert report.verdict == "fail" and "freq_base" in report.reason, report.summary()
