@@ -134,6 +134,34 @@ def test_inspect_names_sliding_and_full_layers(plain):
     assert "sliding-window layers (0, window 128)" in rope["description"]
 
 
+def test_layer_types_other_than_llama_cpps_default_are_written(tmp_path):
+    """config.json's layer_types decide which layers slide: the reverse of llama.cpp's default (layer 0 full, 1 sliding)
+    is written as attention.sliding_window_pattern, and llama.cpp then equals transformers at 400 tokens (past the
+    window of 128), which the default pattern would not."""
+    folder = _copy(tmp_path, layer_types=["full_attention", "sliding_attention"])
+    out = tmp_path / "swapped.gguf"
+    convert(folder, out, outtype="f32", approximate=True)
+    with GGUFFile(out) as gf:
+        assert list(gf.get("gpt-oss.attention.sliding_window_pattern")) == [False, True]
+    assert inspect_gguf(out)["rope"]["sliding_window"]["layers"] == [1]
+    x = ids(400)
+    ours = llama_cpp_logits(out, x)
+    assert_logits_match(ours, _hf_folder_logits(folder, x, rope_parameters=ROUNDED), TOLERANCE["f32"])
+    assert rel(ours, _hf_folder_logits(fixture_dir(NAME), x, rope_parameters=ROUNDED)) > 5 * TOLERANCE["f32"]
+
+
+def _hf_folder_logits(folder, x, **config_changes) -> np.ndarray:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    for k, v in config_changes.items():
+        setattr(config, k, v)
+    model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(torch.tensor([list(x)])).logits[0].double().numpy()
+
+
 def test_lint_traps_on_gpt_oss(plain, tmp_path):
     """A YaRN beta on gpt-oss is a key its loader never reads (llama.cpp's logits are the same with it), and a
     context_length left at the original 4096 under factor 32 is flagged."""
