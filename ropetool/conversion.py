@@ -33,7 +33,7 @@ from ropetool.llamacpp.lowering import Lowered, check_options, lower_for_llama_c
 from ropetool.llamacpp.quantize import FILE_TYPES as QUANTIZED_TYPES
 from ropetool.llamacpp.validity import check_new_values
 from ropetool.model import trained_context
-from ropetool.rope import RopeParams, make_params, rope_from_hf_config
+from ropetool.rope import RopeParams, kept_parameters, make_params, rope_from_hf_config
 from ropetool.rope.hf import CONTEXT_KEYS
 from ropetool.version import __version__
 
@@ -67,6 +67,12 @@ class Hparams:
     n_expert_used: int = 0
     n_ff_exp: int = 0
     n_ff_shexp: int = 0
+    n_dense_lead: int = 0  # leading layers with a dense feed-forward before the mixture (deepseek2)
+    # Multi-head latent attention (Family.mla): the value head, the low ranks, the rotated part of each head.
+    head_dim_v: int | None = None
+    n_lora_q: int = 0
+    n_lora_kv: int = 0
+    head_dim_rope: int = 0
 
     @classmethod
     def from_config(cls, config: dict, family: Family) -> "Hparams":
@@ -111,6 +117,18 @@ class Hparams:
             raise RopetoolError(f"config.json: {n_head} attention heads cannot share {n_head_kv} key/value heads evenly")
         context_names = (*CONTEXT_KEYS, *family.context_keys)
         default_context = family.default_context[0] if family.default_context else 2048
+        mla = {}
+        if family.mla:  # llama.cpp's MQA view of MLA: one key/value head, the latent as its key and value
+            if config.get("q_lora_rank") is None:
+                raise RopetoolError("config.json: q_lora_rank is null (queries without a low rank, DeepSeek V2 Lite's "
+                                    "layout): ropetool converts DeepSeek V3's")
+            rope_dim = count("qk_rope_head_dim", key=K.ROPE_DIMENSION_COUNT)
+            head_dim = count("qk_nope_head_dim") + rope_dim
+            K.check_range(K.KEY_LENGTH_MLA, head_dim, "config.json: qk_nope_head_dim + qk_rope_head_dim")
+            n_head_kv = 1
+            mla = {"head_dim_v": count("v_head_dim", key=K.VALUE_LENGTH_MLA),
+                   "n_lora_q": count("q_lora_rank", key=K.Q_LORA_RANK),
+                   "n_lora_kv": count("kv_lora_rank", key=K.KV_LORA_RANK), "head_dim_rope": rope_dim}
         return cls(
             n_embd=n_embd,
             n_layer=count("num_hidden_layers", "n_layer", "n_layers", key=K.BLOCK_COUNT),
@@ -124,18 +142,20 @@ class Hparams:
             context_from_config=any(config.get(n) is not None for n in context_names),
             tied=tied,
             **experts,
+            **mla,
         )
 
     @property
     def dims(self) -> Dims:
         return Dims(self.n_embd, self.n_head, self.n_head_kv, self.head_dim, self.n_ff, self.vocab_size,
-                    n_expert=self.n_expert, n_ff_exp=self.n_ff_exp, n_ff_shexp=self.n_ff_shexp)
+                    head_dim_v=self.head_dim_v, n_expert=self.n_expert, n_ff_exp=self.n_ff_exp, n_ff_shexp=self.n_ff_shexp,
+                    n_lora_q=self.n_lora_q, n_lora_kv=self.n_lora_kv, head_dim_rope=self.head_dim_rope)
 
 
 def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
     """A mixture of experts' sizes from config.json (an empty dict for a dense model), refusing what
     llama.cpp's graph for the family would compute differently."""
-    names = ("num_local_experts", "num_experts")
+    names = ("num_local_experts", "num_experts", "n_routed_experts")
     if not any(config.get(n) for n in names):
         if family.moe == "always":
             raise RopetoolError(f"config.json: a {family.arch} model needs num_experts")
@@ -149,11 +169,11 @@ def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
     # Mixtral's config.json has no norm_topk_prob (it always renormalises): absent means so for the family that
     # takes experts optionally (llama); the others' configs say it.
     norm_topk = config.get("norm_topk_prob", True if family.moe == "optional" else None)
-    if norm_topk is not None and bool(norm_topk) != family.moe_norm_topk:
+    if norm_topk is not None and family.moe_norm_topk is not None and bool(norm_topk) != family.moe_norm_topk:
         raise RopetoolError(f"config.json: norm_topk_prob is {bool(norm_topk)}, but llama.cpp's {family.arch} graph "
                             f"{'always' if family.moe_norm_topk else 'never'} renormalises the chosen experts' weights: "
                             "it would compute another model")
-    dense = config.get("mlp_only_layers") or []
+    dense = config.get("mlp_only_layers") or []  # (leading dense layers, the family's dense_lead_key, are allowed)
     step = config.get("decoder_sparse_step", 1)
     if dense or step not in (1, None):
         raise RopetoolError(f"config.json: dense layers among the experts (mlp_only_layers {dense}, decoder_sparse_step "
@@ -162,6 +182,19 @@ def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
            "n_ff_exp": count("moe_intermediate_size", default=n_ff, key=K.EXPERT_FEED_FORWARD_LENGTH)}
     if family.shared_expert:
         out["n_ff_shexp"] = count("shared_expert_intermediate_size", default=n_ff, key=K.EXPERT_SHARED_FEED_FORWARD_LENGTH)
+    if family.shared_experts_key:  # ungated shared experts, each as wide as an expert, summed into one (deepseek2)
+        shared = config.get(family.shared_experts_key) or 0
+        if isinstance(shared, bool) or not isinstance(shared, int) or shared < 0:
+            raise RopetoolError(f"config.json: {family.shared_experts_key} must be a count, got {shared!r}")
+        out["n_ff_shexp"] = out["n_ff_exp"] * shared
+        if not shared:
+            raise RopetoolError(f"config.json: {family.shared_experts_key} is 0, but llama.cpp's {family.arch} loader "
+                                "requires the shared expert's tensors")
+    if family.dense_lead_key:
+        lead = config.get(family.dense_lead_key) or 0
+        if isinstance(lead, bool) or not isinstance(lead, int) or lead < 0:
+            raise RopetoolError(f"config.json: {family.dense_lead_key} must be a count, got {lead!r}")
+        out["n_dense_lead"] = lead
     return out
 
 
@@ -193,7 +226,7 @@ def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams) -
     a = family.arch
     values: list[tuple[str, object]] = []
     for template, path, default in family.config_keys:
-        value = config_value(config, path, default)
+        value = config_value(config, path, default) if path is not None else default  # no path: a fixed value
         if value is not None:
             if template in K.RANGES:
                 K.check_range(template, value, f"config.json: {path}")
@@ -239,6 +272,8 @@ def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams) -
                 values.append((K.ROPE_FREQ_BASE_SWA, local))
         elif sliding.window_default is not None:
             raise RopetoolError(f"config.json: no sliding_window, but llama.cpp's {a} always slides ({sliding.window_default})")
+        elif K.SLIDING_WINDOW in family.required_keys:
+            raise RopetoolError(f"config.json: no sliding_window, which llama.cpp's {a} loader requires")
     out = []
     for template, value in values:
         if isinstance(value, list):
@@ -285,6 +320,9 @@ class PlannedTensor:
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     data: np.ndarray | None = None  # generated tensors (rope_freqs, ...)
     rows_transform: Callable[[np.ndarray], np.ndarray] | None = None  # row by row (a run of rows at a time, streamed)
+    # Each source (one expert's matrix) converted whole by it and written in order: a stack built one source at a
+    # time (gpt-oss's experts: split and transposed), never the whole stack in memory.
+    each: Callable[[np.ndarray], np.ndarray] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -294,19 +332,22 @@ class PlannedTensor:
     @property
     def streamed(self) -> bool:
         """Read from the checkpoint a run of rows at a time (no transform, not generated)."""
-        return self.data is None and self.transform is None
+        return self.data is None and self.transform is None and self.each is None
 
     def whole(self) -> np.ndarray:
         """The tensor's values before conversion (float32 unless generated otherwise), all at once."""
         if self.data is not None:
             return self.data
-        if len(self.source) > 1:  # a stack of experts
+        if self.each is not None:
+            arr = np.stack([self.each(load_tensor(ref)) for ref in self.source])
+        elif len(self.source) > 1:  # a stack of experts
             arr = np.stack([load_tensor(ref) for ref in self.source])
-        else:
-            arr = load_tensor(self.source[0]).reshape(self.shape)
+        else:  # a [1, n] gate becomes the vector llama.cpp loads; a transform may change the shape (gpt-oss's biases)
+            arr = load_tensor(self.source[0])
+            arr = arr if self.transform is not None else arr.reshape(self.shape)
         if self.rows_transform is not None:
             arr = self.rows_transform(arr)
-        return self.transform(arr) if self.transform is not None else arr
+        return self.transform(arr).reshape(self.shape) if self.transform is not None else arr
 
 
 def rows_cols(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -396,6 +437,9 @@ def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **op
         values["base"] = hf.params.base
     if values.get("original_context") is None:
         values["original_context"] = trained_context(hf.params.original_context, None, hp.trained_context)
+    for name, value in kept_parameters(method, hf.params).items():  # DeepSeek's YaRN temperature, unless given
+        if values.get(name) is None:
+            values[name] = value
     return make_params(method, **values), hf.rotary_dim
 
 
@@ -441,7 +485,10 @@ F32_KINDS = ("ffn_gate_inp",)  # experts' routers stay float32, as llama.cpp's c
 
 
 def _tensor_type(name: str, shape: tuple[int, ...], outtype: Q) -> Q:
-    if len(shape) == 1 or name.startswith("rope_") or outtype == Q.F32 or name.split(".")[-2] in F32_KINDS:
+    # 1-D tensors, rope tensors, routers, and anything not named .weight (a mixture's per-expert biases are 2-D) stay
+    # float32, as llama.cpp's converter keeps them.
+    if (len(shape) == 1 or name.startswith("rope_") or outtype == Q.F32 or name.split(".")[-2] in F32_KINDS
+            or not name.endswith(".weight")):
         return Q.F32
     if outtype == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0] != 0:
         return Q.F16  # as llama.cpp's converter falls back
@@ -470,6 +517,93 @@ def _stacked_experts(ckpt: Checkpoint, hp: Hparams) -> Iterator[tuple[str, list[
         if len({(r.shape, r.dtype) for r in refs}) != 1:
             raise RopetoolError(f"the experts of {name!r} differ in shape or type")
         yield name, refs
+
+
+LAYER_NAME = re.compile(r"^model\.layers\.(\d+)\.")
+
+
+def _renamed(sources, renames: tuple[tuple[str, str], ...]) -> Iterator[tuple[str, list[TensorRef]]]:
+    """Sources with the name endings ``renames`` replaced (DeepSeek V3's ``e_score_correction_bias`` is llama.cpp's
+    ``exp_probs_b.bias``, as its converter renames it)."""
+    for name, refs in sources:
+        for old, new in renames:
+            if name.endswith(old):
+                name = name[: -len(old)] + new
+                refs = [TensorRef(name, r.path, r.dtype, r.shape, r.start, r.end) for r in refs] if len(refs) == 1 else refs
+        yield name, refs
+
+
+def _split_kv_b(sources) -> Iterator[tuple[str, list[TensorRef]]]:
+    """MLA's ``kv_b_proj`` [n_head x (qk_nope + v), kv_lora] as llama.cpp's converter splits it for the absorbed
+    attention: ``k_b_proj`` and ``v_b_proj``, each the whole tensor, cut by :func:`_mla_kv_b`."""
+    for name, refs in sources:
+        if not name.endswith(".self_attn.kv_b_proj.weight"):
+            yield name, refs
+            continue
+        ref = refs[0]
+        for part in ("k_b_proj", "v_b_proj"):
+            new = name.replace(".kv_b_proj.", f".{part}.")
+            yield new, [TensorRef(new, ref.path, ref.dtype, ref.shape, ref.start, ref.end)]
+
+
+def _mla_kv_b(kind: str, hp: Hparams, shape: tuple[int, ...]):
+    """(transform, shape) of attn_k_b / attn_v_b from kv_b_proj: per head, the first qk_nope rows are the key's (their
+    transpose, [kv_lora, qk_nope], is attn_k_b), the next v_head_dim the value's (attn_v_b, [v, kv_lora])."""
+    nope, v, rank = hp.head_dim - hp.head_dim_rope, hp.head_dim_v, hp.n_lora_kv
+    if shape != (hp.n_head * (nope + v), rank):
+        raise RopetoolError(f"kv_b_proj has shape {list(shape)} but config.json implies {[hp.n_head * (nope + v), rank]}")
+    if kind == "attn_k_b":
+        return (lambda w: np.ascontiguousarray(w.reshape(hp.n_head, nope + v, rank)[:, :nope].transpose(0, 2, 1)),
+                (hp.n_head, rank, nope))
+    return lambda w: np.ascontiguousarray(w.reshape(hp.n_head, nope + v, rank)[:, nope:]), (hp.n_head, v, rank)
+
+
+MXFP4_SUFFIXES = ("_blocks", "_scales")
+
+
+def _gate_up_experts(ckpt: Checkpoint, hp: Hparams) -> Iterator[tuple[str, list[TensorRef]]]:
+    """gpt-oss's experts (``experts_layout`` "gate-up-transposed") under the names of separate projections, as
+    llama.cpp's converter splits them: ``experts.gate_up_proj`` [E, n_embd, 2 ff] as ``gate_proj.weight`` and
+    ``up_proj.weight`` and ``experts.down_proj`` [E, ff, n_embd] as ``down_proj.weight``, each a list of the E experts'
+    byte ranges (split and transposed one at a time: :func:`_experts_transform`); the biases (``..._bias``) as
+    ``.bias`` tensors.  MXFP4 experts (``..._blocks`` and ``..._scales``, the released checkpoints) are refused."""
+    for hf_name, refs in _stacked_experts(ckpt, hp):
+        stem, _, leaf = hf_name.rpartition(".")
+        if not stem.endswith(".experts"):
+            yield hf_name, refs
+            continue
+        ref = refs[0]
+        if leaf.endswith(MXFP4_SUFFIXES):
+            raise RopetoolError(f"tensor {hf_name!r}: the experts are MXFP4 (..._blocks/_scales), which ropetool does not "
+                                "convert (it writes f32/f16/bf16/q8_0 and would not dequantize them into a file about 4x the "
+                                "checkpoint unasked): convert a BF16 release of the model")
+        parts = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",),
+                 "gate_up_proj_bias": ("gate_proj", "up_proj"), "down_proj_bias": ("down_proj",)}.get(leaf)
+        if parts is None:
+            yield hf_name, refs
+            continue
+        if leaf.endswith("_bias"):
+            for part in parts:
+                name = f"{stem}.{part}.bias"
+                yield name, [TensorRef(name, ref.path, ref.dtype, ref.shape, ref.start, ref.end)]  # one tensor, not a stack
+            continue
+        if len(ref.shape) != 3 or ref.shape[0] != hp.n_expert:
+            raise RopetoolError(f"tensor {hf_name!r} has shape {list(ref.shape)}, not [{hp.n_expert} experts, rows, cols]")
+        size = ref.nbytes // ref.shape[0]
+        experts = [TensorRef(f"{hf_name}[{e}]", ref.path, ref.dtype, ref.shape[1:], ref.start + e * size,
+                             ref.start + (e + 1) * size) for e in range(ref.shape[0])]
+        for part in parts:
+            yield f"{stem}.{part}.weight", experts
+
+
+def _experts_transform(kind: str, is_bias: bool, shape: tuple[int, ...]):
+    """(each, transform, shape): how one of :func:`_gate_up_experts`'s tensors becomes llama.cpp's: gate and up are the
+    even and odd columns of gate_up (llama.cpp's converter: ``[..., ::2]`` and ``[..., 1::2]``), each expert's matrix
+    transposed to [out, in]; the biases split the same way."""
+    cols = {"ffn_gate_exps": slice(0, None, 2), "ffn_up_exps": slice(1, None, 2), "ffn_down_exps": slice(None)}[kind]
+    if is_bias:
+        return None, (lambda w: np.ascontiguousarray(w[..., cols])), (shape[0], len(range(shape[1])[cols]))
+    return (lambda w: np.ascontiguousarray(w[:, cols].T)), None, (shape[0], len(range(shape[2])[cols]), shape[1])
 
 
 def _split_fused(ckpt: Checkpoint, family: Family, hp: Hparams, expected: dict) -> Iterator[tuple[str, list[TensorRef]]]:
@@ -503,6 +637,13 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
     planned: list[PlannedTensor] = []
     skipped: list[str] = []
     sources = _split_fused(ckpt, family, hp, expected) if family.qkv_layout == "split-concat" else _stacked_experts(ckpt, hp)
+    if family.experts_layout == "gate-up-transposed":
+        sources = _gate_up_experts(ckpt, hp)
+    if family.renames:
+        sources = _renamed(sources, family.renames)
+    if family.mla:
+        sources = _split_kv_b(sources)
+    mtp = config is not None and bool(config.get("num_nextn_predict_layers"))
     normhead = config is not None and family.normalised_output(config)
     for hf_name, refs in sources:
         ref = refs[0]
@@ -511,18 +652,31 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
             continue
         prefix = family.strip_prefix
         lookup = hf_name[len(prefix):] if prefix and hf_name.startswith(prefix) else hf_name
+        layer = LAYER_NAME.match(lookup)
+        if mtp and layer is not None and int(layer[1]) >= hp.n_layer:  # the multi-token-prediction modules, which
+            skipped.append(hf_name)  # llama.cpp's converter leaves out too (num_nextn_predict_layers)
+            continue
         name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise RopetoolError(f"tensor {hf_name!r} is not part of a {family.arch} model as ropetool knows it")
+        if not name.endswith((".weight", ".bias")):  # a bare parameter (gpt-oss's self_attn.sinks) is a weight
+            name += ".weight"
         kind = name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0]
         is_bias = name.endswith(".bias")
         stacked = hf_name not in ckpt.tensors and hf_name != ref.name  # a stack of experts (a split part is not)
         shape = (len(refs), *ref.shape) if stacked else tuple(ref.shape)
         if len(shape) == 2 and shape[0] == 1 and len(expected.get(kind, ())) == 1:
             shape = shape[1:]  # a [1, n] gate (qwen2moe's shared_expert_gate) that llama.cpp loads as a vector
+        each = transform = None
+        if family.mla and kind in ("attn_k_b", "attn_v_b"):
+            transform, shape = _mla_kv_b(kind, hp, shape)
+        if family.experts_layout == "gate-up-transposed" and kind in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
+            if not stacked and not is_bias:
+                raise RopetoolError(f"tensor {hf_name!r} is not one of gpt-oss's stacked experts")
+            each, transform, shape = _experts_transform(kind, is_bias, shape)
         want = expected.get(kind)
         if want is not None:
-            want = want[:1] if is_bias else want
+            want = want[:-1] if is_bias and len(want) > 1 else want  # a bias has one value per row (per expert)
             if shape != want:
                 raise RopetoolError(
                     f"tensor {hf_name!r} has shape {list(shape)} but config.json implies {list(want)}"
@@ -533,7 +687,6 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
                                     f"{family.arch} always uses the embeddings (and refuses an output.weight)")
             skipped.append(hf_name)
             continue
-        transform = None
         if family.norm_shift and name.endswith("norm.weight"):  # stored as 1 + w, as llama.cpp's converter does
             transform = functools.partial(_shifted, family.norm_shift)
         if family.permute_qk and kind in ("attn_q", "attn_k"):
@@ -541,7 +694,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         if family.qkv_layout == "grouped" and kind == "attn_qkv":
             transform = _grouped_qkv(hp.n_head, hp.n_head_kv)
         rows = _normalised_rows if normhead and name == "output.weight" else None
-        planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), refs, transform, rows_transform=rows))
+        planned.append(PlannedTensor(name, shape, _tensor_type(name, shape, outtype), refs, transform, rows_transform=rows,
+                                     each=each))
     names = {t.name for t in planned}
     if "output.weight" not in names and "token_embd.weight" in names and family.writes_tied_output:
         # llama.cpp's converter writes the tied output matrix explicitly (bloom).
@@ -553,7 +707,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
     if "output.weight" not in names and not hp.tied:
         raise RopetoolError("config.json says the output matrix is not tied to the embeddings "
                             "(tie_word_embeddings false), but the checkpoint has no lm_head.weight")
-    missing = [n for n in family.required_tensors(hp.n_layer, experts=hp.n_expert > 0) if n not in names]
+    missing = [n for n in family.required_tensors(hp.n_layer, experts=hp.n_expert > 0, dense_lead=hp.n_dense_lead)
+               if n not in names]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise RopetoolError(f"the checkpoint lacks {', '.join(missing[:3])}{more}, which llama.cpp's {family.arch} "
@@ -573,7 +728,10 @@ def _hparam_values(family: Family, hp: Hparams, rotary_dim: int, context_length:
         (K.VOCAB_SIZE, hp.vocab_size),
         (family.eps_key, hp.eps),
     ]
-    if hp.head_dim != hp.n_embd // hp.n_head or family.writes_head_dim:
+    if family.mla:  # llama.cpp's MQA view (the latent and the rotated key as one head), and the decompressed sizes
+        values += [(K.KEY_LENGTH, hp.n_lora_kv + hp.head_dim_rope), (K.VALUE_LENGTH, hp.n_lora_kv),
+                   (K.KEY_LENGTH_MLA, hp.head_dim), (K.VALUE_LENGTH_MLA, hp.head_dim_v)]
+    elif hp.head_dim != hp.n_embd // hp.n_head or family.writes_head_dim:
         values += [(K.KEY_LENGTH, hp.head_dim), (K.VALUE_LENGTH, hp.head_dim)]
     if hp.n_expert:
         values += [(K.EXPERT_COUNT, hp.n_expert), (K.EXPERT_USED_COUNT, hp.n_expert_used)]

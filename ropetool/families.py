@@ -34,6 +34,11 @@ class Dims:
     n_expert: int = 0  # mixture of experts: experts per layer (0: a dense feed-forward)
     n_ff_exp: int = 0  # each expert's feed-forward length
     n_ff_shexp: int = 0  # the shared expert's (qwen2moe)
+    # Multi-head latent attention (deepseek2): the queries' and the key/value latent's low ranks, and the rotated
+    # part of each head (head_dim is then the decompressed key head, qk_nope + qk_rope).
+    n_lora_q: int = 0
+    n_lora_kv: int = 0
+    head_dim_rope: int = 0
 
 
 # The tensors every family's llama.cpp loader requires (create_tensor without TENSOR_NOT_REQUIRED), and each
@@ -93,7 +98,7 @@ class Family:
     # for the family: whether the top-k routing weights are renormalised to sum to 1 (build_moe_ffn's norm_w),
     # and whether a shared expert with a sigmoid gate is added (qwen2moe).
     moe: str | None = None
-    moe_norm_topk: bool = True
+    moe_norm_topk: bool | None = True  # None: llama.cpp reads it from a key (expert_weights_norm)
     shared_expert: bool = False
     moe_gate_required: bool = True  # llama's loader takes experts without a gate (ffn_gate_exps not required)
     # Gemma's conventions, as llama.cpp's converter and graph have them: every ``*norm.weight`` is stored as
@@ -130,17 +135,37 @@ class Family:
     # config.json's per-layer rope flags (1: the layer rotates q and k, 0: no rope), which must be the pattern
     # llama.cpp's graph hard-codes for the architecture (LoaderArch.no_rope_layers): smollm3's no_rope_layers.
     hf_no_rope_layers: str | None = None
+    # How a mixture's experts are stored: None, one matrix per expert (``...experts.3.w1.weight``, stacked on the
+    # way); "gate-up-transposed" (gpt-oss): already stacked, each expert [in, out] (x @ W), gate and up interleaved
+    # in one ``experts.gate_up_proj`` (gate the even columns), biases ``..._bias``: split and transposed as
+    # llama.cpp's converter does, one expert at a time.
+    experts_layout: str | None = None
+    # Multi-head latent attention (deepseek2, DeepSeek V3 / Kimi K2): queries through a low-rank q_a/q_b, keys and
+    # values from one compressed latent (kv_a_proj_with_mqa, whose last qk_rope_head_dim rows are the one rotated
+    # key), kv_b_proj split into attn_k_b (transposed) and attn_v_b as llama.cpp's converter splits it; written as
+    # llama.cpp's MQA view (head_count_kv 1, key_length kv_lora + rope, value_length kv_lora, the *_mla sizes).
+    mla: bool = False
+    dense_lead_key: str | None = None  # config.json's count of leading dense layers (first_k_dense_replace)
+    shared_experts_key: str | None = None  # config.json's count of ungated shared experts, each expert-sized
+    renames: tuple[tuple[str, str], ...] = ()  # Hugging Face name endings renamed as llama.cpp's converter does
+    # Whether ropetool's numpy reference runs the family's blocks (check --end-to-end, eval's reference); False:
+    # a block it does not have (attention sinks, the experts' clamped SwiGLU), and the probe is the rope's proof.
+    reference: bool = True
 
-    def required_tensors(self, n_layer: int, experts: bool = False) -> list[str]:
+    def required_tensors(self, n_layer: int, experts: bool = False, dense_lead: int = 0) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
         (output.weight is optional to most: a model without it uses the embeddings); ``experts``: a mixture
-        of experts, whose routers and stacked experts replace the dense feed-forward."""
-        block = list(self.block_tensors)
+        of experts, whose routers and stacked experts replace the dense feed-forward, but in the first
+        ``dense_lead`` blocks (deepseek2's leading_dense_block_count)."""
+        dense = list(self.block_tensors)
+        block = dense
         if experts or self.moe == "always":
             block = [t for t in block if t not in _DENSE_FFN] + [
                 t for t in _MOE_FFN if self.moe_gate_required or t != "ffn_gate_exps.weight"]
             block += list(_SHARED_EXPERT) if self.shared_expert else []
-        return list(self.model_tensors) + [f"blk.{i}.{t}" for i in range(n_layer) for t in block]
+            block += list(_SHARED_EXPERT[1:]) if self.shared_experts_key else []  # ungated: no ffn_gate_inp_shexp
+        return list(self.model_tensors) + [f"blk.{i}.{t}" for i in range(n_layer) for t in (dense if i < dense_lead
+                                                                                            else block)]
 
     def tensor_shapes(self, d: Dims) -> dict[str, tuple[int, ...]]:
         """The shape of each kind of tensor (``attn_q``, ...; Hugging Face order, rows first) for sizes ``d``."""
@@ -176,6 +201,15 @@ class Family:
             "ffn_gate_shexp": (d.n_ff_shexp, e),
             "ffn_up_shexp": (d.n_ff_shexp, e),
             "ffn_down_shexp": (e, d.n_ff_shexp),
+            "attn_sinks": (d.n_head,),
+            "attn_q_a": (d.n_lora_q, e),
+            "attn_q_a_norm": (d.n_lora_q,),
+            "attn_q_b": (q, d.n_lora_q),
+            "attn_kv_a_mqa": (d.n_lora_kv + d.head_dim_rope, e),
+            "attn_kv_a_norm": (d.n_lora_kv,),
+            "attn_k_b": (d.n_head, d.n_lora_kv, d.head_dim - d.head_dim_rope),
+            "attn_v_b": (d.n_head, d.head_dim_v or d.head_dim, d.n_lora_kv),
+            "exp_probs_b": (d.n_expert,),
         }
 
     @property
@@ -305,6 +339,57 @@ FAMILIES: dict[str, Family] = {
                block_tensors=_BLOCK + ("attn_qkv.weight",)),
     )
 }
+
+
+# gpt-oss (GptOssForCausalLM): every other layer slides (llamacpp/archs.py's SLIDING_WINDOWS), attention sinks, biases
+# on the attention output and on every expert and router, the experts' clamped SwiGLU, whose constants llama.cpp's graph
+# hard-codes (src/llama-graph.cpp, LLM_FFN_SWIGLU_OAI_MOE: alpha 1.702, limit 7); the loader requires output.weight,
+# attention.sliding_window and each layer's post-attention norm (src/models/openai-moe.cpp).
+_GPT_OSS_BLOCK = ("attn_norm.weight", "post_attention_norm.weight") + _QKV + (
+    "attn_output.weight", "attn_output.bias", "attn_sinks.weight", "ffn_gate_inp.bias", "ffn_gate_exps.bias",
+    "ffn_up_exps.bias", "ffn_down_exps.bias")
+FAMILIES.update({f.arch: f for f in (
+    Family("gpt-oss", ("GptOssForCausalLM",), "rms", "swiglu-oai", moe="always", experts_layout="gate-up-transposed",
+           writes_tied_output=True, model_tensors=_MODEL + ("output.weight",), block_tensors=_GPT_OSS_BLOCK,
+           required_keys=(K.SLIDING_WINDOW,), reference=False,
+           requires=(("swiglu_alpha", 1.702, "llama.cpp's gpt-oss graph hard-codes the experts' SwiGLU alpha 1.702"),
+                     ("swiglu_limit", 7.0, "llama.cpp's gpt-oss graph hard-codes the experts' SwiGLU limit 7"))),
+)})
+
+
+# deepseek2 (DeepseekV3ForCausalLM; Kimi K2 has the same layout and class): multi-head latent attention with the rope on
+# the last qk_rope_head_dim of each head, pairs interleaved as llama.cpp's NORMAL rope pairs them (rope_interleave; no
+# permutation); first_k_dense_replace dense layers, then a mixture with n_shared_experts ungated shared experts,
+# sigmoid routing with a selection bias (e_score_correction_bias, as exp_probs_b) over n_group groups of which
+# topk_group are kept, weights renormalised (norm_topk_prob) and scaled (routed_scaling_factor); all read from keys.
+# YaRN's mscale_all_dim becomes rope.scaling.yarn_log_multiplier (0.1 x, prescaled) and moves the attention scale
+# (llamacpp/archs.KQ_SCALE_MSCALE, llamacpp/lowering.py).  The loader requires kv_lora_rank, expert_shared_count and
+# expert_feed_forward_length; the output matrix is optional (tied models use the embeddings).
+_MLA_BLOCK = ("attn_norm.weight", "attn_q_a_norm.weight", "attn_kv_a_norm.weight", "attn_q_a.weight", "attn_q_b.weight",
+              "attn_kv_a_mqa.weight", "attn_k_b.weight", "attn_v_b.weight", "attn_output.weight", "ffn_norm.weight"
+              ) + _DENSE_FFN
+FAMILIES.update({f.arch: f for f in (
+    Family("deepseek2", ("DeepseekV3ForCausalLM",), "rms", "swiglu", moe="always", moe_norm_topk=None, mla=True,
+           dense_lead_key="first_k_dense_replace", shared_experts_key="n_shared_experts",
+           renames=((".mlp.gate.e_score_correction_bias", ".mlp.gate.e_score_correction.bias"),),
+           block_tensors=_MLA_BLOCK, reference=False,
+           config_keys=((K.LEADING_DENSE_BLOCK_COUNT, "first_k_dense_replace", 0),
+                        (K.Q_LORA_RANK, "q_lora_rank", None), (K.KV_LORA_RANK, "kv_lora_rank", None),
+                        (K.EXPERT_SHARED_COUNT, "n_shared_experts", 0),
+                        (K.EXPERT_WEIGHTS_SCALE, "routed_scaling_factor", None),
+                        (K.EXPERT_WEIGHTS_NORM, "norm_topk_prob", None),
+                        (K.EXPERT_GATING_FUNC, None, K.GATING_SIGMOID),
+                        (K.EXPERT_GROUP_COUNT, "n_group", None), (K.EXPERT_GROUP_USED_COUNT, "topk_group", None)),
+           required_keys=(K.KV_LORA_RANK, K.EXPERT_SHARED_COUNT, K.EXPERT_FEED_FORWARD_LENGTH),
+           requires=(("rope_interleave", True, "llama.cpp's deepseek2 rotates interleaved pairs (no permutation is "
+                                               "written for rotate_half weights)"),
+                     ("attention_bias", False, "llama.cpp's deepseek2 has no attention biases"),
+                     ("scoring_func", "sigmoid", "llama.cpp's deepseek2 is written with DeepSeek V3's sigmoid routing"),
+                     ("topk_method", "noaux_tc", "llama.cpp's grouped routing is DeepSeek V3's noaux_tc (the sum of each "
+                                                 "group's top two scores)"),
+                     ("moe_layer_freq", 1, "llama.cpp's deepseek2 makes every layer after the dense ones a mixture"),
+                     ("hidden_act", "silu", "llama.cpp's deepseek2 uses SiLU"))),
+)})
 
 
 def family_for_config(config: dict) -> Family:

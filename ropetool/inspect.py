@@ -183,8 +183,15 @@ def summarize_rope(model: ModelFile) -> dict:
     bits.append(pairs)
     if out["correction_range"] is not None:
         bits.append(f"YaRN ramp over pairs {out['correction_range'][0]}..{out['correction_range'][1]}")
+    if st.key_length_mla and d and st.key_length_mla > d:
+        bits.append(f"rope on the last {d} of each head's {st.key_length_mla} key dims (multi-head latent attention: "
+                    "the rest and the values unrotated)")
     if abs(st.magnitude - 1) > 1e-7:
         bits.append(f"cos/sin scaled by {_fmt(st.magnitude)}")
+    if abs(st.attention_scale - 1) > 1e-7:
+        llama["attention_scale"] = nice(st.attention_scale)
+        bits.append(f"attention scores scaled by {_fmt(st.attention_scale)} (YaRN's mscale^2, which llama.cpp's "
+                    f"{st.arch} folds into the attention scale)")
     if out["rope_tensors"]:
         bits.append("tensors " + ", ".join(t["name"] + ("" if t["used"] else " (not loaded: llama.cpp refuses the file)") for t in out["rope_tensors"]))
     if st.no_rope_layers:  # smollm3: the graph never rotates these layers, whatever the keys say

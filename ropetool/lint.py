@@ -76,7 +76,8 @@ RULES: dict[str, tuple[str, str]] = {
     "no-position-encoding": (WARNING, "llama.cpp's graph applies neither rope nor ALiBi at this block_count (baichuan: "
                                       "rope only at 32 layers, ALiBi only at 40): the model runs without positions"),
     "alibi-key-ignored": (WARNING, "attention.max_alibi_bias on an architecture that hard-codes the ALiBi bias"),
-    "context-length-mismatch": (WARNING, "context_length is not factor x original_context_length"),
+    "context-length-mismatch": (WARNING, "context_length is not factor x original_context_length (below it, llama-server "
+                                         "caps each slot's context at context_length)"),
     "sliding-window-past-training": (WARNING, "the sliding-window layers' window is longer than the trained context "
                                               "while their rope stays unscaled: they see distances they were not trained on"),
     "temperature-period-from-context": (WARNING, "an attention temperature (mistral3) without "
@@ -175,7 +176,9 @@ def lint_file(model) -> list[Finding]:
         if ctx != want:
             out.append(_f("context-length-mismatch",
                           f"{key(K.CONTEXT_LENGTH)} = {ctx} but factor {factor:g} x original {orig} = {want}: "
-                          f"llama.cpp treats {ctx} as the trained context", key(K.CONTEXT_LENGTH)))
+                          f"llama.cpp treats {ctx} as the trained context"
+                          + (f", and llama-server caps each slot's context at {ctx}" if ctx < want else ""),
+                          key(K.CONTEXT_LENGTH)))
     elif isinstance(orig, int) and isinstance(ctx, int) and not isinstance(orig, bool) and ctx < orig:
         out.append(_f("context-length-mismatch",
                       f"{key(K.CONTEXT_LENGTH)} = {ctx} is below the original context {orig}", key(K.CONTEXT_LENGTH)))
@@ -239,7 +242,8 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
         return []
     names = {t.name for t in gf.tensors}
     n_expert = first_int(gf, K.k(K.EXPERT_COUNT, arch)) or 0
-    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0) if n not in names]
+    dense_lead = (first_int(gf, K.k(K.LEADING_DENSE_BLOCK_COUNT, arch)) or 0) if family.dense_lead_key else 0
+    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0, dense_lead=dense_lead) if n not in names]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         return [_f("missing-tensor", f"no {', '.join(missing[:3])}{more}: llama.cpp's {arch} loader requires "
@@ -263,13 +267,22 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
     if any(gf.fields[K.k(t, arch)].is_array for t in K.PER_LAYER if K.k(t, arch) in gf.fields):
         return []  # per-layer sizes: not a family ropetool converts
     head_dim = get(K.KEY_LENGTH) or n_embd // n_head
+    head_dim_v = get(K.VALUE_LENGTH) or head_dim
+    mla = {}
+    if family.mla:  # the decompressed heads (the *_mla sizes; key_length is llama.cpp's MQA view of the latent)
+        head_dim, head_dim_v = get(K.KEY_LENGTH_MLA) or head_dim, get(K.VALUE_LENGTH_MLA) or head_dim_v
+        mla = {"n_lora_q": get(K.Q_LORA_RANK) or 0, "n_lora_kv": get(K.KV_LORA_RANK) or 0,
+               "head_dim_rope": get(K.ROPE_DIMENSION_COUNT) or 0}
     used = get(K.EXPERT_USED_COUNT) or 1
     # llama.cpp's experts: llama sizes them by feed_forward_length; the others by expert_feed_forward_length,
     # else n_ff / expert_used_count; a shared expert by its own length, else n_ff.
     n_ff_exp = n_ff if family.moe == "optional" else (get(K.EXPERT_FEED_FORWARD_LENGTH) or n_ff // used)
+    # deepseek2's shared experts: expert_shared_count of n_ff_exp each
+    n_ff_shexp = n_ff_exp * (get(K.EXPERT_SHARED_COUNT) or 0) if family.shared_experts_key else (
+        get(K.EXPERT_SHARED_FEED_FORWARD_LENGTH) or n_ff)
     dims = Dims(n_embd, n_head, get(K.HEAD_COUNT_KV) or n_head, head_dim, n_ff,
-                tokens.count if tokens is not None and tokens.is_array else embd.shape[1], get(K.VALUE_LENGTH) or head_dim,
-                n_expert=n_expert, n_ff_exp=n_ff_exp, n_ff_shexp=get(K.EXPERT_SHARED_FEED_FORWARD_LENGTH) or n_ff)
+                tokens.count if tokens is not None and tokens.is_array else embd.shape[1], head_dim_v,
+                n_expert=n_expert, n_ff_exp=n_ff_exp, n_ff_shexp=n_ff_shexp, **mla)
     shapes = family.tensor_shapes(dims)
     out = []
     for t in gf.tensors:
@@ -277,7 +290,8 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
         want = shapes.get(parts[-2]) if len(parts) > 1 else None  # any name: one llama.cpp never loads is its own finding
         if want is None:
             continue
-        want = tuple(reversed(want[:1] if t.name.endswith(".bias") else want))  # ggml order
+        # a bias has one value per row (per expert's row for a stack of experts); ggml order
+        want = tuple(reversed(want[:-1] if t.name.endswith(".bias") and len(want) > 1 else want))
         if tuple(t.shape) != want:
             out.append(_f("shape-mismatch",
                           f"{t.name} has shape {list(t.shape)} but the keys (embedding {n_embd}, {n_head} heads of "
@@ -288,7 +302,7 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
 
 
 def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict) -> list[Finding]:
-    from ropetool.rope import alibi_slopes, make_params, rope_frequencies
+    from ropetool.rope import alibi_slopes, attention_scale, make_params, rope_frequencies
 
     try:
         p = make_params(method, **params)
@@ -328,6 +342,11 @@ def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict)
                    f"{K.RT_SLIDING_BASE} is {recorded:g} but llama.cpp gives the sliding-window layers base "
                    f"{st.sliding.freq_base:g} ({st.sliding.freq_base_source}): a key was changed after ropetool wrote it",
                    K.RT_SLIDING_BASE)]
+    scale = attention_scale(p)
+    if st.facts.kq_scale_mscale and abs(st.attention_scale / scale - 1) > tol:
+        return [_f("provenance-mismatch",
+                   f"{K.RT_METHOD} is {method} ({_short(p)}), which scales attention by {scale:.6g}, but llama.cpp's {st.arch} "
+                   f"scales it by {st.attention_scale:.6g}: a rope key was changed after ropetool wrote it", K.RT_METHOD)]
     mag_err = abs(st.magnitude / want_attn - 1)
     if mag_err > tol:
         return [_f("provenance-mismatch",

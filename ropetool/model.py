@@ -30,7 +30,7 @@ from ropetool.llamacpp.lowering import Lowered, lower, lower_for_llama_cpp
 from ropetool.llamacpp.provenance import Record, read_record
 from ropetool.llamacpp.readback import Named, infer_method, meant_method
 from ropetool.llamacpp.state import KEYS, LLAMA_CPP, RopeState, read_state
-from ropetool.rope import ALIBI_METHODS, RopeParams, make_params
+from ropetool.rope import ALIBI_METHODS, RopeParams, kept_parameters, make_params
 
 
 def trained_context(meant_original: object, orig_key: object, context_length: object) -> int | None:
@@ -231,6 +231,8 @@ class ModelFile:
                                     f"{ntk.params['base']:g}); set-rope starts from freq_base as the base: pass "
                                     f"--freq-base {ntk.params['base']:g} to start from the original")
         values.setdefault("original_context", trained)
+        for name, value in kept_parameters(method, self.meant.rope).items():  # DeepSeek's YaRN temperature
+            values.setdefault(name, value)
         if method == "longrope":
             for opt, table, tname in (("short_factor", st.short_factors, K.ROPE_FACTORS_SHORT_TENSOR),
                                       ("long_factor", st.long_factors, K.ROPE_FACTORS_LONG_TENSOR)):

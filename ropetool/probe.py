@@ -37,7 +37,7 @@ from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.graph import RopeOp, run_graph, spread_starts
 from ropetool.llamacpp.state import RopeState, first_int
 from ropetool.model import ModelFile
-from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, ggml, make_params, rope_frequencies
+from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, attention_scale, ggml, make_params, rope_frequencies
 from ropetool.rope.rotate import apply_rope, rope_tolerance
 
 PARAM_TOL = 1e-5  # relative: an inverse frequency or magnitude from float32 op_params, against float64 (~100 u)
@@ -524,6 +524,7 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
                              + ", ".join(f"{n} {_fmt(h)} (predicted {_fmt(w)})" for n, h, w in predicted))
                 break
     attention = _attention(run, meant, st, findings)
+    _attention_scale(run, mf, meant, attention, findings)
     verdict = "fail" if findings else "pass"
     if findings:
         reason = findings[0]
@@ -594,6 +595,28 @@ def _attention(run, meant: _Meant, st: RopeState, findings: list[str]) -> dict:
     elif any(b != 0 for b in biases):
         findings.append(f"attention: llama.cpp adds an ALiBi bias (max_bias {biases}) where the file means {meant.encoding}")
     return out
+
+
+def _attention_scale(run, mf: ModelFile, meant: _Meant, out: dict, findings: list[str]) -> None:
+    """Where the rope setting moves the attention scale (deepseek2 folds YaRN's mscale^2 into it: LoaderArch.
+    kq_scale_mscale), each attention softmax's scale against 1/sqrt(key head) times the meant factor (the record's
+    method: rope.attention_scale; else the keys' reading)."""
+    st = mf.state
+    if not st.facts.kq_scale_mscale or meant.encoding != "rope":
+        return
+    want = attention_scale(meant.params) if meant.params is not None else mf.keys_state.attention_scale
+    head = st.key_length_mla or st.head_dim
+    ops = [a for a in run.attention if a.op == "FLASH_ATTN_EXT" or a.name.startswith("kq_soft_max")]
+    if not ops or not head:
+        return
+    got = [a.scale * math.sqrt(head) for a in ops]
+    out["attention_scale"] = {"meant": want, "llama_cpp": sorted({round(g, 7) for g in got})}
+    worst = max(got, key=lambda g: abs(g / want - 1))
+    if not _close(worst, want):
+        key = mf.key(K.ROPE_YARN_LOG_MUL)
+        findings.append(f"attention: llama.cpp scales the attention scores by {worst:.6g} x 1/sqrt({head}) where the file "
+                        f"means {want:.6g} (YaRN's mscale^2, which llama.cpp's {st.arch} takes from {key} and "
+                        f"{mf.key(K.ROPE_SCALING_ATTN_FACTOR)})")
 
 
 __all__ = ["probe_gguf", "ProbeReport", "KindResult", "PARAM_TOL"]

@@ -368,6 +368,9 @@ class ReferenceModel:
     """A decoder's shapes, position encoding and (lazily read) weights, and the forward pass over them."""
 
     def __init__(self, family: Family, kv: dict, weights, file_rope: FileRope, source: str = ""):
+        if not family.reference:
+            raise RopetoolError(f"ropetool's reference forward pass does not run {family.arch}: its attention or "
+                                "feed-forward is not among the reference's blocks")
         self.family = family
         self.facts = family.loader
         self.source = source

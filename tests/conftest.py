@@ -92,6 +92,11 @@ def tanh_gelu_(model) -> None:
                 setattr(module, attr, torch.nn.GELU(approximate="tanh"))
 
 
+# Kept float32 in a GGUF of any type (routers; biases, 2-D for a stack of experts), as llama.cpp's converter keeps them.
+UNROUNDED = ("mlp.gate.weight", "block_sparse_moe.gate.weight", "mlp.router.weight", "bias")
+TRANSPOSED_EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")  # gpt-oss's experts, x @ W
+
+
 @functools.lru_cache(maxsize=64)
 def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_as: str | None,
                ggml_gelu: bool = False) -> np.ndarray:
@@ -113,7 +118,9 @@ def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_a
                 layer.mlp.act_fn = _GgmlGelu()
         if weights_as is not None:
             for pname, param in model.named_parameters():
-                if param.ndim >= 2 and not pname.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight")):
+                if pname.endswith(TRANSPOSED_EXPERTS):  # stored [in, out] per expert: ggml's rows are the columns
+                    param.copy_(_stored_as(param.data.transpose(-1, -2), weights_as).transpose(-1, -2))
+                elif param.ndim >= 2 and not pname.endswith(UNROUNDED):
                     param.copy_(_stored_as(param.data, weights_as))
         return model(torch.tensor([list(ids)])).logits[0].double().numpy()
 

@@ -309,6 +309,40 @@ def test_llama_cpp_ignores_yarn_beta_fast_on_llama(tmp_path, llama_f32):
     assert any(f.id == "ignored-key" for f in lint_gguf(a))
 
 
+def test_ignored_beta_keys_name_the_values_llama_cpp_uses(tmp_path, llama_f32):
+    """The warning says what llama.cpp uses instead: the values in its own rope ops (read from its graph)."""
+    from ropetool.llamacpp.graph import run_graph
+
+    base = [f"{key(R.SCALING_TYPE)}=str:yarn", f"{key(R.SCALING_FACTOR)}=f32:4", f"{key(R.SCALING_ORIG_CTX_LEN)}=u32:64",
+            f"{key(gguf.Keys.LLM.CONTEXT_LENGTH)}=u32:256"]
+    a = _edited(llama_f32, tmp_path / "a.gguf", base + [f"{key(R.SCALING_YARN_BETA_FAST)}=f32:8",
+                                                        f"{key(R.SCALING_YARN_BETA_SLOW)}=f32:2"])
+    op = run_graph(a, [0], 4).ropes[0]
+    said = {f.key: f.message for f in lint_gguf(a) if f.id == "ignored-key"}
+    assert said[key(R.SCALING_YARN_BETA_FAST)].endswith(f": it uses {op.beta_fast:g}")
+    assert said[key(R.SCALING_YARN_BETA_SLOW)].endswith(f": it uses {op.beta_slow:g}")
+
+
+def test_context_length_left_at_the_trained_length_names_the_cap(tmp_path, llama_f32):
+    """A YaRN x4 file whose context_length stayed at the trained 64: llama.cpp itself reports 64 as the model's
+    training context (llama_model_n_ctx_train, what llama-server caps each slot at: tools/server/server-context.cpp)."""
+    import llama_cpp as L
+
+    base = [f"{key(R.SCALING_TYPE)}=str:yarn", f"{key(R.SCALING_FACTOR)}=f32:4", f"{key(R.SCALING_ORIG_CTX_LEN)}=u32:64",
+            f"{key(gguf.Keys.LLM.CONTEXT_LENGTH)}=u32:64"]
+    a = _edited(llama_f32, tmp_path / "a.gguf", base)
+    found = [f for f in lint_gguf(a) if f.id == "context-length-mismatch"]
+    assert len(found) == 1 and "llama-server caps each slot's context at 64" in found[0].message
+    params = L.llama_model_default_params()
+    model = L.llama_model_load_from_file(str(a).encode(), params)
+    try:
+        assert L.llama_model_n_ctx_train(model) == 64
+    finally:
+        L.llama_model_free(model)
+    extended = _edited(llama_f32, tmp_path / "b.gguf", base[:-1] + [f"{key(gguf.Keys.LLM.CONTEXT_LENGTH)}=u32:256"])
+    assert not [f for f in lint_gguf(extended) if f.id == "context-length-mismatch"]
+
+
 def test_llama_cpp_defaults_missing_type_to_linear(tmp_path, llama_f32):
     ids = token_ids(N, 384)
     src = tmp_path / "notype.gguf"

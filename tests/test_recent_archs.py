@@ -28,14 +28,15 @@ YARN4 = (["--rope", "yarn", "--factor", "4"], {"rope_type": "yarn", "factor": 4.
 LINEAR4 = (["--rope", "linear", "--factor", "4"], {"rope_type": "linear", "factor": 4.0})
 # Per architecture: the extension convert writes ("yarn") and the one set-rope writes on the plain file ("linear"), each
 # as ropetool's options and as transformers' rope_parameters.  mistral3's fixture is trained on 16 positions and
-# extended x16 by YaRN already: twice that (factor 32) with betas 8/2, which its loader reads; linear x4 over 16.
+# extended x16 by YaRN already: twice that (factor 32) with betas 8/2, which its loader reads, its mscale and
+# mscale_all_dim kept (the cos/sin magnitude stays 1, as transformers' Ministral 3 computes it); linear x4 over 16.
 EXTENSIONS = {
     "smollm3": {"yarn": YARN4, "linear": LINEAR4},
     "olmo2": {"yarn": YARN4, "linear": LINEAR4},
     "mistral3": {
         "yarn": (["--rope", "yarn", "--factor", "32", "--beta-fast", "8", "--beta-slow", "2"],
                  {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 16, "beta_fast": 8.0,
-                  "beta_slow": 2.0}),
+                  "beta_slow": 2.0, "mscale": 1.0, "mscale_all_dim": 1.0}),
         "linear": LINEAR4,
     },
 }

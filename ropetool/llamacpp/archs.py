@@ -97,6 +97,10 @@ READS: dict[str, frozenset[str]] = {
 LOG_MUL_PRESCALED = frozenset({"deepseek2", "deepseek32", "mistral4"})  # the loader divides the key by 0.1
 # llama_context: YaRN's mscale is yarn_log_multiplier itself when it is not 1 ([TAG_DEEPSEEK2_YARN_LOG_MUL_FIX])
 MSCALE_IS_LOG_MUL = frozenset({"deepseek2"})
+# The graph multiplies the attention scale by mscale^2, mscale = attn_factor (ggml's YaRN term cancelled) x (1 + 0.1
+# log_mul ln s), whatever the scaling type (src/models/deepseek2.cpp, kq_scale): transformers' DeepSeek V3 does so for
+# YaRN with mscale_all_dim alone.
+KQ_SCALE_MSCALE = frozenset({"deepseek2"})
 BETA_FAST_DEFAULT = {"grok": 8.0}  # yarn_beta_fast where it is read; 32 elsewhere
 ALIBI_FIXED = {"bloom": 8.0, "refact": 8.0, "jina-bert-v2": 8.0}  # the graph hard-codes max_bias
 ALIBI_BY_LAYERS = {"baichuan": ((40, 8.0),)}  # block_count -> max_bias; RoPE at 32 layers, nothing otherwise
@@ -135,6 +139,11 @@ SLIDING_WINDOWS = {
     "gemma2": SlidingWindow(period=2, window_default=4096, base_default=None, scale_follows_global=True),
     "gemma3": SlidingWindow(period=6, window_default=None, base_default=10000.0, scale_follows_global=False),
 }
+# gpt-oss (src/models/openai-moe.cpp, load_arch_hparams): attention.sliding_window required, load_swa_pattern(ml, 2)
+# (layer 0 slides, 1 is full, ...); the sliding layers' base is freq_base unless rope.freq_base_swa says otherwise, and
+# their freq_scale the file's (rope_freq_scale_train_swa = rope_freq_scale_train): one rope for every layer, as
+# transformers' GptOssRotaryEmbedding computes it.
+SLIDING_WINDOWS["gpt-oss"] = SlidingWindow(period=2, window_default=None, base_default=None, scale_follows_global=True)
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,7 @@ class LoaderArch:
     beta_slow_default: float = 1.0
     log_mul_prescaled: bool = False
     mscale_is_log_mul: bool = False
+    kq_scale_mscale: bool = False  # YaRN's mscale^2 folded into the attention scale (KQ_SCALE_MSCALE)
     alibi_fixed: float | None = None
     alibi_by_layers: tuple[tuple[int, float], ...] = ()
     rope_layer_counts: tuple[int, ...] = ()  # non-empty: rope only at these block counts
@@ -235,6 +245,7 @@ def _record(name: str, known: bool = True) -> LoaderArch:
         beta_fast_default=BETA_FAST_DEFAULT.get(name, 32.0),
         log_mul_prescaled=name in LOG_MUL_PRESCALED,
         mscale_is_log_mul=name in MSCALE_IS_LOG_MUL,
+        kq_scale_mscale=name in KQ_SCALE_MSCALE,
         alibi_fixed=ALIBI_FIXED.get(name),
         alibi_by_layers=ALIBI_BY_LAYERS.get(name, ()),
         rope_layer_counts=ROPE_BY_LAYERS.get(name, ()),

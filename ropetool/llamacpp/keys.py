@@ -198,6 +198,28 @@ RANGES: dict[str, Range] = {
 }
 TYPES[ALIGNMENT] = T.UINT32  # gguf.cpp refuses any other type
 
+# -- multi-head latent attention and its mixture (deepseek2: src/models/deepseek2.cpp, load_arch_hparams) -----------
+Q_LORA_RANK = A.Q_LORA_RANK  # the queries' low-rank width (required but on the "lite" layer counts)
+KV_LORA_RANK = A.KV_LORA_RANK  # the compressed key/value latent's width (required)
+KEY_LENGTH_MLA = A.KEY_LENGTH_MLA  # a head's key size once decompressed (qk_nope + qk_rope); with value_length_mla: MLA
+VALUE_LENGTH_MLA = A.VALUE_LENGTH_MLA
+LEADING_DENSE_BLOCK_COUNT = L.LEADING_DENSE_BLOCK_COUNT  # the first layers with a dense feed-forward
+EXPERT_SHARED_COUNT = L.EXPERT_SHARED_COUNT  # shared experts, summed into one of n x expert_feed_forward_length (required)
+EXPERT_WEIGHTS_SCALE = L.EXPERT_WEIGHTS_SCALE  # routed_scaling_factor (absent or 0: not scaled)
+EXPERT_WEIGHTS_NORM = L.EXPERT_WEIGHTS_NORM  # the chosen experts' weights renormalised to sum to 1
+EXPERT_GATING_FUNC = L.EXPERT_GATING_FUNC  # 1 softmax (deepseek2's default when absent), 2 sigmoid
+EXPERT_GROUP_COUNT = L.EXPERT_GROUP_COUNT  # grouped top-k routing: groups of experts, and how many are kept
+EXPERT_GROUP_USED_COUNT = L.EXPERT_GROUP_USED_COUNT
+GATING_SOFTMAX, GATING_SIGMOID = int(gguf.ExpertGatingFuncType.SOFTMAX), int(gguf.ExpertGatingFuncType.SIGMOID)
+TYPES.update({Q_LORA_RANK: T.UINT32, KV_LORA_RANK: T.UINT32, KEY_LENGTH_MLA: T.UINT32, VALUE_LENGTH_MLA: T.UINT32,
+              LEADING_DENSE_BLOCK_COUNT: T.UINT32, EXPERT_SHARED_COUNT: T.UINT32, EXPERT_WEIGHTS_SCALE: T.FLOAT32,
+              EXPERT_WEIGHTS_NORM: T.BOOL, EXPERT_GATING_FUNC: T.UINT32, EXPERT_GROUP_COUNT: T.UINT32,
+              EXPERT_GROUP_USED_COUNT: T.UINT32})
+RANGES.update({Q_LORA_RANK: Range(1, 1 << 20), KV_LORA_RANK: Range(1, 1 << 20), KEY_LENGTH_MLA: Range(1, 1 << 16),
+               VALUE_LENGTH_MLA: Range(1, 1 << 16), LEADING_DENSE_BLOCK_COUNT: Range(0, MAX_LAYERS),
+               EXPERT_SHARED_COUNT: Range(0, MAX_EXPERTS), EXPERT_WEIGHTS_SCALE: Range(0, 1000),
+               EXPERT_GROUP_COUNT: Range(0, MAX_EXPERTS), EXPERT_GROUP_USED_COUNT: Range(0, MAX_EXPERTS)})
+
 # -- the keys llama.cpp's loader reads outside the architecture's own: general.* and the tokenizer -----------
 # llama_model_loader reads general.file_type and general.name with get_key (an exact type);
 # llama_vocab::impl::load (src/llama-vocab.cpp) reads the tokenizer's keys: the model name (required) and

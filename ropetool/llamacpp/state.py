@@ -130,6 +130,8 @@ class RopeState:
     positionless: str | None = None  # why llama.cpp's graph applies no position encoding at this layer count
     no_rope_layers: tuple[int, ...] = ()  # layers the graph never rotates, whatever the keys (smollm3: every 4th)
     temperature: TemperatureState | None = None  # the queries' attention temperature (mistral3), if any
+    attention_scale: float = 1.0  # the factor on the 1/sqrt(head_dim) softmax scale (deepseek2 folds YaRN's mscale^2)
+    key_length_mla: int | None = None  # multi-head latent attention: a decompressed key head (the rope is its last n_rot)
 
     @property
     def rope_layers(self) -> list[int]:
@@ -207,9 +209,12 @@ class RopeState:
             if kind == "linear":  # factor 1 (as llama.cpp defaults it) is plain RoPE; readback names it "none"
                 return make_params("linear", base=self.freq_base, factor=1 / self.freq_scale)
             if kind == "yarn":
+                # deepseek2: yarn_log_multiplier is DeepSeek's mscale_all_dim (and mscale, which llama.cpp takes as equal)
+                mla = self.facts.kq_scale_mscale and self.log_mul
                 return make_params("yarn", base=self.freq_base, factor=1 / self.freq_scale,
                                    original_context=self.n_ctx_orig, beta_fast=self.beta_fast, beta_slow=self.beta_slow,
-                                   extrapolation_factor=self.ext_factor)
+                                   extrapolation_factor=self.ext_factor, mscale=self.log_mul if mla else None,
+                                   mscale_all_dim=self.log_mul if mla else None)
             if kind == "longrope":
                 if self.short_factors is None or self.long_factors is None:
                     raise RopetoolError(f"scaling type longrope needs {K.ROPE_FACTORS_SHORT_TENSOR} and "
@@ -325,7 +330,8 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
         readers = tuple(sorted(n for n, _ in _readers(template)))
         ignored.append(IgnoredKey(key(template), gf.get(key(template)), readers,
                                   f"{key(template)} is ignored by llama.cpp's {a} loader"
-                                  + (f" (read only by {', '.join(readers)})" if readers else "")))
+                                  + (f" (read only by {', '.join(readers)})" if readers else "")
+                                  + (f": it uses {default:g}" if default > 0 else "")))
         return default
 
     ext = rare(K.ROPE_YARN_EXT_FACTOR, -1.0)
@@ -363,8 +369,12 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
         # llama.cpp itself overwrites it whenever YaRN is active, even on the one architecture that reads it.
         magnitude = yarn_attn * rope_attn
 
+    attention_scale = 1.0
+    if facts.kq_scale_mscale and freq_scale > 0 and math.isfinite(freq_scale) and math.isfinite(attn):
+        attention_scale = ggml.mla_attention_scale(attn, freq_scale, log_mul)
     st = RopeState(
-        arch=arch, facts=facts, reading=reading, encoding="rope", n_head=n_head, n_layer=n_layer, head_dim=head_dim,
+        arch=arch, facts=facts, reading=reading, encoding="rope", attention_scale=attention_scale,
+        key_length_mla=first_int(gf, key(K.KEY_LENGTH_MLA)), n_head=n_head, n_layer=n_layer, head_dim=head_dim,
         n_rot=n_rot, n_rot_source=n_rot_source, context_length=ctx, freq_base=float(base),
         freq_base_source=base_source, scaling_type_raw=raw_type, scaling_type=stype,
         factor=float(factor) if factor else None, factor_source=factor_source if factor else None,
