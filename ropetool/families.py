@@ -151,6 +151,7 @@ class Family:
     # Whether ropetool's numpy reference runs the family's blocks (check --end-to-end, eval's reference); False:
     # a block it does not have (attention sinks, the experts' clamped SwiGLU), and the probe is the rope's proof.
     reference: bool = True
+    moe_tensors: tuple[str, ...] = ()  # what every mixture layer requires beyond the experts (glm4moe's exp_probs_b)
 
     def required_tensors(self, n_layer: int, experts: bool = False, dense_lead: int = 0) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
@@ -164,6 +165,7 @@ class Family:
                 t for t in _MOE_FFN if self.moe_gate_required or t != "ffn_gate_exps.weight"]
             block += list(_SHARED_EXPERT) if self.shared_expert else []
             block += list(_SHARED_EXPERT[1:]) if self.shared_experts_key else []  # ungated: no ffn_gate_inp_shexp
+            block += list(self.moe_tensors)
         return list(self.model_tensors) + [f"blk.{i}.{t}" for i in range(n_layer) for t in (dense if i < dense_lead
                                                                                             else block)]
 
@@ -389,6 +391,30 @@ FAMILIES.update({f.arch: f for f in (
                                                  "group's top two scores)"),
                      ("moe_layer_freq", 1, "llama.cpp's deepseek2 makes every layer after the dense ones a mixture"),
                      ("hidden_act", "silu", "llama.cpp's deepseek2 uses SiLU"))),
+)})
+
+
+# GLM-4.5 / 4.6 / 4.7 (glm4moe, Glm4MoeForCausalLM): rope on the first half of each head (partial_rotary_factor 0.5,
+# NEOX pairs, no permutation: llama.cpp's converter writes the weights as they are), q/k/v biases, optional per-head q/k
+# norms (use_qk_norm), the feed-forward normed by post_attention_layernorm (llama.cpp's attn_post_norm);
+# first_k_dense_replace dense layers, then a mixture with n_shared_experts ungated shared experts and sigmoid routing
+# with a selection bias (exp_probs_b, required in every mixture layer), groups, renormalisation and scaling, all read
+# from keys (src/models/glm4-moe.cpp); the MTP layers (num_nextn_predict_layers) are left out.
+FAMILIES.update({f.arch: f for f in (
+    Family("glm4moe", ("Glm4MoeForCausalLM",), "rms", "swiglu", moe="always", moe_norm_topk=None,
+           dense_lead_key="first_k_dense_replace", shared_experts_key="n_shared_experts",
+           moe_tensors=("exp_probs_b.bias",),
+           renames=((".mlp.gate.e_score_correction_bias", ".mlp.gate.e_score_correction.bias"),),
+           block_tensors=("attn_norm.weight", "attn_output.weight", "post_attention_norm.weight") + _QKV + _DENSE_FFN,
+           reference=False,
+           config_keys=((K.LEADING_DENSE_BLOCK_COUNT, "first_k_dense_replace", 0),
+                        (K.EXPERT_SHARED_COUNT, "n_shared_experts", 0),
+                        (K.EXPERT_WEIGHTS_SCALE, "routed_scaling_factor", None),
+                        (K.EXPERT_WEIGHTS_NORM, "norm_topk_prob", None),
+                        (K.EXPERT_GATING_FUNC, None, K.GATING_SIGMOID),
+                        (K.EXPERT_GROUP_COUNT, "n_group", None), (K.EXPERT_GROUP_USED_COUNT, "topk_group", None)),
+           required_keys=(K.EXPERT_SHARED_COUNT, K.EXPERT_FEED_FORWARD_LENGTH),
+           requires=(("hidden_act", "silu", "llama.cpp's glm4moe uses SiLU"),)),
 )})
 
 

@@ -183,6 +183,9 @@ def summarize_rope(model: ModelFile) -> dict:
     bits.append(pairs)
     if out["correction_range"] is not None:
         bits.append(f"YaRN ramp over pairs {out['correction_range'][0]}..{out['correction_range'][1]}")
+    if not st.key_length_mla and st.head_dim and d and d < st.head_dim:  # partial rotary (phi3, gptneox, glm4moe)
+        bits.append(f"rope on the first {d} of each head's {st.head_dim} dims (the other {st.head_dim - d} unrotated, "
+                    "whatever the setting)")
     if st.key_length_mla and d and st.key_length_mla > d:
         bits.append(f"rope on the last {d} of each head's {st.key_length_mla} key dims (multi-head latent attention: "
                     "the rest and the values unrotated)")
