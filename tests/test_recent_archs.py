@@ -130,3 +130,39 @@ def test_a_config_llama_cpp_would_compute_differently_is_refused(name, changes, 
     result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
     assert not (tmp_path / "o.gguf").exists()
+
+
+LOADS_ROPE_FREQS = {"smollm3": False, "olmo2": False, "glm4moe": False, "mistral3": True}  # llama.cpp's load_tensors
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_set_rope_writes_exactly_or_refuses(name, files, tmp_path):
+    """What llama.cpp cannot compute is refused in one line (or, for YaRN's betas, written as native YaRN with
+    --approximate, the error recorded); what it can is written exactly.  llama3 rope needs a rope_freqs tensor, which
+    only mistral3's loader takes: there it equals transformers' llama3 rope; YaRN betas 8/2 are keys mistral3 reads,
+    and a rope_freqs tensor nowhere else."""
+    import gguf
+
+    plain = files[name]["plain"]
+    llama3, betas = tmp_path / "llama3.gguf", tmp_path / "betas.gguf"
+    result = CliRunner().invoke(cli, ["set-rope", str(plain), "-o", str(llama3), "--rope", "llama3", "--factor", "8"])
+    beta_args = ["set-rope", str(plain), "-o", str(betas), "--rope", "yarn", "--factor", "4", "--beta-fast", "8",
+                 "--beta-slow", "2"]
+    refused = CliRunner().invoke(cli, beta_args)
+    if not LOADS_ROPE_FREQS[name]:
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert "rope_freqs" in result.output and not llama3.exists()
+        assert refused.exit_code == 2 and "--approximate" in refused.output and not betas.exists()
+        approximate = CliRunner().invoke(cli, [*beta_args, "--approximate"])
+        assert approximate.exit_code == 0, approximate.output
+        keys = {f.name: f.contents() for f in gguf.GGUFReader(betas).fields.values()}
+        assert keys["ropetool.rope.exact"] is False and keys["ropetool.rope.approx_max_rel_error"] > 0
+        assert probe_gguf(betas).verdict == "pass"  # against what its keys say (native YaRN), as the note says
+        return
+    assert result.exit_code == 0 and refused.exit_code == 0, result.output + refused.output
+    ids = token_ids(N_TOKENS, fixture_config(name)["vocab_size"])
+    rope = {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 16, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0}
+    assert_logits_match(llama_cpp_logits(llama3, ids), hf_logits(name, ids, _rope(name, rope)), TOLERANCE["f32"])
+    assert probe_gguf(llama3).verdict == "pass" and probe_gguf(betas).verdict == "pass"
+    assert "rope_freqs.weight" not in {t.name for t in gguf.GGUFReader(betas).tensors}
