@@ -35,6 +35,7 @@ from ropetool.llamacpp.validity import check_new_values
 from ropetool.model import trained_context
 from ropetool.rope import RopeParams, kept_parameters, make_params, rope_from_hf_config
 from ropetool.rope.hf import CONTEXT_KEYS
+from ropetool.rope.rotate import section_rows
 from ropetool.version import __version__
 
 OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}  # written by ropetool itself
@@ -73,6 +74,13 @@ class Hparams:
     n_lora_q: int = 0
     n_lora_kv: int = 0
     head_dim_rope: int = 0
+    # Hybrid models (Family.recurrent_tensors): the layers without attention, and the recurrent blocks' sizes (Dims).
+    recurrent: tuple[int, ...] = ()
+    n_lin_k_heads: int = 0
+    n_lin_v_heads: int = 0
+    lin_head_k: int = 0
+    lin_head_v: int = 0
+    conv_kernel: int = 0
 
     @classmethod
     def from_config(cls, config: dict, family: Family) -> "Hparams":
@@ -143,13 +151,16 @@ class Hparams:
             tied=tied,
             **experts,
             **mla,
+            **_hybrid(config, family, count),
         )
 
     @property
     def dims(self) -> Dims:
         return Dims(self.n_embd, self.n_head, self.n_head_kv, self.head_dim, self.n_ff, self.vocab_size,
                     head_dim_v=self.head_dim_v, n_expert=self.n_expert, n_ff_exp=self.n_ff_exp, n_ff_shexp=self.n_ff_shexp,
-                    n_lora_q=self.n_lora_q, n_lora_kv=self.n_lora_kv, head_dim_rope=self.head_dim_rope)
+                    n_lora_q=self.n_lora_q, n_lora_kv=self.n_lora_kv, head_dim_rope=self.head_dim_rope,
+                    n_lin_k_heads=self.n_lin_k_heads, n_lin_v_heads=self.n_lin_v_heads, lin_head_k=self.lin_head_k,
+                    lin_head_v=self.lin_head_v, conv_kernel=self.conv_kernel)
 
 
 def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
@@ -198,6 +209,100 @@ def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
     return out
 
 
+# -- hybrid models (issue 25) ----------------------------------------------------------------------------------
+
+def text_model_config(config: dict, family: Family) -> dict:
+    """config.json as the family reads it: where the text model is nested under ``text_config`` (Family.text_config:
+    Qwen 3.5's released checkpoints), its values over the top level's, as llama.cpp's converter merges them."""
+    nested = config.get("text_config")
+    if family.text_config and isinstance(nested, dict):
+        return {**config, **nested}
+    return config
+
+
+def _layer_types(config: dict, family: Family, n_layer: int) -> tuple[int, ...]:
+    """A hybrid model's layers without attention, from config.json's layer_types (else transformers' default for
+    the class: every full_attention_interval-th layer attends, 4 without it)."""
+    types = config.get("layer_types")
+    if types is None and family.linear_attention:
+        interval = config.get("full_attention_interval", 4)
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise RopetoolError(f"config.json: full_attention_interval must be a positive integer, got {interval!r}")
+        types = ["linear_attention" if (il + 1) % interval else "full_attention" for il in range(n_layer)]
+    if not isinstance(types, list) or len(types) != n_layer or not all(isinstance(t, str) for t in types):
+        raise RopetoolError(f"config.json: layer_types must list the kind of each of the {n_layer} layers, got "
+                            f"{json.dumps(types)[:120]}")
+    recurrent = {"linear_attention", "conv"}
+    unknown = sorted(set(types) - recurrent - {"full_attention"})
+    if unknown:
+        raise RopetoolError(f"config.json: layer_types holds {', '.join(map(repr, unknown))}; llama.cpp's {family.arch} "
+                            "has full_attention and " + ("linear_attention" if family.linear_attention else "conv") + " layers")
+    if all(t in recurrent for t in types):
+        raise RopetoolError(f"config.json: layer_types has no full_attention layer; llama.cpp's {family.arch} needs one")
+    return tuple(il for il, t in enumerate(types) if t in recurrent)
+
+
+def _hybrid(config: dict, family: Family, count) -> dict:
+    """A hybrid model's recurrent layers and their sizes from config.json (an empty dict for other families)."""
+    if not (family.linear_attention or family.short_conv):
+        return {}
+    n_layer = count("num_hidden_layers", key=K.BLOCK_COUNT)
+    out: dict = {"recurrent": _layer_types(config, family, n_layer)}
+    if family.linear_attention:
+        out.update(n_lin_k_heads=count("linear_num_key_heads", key=K.SSM_GROUP_COUNT),
+                   n_lin_v_heads=count("linear_num_value_heads", key=K.SSM_TIME_STEP_RANK),
+                   lin_head_k=count("linear_key_head_dim", key=K.SSM_STATE_SIZE),
+                   lin_head_v=count("linear_value_head_dim"), conv_kernel=count("linear_conv_kernel_dim",
+                                                                                key=K.SSM_CONV_KERNEL))
+        if out["lin_head_k"] != out["lin_head_v"]:
+            raise RopetoolError(f"config.json: linear_key_head_dim {out['lin_head_k']} and linear_value_head_dim "
+                                f"{out['lin_head_v']} differ, but llama.cpp's {family.arch} sizes both by ssm.state_size")
+        if out["n_lin_v_heads"] % out["n_lin_k_heads"]:
+            raise RopetoolError(f"config.json: {out['n_lin_v_heads']} linear value heads cannot share "
+                                f"{out['n_lin_k_heads']} key heads evenly")
+    return out
+
+
+def hybrid_values(config: dict, family: Family, hp: "Hparams", rotary_dim: int) -> list[tuple[str, object]]:
+    """The keys of a hybrid model's recurrent layers and multi-section rope (llama.cpp's converter writes the same:
+    conversion/qwen.py's Qwen3NextModel and _Qwen35MRopeMixin)."""
+    values: list[tuple[str, object]] = []
+    if family.linear_attention:
+        values += [(K.SSM_CONV_KERNEL, hp.conv_kernel), (K.SSM_STATE_SIZE, hp.lin_head_k),
+                   (K.SSM_GROUP_COUNT, hp.n_lin_k_heads), (K.SSM_TIME_STEP_RANK, hp.n_lin_v_heads),
+                   (K.SSM_INNER_SIZE, hp.lin_head_v * hp.n_lin_v_heads)]
+        recurrent = set(hp.recurrent)
+        values.append((K.RECURRENT_LAYERS, [il in recurrent for il in range(hp.n_layer)]))
+        interval = config.get("full_attention_interval", 4)
+        values.append((K.FULL_ATTENTION_INTERVAL, interval if isinstance(interval, int) and interval > 0 else 4))
+    if family.loader.rope_type in ("mrope", "imrope"):
+        values.append((K.ROPE_DIMENSION_SECTIONS, mrope_sections(config, family, rotary_dim)))
+    return values
+
+
+QWEN35_DEFAULT_SECTIONS = [11, 11, 10]  # transformers' Qwen3_5TextRotaryEmbedding and llama.cpp's converter default
+
+
+def mrope_sections(config: dict, family: Family, rotary_dim: int) -> list[int]:
+    """rope.dimension_sections from config.json's rope_parameters.mrope_section ([t, h, w] pairs, the 4th 0), refused
+    where ggml's multi-section rope would leave a pair at the 4th position, which llama.cpp sets to 0 for text:
+    transformers rotates every pair by the token's position (its t, h and w positions are equal for text)."""
+    params = config.get("rope_parameters") if isinstance(config.get("rope_parameters"), dict) else {}
+    given = params.get("mrope_section", config.get("mrope_section", QWEN35_DEFAULT_SECTIONS))
+    if (not isinstance(given, list) or not 1 <= len(given) <= K.MROPE_SECTIONS - 1
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in given) or not any(given)):
+        raise RopetoolError(f"config.json: mrope_section must list up to 3 section sizes (pairs), got {json.dumps(given)}")
+    sections = list(given) + [0] * (K.MROPE_SECTIONS - len(given))
+    pairs = rotary_dim // 2
+    rows = section_rows(pairs, sections, family.loader.rope_type == "imrope")
+    unrotated = [i for i in range(pairs) if rows[i] == K.MROPE_SECTIONS - 1]
+    if unrotated:
+        raise RopetoolError(f"config.json: mrope_section {given} leaves pairs {unrotated[0]}..{unrotated[-1]} of the "
+                            f"{pairs} rotated pairs in llama.cpp's 4th section, which it holds at position 0 for text: "
+                            f"those pairs would not rotate (transformers rotates them by the token's position)")
+    return sections
+
+
 def check_family_config(config: dict, family: Family) -> None:
     """Refuse a config.json that asks for what llama.cpp's graph for the family does not compute."""
     for path, want, why in family.requires:
@@ -220,7 +325,7 @@ def check_family_config(config: dict, family: Family) -> None:
                                 f"{family.loader.no_rope_step}th): it would compute another model")
 
 
-def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams) -> list[NewValue]:
+def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams, rotary_dim: int = 0) -> list[NewValue]:
     """The keys a family writes beyond the common ones (soft-caps, sliding-window layers), after checking that
     config.json asks for nothing llama.cpp's graph for the family computes otherwise."""
     a = family.arch
@@ -274,10 +379,12 @@ def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams) -
             raise RopetoolError(f"config.json: no sliding_window, but llama.cpp's {a} always slides ({sliding.window_default})")
         elif K.SLIDING_WINDOW in family.required_keys:
             raise RopetoolError(f"config.json: no sliding_window, which llama.cpp's {a} loader requires")
+    values += hybrid_values(config, family, hp, rotary_dim)
     out = []
     for template, value in values:
         if isinstance(value, list):
-            out.append(NewValue(K.k(template, a), K.T.ARRAY, value, K.T.BOOL))
+            sub = K.T.INT32 if value and not isinstance(value[0], bool) else K.T.BOOL
+            out.append(NewValue(K.k(template, a), K.T.ARRAY, value, sub))
         else:
             vtype = K.TYPES.get(template, K.T.FLOAT32)
             out.append(NewValue(K.k(template, a), vtype, bool(value) if vtype == K.T.BOOL else value))
@@ -481,13 +588,17 @@ def _grouped_qkv(n_head: int, n_head_kv: int) -> Callable[[np.ndarray], np.ndarr
     return f
 
 
-F32_KINDS = ("ffn_gate_inp",)  # experts' routers stay float32, as llama.cpp's converter and quantizer keep them
+# Experts' routers stay float32, as llama.cpp's converter and quantizer keep them; so do the recurrent layers'
+# convolutions (conversion/base.py: SSM_CONV1D, SHORTCONV_CONV).
+F32_KINDS = ("ffn_gate_inp", "ssm_conv1d", "shortconv.conv")
 
 
 def _tensor_type(name: str, shape: tuple[int, ...], outtype: Q) -> Q:
     # 1-D tensors, rope tensors, routers, and anything not named .weight (a mixture's per-expert biases are 2-D) stay
     # float32, as llama.cpp's converter keeps them.
-    if (len(shape) == 1 or name.startswith("rope_") or outtype == Q.F32 or name.split(".")[-2] in F32_KINDS
+    parts = name.split(".")
+    kind = ".".join(parts[2:-1]) if name.startswith("blk.") else parts[0]
+    if (len(shape) == 1 or name.startswith("rope_") or outtype == Q.F32 or kind in F32_KINDS
             or not name.endswith(".weight")):
         return Q.F32
     if outtype == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0] != 0:
@@ -643,6 +754,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         sources = _renamed(sources, family.renames)
     if family.mla:
         sources = _split_kv_b(sources)
+    if family.linear_attention == "qwen3next":
+        sources = _split_qkvz(sources)
     mtp = config is not None and bool(config.get("num_nextn_predict_layers"))
     normhead = config is not None and family.normalised_output(config)
     for hf_name, refs in sources:
@@ -650,8 +763,14 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         if hf_name.endswith(SKIP_SUFFIXES):
             skipped.append(hf_name)
             continue
+        if family.skip_prefixes and hf_name.startswith(family.skip_prefixes):  # a vision tower, MTP layers
+            skipped.append(hf_name)
+            continue
         prefix = family.strip_prefix
         lookup = hf_name[len(prefix):] if prefix and hf_name.startswith(prefix) else hf_name
+        for old, new in family.hf_prefixes:
+            if lookup.startswith(old):
+                lookup = new + lookup[len(old):]
         layer = LAYER_NAME.match(lookup)
         if mtp and layer is not None and int(layer[1]) >= hp.n_layer:  # the multi-token-prediction modules, which
             skipped.append(hf_name)  # llama.cpp's converter leaves out too (num_nextn_predict_layers)
@@ -659,9 +778,11 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise RopetoolError(f"tensor {hf_name!r} is not part of a {family.arch} model as ropetool knows it")
-        if not name.endswith((".weight", ".bias")):  # a bare parameter (gpt-oss's self_attn.sinks) is a weight
+        bare = name.startswith("blk.") and name.count(".") == 2 and name.split(".")[2] in family.bare_tensors
+        if not name.endswith((".weight", ".bias")) and not bare:  # a bare parameter (gpt-oss's sinks) is a weight
             name += ".weight"
-        kind = name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0]
+        parts = name.split(".")
+        kind = (parts[2] if bare else ".".join(parts[2:-1])) if name.startswith("blk.") else parts[0]
         is_bias = name.endswith(".bias")
         stacked = hf_name not in ckpt.tensors and hf_name != ref.name  # a stack of experts (a split part is not)
         shape = (len(refs), *ref.shape) if stacked else tuple(ref.shape)
@@ -674,6 +795,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
             if not stacked and not is_bias:
                 raise RopetoolError(f"tensor {hf_name!r} is not one of gpt-oss's stacked experts")
             each, transform, shape = _experts_transform(kind, is_bias, shape)
+        if family.linear_attention and kind in LINEAR_ATTENTION_KINDS:
+            transform, shape = _linear_attention(family.linear_attention, kind, hf_name, hp, shape)
         want = expected.get(kind)
         if want is not None:
             want = want[:-1] if is_bias and len(want) > 1 else want  # a bias has one value per row (per expert)
@@ -687,8 +810,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
                                     f"{family.arch} always uses the embeddings (and refuses an output.weight)")
             skipped.append(hf_name)
             continue
-        if family.norm_shift and name.endswith("norm.weight"):  # stored as 1 + w, as llama.cpp's converter does
-            transform = functools.partial(_shifted, family.norm_shift)
+        if family.norm_shift and name.endswith("norm.weight") and kind not in family.norm_shift_skip:
+            transform = functools.partial(_shifted, family.norm_shift)  # stored as 1 + w, as llama.cpp's converter does
         if family.permute_qk and kind in ("attn_q", "attn_k"):
             transform = _permute(hp.n_head if kind == "attn_q" else hp.n_head_kv)
         if family.qkv_layout == "grouped" and kind == "attn_qkv":
@@ -707,13 +830,85 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
     if "output.weight" not in names and not hp.tied:
         raise RopetoolError("config.json says the output matrix is not tied to the embeddings "
                             "(tie_word_embeddings false), but the checkpoint has no lm_head.weight")
-    missing = [n for n in family.required_tensors(hp.n_layer, experts=hp.n_expert > 0, dense_lead=hp.n_dense_lead)
-               if n not in names]
+    missing = [n for n in family.required_tensors(hp.n_layer, experts=hp.n_expert > 0, dense_lead=hp.n_dense_lead,
+                                                  recurrent=hp.recurrent) if n not in names]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise RopetoolError(f"the checkpoint lacks {', '.join(missing[:3])}{more}, which llama.cpp's {family.arch} "
                             "requires (by their GGUF names)")
     return planned, skipped
+
+
+LINEAR_ATTENTION_KINDS = ("attn_qkv", "attn_gate", "ssm_beta", "ssm_alpha", "ssm_a", "ssm_dt", "ssm_conv1d", "ssm_out")
+
+
+def _split_qkvz(sources) -> Iterator[tuple[str, list[TensorRef]]]:
+    """Qwen3-Next's fused ``in_proj_qkvz`` as the two tensors llama.cpp's converter makes of it, ``in_proj_qkv`` and
+    ``in_proj_z`` (each the whole tensor, cut by :func:`_linear_attention`)."""
+    for name, refs in sources:
+        if not name.endswith(".linear_attn.in_proj_qkvz.weight"):
+            yield name, refs
+            continue
+        ref = refs[0]
+        for part in ("in_proj_qkv", "in_proj_z"):
+            new = name.replace(".in_proj_qkvz.", f".{part}.")
+            yield new, [TensorRef(new, ref.path, ref.dtype, ref.shape, ref.start, ref.end)]
+
+
+def _tiled(w: np.ndarray, n_k: int, per_k: int, size: int, axis: int = 0) -> np.ndarray:
+    """Value heads (``size`` rows each along ``axis``) from grouped by key head ([k0: v0 .. v(r-1)], [k1: ...]) to tiled
+    ([k0 v0, k1 v0, ...], [k0 v1, k1 v1, ...]), as llama.cpp's converter reorders them for ggml's broadcast
+    (_LinearAttentionVReorderBase._reorder_v_heads)."""
+    w = np.moveaxis(np.asarray(w, dtype=np.float32), axis, 0)
+    shape = w.shape
+    w = w.reshape(n_k, per_k, size, *shape[1:]).swapaxes(0, 1).reshape(shape)
+    return np.ascontiguousarray(np.moveaxis(w, 0, axis))
+
+
+def _linear_attention(layout: str, kind: str, hf_name: str, hp: Hparams, shape: tuple[int, ...]):
+    """(transform, shape) of a Gated DeltaNet tensor as llama.cpp's converter writes it (conversion/qwen.py,
+    Qwen3NextModel.modify_tensors and _LinearAttentionVReorderBase): A_log as -exp(A_log); the convolution [C, 1, K]
+    squeezed to [C, K]; Qwen 3.5's value heads tiled where there are fewer key heads than value heads (the rows of
+    the V part of in_proj_qkv and of the convolution, of in_proj_z, in_proj_a, in_proj_b, the entries of A_log and
+    dt_bias, the columns of out_proj); Qwen3-Next's in_proj_qkvz split per key head into [q; k; v] and z."""
+    nk, nv, dk, dv = hp.n_lin_k_heads, hp.n_lin_v_heads, hp.lin_head_k, hp.lin_head_v
+    r, key = nv // nk, nk * dk
+    tile = layout == "qwen35" and nk != nv
+
+    def v_part(w: np.ndarray) -> np.ndarray:  # rows [q; k; v]: the v rows tiled
+        return np.concatenate([w[:2 * key], _tiled(w[2 * key:], nk, r, dv)]) if tile else w
+
+    if kind == "ssm_conv1d":
+        if len(shape) == 3 and shape[1] == 1:
+            shape = (shape[0], shape[2])  # the same bytes: streamed as they are unless the value heads move
+        return ((lambda w: v_part(np.asarray(w, dtype=np.float32).reshape(shape))) if tile else None), shape
+    if kind == "ssm_a":
+        return (lambda w: -np.exp(_tiled(w, nk, r, 1) if tile else np.asarray(w, dtype=np.float32))), shape
+    if layout == "qwen3next" and kind in ("attn_qkv", "attn_gate"):
+        part = 2 * dk + 2 * r * dv
+        if shape != (nk * part, hp.n_embd):
+            raise RopetoolError(f"tensor {hf_name!r} has shape {list(shape)} but config.json implies "
+                                f"{[nk * part, hp.n_embd]} (q, k, v and z per key head)")
+
+        def cut(w: np.ndarray) -> np.ndarray:
+            g = np.asarray(w, dtype=np.float32).reshape(nk, part, -1)
+            if kind == "attn_gate":
+                return g[:, 2 * dk + r * dv:].reshape(nk * r * dv, -1)
+            return np.concatenate([g[:, :dk].reshape(key, -1), g[:, dk:2 * dk].reshape(key, -1),
+                                   g[:, 2 * dk:2 * dk + r * dv].reshape(nk * r * dv, -1)])
+
+        return cut, ((2 * key + nv * dv, hp.n_embd) if kind == "attn_qkv" else (nv * dv, hp.n_embd))
+    if not tile:
+        return None, shape
+    if kind == "attn_qkv":
+        return v_part, shape
+    if kind == "attn_gate":
+        return (lambda w: _tiled(w, nk, r, dv)), shape
+    if kind in ("ssm_beta", "ssm_alpha", "ssm_dt"):
+        return (lambda w: _tiled(w, nk, r, 1)), shape
+    if kind == "ssm_out":
+        return (lambda w: _tiled(w, nk, r, dv, axis=1)), shape
+    return None, shape
 
 
 def _hparam_values(family: Family, hp: Hparams, rotary_dim: int, context_length: int) -> list[NewValue]:
@@ -776,6 +971,7 @@ def plan_conversion(
         raise RopetoolError(f"unknown output type {outtype!r}; choose from {', '.join(ALL_OUTTYPES)}")
     ckpt = open_checkpoint(model_dir)
     family = family_for_config(ckpt.config)
+    ckpt.config = text_model_config(ckpt.config, family)
     check_family_config(ckpt.config, family)
     hp = Hparams.from_config(ckpt.config, family)
     if family.positionless_at(hp.n_layer):  # baichuan: rope at 32 layers, ALiBi at 40, nothing otherwise
@@ -817,7 +1013,7 @@ def plan_conversion(
         NewValue(K.NAME, K.T.STRING, _model_name(ckpt.path.name, vocab)),
         NewValue(K.FILE_TYPE, K.T.UINT32, int(FILE_TYPES[qtype])),
         *_hparam_values(family, hp, rotary_dim, context),
-        *family_values(ckpt.config, family, hp, rope),
+        *family_values(ckpt.config, family, hp, rope, rotary_dim),
         *lowered.values,
         *provenance(lowered, __version__),
     ]

@@ -39,6 +39,13 @@ class Dims:
     n_lora_q: int = 0
     n_lora_kv: int = 0
     head_dim_rope: int = 0
+    # Hybrid models' recurrent layers: the Gated DeltaNet's key and value heads and their sizes and its convolution's
+    # kernel (qwen35, qwen3next); the short convolution's length (lfm2).
+    n_lin_k_heads: int = 0
+    n_lin_v_heads: int = 0
+    lin_head_k: int = 0
+    lin_head_v: int = 0
+    conv_kernel: int = 0
 
 
 # The tensors every family's llama.cpp loader requires (create_tensor without TENSOR_NOT_REQUIRED), and each
@@ -152,12 +159,33 @@ class Family:
     # a block it does not have (attention sinks, the experts' clamped SwiGLU), and the probe is the rope's proof.
     reference: bool = True
     moe_tensors: tuple[str, ...] = ()  # what every mixture layer requires beyond the experts (glm4moe's exp_probs_b)
+    # Hybrid models (issue 25): recurrent layers without attention (llamacpp/archs.py's Recurrent says how a file marks
+    # them), which carry ``recurrent_tensors`` instead of ``attention_tensors`` (the rest of ``block_tensors`` is in
+    # every layer); ``linear_attention``: the Gated DeltaNet's layout, "qwen35" (in_proj_qkv, in_proj_z, in_proj_a,
+    # in_proj_b; value heads reordered from grouped to tiled when there are fewer key heads) or "qwen3next" (in_proj_qkvz
+    # and in_proj_ba fused per key head); ``short_conv``: lfm2's convolution; ``attn_output_gate``: q_proj holds each
+    # head's query and then its output gate; ``text_config``: config.json nests the text model under text_config, as
+    # Qwen 3.5's released checkpoints (Qwen3_5ForConditionalGeneration) do; ``hf_prefixes``: name prefixes renamed as
+    # llama.cpp's converter renames them, ``skip_prefixes``: tensors it leaves out (a vision tower, MTP layers);
+    # ``norm_shift_skip``: norms not shifted by ``norm_shift``; ``bare_tensors``: kinds llama.cpp names without a
+    # .weight suffix (ssm_a).
+    recurrent_tensors: tuple[str, ...] = ()
+    attention_tensors: tuple[str, ...] = ()
+    linear_attention: str | None = None
+    short_conv: bool = False
+    attn_output_gate: bool = False
+    text_config: bool = False
+    hf_prefixes: tuple[tuple[str, str], ...] = ()
+    skip_prefixes: tuple[str, ...] = ()
+    norm_shift_skip: tuple[str, ...] = ()
+    bare_tensors: tuple[str, ...] = ()
 
-    def required_tensors(self, n_layer: int, experts: bool = False, dense_lead: int = 0) -> list[str]:
+    def required_tensors(self, n_layer: int, experts: bool = False, dense_lead: int = 0, recurrent=()) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
         (output.weight is optional to most: a model without it uses the embeddings); ``experts``: a mixture
         of experts, whose routers and stacked experts replace the dense feed-forward, but in the first
-        ``dense_lead`` blocks (deepseek2's leading_dense_block_count)."""
+        ``dense_lead`` blocks (deepseek2's leading_dense_block_count); ``recurrent``: a hybrid model's layers
+        without attention, whose ``recurrent_tensors`` replace the ``attention_tensors``."""
         dense = list(self.block_tensors)
         block = dense
         if experts or self.moe == "always":
@@ -166,8 +194,15 @@ class Family:
             block += list(_SHARED_EXPERT) if self.shared_expert else []
             block += list(_SHARED_EXPERT[1:]) if self.shared_experts_key else []  # ungated: no ffn_gate_inp_shexp
             block += list(self.moe_tensors)
-        return list(self.model_tensors) + [f"blk.{i}.{t}" for i in range(n_layer) for t in (dense if i < dense_lead
-                                                                                            else block)]
+        recurrent = set(recurrent)
+
+        def of(i: int) -> list[str]:
+            names = dense if i < dense_lead else block
+            if i in recurrent:
+                names = [t for t in names if t not in self.attention_tensors] + list(self.recurrent_tensors)
+            return names
+
+        return list(self.model_tensors) + [f"blk.{i}.{t}" for i in range(n_layer) for t in of(i)]
 
     def tensor_shapes(self, d: Dims) -> dict[str, tuple[int, ...]]:
         """The shape of each kind of tensor (``attn_q``, ...; Hugging Face order, rows first) for sizes ``d``."""
@@ -212,7 +247,22 @@ class Family:
             "attn_k_b": (d.n_head, d.n_lora_kv, d.head_dim - d.head_dim_rope),
             "attn_v_b": (d.n_head, d.head_dim_v or d.head_dim, d.n_lora_kv),
             "exp_probs_b": (d.n_expert,),
+            **self._hybrid_shapes(d),
         }
+
+    def _hybrid_shapes(self, d: Dims) -> dict[str, tuple[int, ...]]:
+        """The recurrent layers' tensors (Hugging Face order, after the conversion's transforms) and a gated query."""
+        e = d.n_embd
+        out: dict[str, tuple[int, ...]] = {}
+        if self.attn_output_gate:
+            out["attn_q"] = (2 * d.n_head * d.head_dim, e)
+        if self.linear_attention:
+            key, value = d.n_lin_k_heads * d.lin_head_k, d.n_lin_v_heads * d.lin_head_v
+            out.update({"attn_qkv": (2 * key + value, e), "attn_gate": (value, e), "ssm_beta": (d.n_lin_v_heads, e),
+                        "ssm_alpha": (d.n_lin_v_heads, e), "ssm_ba": (2 * d.n_lin_v_heads, e), "ssm_a": (d.n_lin_v_heads,),
+                        "ssm_dt": (d.n_lin_v_heads,), "ssm_conv1d": (2 * key + value, d.conv_kernel),
+                        "ssm_norm": (d.lin_head_v,), "ssm_out": (e, value)})
+        return out
 
     @property
     def eps_key(self) -> str:
@@ -415,6 +465,38 @@ FAMILIES.update({f.arch: f for f in (
                         (K.EXPERT_GROUP_COUNT, "n_group", None), (K.EXPERT_GROUP_USED_COUNT, "topk_group", None)),
            required_keys=(K.EXPERT_SHARED_COUNT, K.EXPERT_FEED_FORWARD_LENGTH),
            requires=(("hidden_act", "silu", "llama.cpp's glm4moe uses SiLU"),)),
+)})
+
+
+# Qwen 3.5 (qwen35, qwen35moe; issue 25): three Gated DeltaNet linear-attention layers per attention layer (config.json's
+# layer_types, written as attention.recurrent_layers; else every full_attention_interval-th layer attends), the rope on
+# a quarter of each head (partial_rotary_factor 0.25) as an interleaved multi-section rope (IMROPE: mrope_section as
+# rope.dimension_sections, which llama.cpp requires; text tokens take the same position in every section), the attention
+# output gated by a second half of q_proj per head, q/k norms, every norm stored as 1 + w but the linear attention's
+# gated one (llama.cpp's converter adds 1: conversion/qwen.py, Qwen3NextModel.modify_tensors); the recurrent layers'
+# tensors as that converter writes them (A_log as -exp(A_log), dt_bias as ssm_dt.bias, the convolution squeezed, the
+# value heads reordered from grouped to tiled where there are fewer key heads: _LinearAttentionVReorderBase).  The
+# released checkpoints are Qwen3_5ForConditionalGeneration: the text model under text_config and
+# model.language_model., a vision tower (model.visual., left out: llama.cpp's mmproj) and MTP layers (mtp., left out).
+_QWEN35_COMMON = ("attn_norm.weight", "post_attention_norm.weight") + _DENSE_FFN
+_QWEN35_ATTENTION = _QKV + ("attn_output.weight", "attn_q_norm.weight", "attn_k_norm.weight")
+_GATED_DELTA_NET = ("attn_qkv.weight", "attn_gate.weight", "ssm_conv1d.weight", "ssm_dt.bias", "ssm_a", "ssm_beta.weight",
+                    "ssm_alpha.weight", "ssm_norm.weight", "ssm_out.weight")
+_GATED_DELTA_NET_KEYS = (K.SSM_CONV_KERNEL, K.SSM_INNER_SIZE, K.SSM_STATE_SIZE, K.SSM_TIME_STEP_RANK, K.SSM_GROUP_COUNT)
+_QWEN35_REQUIRES = (
+    ("attention_bias", False, "llama.cpp's qwen35 loads no attention biases"),
+    ("hidden_act", "silu", "llama.cpp's qwen35 uses SiLU"),
+    ("attn_output_gate", True, "llama.cpp's qwen35 always gates the attention output"),
+    ("rope_parameters.mrope_interleaved", True, "llama.cpp's qwen35 always interleaves the rope's sections (IMROPE)"),
+)
+_QWEN35 = dict(norm_shift=1.0, norm_shift_skip=("ssm_norm",), linear_attention="qwen35", attn_output_gate=True,
+               text_config=True, hf_prefixes=(("model.language_model.", "model."),), skip_prefixes=("model.visual.", "mtp."),
+               bare_tensors=("ssm_a",), renames=((".linear_attn.dt_bias", ".linear_attn.dt_proj.bias"),),
+               attention_tensors=_QWEN35_ATTENTION, recurrent_tensors=_GATED_DELTA_NET, reference=False,
+               required_keys=(K.ROPE_DIMENSION_SECTIONS,) + _GATED_DELTA_NET_KEYS, requires=_QWEN35_REQUIRES)
+FAMILIES.update({f.arch: f for f in (
+    Family("qwen35", ("Qwen3_5ForConditionalGeneration", "Qwen3_5ForCausalLM"), "rms", "swiglu",
+           block_tensors=_QWEN35_COMMON + _QWEN35_ATTENTION, **_QWEN35),
 )})
 
 

@@ -197,7 +197,26 @@ def summarize_rope(model: ModelFile) -> dict:
                     f"{st.arch} folds into the attention scale)")
     if out["rope_tensors"]:
         bits.append("tensors " + ", ".join(t["name"] + ("" if t["used"] else " (not loaded: llama.cpp refuses the file)") for t in out["rope_tensors"]))
-    if st.no_rope_layers:  # smollm3: the graph never rotates these layers, whatever the keys say
+    if st.sections is not None:  # qwen35: a multi-section rope over the text tokens' one position
+        llama["sections"] = list(st.sections)
+        bits.append(f"{'interleaved ' if st.facts.rope_type == 'imrope' else ''}multi-section rope (sections "
+                    + ", ".join(f"{n} {v}" for n, v in zip("thwe", st.sections))
+                    + "; a text token has one position in t, h and w, so its pairs turn as NEOX rope's"
+                    + (")" if not st.unturned_pairs else
+                       f"; pairs {_ranges(st.unturned_pairs)} fall in the 4th section, at position 0 for text: they "
+                       "never turn)"))
+    if st.recurrent_layers:  # hybrid models: the recurrent layers have no attention, so no rope
+        rec = list(st.recurrent_layers)
+        llama["no_rope_layers"] = list(st.no_rope_layers)
+        llama["recurrent_layers"] = rec
+        llama["recurrent_kind"] = st.facts.recurrent.kind
+        attn = st.rope_layers
+        reach = ("the extension changes the attention layers only" if method != "none"
+                 else "an extension would change the attention layers only")
+        bits.append(f"rope in the {len(attn)} attention layer{'s' if len(attn) != 1 else ''} ({_ranges(attn)}) only: "
+                    f"{len(rec)} layer{'s' if len(rec) != 1 else ''} ({_ranges(rec)}) {'are' if len(rec) != 1 else 'is'} "
+                    f"{st.facts.recurrent.kind}, without rope (their recurrence carries the order); {reach}")
+    elif st.no_rope_layers:  # smollm3: the graph never rotates these layers, whatever the keys say
         llama["no_rope_layers"] = list(st.no_rope_layers)
         unroped = list(st.no_rope_layers)
         bits.append(f"rope in layers {_ranges(st.rope_layers)} only: llama.cpp's {st.arch} graph skips every "
@@ -375,9 +394,16 @@ def render_text(report: dict, full: bool = False) -> str:
             t = lc["attention_temperature"]
             lines.append(f"  attn temp:  queries x (1 + {_fmt(t['scale'])} ln(floor(pos / {t['period']}) + 1)), period "
                          f"from {t['period_source']}")
-        if lc.get("no_rope_layers"):
+        if lc.get("recurrent_layers"):
+            lines.append(f"  no rope:    {'layer' if len(lc['recurrent_layers']) == 1 else 'layers'} "
+                         f"{_ranges(lc['recurrent_layers'])} ({lc['recurrent_kind']}: no attention, no rope; a setting "
+                         "reaches the other layers only)")
+        elif lc.get("no_rope_layers"):
             lines.append(f"  no rope:    {'layer' if len(lc['no_rope_layers']) == 1 else 'layers'} "
                          f"{_ranges(lc['no_rope_layers'])} (llama.cpp's graph never rotates q and k there)")
+        if lc.get("sections"):
+            lines.append("  sections:   " + ", ".join(f"{n} {v}" for n, v in zip("thwe", lc["sections"]))
+                         + " (multi-section rope; text: every pair at the token's position)")
         sw = r.get("sliding_window")
         if sw:
             lines.append(f"  global:     layers {_ranges(sw['global_layers'])}: freq_base {_fmt(lc['freq_base'])}, "

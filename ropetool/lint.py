@@ -92,6 +92,54 @@ RULES: dict[str, tuple[str, str]] = {
 }
 
 
+# Hybrid models (issue 25): what a rope setting cannot reach.
+RULES.update({
+    "sections-leave-pairs-still": (WARNING, "a multi-section rope's rope.dimension_sections put some rotated pairs in "
+                                            "ggml's 4th section, which llama.cpp holds at position 0 for text: those "
+                                            "pairs never turn (transformers turns every pair by the token's position)"),
+    "no-attention-layer": (WARNING, "a hybrid model whose every layer is recurrent (no attention): no rope setting "
+                                    "reaches any layer"),
+    "extension-reaches-attention-only": (INFO, "a context extension on a hybrid model: it reaches the attention layers "
+                                               "only; the recurrent layers (linear attention, short convolution) have no "
+                                               "rope, and no setting changes them"),
+})
+
+
+def _hybrid_findings(model) -> list[Finding]:
+    st = model.state
+    out = []
+    if st.encoding != "rope":
+        return out
+    still = st.unturned_pairs
+    if still:
+        key = model.key(K.ROPE_DIMENSION_SECTIONS)
+        out.append(_f("sections-leave-pairs-still",
+                      f"{key} = {list(st.sections)} puts pair{'s' if len(still) > 1 else ''} {_pairs(still)} of the "
+                      f"{st.n_rot // 2} rotated pairs in the 4th section, which llama.cpp holds at position 0 for text: "
+                      f"{'they' if len(still) > 1 else 'it'} never turn{'' if len(still) > 1 else 's'}", key))
+    rec = st.recurrent_layers
+    if rec and st.n_layer and len(rec) >= st.n_layer:
+        out.append(_f("no-attention-layer", f"every one of the {st.n_layer} layers is {st.facts.recurrent.kind} in "
+                                            f"llama.cpp's {st.arch}: no rope setting reaches any layer",
+                      model.key(K.BLOCK_COUNT)))
+    elif rec and model.meant.method not in ("none", "unknown"):
+        out.append(_f("extension-reaches-attention-only",
+                      f"{model.meant.method} reaches the {len(st.rope_layers)} attention layer"
+                      f"{'s' if len(st.rope_layers) != 1 else ''} ({_pairs(st.rope_layers)}) only: layers {_pairs(list(rec))} "
+                      f"are {st.facts.recurrent.kind}, without rope: the setting does not change them"))
+    return out
+
+
+def _pairs(idx: list[int]) -> str:
+    out, i = [], 0
+    while i < len(idx):
+        j = i
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        out.append(str(idx[i]) if i == j else f"{idx[i]}-{idx[j]}")
+        i = j + 1
+    return ",".join(out)
+
 
 def _f(rule: str, message: str, key: str | None = None) -> Finding:
     return Finding(rule, RULES[rule][0], message, key)
@@ -145,7 +193,7 @@ def lint_file(model) -> list[Finding]:
         if not any(p.key == what for p in key_issues):
             out.append(_f("implausible-value", f"{what}: {why}", what))
     if not any(p.rule in ("wrong-key-type", "implausible-value", "shape-mismatch", "rope-dim-mismatch") for p in key_issues):
-        out += _family_findings(gf, arch)
+        out += _family_findings(gf, arch, st.recurrent_layers)
     record = model.record
     method, params = (record.method, record.params) if record is not None else (None, {})
     if method == "llama3" and not st.rope_freqs_used:
@@ -225,12 +273,13 @@ def lint_file(model) -> list[Finding]:
         out.append(_f("unknown-architecture",
                       f"llama.cpp (as ropetool knows it) has no architecture {arch}: rope tensors are assumed loaded "
                       "and set-rope assumes no rope_freqs/longrope support", K.ARCHITECTURE))
+    out += _hybrid_findings(model)
     order = list(RULES)
     out.sort(key=lambda x: order.index(x.id))
     return out
 
 
-def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
+def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
     """For an architecture ropetool has a family for: the tensors its llama.cpp loader requires, and each
     tensor's shape against the shape keys (llama.cpp refuses a file where either is wrong)."""
     from ropetool.families import Dims, family_for_arch
@@ -243,7 +292,8 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
     names = {t.name for t in gf.tensors}
     n_expert = first_int(gf, K.k(K.EXPERT_COUNT, arch)) or 0
     dense_lead = (first_int(gf, K.k(K.LEADING_DENSE_BLOCK_COUNT, arch)) or 0) if family.dense_lead_key else 0
-    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0, dense_lead=dense_lead) if n not in names]
+    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0, dense_lead=dense_lead, recurrent=recurrent)
+               if n not in names]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         return [_f("missing-tensor", f"no {', '.join(missing[:3])}{more}: llama.cpp's {arch} loader requires "
@@ -280,9 +330,14 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
     # deepseek2's shared experts: expert_shared_count of n_ff_exp each
     n_ff_shexp = n_ff_exp * (get(K.EXPERT_SHARED_COUNT) or 0) if family.shared_experts_key else (
         get(K.EXPERT_SHARED_FEED_FORWARD_LENGTH) or n_ff)
+    hybrid = {}
+    if family.linear_attention:  # the Gated DeltaNet's sizes as llama.cpp's loader takes them (ssm.*)
+        state = get(K.SSM_STATE_SIZE) or 0
+        hybrid = {"n_lin_k_heads": get(K.SSM_GROUP_COUNT) or 0, "n_lin_v_heads": get(K.SSM_TIME_STEP_RANK) or 0,
+                  "lin_head_k": state, "lin_head_v": state, "conv_kernel": get(K.SSM_CONV_KERNEL) or 0}
     dims = Dims(n_embd, n_head, get(K.HEAD_COUNT_KV) or n_head, head_dim, n_ff,
                 tokens.count if tokens is not None and tokens.is_array else embd.shape[1], head_dim_v,
-                n_expert=n_expert, n_ff_exp=n_ff_exp, n_ff_shexp=n_ff_shexp, **mla)
+                n_expert=n_expert, n_ff_exp=n_ff_exp, n_ff_shexp=n_ff_shexp, **mla, **hybrid)
     shapes = family.tensor_shapes(dims)
     out = []
     for t in gf.tensors:

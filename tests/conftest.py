@@ -25,7 +25,9 @@ def fixture_dir(name: str) -> Path:
 
 
 def fixture_config(name: str) -> dict:
-    return json.loads((FIXTURES / name / "config.json").read_text())
+    """A fixture's config.json; a composite one (Qwen 3.5's released layout) with its text model's values on top."""
+    config = json.loads((FIXTURES / name / "config.json").read_text())
+    return {**config, **config["text_config"]} if isinstance(config.get("text_config"), dict) else config
 
 
 def token_ids(n: int, vocab: int, seed: int = 0) -> list[int]:
@@ -107,6 +109,7 @@ def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_a
     if getattr(config, "max_seq_len", None) is not None:  # MPT builds its ALiBi bias for max_seq_len positions only
         config.max_seq_len = max(config.max_seq_len, len(ids))
     if rope_json is not None:
+        config = getattr(config, "text_config", None) or config  # a composite config: its text model's rope
         config.rope_parameters = json.loads(rope_json)
         if getattr(config, "head_dim", 0) is None:  # MixtralConfig keeps head_dim None, which yarn's init multiplies
             config.head_dim = config.hidden_size // config.num_attention_heads

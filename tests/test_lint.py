@@ -223,6 +223,27 @@ CASES = {
 }
 
 
+# Hybrid models (issue 25), on the qwen35 fixture: a multi-section rope's sections that leave a pair at position 0, a
+# file whose every layer is recurrent, and an extension (which reaches the attention layers only).
+def _qwen35(t, sections=None, recurrent=None, **rope):
+    out = t / "q.gguf"
+    convert(fixture_dir("qwen35"), out, outtype="f32", **rope)
+    edits = ([f"qwen35.rope.dimension_sections=arr[i32]:{sections}"] if sections else []) + (
+        [f"qwen35.attention.recurrent_layers=arr[bool]:{recurrent}"] if recurrent else [])
+    if edits:
+        set_keys(out, edits, t / "e.gguf", force=True)
+        return t / "e.gguf"
+    return out
+
+
+CASES.update({
+    "sections-leave-pairs-still": (lambda t: _qwen35(t, sections="3,2,3,0"), lambda t: _qwen35(t, sections="3,3,2,0")),
+    "no-attention-layer": (lambda t: _qwen35(t, recurrent="true,true,true,true"),
+                           lambda t: _qwen35(t, recurrent="true,true,true,false")),
+    "extension-reaches-attention-only": (lambda t: _qwen35(t, method="yarn", factor=4.0), lambda t: _qwen35(t)),
+})
+
+
 def test_every_rule_has_cases():
     assert set(CASES) == set(RULES)
 

@@ -183,6 +183,7 @@ class LoaderArch:
     sliding: SlidingWindow | None = None  # sliding-window layers with a rope of their own (None: not modelled)
     no_rope_step: int = 0  # > 0: the graph applies no rope in layers il with (il + 1) % no_rope_step == 0
     attn_temperature: AttnTemperature | None = None  # the queries' temperature whose period is the original context
+    recurrent: "Recurrent | None" = None  # hybrid models: layers without attention (so without rope), and how marked
 
     def reads_key(self, template: str) -> bool:
         return template in self.reads
@@ -222,6 +223,12 @@ class LoaderArch:
         """How ggml pairs the rotated dims: "normal" (2i, 2i+1) or "neox" (i, i + d/2)."""
         return {"norm": "normal", "neox": "neox", "mrope": "neox", "imrope": "neox"}.get(self.rope_type)
 
+    @property
+    def ggml_mode(self) -> str | None:
+        """The rope mode the graph's rope ops carry (ggml's GGML_ROPE_TYPE_*): "normal", "neox", "mrope" (multi-section,
+        contiguous sections) or "imrope" (multi-section, interleaved); None without rope."""
+        return {"norm": "normal", "neox": "neox", "mrope": "mrope", "imrope": "imrope"}.get(self.rope_type)
+
 
 def _record(name: str, known: bool = True) -> LoaderArch:
     if name in ROPE_NONE:
@@ -254,7 +261,32 @@ def _record(name: str, known: bool = True) -> LoaderArch:
         sliding=SLIDING_WINDOWS.get(name),
         no_rope_step=NO_ROPE_LAYER_STEP.get(name, 0),
         attn_temperature=ATTN_TEMPERATURES.get(name),
+        recurrent=RECURRENT.get(name),
     )
+
+
+@dataclass(frozen=True)
+class Recurrent:
+    """Hybrid models' layers without attention (issue 25): recurrent layers that carry position through their
+    state or convolution, so the graph builds no rope op there, whatever the rope keys say.
+
+    ``marked_by``: "interval" (qwen35, qwen35moe, qwen3next: attention.recurrent_layers, one bool per layer, else
+    every layer il with (il + 1) % full_attention_interval != 0, the interval 4 without the key: load_arch_hparams in
+    src/models/qwen35.cpp, qwen35moe.cpp, qwen3next.cpp); "kv-heads" (lfm2, lfm2moe: the layers whose head_count_kv,
+    a per-layer array, is 0: src/models/lfm2.cpp, lfm2moe.cpp)."""
+
+    marked_by: str
+    kind: str  # what those layers are, in words
+    interval_default: int = 4
+
+
+RECURRENT = {
+    "qwen35": Recurrent("interval", "Gated DeltaNet linear attention"),
+    "qwen35moe": Recurrent("interval", "Gated DeltaNet linear attention"),
+    "qwen3next": Recurrent("interval", "Gated DeltaNet linear attention"),
+    "lfm2": Recurrent("kv-heads", "short convolution"),
+    "lfm2moe": Recurrent("kv-heads", "short convolution"),
+}
 
 
 ARCHS: dict[str, LoaderArch] = {name: _record(name) for name in sorted(NAMES)}
@@ -267,4 +299,4 @@ def loader(name: str | None) -> LoaderArch:
     return LoaderArch(name=name or "?", known=False, rope_type="norm")
 
 
-__all__ = ["LoaderArch", "ARCHS", "loader", "READS"]
+__all__ = ["LoaderArch", "ARCHS", "loader", "READS", "Recurrent"]

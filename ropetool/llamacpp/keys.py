@@ -220,6 +220,29 @@ RANGES.update({Q_LORA_RANK: Range(1, 1 << 20), KV_LORA_RANK: Range(1, 1 << 20), 
                EXPERT_SHARED_COUNT: Range(0, MAX_EXPERTS), EXPERT_WEIGHTS_SCALE: Range(0, 1000),
                EXPERT_GROUP_COUNT: Range(0, MAX_EXPERTS), EXPERT_GROUP_USED_COUNT: Range(0, MAX_EXPERTS)})
 
+# -- hybrid models (issue 25): multi-section rope, linear-attention and short-convolution layers ------------------
+# qwen35/qwen35moe (src/models/qwen35*.cpp) and qwen3next read the sections of the multi-section rope (required by
+# qwen35: get_key_or_arr(..., 4, true), an i32 array), which layers are recurrent (attention.recurrent_layers, one
+# bool per layer, else every layer but each full_attention_interval-th, default 4) and the Gated DeltaNet's sizes
+# (ssm.*); lfm2/lfm2moe mark their short-convolution layers by head_count_kv 0 (a per-layer array) and read the
+# convolution's length (shortconv.l_cache).
+ROPE_DIMENSION_SECTIONS = R.DIMENSION_SECTIONS  # [t, h, w, e] pairs of the multi-section rope
+FULL_ATTENTION_INTERVAL = L.FULL_ATTENTION_INTERVAL
+RECURRENT_LAYERS = "{arch}.attention.recurrent_layers"  # gguf-py 0.19 does not name it (llama-arch.cpp does)
+SSM_CONV_KERNEL = gguf.Keys.SSM.CONV_KERNEL
+SSM_INNER_SIZE = gguf.Keys.SSM.INNER_SIZE
+SSM_STATE_SIZE = gguf.Keys.SSM.STATE_SIZE
+SSM_TIME_STEP_RANK = gguf.Keys.SSM.TIME_STEP_RANK
+SSM_GROUP_COUNT = gguf.Keys.SSM.GROUP_COUNT
+SHORTCONV_L_CACHE = gguf.Keys.ShortConv.L_CACHE
+TYPES.update({ROPE_DIMENSION_SECTIONS: T.ARRAY, FULL_ATTENTION_INTERVAL: T.UINT32, RECURRENT_LAYERS: T.ARRAY,
+              SSM_CONV_KERNEL: T.UINT32, SSM_INNER_SIZE: T.UINT32, SSM_STATE_SIZE: T.UINT32,
+              SSM_TIME_STEP_RANK: T.UINT32, SSM_GROUP_COUNT: T.UINT32, SHORTCONV_L_CACHE: T.UINT32})
+RANGES.update({FULL_ATTENTION_INTERVAL: Range(1, MAX_LAYERS), SSM_CONV_KERNEL: Range(1, 1 << 10),
+               SSM_INNER_SIZE: Range(1, 1 << 24), SSM_STATE_SIZE: Range(1, 1 << 16), SSM_TIME_STEP_RANK: Range(1, 1 << 16),
+               SSM_GROUP_COUNT: Range(1, 1 << 16), SHORTCONV_L_CACHE: Range(2, 1 << 10, why="llama.cpp's lfm2 asserts > 1")})
+MROPE_SECTIONS = 4  # GGML_MROPE_SECTIONS: t, h, w and the extra (e) position of each token
+
 # -- the keys llama.cpp's loader reads outside the architecture's own: general.* and the tokenizer -----------
 # llama_model_loader reads general.file_type and general.name with get_key (an exact type);
 # llama_vocab::impl::load (src/llama-vocab.cpp) reads the tokenizer's keys: the model name (required) and
@@ -250,6 +273,7 @@ ELEMENT_TYPES: dict[str, tuple[T, ...]] = {
     TOKENIZER_TOKEN_TYPE: (T.INT32,),
     TOKENIZER_MERGES: (T.STRING,),
 }
+ELEMENT_TYPES.update({ROPE_DIMENSION_SECTIONS: (T.INT32,), RECURRENT_LAYERS: (T.BOOL,)})  # hybrid models
 PER_TOKEN = (TOKENIZER_SCORES, TOKENIZER_TOKEN_TYPE)  # one entry per token at least
 # tokenizer.ggml.model: the names llama_vocab::impl::load knows (src/llama-vocab.cpp); any other throws
 # "unknown tokenizer".  "none" and "no_vocab" load no vocabulary at all.

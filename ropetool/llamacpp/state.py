@@ -132,6 +132,21 @@ class RopeState:
     temperature: TemperatureState | None = None  # the queries' attention temperature (mistral3), if any
     attention_scale: float = 1.0  # the factor on the 1/sqrt(head_dim) softmax scale (deepseek2 folds YaRN's mscale^2)
     key_length_mla: int | None = None  # multi-head latent attention: a decompressed key head (the rope is its last n_rot)
+    # Hybrid models (LoaderArch.recurrent): the layers without attention, so without rope (also in no_rope_layers);
+    # and a multi-section rope's sections [t, h, w, e] as llama.cpp reads rope.dimension_sections (mrope, imrope).
+    recurrent_layers: tuple[int, ...] = ()
+    sections: tuple[int, int, int, int] | None = None
+
+    @property
+    def unturned_pairs(self) -> list[int]:
+        """A multi-section rope's pairs in ggml's 4th section, which llama.cpp holds at position 0 for a text token:
+        they never turn (transformers rotates every pair of a text token by its position)."""
+        from ropetool.rope.rotate import section_rows
+
+        if self.sections is None or not self.n_rot or not any(self.sections[:3]) or min(self.sections) < 0:
+            return []
+        rows = section_rows(self.n_rot // 2, self.sections, self.facts.rope_type == "imrope")
+        return [int(i) for i in np.nonzero(rows == K.MROPE_SECTIONS - 1)[0]]
 
     @property
     def rope_layers(self) -> list[int]:
@@ -386,6 +401,7 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
     if temp_scale and facts.attn_temperature is not None and temperature is None:
         st.problems.append((key(K.ROPE_SCALING_ORIG_CTX), f"{key(K.ATTENTION_TEMPERATURE_SCALE)} needs an original context "
                                                          "above 0: llama.cpp refuses the file"))
+    _read_hybrid(gf, st, key)
     _read_alibi(gf, st, key, reading)
     _read_rope_tensors(gf, st, reading)
     _read_sliding(gf, st, key)
@@ -443,6 +459,57 @@ def sliding_state(facts: LoaderArch, n_layer: int, freq_base: float, freq_scale:
         base, base_source = freq_base, "global"
     scale = freq_scale if facts_sw.scale_follows_global else 1.0
     return SlidingState(int(window), layers, source, float(base), base_source, scale)
+
+
+def _read_hybrid(gf: GGUFFile, st: RopeState, key) -> None:
+    """The recurrent layers of a hybrid model (no rope op there: added to ``no_rope_layers``) and a multi-section
+    rope's sections, as llama.cpp's loader reads them (both readings: the keys involved are read by every
+    architecture that has them)."""
+    facts = st.facts
+    if facts.rope_type in ("mrope", "imrope"):
+        raw = gf.get(key(K.ROPE_DIMENSION_SECTIONS))
+        if isinstance(raw, (list, tuple, np.ndarray)) and len(raw) <= K.MROPE_SECTIONS and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw):
+            st.sections = tuple(int(v) for v in raw) + (0,) * (K.MROPE_SECTIONS - len(raw))
+            # ggml_compute_forward_rope_flt asserts one of t, h, w > 0; ggml_mrope_cache_init that they sum to at
+            # most the head size
+            if (any(v < 0 for v in st.sections) or not any(st.sections[:3])
+                    or (st.head_dim and sum(st.sections) > st.head_dim)):
+                st.problems.append((key(K.ROPE_DIMENSION_SECTIONS), f"sections {list(st.sections)}: each must be >= 0, "
+                                                                    f"one of the first three > 0, and they sum to at most "
+                                                                    f"the head size {st.head_dim} (ggml aborts otherwise)"))
+        elif key(K.ROPE_DIMENSION_SECTIONS) in gf.fields:
+            st.problems.append((key(K.ROPE_DIMENSION_SECTIONS), f"{key(K.ROPE_DIMENSION_SECTIONS)} must be an array "
+                                                                f"of at most {K.MROPE_SECTIONS} integers"))
+    layers = recurrent_layers(facts, st.n_layer, lambda t: gf.get(key(t)))
+    if layers is None:
+        st.problems.append((key(K.FULL_ATTENTION_INTERVAL), "a full_attention_interval of 0: llama.cpp divides by it"))
+        return
+    if layers:
+        st.recurrent_layers = layers
+        st.no_rope_layers = tuple(sorted(set(st.no_rope_layers) | set(layers)))
+
+
+def recurrent_layers(facts: LoaderArch, n_layer: int | None, get) -> tuple[int, ...] | None:
+    """The layers of a hybrid model llama.cpp builds without attention (``LoaderArch.recurrent``), from the keys
+    as ``get(template)`` returns their values (None when absent); None when the keys make llama.cpp divide by 0."""
+    rec = facts.recurrent
+    if rec is None or not n_layer or not 0 < n_layer <= K.MAX_LAYERS:
+        return ()
+    if rec.marked_by == "kv-heads":
+        kv = get(K.HEAD_COUNT_KV)
+        if isinstance(kv, (list, tuple, np.ndarray)):
+            return tuple(il for il, v in enumerate(list(kv)[:n_layer]) if int(v) == 0)
+        return ()
+    flags = get(K.RECURRENT_LAYERS)
+    if isinstance(flags, (list, tuple, np.ndarray)) and len(flags) >= n_layer:
+        return tuple(il for il in range(n_layer) if bool(flags[il]))
+    interval = get(K.FULL_ATTENTION_INTERVAL)
+    if not isinstance(interval, int) or isinstance(interval, bool):
+        interval = rec.interval_default
+    if interval == 0:
+        return None
+    return tuple(il for il in range(n_layer) if (il + 1) % interval != 0)
 
 
 def _readers(template: str):
@@ -612,5 +679,5 @@ def key_misreadings(st: RopeState) -> list[KeyEdit]:
     return out
 
 
-__all__ = ["TemperatureState", "temperature_state", "KeyEdit", "key_misreadings", "RopeState", "SlidingState",
+__all__ = ["recurrent_layers", "TemperatureState", "temperature_state", "KeyEdit", "key_misreadings", "RopeState", "SlidingState",
            "sliding_state", "IgnoredKey", "read_state", "scalar", "first_int", "LLAMA_CPP", "KEYS", "SCALING_TYPES"]
