@@ -282,3 +282,33 @@ def test_the_layer_pattern_is_written_and_read_back(files, tmp_path):
              force=True)
     findings = {f.id: f for f in lint_gguf(path)}
     assert "missing-tensor" in findings and "blk.1.attn_q.weight" in findings["missing-tensor"].message
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_required_tensors_are_what_llama_cpp_requires(name, files, tmp_path):
+    """Remove each tensor outside the blocks, of the first recurrent block and of the first attention block in turn:
+    llama.cpp fails (refuses the file, or dies on a tensor its loader takes as optional but its graph uses) exactly
+    when the family lists it as required for that kind of layer, and lint says missing-tensor exactly then."""
+    from llama_loads import llama_cpp_runs
+
+    from ropetool.families import FAMILIES
+    from ropetool.io.gguf_file import TensorOut, write_gguf
+
+    arch, attention = ARCHS[name]
+    src = files[name]["plain"]
+    with GGUFFile(src) as gf:
+        n_layer, experts = gf.get(f"{arch}.block_count"), bool(gf.get(f"{arch}.expert_count"))
+        recurrent = [il for il in range(n_layer) if il not in attention]
+        probe_blocks = (f"blk.{recurrent[0]}.", f"blk.{attention[0]}.")
+        names = [t.name for t in gf.tensors if not t.name.startswith("blk.") or t.name.startswith(probe_blocks)]
+        paths = {}
+        for victim in names:
+            paths[victim] = tmp_path / f"{len(paths)}.gguf"
+            write_gguf(paths[victim], list(gf.fields.values()),
+                       [TensorOut.copy_of(t) for t in gf.tensors if t.name != victim], source=gf)
+    required = set(FAMILIES[arch].required_tensors(n_layer, experts=experts, recurrent=recurrent))
+    runs = llama_cpp_runs(list(paths.values()))
+    llama_needs = {victim for victim, path in paths.items() if runs[str(path)] != "ok"}
+    assert llama_needs == required & set(names), runs
+    for victim, path in paths.items():
+        assert ("missing-tensor" in {f.id for f in lint_gguf(path)}) == (victim in required), victim
