@@ -115,6 +115,7 @@ class Hparams:
         if not isinstance(tied, bool):
             raise RopetoolError(f"config.json: tie_word_embeddings must be true or false, got {tied!r}")
         n_ff = count("intermediate_size", "ffn_hidden_size", default=4 * n_embd, key=K.FEED_FORWARD_LENGTH)
+        n_ff = ffn_width(config, family, n_ff)
         experts = _experts(config, family, n_ff, count)
         if config.get("multi_query") and not config.get("new_decoder_architecture"):
             n_head_kv = 1  # Falcon-7B's multi-query attention (transformers' FalconAttention)
@@ -213,17 +214,48 @@ def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
 
 def text_model_config(config: dict, family: Family) -> dict:
     """config.json as the family reads it: where the text model is nested under ``text_config`` (Family.text_config:
-    Qwen 3.5's released checkpoints), its values over the top level's, as llama.cpp's converter merges them."""
+    Qwen 3.5's released checkpoints), its values over the top level's, as llama.cpp's converter merges them; the
+    names older releases use (Family.config_aliases) where the field is absent."""
     nested = config.get("text_config")
     if family.text_config and isinstance(nested, dict):
-        return {**config, **nested}
+        config = {**config, **nested}
+    for alias, name in family.config_aliases:
+        if config.get(name) is None and config.get(alias) is not None:
+            config = {**config, name: config[alias]}
     return config
+
+
+def ffn_width(config: dict, family: Family, n_ff: int) -> int:
+    """The feed-forward's width as the model's class derives it from config.json (Family.ffn_dim_rule): LFM2's
+    Lfm2MLP takes 2/3 of intermediate_size, times block_ffn_dim_multiplier, rounded up to block_multiple_of (the
+    multiplier and the rounding only with a multiplier), when block_auto_adjust_ff_dim."""
+    if family.ffn_dim_rule != "lfm2" or not config.get("block_auto_adjust_ff_dim", True):
+        return n_ff
+    width = int(2 * n_ff / 3)
+    multiplier, multiple = config.get("block_ffn_dim_multiplier", 1.0), config.get("block_multiple_of", 256)
+    if multiplier is not None:
+        if (isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not multiplier > 0
+                or isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1):
+            raise RopetoolError(f"config.json: block_ffn_dim_multiplier {multiplier!r} and block_multiple_of "
+                                f"{multiple!r} must be a positive number and a positive integer")
+        width = int(multiplier * width)
+        width = multiple * ((width + multiple - 1) // multiple)
+    if width < 1:
+        raise RopetoolError(f"config.json: intermediate_size {n_ff} gives a feed-forward of width {width}")
+    K.check_range(K.FEED_FORWARD_LENGTH, width, "config.json: the feed-forward width")
+    return width
 
 
 def _layer_types(config: dict, family: Family, n_layer: int) -> tuple[int, ...]:
     """A hybrid model's layers without attention, from config.json's layer_types (else transformers' default for
     the class: every full_attention_interval-th layer attends, 4 without it)."""
     types = config.get("layer_types")
+    if types is None and family.short_conv:  # transformers' Lfm2Config: full_attn_idxs, else every layer attends
+        idxs = config.get("full_attn_idxs")
+        idxs = range(n_layer) if idxs is None else idxs
+        if not isinstance(idxs, (list, range)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idxs):
+            raise RopetoolError(f"config.json: full_attn_idxs must list layer numbers, got {json.dumps(idxs)[:120]}")
+        types = ["full_attention" if il in set(idxs) else "conv" for il in range(n_layer)]
     if types is None and family.linear_attention:
         interval = config.get("full_attention_interval", 4)
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
@@ -232,7 +264,7 @@ def _layer_types(config: dict, family: Family, n_layer: int) -> tuple[int, ...]:
     if not isinstance(types, list) or len(types) != n_layer or not all(isinstance(t, str) for t in types):
         raise RopetoolError(f"config.json: layer_types must list the kind of each of the {n_layer} layers, got "
                             f"{json.dumps(types)[:120]}")
-    recurrent = {"linear_attention", "conv"}
+    recurrent = {"linear_attention"} if family.linear_attention else {"conv"}
     unknown = sorted(set(types) - recurrent - {"full_attention"})
     if unknown:
         raise RopetoolError(f"config.json: layer_types holds {', '.join(map(repr, unknown))}; llama.cpp's {family.arch} "
@@ -248,6 +280,8 @@ def _hybrid(config: dict, family: Family, count) -> dict:
         return {}
     n_layer = count("num_hidden_layers", key=K.BLOCK_COUNT)
     out: dict = {"recurrent": _layer_types(config, family, n_layer)}
+    if family.short_conv:
+        out["conv_kernel"] = count("conv_L_cache", default=3, key=K.SHORTCONV_L_CACHE)
     if family.linear_attention:
         out.update(n_lin_k_heads=count("linear_num_key_heads", key=K.SSM_GROUP_COUNT),
                    n_lin_v_heads=count("linear_num_value_heads", key=K.SSM_TIME_STEP_RANK),
@@ -795,6 +829,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
             if not stacked and not is_bias:
                 raise RopetoolError(f"tensor {hf_name!r} is not one of gpt-oss's stacked experts")
             each, transform, shape = _experts_transform(kind, is_bias, shape)
+        if family.short_conv and kind == "shortconv.conv" and len(shape) == 3 and shape[1] == 1:
+            shape = (shape[0], shape[2])  # [n_embd, 1, L] squeezed, as llama.cpp's converter does (the same bytes)
         if family.linear_attention and kind in LINEAR_ATTENTION_KINDS:
             transform, shape = _linear_attention(family.linear_attention, kind, hf_name, hp, shape)
         want = expected.get(kind)
@@ -936,7 +972,11 @@ def _hparam_values(family: Family, hp: Hparams, rotary_dim: int, context_length:
             values.append((K.EXPERT_SHARED_FEED_FORWARD_LENGTH, hp.n_ff_shexp))
     if family.loader.uses_rope(hp.n_layer):
         values.append((K.ROPE_DIMENSION_COUNT, rotary_dim))
-    return [NewValue(K.k(template, a), K.TYPES[template], value) for template, value in values]
+    out = [NewValue(K.k(template, a), K.TYPES[template], value) for template, value in values]
+    if family.short_conv:  # lfm2: a layer without attention has no key/value heads (llama.cpp's marker of it)
+        kv = [0 if il in set(hp.recurrent) else hp.n_head_kv for il in range(hp.n_layer)]
+        out = [NewValue(v.key, K.T.ARRAY, kv, K.T.INT32) if v.key == K.k(K.HEAD_COUNT_KV, a) else v for v in out]
+    return out
 
 
 def _model_name(name: str, vocab) -> str:

@@ -179,6 +179,11 @@ class Family:
     skip_prefixes: tuple[str, ...] = ()
     norm_shift_skip: tuple[str, ...] = ()
     bare_tensors: tuple[str, ...] = ()
+    # config.json names older releases use for a field (LFM2's block_ff_dim, tie_embedding), taken where the field is
+    # absent; ``ffn_dim_rule``: the feed-forward's width derived from config.json as the model's class derives it
+    # ("lfm2": Lfm2MLP's 2/3 x intermediate_size x block_ffn_dim_multiplier rounded up to block_multiple_of).
+    config_aliases: tuple[tuple[str, str], ...] = ()
+    ffn_dim_rule: str | None = None
 
     def required_tensors(self, n_layer: int, experts: bool = False, dense_lead: int = 0, recurrent=()) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
@@ -256,6 +261,8 @@ class Family:
         out: dict[str, tuple[int, ...]] = {}
         if self.attn_output_gate:
             out["attn_q"] = (2 * d.n_head * d.head_dim, e)
+        if self.short_conv:
+            out.update({"shortconv.conv": (e, d.conv_kernel), "shortconv.in_proj": (3 * e, e), "shortconv.out_proj": (e, e)})
         if self.linear_attention:
             key, value = d.n_lin_k_heads * d.lin_head_k, d.n_lin_v_heads * d.lin_head_v
             out.update({"attn_qkv": (2 * key + value, e), "attn_gate": (value, e), "ssm_beta": (d.n_lin_v_heads, e),
@@ -497,6 +504,26 @@ _QWEN35 = dict(norm_shift=1.0, norm_shift_skip=("ssm_norm",), linear_attention="
 FAMILIES.update({f.arch: f for f in (
     Family("qwen35", ("Qwen3_5ForConditionalGeneration", "Qwen3_5ForCausalLM"), "rms", "swiglu",
            block_tensors=_QWEN35_COMMON + _QWEN35_ATTENTION, **_QWEN35),
+)})
+
+
+# LFM2 (lfm2; issue 25): gated short-convolution layers and attention layers (config.json's layer_types, "conv" and
+# "full_attention"; older releases: full_attn_idxs), marked for llama.cpp by a per-layer head_count_kv of 0 (its
+# converter writes it so: conversion/lfm2.py), the rope (NEOX, whole head) only on the attention layers, q/k norms
+# (q_layernorm, k_layernorm), the final norm named token_embd_norm (llama.cpp's LLM_TENSOR_OUTPUT_NORM_LFM2), the
+# convolution [n_embd, 1, L] squeezed to [n_embd, L] and kept f32, conv_L_cache as shortconv.l_cache
+# (src/models/lfm2.cpp).
+_LFM2_COMMON = ("attn_norm.weight", "ffn_norm.weight") + _DENSE_FFN
+_LFM2_ATTENTION = _QKV + ("attn_output.weight", "attn_q_norm.weight", "attn_k_norm.weight")
+_SHORT_CONV = ("shortconv.conv.weight", "shortconv.in_proj.weight", "shortconv.out_proj.weight")
+_LFM2 = dict(hf_eps_key="norm_eps", tied_default=True, short_conv=True, reference=False,
+             model_tensors=("token_embd.weight", "token_embd_norm.weight"),
+             attention_tensors=_LFM2_ATTENTION, recurrent_tensors=_SHORT_CONV,
+             config_aliases=(("block_ff_dim", "intermediate_size"), ("tie_embedding", "tie_word_embeddings")),
+             config_keys=((K.SHORTCONV_L_CACHE, "conv_L_cache", 3),), required_keys=(K.SHORTCONV_L_CACHE,))
+FAMILIES.update({f.arch: f for f in (
+    Family("lfm2", ("Lfm2ForCausalLM",), "rms", "swiglu", block_tensors=_LFM2_COMMON + _LFM2_ATTENTION, ffn_dim_rule="lfm2",
+           requires=(("conv_bias", False, "llama.cpp's lfm2 loads no convolution biases"),), **_LFM2),
 )})
 
 

@@ -1,6 +1,8 @@
 """Hybrid models (issue 25): attention layers mixed with recurrent ones that carry no rope.
 
-qwen35 (Qwen 3.5: Gated DeltaNet linear attention, an interleaved multi-section rope on a quarter of each head).
+qwen35 (Qwen 3.5: Gated DeltaNet linear attention, an interleaved multi-section rope on a quarter of each head); lfm2
+(LFM2: gated short convolutions, whose layers llama.cpp marks by a head_count_kv of 0; its rope nodes are unnamed, so the
+probe takes their layer from their input's name).
 
 The oracles: transformers' own classes on each fixture (tiny, trained context 64) for the logits, configured alike for
 an extension at convert (YaRN x4) and one by set-rope (linear x4) past the trained context; llama.cpp's own graph (every
@@ -36,8 +38,9 @@ LINEAR4 = (["--rope", "linear", "--factor", "4"], {"rope_type": "linear", "facto
 # Per fixture: its llama.cpp architecture and the layers with attention (the rest are recurrent: no rope there).
 ARCHS = {
     "qwen35": ("qwen35", [3]),
+    "lfm2": ("lfm2", [2, 4]),
 }
-KINDS = {"qwen35": "Gated DeltaNet linear attention"}
+KINDS = {"qwen35": "Gated DeltaNet linear attention", "lfm2": "short convolution"}
 
 
 def _rope(name: str, extra: dict) -> dict:
@@ -312,3 +315,47 @@ def test_required_tensors_are_what_llama_cpp_requires(name, files, tmp_path):
     assert llama_needs == required & set(names), runs
     for victim, path in paths.items():
         assert ("missing-tensor" in {f.id for f in lint_gguf(path)}) == (victim in required), victim
+
+
+# ------------------------------------------------------------------------------------------
+# lfm2
+
+
+def test_lfm2_older_config_names_convert_alike(files, tmp_path):
+    """LFM2's first releases name the fields otherwise (block_ff_dim, tie_embedding, full_attn_idxs, a top-level
+    rope_theta), which transformers' Lfm2Config maps: the same file; the short-convolution layers are written with
+    head_count_kv 0, the convolution [n_embd, L] (llama.cpp's loader's shape) and the feed-forward as wide as Lfm2MLP
+    makes it (2/3 of 200, rounded up to 16: 144)."""
+    config = fixture_config("lfm2")
+    older = {k: v for k, v in config.items() if k not in ("intermediate_size", "tie_word_embeddings", "layer_types",
+                                                          "rope_parameters")}
+    older.update(block_ff_dim=config["intermediate_size"], tie_embedding=True, rope_theta=10000.0,
+                 full_attn_idxs=[il for il, t in enumerate(config["layer_types"]) if t == "full_attention"])
+    folder = tmp_path / "older"
+    shutil.copytree(fixture_dir("lfm2"), folder)
+    (folder / "config.json").write_text(json.dumps(older))
+    out = tmp_path / "older.gguf"
+    convert(folder, out, outtype="f32")
+    assert _tensors_and_keys(out) == _tensors_and_keys(files["lfm2"]["plain"])
+    with GGUFFile(out) as gf:
+        assert list(gf.get("lfm2.attention.head_count_kv")) == [0, 0, 2, 0, 2, 0]
+        assert gf.get("lfm2.feed_forward_length") == 144 and gf.get("lfm2.shortconv.l_cache") == 3
+        assert list(gf.tensor("blk.0.shortconv.conv.weight").shape) == [3, 64]
+
+
+LFM2_REFUSALS = [
+    ({"conv_bias": True}, "no convolution biases"),
+    ({"layer_types": ["conv", "linear_attention", "full_attention", "conv", "full_attention", "conv"]},
+     "'linear_attention'"),
+    ({"layer_types": ["conv"] * 6}, "no full_attention layer"),
+]
+
+
+@pytest.mark.parametrize("changes,words", LFM2_REFUSALS, ids=[w for _, w in LFM2_REFUSALS])
+def test_an_lfm2_config_llama_cpp_would_compute_differently_is_refused(changes, words, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(fixture_dir("lfm2"), folder)
+    (folder / "config.json").write_text(json.dumps({**fixture_config("lfm2"), **changes}))
+    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
+    assert not (tmp_path / "o.gguf").exists()
