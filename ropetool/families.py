@@ -507,6 +507,23 @@ FAMILIES.update({f.arch: f for f in (
 )})
 
 
+# Qwen3-Next (qwen3next; issue 25): Qwen 3.5's layer pattern and gated attention (three Gated DeltaNet layers per
+# attention layer, the rope on a quarter of each head, but NEOX: no sections), a mixture in every layer (renormalised
+# top-k, a shared expert with a sigmoid gate, as qwen2moe's), the linear attention's projections fused per key head:
+# in_proj_qkvz split into attn_qkv and attn_gate, in_proj_ba written whole as ssm_ba (llama.cpp's converter:
+# Qwen3NextModel.modify_tensors; its graph splits ssm_ba itself, and repeats the key heads per key head, so the
+# value heads keep their order).
+_QWEN3NEXT_RECURRENT = ("attn_qkv.weight", "attn_gate.weight", "ssm_conv1d.weight", "ssm_dt.bias", "ssm_a",
+                        "ssm_ba.weight", "ssm_norm.weight", "ssm_out.weight")
+FAMILIES.update({f.arch: f for f in (
+    Family("qwen3next", ("Qwen3NextForCausalLM",), "rms", "swiglu", moe="always", shared_expert=True,
+           block_tensors=_QWEN35_COMMON + _QWEN35_ATTENTION,
+           **{**_QWEN35, "linear_attention": "qwen3next", "text_config": False, "hf_prefixes": (), "skip_prefixes": ("mtp.",),
+              "recurrent_tensors": _QWEN3NEXT_RECURRENT, "required_keys": _GATED_DELTA_NET_KEYS,
+              "requires": _QWEN35_REQUIRES[:3]}),
+)})
+
+
 # LFM2 (lfm2; issue 25): gated short-convolution layers and attention layers (config.json's layer_types, "conv" and
 # "full_attention"; older releases: full_attn_idxs), marked for llama.cpp by a per-layer head_count_kv of 0 (its
 # converter writes it so: conversion/lfm2.py), the rope (NEOX, whole head) only on the attention layers, q/k norms

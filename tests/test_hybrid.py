@@ -2,7 +2,8 @@
 
 qwen35 (Qwen 3.5: Gated DeltaNet linear attention, an interleaved multi-section rope on a quarter of each head); lfm2
 (LFM2: gated short convolutions, whose layers llama.cpp marks by a head_count_kv of 0; its rope nodes are unnamed, so the
-probe takes their layer from their input's name).
+probe takes their layer from their input's name); qwen3next (Qwen3-Next: Qwen 3.5's layers, NEOX rope, a mixture with a
+shared expert in every layer, the linear attention's projections fused per key head).
 
 The oracles: transformers' own classes on each fixture (tiny, trained context 64) for the logits, configured alike for
 an extension at convert (YaRN x4) and one by set-rope (linear x4) past the trained context; llama.cpp's own graph (every
@@ -39,8 +40,10 @@ LINEAR4 = (["--rope", "linear", "--factor", "4"], {"rope_type": "linear", "facto
 ARCHS = {
     "qwen35": ("qwen35", [3]),
     "lfm2": ("lfm2", [2, 4]),
+    "qwen3next": ("qwen3next", [3]),
 }
-KINDS = {"qwen35": "Gated DeltaNet linear attention", "lfm2": "short convolution"}
+KINDS = {"qwen35": "Gated DeltaNet linear attention", "lfm2": "short convolution",
+         "qwen3next": "Gated DeltaNet linear attention"}
 
 
 def _rope(name: str, extra: dict) -> dict:
