@@ -784,6 +784,11 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
     sources = _split_fused(ckpt, family, hp, expected) if family.qkv_layout == "split-concat" else _stacked_experts(ckpt, hp)
     if family.experts_layout == "gate-up-transposed":
         sources = _gate_up_experts(ckpt, hp)
+    if family.experts_layout == "gate-up-stacked":
+        sources = _gate_up_stacked(sources, hp)
+    if family.stacked_prefix:  # lfm2moe: llama.cpp's converter names the stacked experts layers.N.feed_forward...
+        old, new = family.stacked_prefix
+        sources = ((new + n[len(old):] if len(r) > 1 and n.startswith(old) else n, r) for n, r in sources)
     if family.renames:
         sources = _renamed(sources, family.renames)
     if family.mla:
@@ -873,6 +878,31 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         raise RopetoolError(f"the checkpoint lacks {', '.join(missing[:3])}{more}, which llama.cpp's {family.arch} "
                             "requires (by their GGUF names)")
     return planned, skipped
+
+
+def _gate_up_stacked(sources, hp: Hparams) -> Iterator[tuple[str, list[TensorRef]]]:
+    """Experts stored stacked (``experts_layout`` "gate-up-stacked": Qwen 3.5 / 3.6's released mixtures), under the
+    names of the per-expert projections llama.cpp's converter makes of them: ``experts.gate_up_proj`` [E, 2 ff,
+    n_embd] as ``gate_proj.weight`` (each expert's first ff rows) and ``up_proj.weight`` (the next ff), and
+    ``experts.down_proj`` [E, n_embd, ff] as ``down_proj.weight``, each a list of the E experts' byte ranges: streamed
+    one expert at a time, nothing read here (conversion/qwen.py, Qwen2MoeModel.modify_tensors).  The per-expert
+    layout transformers saves passes through."""
+    for name, refs in sources:
+        stem, _, leaf = name.removesuffix(".weight").rpartition(".")
+        if not stem.endswith(".experts") or leaf not in ("gate_up_proj", "down_proj") or len(refs) != 1:
+            yield name, refs
+            continue
+        ref = refs[0]
+        if len(ref.shape) != 3 or ref.shape[0] != hp.n_expert or (leaf == "gate_up_proj" and ref.shape[1] % 2):
+            raise RopetoolError(f"tensor {name!r} has shape {list(ref.shape)}, not [{hp.n_expert} experts, rows, cols]"
+                                + (" with gate and up rows" if leaf == "gate_up_proj" else ""))
+        size = ref.nbytes // ref.shape[0]
+        parts = (("gate_proj", 0), ("up_proj", size // 2)) if leaf == "gate_up_proj" else (("down_proj", 0),)
+        rows = ref.shape[1] // len(parts)
+        for part, at in parts:
+            new = f"{stem}.{part}.weight"
+            yield new, [TensorRef(f"{name}[{e}]", ref.path, ref.dtype, (rows, ref.shape[2]), ref.start + e * size + at,
+                                  ref.start + e * size + at + size // len(parts)) for e in range(ref.shape[0])]
 
 
 LINEAR_ATTENTION_KINDS = ("attn_qkv", "attn_gate", "ssm_beta", "ssm_alpha", "ssm_a", "ssm_dt", "ssm_conv1d", "ssm_out")

@@ -184,6 +184,7 @@ class Family:
     # ("lfm2": Lfm2MLP's 2/3 x intermediate_size x block_ffn_dim_multiplier rounded up to block_multiple_of).
     config_aliases: tuple[tuple[str, str], ...] = ()
     ffn_dim_rule: str | None = None
+    stacked_prefix: tuple[str, str] | None = None  # the stacked experts' name prefix as llama.cpp's converter writes it
 
     def required_tensors(self, n_layer: int, experts: bool = False, dense_lead: int = 0, recurrent=()) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
@@ -504,6 +505,11 @@ _QWEN35 = dict(norm_shift=1.0, norm_shift_skip=("ssm_norm",), linear_attention="
 FAMILIES.update({f.arch: f for f in (
     Family("qwen35", ("Qwen3_5ForConditionalGeneration", "Qwen3_5ForCausalLM"), "rms", "swiglu",
            block_tensors=_QWEN35_COMMON + _QWEN35_ATTENTION, **_QWEN35),
+    # qwen35moe: a mixture in every layer (top-k renormalised, a shared expert with a sigmoid gate: src/models/
+    # qwen35moe.cpp), the released checkpoints' experts stacked (gate_up_proj [E, 2 ff, n_embd], down_proj).
+    Family("qwen35moe", ("Qwen3_5MoeForConditionalGeneration", "Qwen3_5MoeForCausalLM"), "rms", "swiglu", moe="always",
+           shared_expert=True, experts_layout="gate-up-stacked", block_tensors=_QWEN35_COMMON + _QWEN35_ATTENTION,
+           **_QWEN35),
 )})
 
 
@@ -541,6 +547,22 @@ _LFM2 = dict(hf_eps_key="norm_eps", tied_default=True, short_conv=True, referenc
 FAMILIES.update({f.arch: f for f in (
     Family("lfm2", ("Lfm2ForCausalLM",), "rms", "swiglu", block_tensors=_LFM2_COMMON + _LFM2_ATTENTION, ffn_dim_rule="lfm2",
            requires=(("conv_bias", False, "llama.cpp's lfm2 loads no convolution biases"),), **_LFM2),
+    # lfm2moe (Lfm2MoeForCausalLM): num_dense_layers dense layers, then a mixture in every layer, sigmoid routing with a
+    # selection bias (expert_bias as exp_probs_b, required), the chosen weights renormalised and never scaled (its loader
+    # reads no expert_weights_scale: llama.cpp ignores a routed_scaling_factor, measured in tests/test_hybrid.py); the
+    # stacked experts named as llama.cpp's converter names them (layers.N.feed_forward.experts.w1: conversion/lfm2.py).
+    Family("lfm2moe", ("Lfm2MoeForCausalLM",), "rms", "swiglu", moe="always", dense_lead_key="num_dense_layers",
+           moe_tensors=("exp_probs_b.bias",), stacked_prefix=("model.layers.", "layers."),
+           renames=((".feed_forward.expert_bias", ".feed_forward.expert_bias.bias"),),
+           block_tensors=_LFM2_COMMON + _LFM2_ATTENTION,
+           requires=(("conv_bias", False, "llama.cpp's lfm2moe loads no convolution biases"),
+                     ("use_expert_bias", True, "llama.cpp's lfm2moe requires the experts' selection bias"),
+                     ("norm_topk_prob", True, "llama.cpp's lfm2moe always renormalises the chosen experts' weights"),
+                     ("routed_scaling_factor", 1.0, "llama.cpp's lfm2moe never scales the chosen experts' weights (its "
+                                                    "loader reads no expert_weights_scale)")),
+           **{**_LFM2, "config_keys": _LFM2["config_keys"] + (
+               (K.LEADING_DENSE_BLOCK_COUNT, "num_dense_layers", 0), (K.EXPERT_GATING_FUNC, None, K.GATING_SIGMOID)),
+              "required_keys": _LFM2["required_keys"] + (K.EXPERT_FEED_FORWARD_LENGTH, K.EXPERT_GATING_FUNC)}),
 )})
 
 

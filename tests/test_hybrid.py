@@ -1,9 +1,10 @@
 """Hybrid models (issue 25): attention layers mixed with recurrent ones that carry no rope.
 
-qwen35 (Qwen 3.5: Gated DeltaNet linear attention, an interleaved multi-section rope on a quarter of each head); lfm2
-(LFM2: gated short convolutions, whose layers llama.cpp marks by a head_count_kv of 0; its rope nodes are unnamed, so the
-probe takes their layer from their input's name); qwen3next (Qwen3-Next: Qwen 3.5's layers, NEOX rope, a mixture with a
-shared expert in every layer, the linear attention's projections fused per key head).
+qwen35 and qwen35moe (Qwen 3.5: Gated DeltaNet linear attention, an interleaved multi-section rope on a quarter of each
+head; the mixture's experts stacked as released); qwen3next (Qwen3-Next: Qwen 3.5's layers, NEOX rope, a mixture with
+a shared expert in every layer, the linear attention's projections fused per key head); lfm2 and lfm2moe (LFM2: gated
+short convolutions, whose layers llama.cpp marks by a head_count_kv of 0, its rope nodes unnamed, so the probe takes
+their layer from their input's name; the mixture after dense layers).
 
 The oracles: transformers' own classes on each fixture (tiny, trained context 64) for the logits, configured alike for
 an extension at convert (YaRN x4) and one by set-rope (linear x4) past the trained context; llama.cpp's own graph (every
@@ -41,9 +42,11 @@ ARCHS = {
     "qwen35": ("qwen35", [3]),
     "lfm2": ("lfm2", [2, 4]),
     "qwen3next": ("qwen3next", [3]),
+    "qwen35moe": ("qwen35moe", [3]),
+    "lfm2moe": ("lfm2moe", [2, 4]),
 }
 KINDS = {"qwen35": "Gated DeltaNet linear attention", "lfm2": "short convolution",
-         "qwen3next": "Gated DeltaNet linear attention"}
+         "qwen3next": "Gated DeltaNet linear attention", "qwen35moe": "Gated DeltaNet linear attention", "lfm2moe": "short convolution"}
 
 
 def _rope(name: str, extra: dict) -> dict:
@@ -292,7 +295,8 @@ def test_the_layer_pattern_is_written_and_read_back(files, tmp_path):
 
 @pytest.mark.parametrize("name", ARCHS)
 def test_required_tensors_are_what_llama_cpp_requires(name, files, tmp_path):
-    """Remove each tensor outside the blocks, of the first recurrent block and of the first attention block in turn:
+    """Remove each tensor outside the blocks, of the first recurrent block and of the first attention block in turn
+    (lfm2moe: block 0 dense, the others mixtures):
     llama.cpp fails (refuses the file, or dies on a tensor its loader takes as optional but its graph uses) exactly
     when the family lists it as required for that kind of layer, and lint says missing-tensor exactly then."""
     from llama_loads import llama_cpp_runs
@@ -304,6 +308,7 @@ def test_required_tensors_are_what_llama_cpp_requires(name, files, tmp_path):
     src = files[name]["plain"]
     with GGUFFile(src) as gf:
         n_layer, experts = gf.get(f"{arch}.block_count"), bool(gf.get(f"{arch}.expert_count"))
+        dense_lead = gf.get(f"{arch}.leading_dense_block_count") or 0
         recurrent = [il for il in range(n_layer) if il not in attention]
         probe_blocks = (f"blk.{recurrent[0]}.", f"blk.{attention[0]}.")
         names = [t.name for t in gf.tensors if not t.name.startswith("blk.") or t.name.startswith(probe_blocks)]
@@ -312,7 +317,7 @@ def test_required_tensors_are_what_llama_cpp_requires(name, files, tmp_path):
             paths[victim] = tmp_path / f"{len(paths)}.gguf"
             write_gguf(paths[victim], list(gf.fields.values()),
                        [TensorOut.copy_of(t) for t in gf.tensors if t.name != victim], source=gf)
-    required = set(FAMILIES[arch].required_tensors(n_layer, experts=experts, recurrent=recurrent))
+    required = set(FAMILIES[arch].required_tensors(n_layer, experts=experts, dense_lead=dense_lead, recurrent=recurrent))
     runs = llama_cpp_runs(list(paths.values()))
     llama_needs = {victim for victim, path in paths.items() if runs[str(path)] != "ok"}
     assert llama_needs == required & set(names), runs
@@ -362,3 +367,51 @@ def test_an_lfm2_config_llama_cpp_would_compute_differently_is_refused(changes, 
     result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
     assert not (tmp_path / "o.gguf").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# qwen35moe
+
+
+def test_stacked_experts_convert_as_per_expert_ones(files, tmp_path):
+    """The released Qwen 3.5 / 3.6 mixtures store each layer's experts stacked (mlp.experts.gate_up_proj [E, 2 ff,
+    n_embd], gate rows first, and mlp.experts.down_proj [E, n_embd, ff]); transformers saves them one matrix each.
+    Both give the same file, the stacks split per expert by byte range (streamed, not loaded whole)."""
+    from safetensors.numpy import load_file, save_file
+
+    src = fixture_dir("qwen35moe")
+    tensors = load_file(src / "model.safetensors")
+    n_layer, n_expert = fixture_config("qwen35moe")["num_hidden_layers"], fixture_config("qwen35moe")["num_experts"]
+    stacked = {k: v for k, v in tensors.items() if ".mlp.experts." not in k}
+    for il in range(n_layer):
+        p = f"model.language_model.layers.{il}.mlp.experts."
+        stacked[p + "gate_up_proj"] = np.stack([np.concatenate([tensors[f"{p}{e}.gate_proj.weight"],
+                                                                tensors[f"{p}{e}.up_proj.weight"]]) for e in range(n_expert)])
+        stacked[p + "down_proj"] = np.stack([tensors[f"{p}{e}.down_proj.weight"] for e in range(n_expert)])
+    folder = tmp_path / "released"
+    shutil.copytree(src, folder)
+    save_file(stacked, folder / "model.safetensors")
+    for outtype in ("f32", "q8_0"):
+        out, want = tmp_path / f"released-{outtype}.gguf", tmp_path / f"saved-{outtype}.gguf"
+        convert(folder, out, outtype=outtype)
+        convert(src, want, outtype=outtype)
+        assert _tensors_and_keys(out) == _tensors_and_keys(want), outtype
+    with GGUFFile(out) as gf:
+        assert list(gf.tensor("blk.0.ffn_gate_exps.weight").shape) == [64, 32, 4]
+
+
+def test_lfm2moe_routed_scaling_is_refused_as_llama_cpp_ignores_it(files, tmp_path):
+    """llama.cpp's lfm2moe reads no expert_weights_scale: a file carrying one computes the unscaled mixture (its logits
+    equal transformers' with routed_scaling_factor 1, not 2), so convert refuses a config.json whose
+    routed_scaling_factor is not 1, and norm_topk_prob false or no selection bias alike."""
+    ids = token_ids(N_TOKENS, fixture_config("lfm2moe")["vocab_size"])
+    scaled = tmp_path / "scaled.gguf"
+    set_keys(files["lfm2moe"]["plain"], ["lfm2moe.expert_weights_scale=f32:2"], scaled, force=True)
+    assert np.array_equal(llama_cpp_logits(scaled, ids), llama_cpp_logits(files["lfm2moe"]["plain"], ids))
+    for changes, words in (({"routed_scaling_factor": 2.0}, "never scales"), ({"norm_topk_prob": False}, "renormalises"),
+                           ({"use_expert_bias": False}, "selection bias")):
+        folder = tmp_path / next(iter(changes))
+        shutil.copytree(fixture_dir("lfm2moe"), folder)
+        (folder / "config.json").write_text(json.dumps({**fixture_config("lfm2moe"), **changes}))
+        result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
