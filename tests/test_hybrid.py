@@ -58,17 +58,18 @@ def _rope(name: str, extra: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Per fixture: the plain conversion, YaRN x4 at convert, linear x4 by set-rope on the plain file."""
+    """Per fixture: the plain conversion, YaRN x4 at convert, YaRN x4 and linear x4 by set-rope on the plain file."""
     made = {}
     for name in ARCHS:
         root = tmp_path_factory.mktemp(name)
-        plain, yarn, linear = root / "plain.gguf", root / "yarn.gguf", root / "linear.gguf"
+        plain, yarn, yarn_set, linear = (root / f"{w}.gguf" for w in ("plain", "yarn", "yarn-set", "linear"))
         for args in (["convert", str(fixture_dir(name)), "-o", str(plain), "--outtype", "f32"],
                      ["convert", str(fixture_dir(name)), "-o", str(yarn), "--outtype", "f32", *YARN4[0]],
+                     ["set-rope", str(plain), "-o", str(yarn_set), *YARN4[0]],
                      ["set-rope", str(plain), "-o", str(linear), *LINEAR4[0]]):
             result = CliRunner().invoke(cli, args)
             assert result.exit_code == 0, result.output
-        made[name] = {"plain": plain, "yarn": yarn, "linear": linear}
+        made[name] = {"plain": plain, "yarn": yarn, "yarn-set": yarn_set, "linear": linear}
     return made
 
 
@@ -77,14 +78,14 @@ def test_extensions_past_the_trained_context_match_transformers(name, files):
     ids = token_ids(N_TOKENS, fixture_config(name)["vocab_size"])
     unscaled = hf_logits(name, ids)
     assert_logits_match(llama_cpp_logits(files[name]["plain"], ids), unscaled, TOLERANCE["f32"])
-    for which, (_, rope) in (("yarn", YARN4), ("linear", LINEAR4)):
+    for which, (_, rope) in (("yarn", YARN4), ("yarn-set", YARN4), ("linear", LINEAR4)):
         ours = llama_cpp_logits(files[name][which], ids)
         assert_logits_match(ours, hf_logits(name, ids, _rope(name, rope)), TOLERANCE["f32"])
         # the unscaled control does not match: the setting reached the attention layers
         assert np.abs(ours - unscaled).max() > 5 * TOLERANCE["f32"] * np.abs(unscaled).max(), which
 
 
-@pytest.mark.parametrize("which", ["plain", "yarn", "linear"])
+@pytest.mark.parametrize("which", ["plain", "yarn", "yarn-set", "linear"])
 @pytest.mark.parametrize("name", ARCHS)
 def test_probe_sees_rope_only_on_the_attention_layers(name, which, files):
     """llama.cpp's graph has rope ops in the attention layers and nowhere else, each equal to the meant setting (its
@@ -109,6 +110,37 @@ def test_probe_fails_on_a_tampered_rope_key(name, files, tmp_path):
     report = probe_gguf(tampered)
     assert report.verdict == "fail", report.summary()
     assert f"{arch}.rope.scaling.factor = 8 where ropetool's record means 4" in report.reason
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_yarn_in_config_json_converts_as_the_option(name, files, tmp_path):
+    """YaRN written into config.json's rope_parameters (as Qwen's model cards tell users to extend Qwen 3.5): the file
+    convert writes equals the one `--rope yarn --factor 4` writes, and llama.cpp's logits equal transformers' with that
+    config.json, past the trained context."""
+    folder = tmp_path / "m"
+    shutil.copytree(fixture_dir(name), folder)
+    config = json.loads((folder / "config.json").read_text())
+    text = config.get("text_config", config)
+    text["rope_parameters"] = _rope(name, YARN4[1])
+    (folder / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "config-yarn.gguf"
+    convert(folder, out, outtype="f32")
+    assert _tensors_and_keys(out) == _tensors_and_keys(files[name]["yarn"])
+
+
+@pytest.mark.parametrize("name", ["qwen35", "lfm2"])
+def test_eval_tries_a_setting_as_set_rope_writes_it(name, files):
+    """eval's tried setting on the plain file (load-time overrides) scores what the file set-rope writes scores."""
+    def perplexities(args):
+        result = CliRunner().invoke(cli, ["eval", *args, "--lengths", "64,128", "--json"])
+        assert result.exit_code == 0, result.output
+        return {(r["setting"], r["length"]): r["perplexity"] for r in json.loads(result.output)}
+
+    tried = perplexities([str(files[name]["plain"]), "--try", "yarn:factor=4"])
+    written = perplexities([str(files[name]["yarn-set"])])
+    for length in (64, 128):
+        assert tried[("yarn:factor=4", length)] == pytest.approx(written[("file", length)], rel=1e-9)
+        assert tried[("yarn:factor=4", length)] != pytest.approx(tried[("file", length)], rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ARCHS)
