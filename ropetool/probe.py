@@ -396,8 +396,8 @@ def _explain(op: RopeOp, kind: str, mf: ModelFile, meant: _Meant, n_ctx: int) ->
     changed = [f"no {key}, which ropetool's record needs" if want is None else
                f"{key} = {_fmt(have)} where ropetool's record means {_fmt(want)}"
                for key, have, want in mf.record_differences(meant.params)]
-    return changed or ["the rope op differs from ropetool's record, though the file's keys are "
-                                              "the ones ropetool writes for it"]
+    return changed or ["the rope op differs from ropetool's record, though the file's keys are the ones ropetool "
+                       "writes for it"]
 
 
 # ------------------------------------------------------------------------------------------
