@@ -32,7 +32,7 @@ from ropetool.llamacpp.lowering import Lowered, lower, lower_for_llama_cpp
 from ropetool.llamacpp.provenance import Record, read_record
 from ropetool.llamacpp.readback import Named, infer_method, meant_method
 from ropetool.llamacpp.state import KEYS, LLAMA_CPP, RopeState, read_state
-from ropetool.rope import ALIBI_METHODS, RopeParams, make_params
+from ropetool.rope import ALIBI_METHODS, RopeParams, kept_parameters, make_params
 
 
 def trained_context(meant_original: object, orig_key: object, context_length: object) -> int | None:
@@ -235,6 +235,8 @@ class ModelFile:
                                     f"{ntk.params['base']:g}); set-rope starts from freq_base as the base: pass "
                                     f"--freq-base {ntk.params['base']:g} to start from the original")
         values.setdefault("original_context", trained)
+        for name, value in kept_parameters(method, self.meant.rope).items():  # DeepSeek's YaRN temperature
+            values.setdefault(name, value)
         if method == "longrope":
             for opt, table, tname in (("short_factor", st.short_factors, K.ROPE_FACTORS_SHORT_TENSOR),
                                       ("long_factor", st.long_factors, K.ROPE_FACTORS_LONG_TENSOR)):
@@ -299,8 +301,10 @@ class ModelFile:
           quantized type whose block does not divide every layer's key and value head size is refused, as
           llama_init_from_model refuses it (a RopetoolError).
 
-        ``n_seq`` sequences share one unified cache (llama-server's default slots: 4).  Recurrent layers, and
-        sliding windows on architectures ropetool does not model (``LoaderArch.sliding``), are not counted."""
+        ``n_seq`` sequences share one unified cache (llama-server's default slots: 4).  A hybrid model's recurrent
+        layers (``RopeState.recurrent_layers``) hold no KV cache (llama_memory_hybrid's filter); their own state
+        (llama_memory_recurrent) is not counted, nor are sliding windows on architectures ropetool does not model
+        (``LoaderArch.sliding``)."""
         if cache_type not in KV_CACHE_TYPES:
             raise RopetoolError(f"unknown KV cache type {cache_type!r}; choose {', '.join(KV_CACHE_TYPES)}")
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1:
@@ -331,8 +335,9 @@ class ModelFile:
                                         f"values does not divide a head's {size} ({what}, layer {il})")
         widths_v = [(head_v_swa if slides[il] else head_v) * heads_kv[il] for il in range(n_layer)]
         k_bytes = v_bytes = layers = sliding_bytes = 0
+        recurrent = set(self.state.recurrent_layers)  # a hybrid's layers without attention hold no KV cache
         for il in range(n_layer):
-            if heads_kv[il] == 0:
+            if heads_kv[il] == 0 or il in recurrent:
                 continue
             rows = sliding_cells if slides[il] else cells
             k = _row_bytes(cache_type, (head_k_swa if slides[il] else head_k) * heads_kv[il]) * rows

@@ -37,8 +37,8 @@ from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.graph import RopeOp, run_graph, spread_starts
 from ropetool.llamacpp.state import RopeState, first_int
 from ropetool.model import ModelFile
-from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, ggml, make_params, rope_frequencies
-from ropetool.rope.rotate import apply_rope, rope_tolerance
+from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, attention_scale, ggml, make_params, rope_frequencies
+from ropetool.rope.rotate import apply_rope, rope_tolerance, section_positions, section_rows
 
 PARAM_TOL = 1e-5  # relative: an inverse frequency or magnitude from float32 op_params, against float64 (~100 u)
 SLOPE_TOL = 1e-5
@@ -46,7 +46,10 @@ N_SEQUENCES = 8
 TOKENS_PER_SEQUENCE = 4
 MAX_POSITION = 2**31 - 1  # llama_pos is an int32_t
 REACH = 1.25  # default: probe to 1.25 x the extended context
-MODELLED_MODES = {"normal", "neox"}
+MODELLED_MODES = {"normal", "neox", "mrope", "imrope"}
+MULTI_SECTION = {"mrope", "imrope"}  # ggml_rope_multi: NEOX pairs, each at one of a token's four positions
+ROTATION = {"normal": "normal", "neox": "neox", "mrope": "neox", "imrope": "neox"}  # how a mode pairs the dims
+SECTION_NAMES = ("t", "h", "w", "e")
 
 
 @dataclass
@@ -160,6 +163,8 @@ class _Meant:
     slopes: np.ndarray | None = None
     params: RopeParams | None = None  # the record's method, when it is the meant one
     sliding_base: float | None = None  # what the record means for the sliding layers' base
+    mode: str | None = None  # the rope mode the architecture's ops carry (LoaderArch.ggml_mode)
+    sections: tuple[int, ...] | None = None  # a multi-section rope's sections, as the file's key says
 
 
 def _meant(mf: ModelFile, max_pos: int, n_ctx: int, notes: list[str]):
@@ -169,6 +174,13 @@ def _meant(mf: ModelFile, max_pos: int, n_ctx: int, notes: list[str]):
         notes.append(f"the file approximates {params.method} (ropetool recorded a relative error of up to "
                      f"{record.approx_error:.3g}); it is checked against what its keys say")
         params = None
+    m, named = _meant_setting(mf, max_pos, n_ctx, notes, params, named)
+    m.mode, m.sections = st.facts.ggml_mode, st_keys.sections
+    return m, named
+
+
+def _meant_setting(mf: ModelFile, max_pos: int, n_ctx: int, notes: list[str], params, named):
+    st, st_keys = mf.state, mf.keys_state
     facts = st.facts
     n_rot = st.n_rot
     if params is None:
@@ -253,6 +265,7 @@ class _Kind:
         self.checked = 0
         self.max_error = self.max_tol = self.worst = self.worst_own = 0.0
         self.worst_at: dict = {}
+        self.off_pairs: dict[int, int] = {}  # multi-section rope: pair -> the section row it takes, where not the token's
 
 
 def _close(a: float, b: float, tol: float = PARAM_TOL) -> bool:
@@ -295,14 +308,25 @@ class _Probe:
         if op.x is None:
             return
         k.checked += 1
-        pos = op.positions[: op.x.shape[0]].astype(np.float64)
-        pairing = self.meant.pairing or op.pairing
+        n_tok = op.x.shape[0]
+        pos = op.positions[:n_tok].astype(np.float64)  # each token's position (a multi-section rope's t row)
+        own_pos = pos
+        if op.pairing in MULTI_SECTION:  # ggml's pick of a position per pair (text tokens: t = h = w, e = 0)
+            rows = section_rows(op.n_dims // 2, op.sections, op.pairing == "imrope")
+            own_pos = section_positions(op.positions[:4 * n_tok].reshape(4, n_tok).astype(np.float64), op.n_dims // 2,
+                                        op.sections, op.pairing == "imrope")
+            for i in np.nonzero(np.any(own_pos != pos[:, None], axis=0))[0]:
+                k.off_pairs[int(i)] = int(rows[i])
+        # the model's meaning for text: every pair at the token's position (transformers' multi-section rope gives a
+        # text token the same t, h and w positions, and has no 4th)
+        pairing = self.meant.pairing or ROTATION[op.pairing]
         for label, (inv, mag), n_dims in (("own", own, op.n_dims), ("meant", meant or own, self.meant.n_rot or op.n_dims)):
             if label == "meant" and (meant is None or n_dims > op.shape[0]):
                 continue
-            exact = apply_rope(op.x, pos, inv, mag, pairing if label == "meant" else op.pairing, n_dims, op.n_offs)
-            tol = rope_tolerance(op.x, exact, pos, inv, mag, pairing if label == "meant" else op.pairing, n_dims,
-                                 op.n_offs, op.dtype)
+            at = pos if label == "meant" else own_pos
+            rot = pairing if label == "meant" else ROTATION[op.pairing]
+            exact = apply_rope(op.x, at, inv, mag, rot, n_dims, op.n_offs)
+            tol = rope_tolerance(op.x, exact, at, inv, mag, rot, n_dims, op.n_offs, op.dtype)
             err = np.abs(op.y.astype(np.float64) - exact)
             ratio = err / np.maximum(tol, np.finfo(np.float32).tiny)
             worst = float(ratio.max())
@@ -372,8 +396,8 @@ def _explain(op: RopeOp, kind: str, mf: ModelFile, meant: _Meant, n_ctx: int) ->
     changed = [f"no {key}, which ropetool's record needs" if want is None else
                f"{key} = {_fmt(have)} where ropetool's record means {_fmt(want)}"
                for key, have, want in mf.record_differences(meant.params)]
-    return changed or ["the rope op differs from ropetool's record, though the file's keys are "
-                                              "the ones ropetool writes for it"]
+    return changed or ["the rope op differs from ropetool's record, though the file's keys are the ones ropetool "
+                       "writes for it"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -465,7 +489,8 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
     st = mf.state
     findings: list[str] = []
     n_layer = st.n_layer or 0
-    expected = list(range(n_layer)) if meant.encoding == "rope" else []
+    # the layers llama.cpp's graph rotates (smollm3 never rotates every 4th: LoaderArch.no_rope_layers)
+    expected = [il for il in range(n_layer) if il not in st.no_rope_layers] if meant.encoding == "rope" else []
     seen = sorted({op.layer for op in run.ropes if op.layer is not None})
     if any(op.layer is None for op in run.ropes):
         notes.append("some rope nodes carry no layer index in their names: "
@@ -474,6 +499,16 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
     extra = sorted(set(seen) - set(expected))
     if missing:
         findings.append(f"layers the file means to rope have no rope op in llama.cpp's graph: {_ranges(missing)}")
+    if st.recurrent_layers and meant.encoding == "rope":  # hybrid models: no attention, so no rope, there
+        few = len(st.recurrent_layers) == 1
+        notes.append(f"layer{'' if few else 's'} {_ranges(list(st.recurrent_layers))} {'is' if few else 'are'} "
+                     f"{st.facts.recurrent.kind} in llama.cpp's {st.arch} graph: no attention, so no rope"
+                     + ("" if set(seen) & set(st.recurrent_layers) else ": no rope op seen there"))
+    elif st.no_rope_layers and meant.encoding == "rope":
+        few = len(st.no_rope_layers) == 1
+        notes.append(f"layer{'' if few else 's'} {_ranges(list(st.no_rope_layers))} {'has' if few else 'have'} no rope in "
+                     f"llama.cpp's {st.arch} graph (hard-coded, whatever the keys say)"
+                     + ("" if set(seen) & set(st.no_rope_layers) else ": no rope op seen there"))
     if extra or (meant.encoding != "rope" and run.ropes):
         findings.append(f"llama.cpp applies rope in layers {_ranges(seen) or '(unnamed)'}, where the file means "
                         f"{meant.encoding}")
@@ -486,7 +521,8 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
         res = KindResult(
             kind=name, layers=sorted(k.layers), rope_ops=k.ops, op_params=_params_of(first), distinct_params=len(k.distinct),
             meant=({"inv_freq_first": float(k.meant[0][0]), "inv_freq_last": float(k.meant[0][-1]),
-                    "magnitude": float(k.meant[1]), "n_rot": meant.n_rot, "pairing": meant.pairing} if k.meant else {}),
+                    "magnitude": float(k.meant[1]), "n_rot": meant.n_rot, "pairing": meant.pairing, "mode": meant.mode,
+                    **({"sections": list(meant.sections)} if meant.sections is not None else {})} if k.meant else {}),
             inv_freq_rel_error=k.inv_err, magnitude_rel_error=k.mag_err, numerics_checked=k.checked,
             max_error=k.max_error, max_tolerance=k.max_tol, worst_ratio=k.worst, worst_ratio_own_params=k.worst_own,
             worst_at=k.worst_at)
@@ -503,6 +539,8 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
             why = _explain(op, name, mf, meant, probe.n_ctx)
             findings.append(f"{where} ({op.name}): llama.cpp's rope differs from the meant setting: "
                             + _effect(op, k.meant, meant) + (": " + "; ".join(why) if why else ""))
+        if k.off_pairs:
+            findings.append(_off_pairs(k, name, mf))
         if k.checked and k.worst > 1:
             findings.append(f"{where}: llama.cpp's rope output is {k.worst:.3g} x the float32 rounding bound away from "
                             f"the meant rotation (at {k.worst_at})")
@@ -518,6 +556,7 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
                              + ", ".join(f"{n} {_fmt(h)} (predicted {_fmt(w)})" for n, h, w in predicted))
                 break
     attention = _attention(run, meant, st, findings)
+    _attention_scale(run, mf, meant, attention, findings)
     verdict = "fail" if findings else "pass"
     if findings:
         reason = findings[0]
@@ -534,8 +573,25 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
         verdict=verdict, reason=reason, notes=notes, graph_seconds=run.wall_seconds)
 
 
+def _off_pairs(k: _Kind, kind: str, mf: ModelFile) -> str:
+    """Why a multi-section rope's pairs turn by another position than the token's: the section ggml puts them in."""
+    op = next(o for o in k.distinct.values() if o.pairing in MULTI_SECTION)
+    by_row: dict[int, list[int]] = {}
+    for pair, row in sorted(k.off_pairs.items()):
+        by_row.setdefault(row, []).append(pair)
+    parts = [f"pair{'s' if len(pairs) > 1 else ''} {_ranges(pairs)} by the {SECTION_NAMES[row]} position"
+             + (" (0 for text: llama.cpp fills the 4th row of a text token's positions with 0)" if row == 3 else "")
+             for row, pairs in by_row.items()]
+    return (f"{kind} layers ({op.name}): llama.cpp's multi-section rope ({op.pairing}, sections {list(op.sections)}) "
+            f"rotates {'; '.join(parts)}, where the model rotates every pair of a text token by its position: "
+            f"{mf.key(K.ROPE_DIMENSION_SECTIONS)} = {list(mf.keys_state.sections or op.sections)} leaves "
+            f"{'them' if len(k.off_pairs) > 1 else 'it'} out of the t, h and w sections")
+
+
 def _param_mismatch(op: RopeOp, freqs, meant: _Meant) -> bool:
-    if meant.n_rot != op.n_dims or (meant.pairing and op.pairing in MODELLED_MODES and op.pairing != meant.pairing):
+    if meant.n_rot != op.n_dims or (meant.mode and op.pairing in MODELLED_MODES and op.pairing != meant.mode):
+        return True
+    if op.pairing in MULTI_SECTION and meant.sections is not None and tuple(op.sections) != tuple(meant.sections):
         return True
     inv, mag = _op_frequencies(op)
     return bool(np.max(np.abs(inv / freqs[0][: op.n_dims // 2] - 1)) > PARAM_TOL or not _close(mag, freqs[1]))
@@ -544,8 +600,11 @@ def _param_mismatch(op: RopeOp, freqs, meant: _Meant) -> bool:
 def _effect(op: RopeOp, freqs, meant: _Meant) -> str:
     if meant.n_rot != op.n_dims:
         return f"it rotates {op.n_dims} dims where the file means {meant.n_rot}"
-    if meant.pairing and op.pairing in MODELLED_MODES and op.pairing != meant.pairing:
-        return f"it pairs dims as {op.pairing} where the architecture's weights are laid out for {meant.pairing}"
+    if meant.mode and op.pairing in MODELLED_MODES and op.pairing != meant.mode:
+        return (f"its rope mode is {op.pairing} where the architecture means {meant.mode} (the weights are laid out "
+                f"for {meant.pairing} pairs)")
+    if op.pairing in MULTI_SECTION and meant.sections is not None and tuple(op.sections) != tuple(meant.sections):
+        return f"its sections are {list(op.sections)} where the file says {list(meant.sections)}"
     inv, mag = _op_frequencies(op)
     rel = np.abs(inv / freqs[0][: op.n_dims // 2] - 1)
     bad = np.nonzero(rel > PARAM_TOL)[0]
@@ -588,6 +647,28 @@ def _attention(run, meant: _Meant, st: RopeState, findings: list[str]) -> dict:
     elif any(b != 0 for b in biases):
         findings.append(f"attention: llama.cpp adds an ALiBi bias (max_bias {biases}) where the file means {meant.encoding}")
     return out
+
+
+def _attention_scale(run, mf: ModelFile, meant: _Meant, out: dict, findings: list[str]) -> None:
+    """Where the rope setting moves the attention scale (deepseek2 folds YaRN's mscale^2 into it: LoaderArch.
+    kq_scale_mscale), each attention softmax's scale against 1/sqrt(key head) times the meant factor (the record's
+    method: rope.attention_scale; else the keys' reading)."""
+    st = mf.state
+    if not st.facts.kq_scale_mscale or meant.encoding != "rope":
+        return
+    want = attention_scale(meant.params) if meant.params is not None else mf.keys_state.attention_scale
+    head = st.key_length_mla or st.head_dim
+    ops = [a for a in run.attention if a.op == "FLASH_ATTN_EXT" or a.name.startswith("kq_soft_max")]
+    if not ops or not head:
+        return
+    got = [a.scale * math.sqrt(head) for a in ops]
+    out["attention_scale"] = {"meant": want, "llama_cpp": sorted({round(g, 7) for g in got})}
+    worst = max(got, key=lambda g: abs(g / want - 1))
+    if not _close(worst, want):
+        key = mf.key(K.ROPE_YARN_LOG_MUL)
+        findings.append(f"attention: llama.cpp scales the attention scores by {worst:.6g} x 1/sqrt({head}) where the file "
+                        f"means {want:.6g} (YaRN's mscale^2, which llama.cpp's {st.arch} takes from {key} and "
+                        f"{mf.key(K.ROPE_SCALING_ATTN_FACTOR)})")
 
 
 __all__ = ["probe_gguf", "ProbeReport", "KindResult", "PARAM_TOL"]

@@ -219,6 +219,24 @@ def test_a_grouped_query_fixture_s_kv_figure_is_llama_cpp_s(tmp_path):
     _kv_matches(tmp_path / "out.gguf", 16384, "f16", flash_attn=False)
 
 
+@pytest.mark.parametrize("name", ["deepseek-v3", "qwen35", "qwen3next", "lfm2", "gpt-oss", "smollm3"])
+def test_the_2025_26_fixtures_kv_figures_are_llama_cpp_s(name, tmp_path):
+    """Multi-head latent attention (deepseek2: K alone, the latent and the rope part), hybrids (only the attention
+    layers hold a KV cache: qwen35's and qwen3next's one in four, lfm2's layers with KV heads), gpt-oss's sliding
+    layers, smollm3's no-rope layers (which still cache): ropetool's figure against llama.cpp's log."""
+    source = tmp_path / f"{name}.gguf"  # gpt-oss's truncate: false has no key (docs/convert.md)
+    convert(fixture_dir(name), source, outtype="f32", approximate=name == "gpt-oss")
+    with ModelFile.open(source) as mf:
+        n_layer, recurrent = mf.state.n_layer, mf.state.recurrent_layers
+    for n in (1024, 4096):
+        for flash_attn in (True, False):
+            figures = _kv_matches(source, n, "f16", flash_attn=flash_attn)
+            layers = sum(c["layers"] for c in figures["caches"])
+            assert layers == n_layer - len(recurrent)
+    if recurrent:  # the fixture is a hybrid: some layers hold no cache
+        assert 0 < len(recurrent) < n_layer
+
+
 def test_inspect_shows_the_kv_figure_at_the_file_s_context_and_at_another(smollm2):
     for extra, n in (([], 8192), (["--context", "16384"], 16384)):
         proc = _run("inspect", smollm2, "--json", *extra)
@@ -278,11 +296,14 @@ def test_a_config_s_own_yarn_is_re_targeted(tmp_path):
         assert mf.record.params["original_context"] == original and mf.extended_context == 2048
 
 
-def test_a_qwen_without_a_recipe_gets_its_family_s_yarn(tmp_path):
-    assert "rope_scaling" not in json.loads((fixture_dir("qwen3") / "config.json").read_text())
-    result = extend(fixture_dir("qwen3"), 512, tmp_path / "out.gguf")
+@pytest.mark.parametrize("name", ["qwen3", "qwen35", "qwen3next"])
+def test_a_qwen_without_a_recipe_gets_its_family_s_yarn(name, tmp_path):
+    config = json.loads((fixture_dir(name) / "config.json").read_text())
+    text = config.get("text_config", config)  # Qwen 3.5 nests the text model
+    assert "rope_scaling" not in text and text["rope_parameters"]["rope_type"] == "default"
+    result = extend(fixture_dir(name), 512, tmp_path / "out.gguf")
     assert (result.setting.rule, result.setting.method) == ("family", "yarn") and "Qwen" in result.setting.why
-    assert result.setting.options == {"factor": 512 / 64} and result.probe.passed
+    assert result.setting.options == {"factor": 512 / text["max_position_embeddings"]} and result.probe.passed
 
 
 def test_a_gguf_already_extended_is_re_targeted_and_nothing_to_do_below_it(tmp_path):
@@ -364,7 +385,7 @@ def test_a_recipe_llama_cpp_cannot_compute_is_refused_naming_what_it_can(tmp_pat
     (folder / "config.json").write_text(json.dumps(config))
     err = _refused([folder, "--context", 65536], tmp_path, "cannot compute yarn exactly on qwen2", "--approximate",
                    "exact on qwen2 at factor 8 with their default parameters: yarn, ntk, dynamic-ntk, linear")
-    assert "nothing written" in err and "ignores yarn_beta_*" in err
+    assert "nothing written" in err and "beta_fast 2 cannot be written" in err and "whatever the file says" in err
     result = extend(folder, 65536, tmp_path / "approx.gguf", approximate=True)
     assert result.written and result.probe.passed and result.rope["exact"] is False
 

@@ -79,7 +79,7 @@ class RopeOp:
     """One GGML_OP_ROPE node as llama.cpp built and computed it."""
 
     name: str
-    layer: int | None  # from the node's name ("Qcur-3" -> 3)
+    layer: int | None  # from the node's name ("Qcur-3" -> 3), else from its input's (lfm2 leaves its rope nodes unnamed)
     role: str  # the name without the layer ("Qcur", "Kcur", ...)
     shape: tuple[int, ...]  # ne0 (head dim), ne1 (heads), ne2 (tokens), ne3
     dtype: str
@@ -258,6 +258,8 @@ class GraphReader:
         p = list(t.op_params)
         name = _name(t)
         role, layer = _split_name(name)
+        if layer is None and t.src[0]:  # an unnamed rope node (lfm2's): the layer of the node it rotates
+            role, layer = _split_name(_name(t.src[0].contents))
         return RopeOp(name=name, layer=layer, role=role, shape=tuple(int(t.ne[i]) for i in range(GGML_MAX_DIMS)),
                       dtype=TYPES.get(t.type, (str(t.type),))[0], n_dims=p[1], mode=p[2], n_ctx_orig=p[4],
                       freq_base=_f32(p[5]), freq_scale=_f32(p[6]), ext_factor=_f32(p[7]), attn_factor=_f32(p[8]),
