@@ -342,8 +342,10 @@ class EvalReport:
         return name, f"recommended: {name}: {why}; apply it with: {command}"
 
     def _identical(self, a: str, b: str) -> bool:
+        """Two settings whose passes gave the same numbers at every position (the same rope, e.g. ``none`` on a
+        plain file): said, not compared."""
         pa, pb = self.profiles.get(a), self.profiles.get(b)
-        return pa is not None and pb is not None and pa.by_position is pb.by_position
+        return pa is not None and pb is not None and np.array_equal(pa.by_position, pb.by_position, equal_nan=True)
 
     def to_list(self) -> list[dict]:
         best, _ = self.recommendation() if not self.partial else (None, "")
