@@ -196,11 +196,11 @@ def main() -> int:
                            stdout=subprocess.DEVNULL)
     r: dict = {}
     for label, env in (("as set here", CHILD_ENV), ("native kernels", NATIVE_ENV)):
-        r[f"check {label}"] = timed(ROPETOOL + ["check", str(bf16), "--json"], env, args.repeat)
+        r[f"check {label}"] = timed(ROPETOOL + ["check", str(bf16), "--end-to-end", "--json"], env, args.repeat)
         print(f"check ({label}): {r[f'check {label}']}", flush=True)
     r["llama alone"] = timed([sys.executable, "-c", LLAMA_ALONE, str(bf16), str(N_TOKENS)], None, args.repeat)
     print(f"llama.cpp alone: {r['llama alone']}", flush=True)
-    report = subprocess.run(ROPETOOL + ["check", str(bf16), "--json"], capture_output=True, text=True, env=NATIVE_ENV)
+    report = subprocess.run(ROPETOOL + ["check", str(bf16), "--end-to-end", "--json"], capture_output=True, text=True, env=NATIVE_ENV)
     r["report"] = json.loads(report.stdout)
     for label, env in (("as set here", CHILD_ENV), ("native kernels", NATIVE_ENV)):
         r[f"reference {label}"] = forward("reference", f32, work / "ref.npy", env)
@@ -219,7 +219,7 @@ def main() -> int:
         if not big.exists():
             write_7b_q4_k_m(big)
         r["7b size"] = big.stat().st_size
-        r["7b check"] = timed(ROPETOOL + ["check", str(big), "--tokens", str(args.tokens_7b), "--json"], NATIVE_ENV, 1)
+        r["7b check"] = timed(ROPETOOL + ["check", str(big), "--end-to-end", "--tokens", str(args.tokens_7b), "--json"], NATIVE_ENV, 1)
         r["7b llama"] = timed([sys.executable, "-c", LLAMA_ALONE, str(big), str(args.tokens_7b)], None, 1)
         print(f"7B: check {r['7b check']}, llama.cpp {r['7b llama']}", flush=True)
     r["total"] = time.perf_counter() - started

@@ -38,7 +38,6 @@ import numpy as np
 from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import dumps
 from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.lowering import lower
 from ropetool.llamacpp.runner import LlamaCpp, RunSizes, gib, llama_bytes, padded_context, preflight, refuse_past_memory, ticker
 from ropetool.llamacpp.state import LLAMA_CPP, RopeState, key_misreadings
 from ropetool.model import ModelFile
@@ -340,27 +339,10 @@ def _short(p: RopeParams) -> str:
 
 def _keys_vs_record(mf: ModelFile, params: RopeParams, model: ReferenceModel) -> str:
     """Name the keys that differ from what ropetool's lowering of the record writes."""
-    gf, st = mf.header, mf.state
-    try:
-        lowered = lower(params, st.facts, model.shapes.n_rot or 2, model.shapes.n_head, st.n_ctx_orig or 1, st.n_layer)
-    except RopetoolError:
-        return "the file's keys as llama.cpp reads them (they differ from ropetool's record)"
-    changed = []
-    for v in lowered.values:
-        have = gf.get(v.key)
-        if isinstance(v.value, float) and isinstance(have, float):
-            same = math.isclose(have, v.value, rel_tol=1e-6)
-        else:
-            same = have == v.value
-        if not same:
-            changed.append(f"{v.key} = {have} where the record means {v.value}")
-    for name in lowered.tensors:
-        if gf.tensor(name) is None:
-            changed.append(f"no {name}")
-    if st.sliding is not None and model.sliding_base is not None and not math.isclose(st.sliding.freq_base,
-                                                                                        model.sliding_base, rel_tol=1e-6):
-        changed.append(f"{mf.key(K.ROPE_FREQ_BASE_SWA)} = {st.sliding.freq_base:g} where the record means "
-                       f"{model.sliding_base:g}")
+    changed = [f"no {key}" if meant is None else
+               f"{key} = {have:g} where the record means {meant:g}" if key == mf.key(K.ROPE_FREQ_BASE_SWA) else
+               f"{key} = {have} where the record means {meant}"
+               for key, have, meant in mf.record_differences(params, model.shapes.n_rot, model.shapes.n_head)]
     detail = "; ".join(changed) if changed else "a rope key or tensor changed after ropetool wrote it"
     return f"the file's keys as llama.cpp reads them ({detail})"
 

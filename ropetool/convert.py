@@ -20,7 +20,7 @@ from gguf import GGMLQuantizationType as Q
 
 from ropetool.conversion import Plan, PlannedTensor, plan_conversion, rows_cols
 from ropetool.errors import RopetoolError
-from ropetool.io.checkpoint import TensorRef, checkpoint_dtype
+from ropetool.io.checkpoint import TensorRef, checkpoint_dtype, load_tensor
 from ropetool.io.encode import CHUNK_ELEMENTS, SCRATCH, encode_rows
 from ropetool.io.gguf_file import TensorOut, atomic_path, copy_range, create_temp, header_bytes, pwrite_all
 from ropetool.llamacpp.quantize import estimated_bytes, quantize_gguf
@@ -131,6 +131,11 @@ def _tasks(t: PlannedTensor, offset: int, fd: int, sources: dict[Path, int]) -> 
         return
     row_bytes = t.nbytes // rows
     step = max(1, CHUNK_ELEMENTS // cols)
+    if t.each is not None:  # a stack made one source at a time (one expert's matrix in memory per task)
+        per_source = t.nbytes // len(t.source)
+        for k, ref in enumerate(t.source):
+            yield functools.partial(_each_and_write, ref, t, fd, offset + k * per_source)
+        return
     if not t.streamed:
         flat = np.asarray(t.whole()).reshape(rows, cols)  # generated or transformed: computed whole
         for i in range(0, rows, step):
@@ -176,6 +181,15 @@ def _convert_and_write(src: int, ref: TensorRef, start: int, n: int, cols: int, 
     if rows_transform is not None:
         rows = rows_transform(rows)
     _encode_and_write(rows, qtype, fd, offset)
+
+
+def _each_and_write(ref: TensorRef, t: PlannedTensor, fd: int, offset: int) -> None:
+    """One source of a stack made by ``t.each`` (one expert's matrix), encoded a run of rows at a time."""
+    part = np.asarray(t.each(load_tensor(ref)), dtype=np.float32)
+    rows, cols = rows_cols(part.shape)
+    flat, row_bytes, step = part.reshape(rows, cols), t.nbytes // rows_cols(t.shape)[0], max(1, CHUNK_ELEMENTS // cols)
+    for i in range(0, rows, step):
+        _encode_and_write(flat[i:i + step], t.qtype, fd, offset + i * row_bytes)
 
 
 def _encode_and_write(rows: np.ndarray, qtype: Q, fd: int, offset: int) -> None:

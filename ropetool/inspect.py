@@ -183,10 +183,51 @@ def summarize_rope(model: ModelFile) -> dict:
     bits.append(pairs)
     if out["correction_range"] is not None:
         bits.append(f"YaRN ramp over pairs {out['correction_range'][0]}..{out['correction_range'][1]}")
+    if not st.key_length_mla and st.head_dim and d and d < st.head_dim:  # partial rotary (phi3, gptneox, glm4moe)
+        bits.append(f"rope on the first {d} of each head's {st.head_dim} dims (the other {st.head_dim - d} unrotated, "
+                    "whatever the setting)")
+    if st.key_length_mla and d and st.key_length_mla > d:
+        bits.append(f"rope on the last {d} of each head's {st.key_length_mla} key dims (multi-head latent attention: "
+                    "the rest and the values unrotated)")
     if abs(st.magnitude - 1) > 1e-7:
         bits.append(f"cos/sin scaled by {_fmt(st.magnitude)}")
+    if abs(st.attention_scale - 1) > 1e-7:
+        llama["attention_scale"] = nice(st.attention_scale)
+        bits.append(f"attention scores scaled by {_fmt(st.attention_scale)} (YaRN's mscale^2, which llama.cpp's "
+                    f"{st.arch} folds into the attention scale)")
     if out["rope_tensors"]:
         bits.append("tensors " + ", ".join(t["name"] + ("" if t["used"] else " (not loaded: llama.cpp refuses the file)") for t in out["rope_tensors"]))
+    if st.sections is not None:  # qwen35: a multi-section rope over the text tokens' one position
+        llama["sections"] = list(st.sections)
+        bits.append(f"{'interleaved ' if st.facts.rope_type == 'imrope' else ''}multi-section rope (sections "
+                    + ", ".join(f"{n} {v}" for n, v in zip("thwe", st.sections))
+                    + "; a text token has one position in t, h and w, so its pairs turn as NEOX rope's"
+                    + (")" if not st.unturned_pairs else
+                       f"; pairs {_ranges(st.unturned_pairs)} fall in the 4th section, at position 0 for text: they "
+                       "never turn)"))
+    if st.recurrent_layers:  # hybrid models: the recurrent layers have no attention, so no rope
+        rec = list(st.recurrent_layers)
+        llama["no_rope_layers"] = list(st.no_rope_layers)
+        llama["recurrent_layers"] = rec
+        llama["recurrent_kind"] = st.facts.recurrent.kind
+        attn = st.rope_layers
+        reach = ("the extension changes the attention layers only" if method != "none"
+                 else "an extension would change the attention layers only")
+        bits.append(f"rope in the {len(attn)} attention layer{'s' if len(attn) != 1 else ''} ({_ranges(attn)}) only: "
+                    f"{len(rec)} layer{'s' if len(rec) != 1 else ''} ({_ranges(rec)}) {'are' if len(rec) != 1 else 'is'} "
+                    f"{st.facts.recurrent.kind}, without rope (their recurrence carries the order); {reach}")
+    elif st.no_rope_layers:  # smollm3: the graph never rotates these layers, whatever the keys say
+        llama["no_rope_layers"] = list(st.no_rope_layers)
+        unroped = list(st.no_rope_layers)
+        bits.append(f"rope in layers {_ranges(st.rope_layers)} only: llama.cpp's {st.arch} graph skips every "
+                    f"{st.facts.no_rope_step}th layer ({'layer' if len(unroped) == 1 else 'layers'} {_ranges(unroped)}: "
+                    "no position information there, whatever the setting)")
+    t = st.temperature
+    if t is not None:  # mistral3: Llama 4's attention temperature, whose period is the original context
+        llama["attention_temperature"] = {"scale": nice(t.scale), "period": t.period, "period_source": t.period_source,
+                                          "offset": t.offset}
+        bits.append(f"queries scaled by 1 + {_fmt(t.scale)} ln(floor(position / {t.period}) + 1) after rope (Llama 4's "
+                    f"attention temperature; the period is {t.period_source} as llama.cpp reads it)")
     out["description"] = f"{words}: " + "; ".join(bits)
     sw = st.sliding
     if sw is not None:
@@ -349,6 +390,20 @@ def render_text(report: dict, full: bool = False) -> str:
         lines.append(f"  llama.cpp:  type {lc['scaling_type']} ({lc['scaling_type_source']}), freq_base {_fmt(lc['freq_base'])}, "
                      f"freq_scale {_fmt(lc['freq_scale'])}, n_rot {lc['n_rot']}, n_ctx_orig {lc['n_ctx_orig']}, "
                      f"ext_factor {_fmt(lc['ext_factor'])}")
+        if lc.get("attention_temperature"):
+            t = lc["attention_temperature"]
+            lines.append(f"  attn temp:  queries x (1 + {_fmt(t['scale'])} ln(floor(pos / {t['period']}) + 1)), period "
+                         f"from {t['period_source']}")
+        if lc.get("recurrent_layers"):
+            lines.append(f"  no rope:    {'layer' if len(lc['recurrent_layers']) == 1 else 'layers'} "
+                         f"{_ranges(lc['recurrent_layers'])} ({lc['recurrent_kind']}: no attention, no rope; a setting "
+                         "reaches the other layers only)")
+        elif lc.get("no_rope_layers"):
+            lines.append(f"  no rope:    {'layer' if len(lc['no_rope_layers']) == 1 else 'layers'} "
+                         f"{_ranges(lc['no_rope_layers'])} (llama.cpp's graph never rotates q and k there)")
+        if lc.get("sections"):
+            lines.append("  sections:   " + ", ".join(f"{n} {v}" for n, v in zip("thwe", lc["sections"]))
+                         + " (multi-section rope; text: every pair at the token's position)")
         sw = r.get("sliding_window")
         if sw:
             lines.append(f"  global:     layers {_ranges(sw['global_layers'])}: freq_base {_fmt(lc['freq_base'])}, "

@@ -76,9 +76,13 @@ RULES: dict[str, tuple[str, str]] = {
     "no-position-encoding": (WARNING, "llama.cpp's graph applies neither rope nor ALiBi at this block_count (baichuan: "
                                       "rope only at 32 layers, ALiBi only at 40): the model runs without positions"),
     "alibi-key-ignored": (WARNING, "attention.max_alibi_bias on an architecture that hard-codes the ALiBi bias"),
-    "context-length-mismatch": (WARNING, "context_length is not factor x original_context_length"),
+    "context-length-mismatch": (WARNING, "context_length is not factor x original_context_length (below it, llama-server "
+                                         "caps each slot's context at context_length)"),
     "sliding-window-past-training": (WARNING, "the sliding-window layers' window is longer than the trained context "
                                               "while their rope stays unscaled: they see distances they were not trained on"),
+    "temperature-period-from-context": (WARNING, "an attention temperature (mistral3) without "
+                                                 "rope.scaling.original_context_length: llama.cpp steps it every "
+                                                 "context_length tokens, not every trained context"),
     "legacy-scale-linear": (WARNING, "the legacy rope.scale_linear key (read only when rope.scaling.factor is missing)"),
     "factor-without-type": (WARNING, "a scaling factor without rope.scaling.type: llama.cpp defaults the type to linear"),
     "longrope-factors-missing": (WARNING, "scaling type longrope without rope_factors_long/short tensors"),
@@ -87,6 +91,54 @@ RULES: dict[str, tuple[str, str]] = {
                                    "some checks are skipped"),
 }
 
+
+# Hybrid models (issue 25): what a rope setting cannot reach.
+RULES.update({
+    "sections-leave-pairs-still": (WARNING, "a multi-section rope's rope.dimension_sections put some rotated pairs in "
+                                            "ggml's 4th section, which llama.cpp holds at position 0 for text: those "
+                                            "pairs never turn (transformers turns every pair by the token's position)"),
+    "no-attention-layer": (WARNING, "a hybrid model whose every layer is recurrent (no attention): no rope setting "
+                                    "reaches any layer"),
+    "extension-reaches-attention-only": (INFO, "a context extension on a hybrid model: it reaches the attention layers "
+                                               "only; the recurrent layers (linear attention, short convolution) have no "
+                                               "rope, and no setting changes them"),
+})
+
+
+def _hybrid_findings(model) -> list[Finding]:
+    st = model.state
+    out = []
+    if st.encoding != "rope":
+        return out
+    still = st.unturned_pairs
+    if still:
+        key = model.key(K.ROPE_DIMENSION_SECTIONS)
+        out.append(_f("sections-leave-pairs-still",
+                      f"{key} = {list(st.sections)} puts pair{'s' if len(still) > 1 else ''} {_pairs(still)} of the "
+                      f"{st.n_rot // 2} rotated pairs in the 4th section, which llama.cpp holds at position 0 for text: "
+                      f"{'they' if len(still) > 1 else 'it'} never turn{'' if len(still) > 1 else 's'}", key))
+    rec = st.recurrent_layers
+    if rec and st.n_layer and len(rec) >= st.n_layer:
+        out.append(_f("no-attention-layer", f"every one of the {st.n_layer} layers is {st.facts.recurrent.kind} in "
+                                            f"llama.cpp's {st.arch}: no rope setting reaches any layer",
+                      model.key(K.BLOCK_COUNT)))
+    elif rec and model.meant.method not in ("none", "unknown"):
+        out.append(_f("extension-reaches-attention-only",
+                      f"{model.meant.method} reaches the {len(st.rope_layers)} attention layer"
+                      f"{'s' if len(st.rope_layers) != 1 else ''} ({_pairs(st.rope_layers)}) only: layers {_pairs(list(rec))} "
+                      f"are {st.facts.recurrent.kind}, without rope: the setting does not change them"))
+    return out
+
+
+def _pairs(idx: list[int]) -> str:
+    out, i = [], 0
+    while i < len(idx):
+        j = i
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+            j += 1
+        out.append(str(idx[i]) if i == j else f"{idx[i]}-{idx[j]}")
+        i = j + 1
+    return ",".join(out)
 
 
 def _f(rule: str, message: str, key: str | None = None) -> Finding:
@@ -141,7 +193,7 @@ def lint_file(model) -> list[Finding]:
         if not any(p.key == what for p in key_issues):
             out.append(_f("implausible-value", f"{what}: {why}", what))
     if not any(p.rule in ("wrong-key-type", "implausible-value", "shape-mismatch", "rope-dim-mismatch") for p in key_issues):
-        out += _family_findings(gf, arch)
+        out += _family_findings(gf, arch, st.recurrent_layers)
     record = model.record
     method, params = (record.method, record.params) if record is not None else (None, {})
     if method == "llama3" and not st.rope_freqs_used:
@@ -172,7 +224,9 @@ def lint_file(model) -> list[Finding]:
         if ctx != want:
             out.append(_f("context-length-mismatch",
                           f"{key(K.CONTEXT_LENGTH)} = {ctx} but factor {factor:g} x original {orig} = {want}: "
-                          f"llama.cpp treats {ctx} as the trained context", key(K.CONTEXT_LENGTH)))
+                          f"llama.cpp treats {ctx} as the trained context"
+                          + (f", and llama-server caps each slot's context at {ctx}" if ctx < want else ""),
+                          key(K.CONTEXT_LENGTH)))
     elif isinstance(orig, int) and isinstance(ctx, int) and not isinstance(orig, bool) and ctx < orig:
         out.append(_f("context-length-mismatch",
                       f"{key(K.CONTEXT_LENGTH)} = {ctx} is below the original context {orig}", key(K.CONTEXT_LENGTH)))
@@ -183,6 +237,13 @@ def lint_file(model) -> list[Finding]:
                       f"{sw.count} sliding-window layers attend over {sw.window} tokens with their rope unscaled (base "
                       f"{sw.freq_base:g}), but the model was trained on {st.n_ctx_orig}: past that distance they run "
                       "untrained", key(K.SLIDING_WINDOW)))
+    temp = st.temperature
+    if temp is not None and temp.period_source == "context_length":
+        out.append(_f("temperature-period-from-context",
+                      f"{key(K.ATTENTION_TEMPERATURE_SCALE)} = {temp.scale:g} without {key(K.ROPE_SCALING_ORIG_CTX)}: "
+                      f"llama.cpp's {arch} steps the queries' temperature every {temp.period} tokens (context_length); "
+                      "transformers steps it every original context, so an extended context_length moves it",
+                      key(K.ROPE_SCALING_ORIG_CTX)))
     if has(K.ROPE_SCALE_LINEAR):
         legacy = gf.get(key(K.ROPE_SCALE_LINEAR))
         extra = (f"; {key(K.ROPE_SCALING_FACTOR)} = {factor:g} wins" if isinstance(factor, float) and factor
@@ -212,12 +273,13 @@ def lint_file(model) -> list[Finding]:
         out.append(_f("unknown-architecture",
                       f"llama.cpp (as ropetool knows it) has no architecture {arch}: rope tensors are assumed loaded "
                       "and set-rope assumes no rope_freqs/longrope support", K.ARCHITECTURE))
+    out += _hybrid_findings(model)
     order = list(RULES)
     out.sort(key=lambda x: order.index(x.id))
     return out
 
 
-def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
+def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
     """For an architecture ropetool has a family for: the tensors its llama.cpp loader requires, and each
     tensor's shape against the shape keys (llama.cpp refuses a file where either is wrong)."""
     from ropetool.families import Dims, family_for_arch
@@ -229,7 +291,9 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
         return []
     names = {t.name for t in gf.tensors}
     n_expert = first_int(gf, K.k(K.EXPERT_COUNT, arch)) or 0
-    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0) if n not in names]
+    dense_lead = (first_int(gf, K.k(K.LEADING_DENSE_BLOCK_COUNT, arch)) or 0) if family.dense_lead_key else 0
+    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0, dense_lead=dense_lead, recurrent=recurrent)
+               if n not in names]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         return [_f("missing-tensor", f"no {', '.join(missing[:3])}{more}: llama.cpp's {arch} loader requires "
@@ -253,13 +317,27 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
     if any(gf.fields[K.k(t, arch)].is_array for t in K.PER_LAYER if K.k(t, arch) in gf.fields):
         return []  # per-layer sizes: not a family ropetool converts
     head_dim = get(K.KEY_LENGTH) or n_embd // n_head
+    head_dim_v = get(K.VALUE_LENGTH) or head_dim
+    mla = {}
+    if family.mla:  # the decompressed heads (the *_mla sizes; key_length is llama.cpp's MQA view of the latent)
+        head_dim, head_dim_v = get(K.KEY_LENGTH_MLA) or head_dim, get(K.VALUE_LENGTH_MLA) or head_dim_v
+        mla = {"n_lora_q": get(K.Q_LORA_RANK) or 0, "n_lora_kv": get(K.KV_LORA_RANK) or 0,
+               "head_dim_rope": get(K.ROPE_DIMENSION_COUNT) or 0}
     used = get(K.EXPERT_USED_COUNT) or 1
     # llama.cpp's experts: llama sizes them by feed_forward_length; the others by expert_feed_forward_length,
     # else n_ff / expert_used_count; a shared expert by its own length, else n_ff.
     n_ff_exp = n_ff if family.moe == "optional" else (get(K.EXPERT_FEED_FORWARD_LENGTH) or n_ff // used)
+    # deepseek2's shared experts: expert_shared_count of n_ff_exp each
+    n_ff_shexp = n_ff_exp * (get(K.EXPERT_SHARED_COUNT) or 0) if family.shared_experts_key else (
+        get(K.EXPERT_SHARED_FEED_FORWARD_LENGTH) or n_ff)
+    hybrid = {}
+    if family.linear_attention:  # the Gated DeltaNet's sizes as llama.cpp's loader takes them (ssm.*)
+        state = get(K.SSM_STATE_SIZE) or 0
+        hybrid = {"n_lin_k_heads": get(K.SSM_GROUP_COUNT) or 0, "n_lin_v_heads": get(K.SSM_TIME_STEP_RANK) or 0,
+                  "lin_head_k": state, "lin_head_v": state, "conv_kernel": get(K.SSM_CONV_KERNEL) or 0}
     dims = Dims(n_embd, n_head, get(K.HEAD_COUNT_KV) or n_head, head_dim, n_ff,
-                tokens.count if tokens is not None and tokens.is_array else embd.shape[1], get(K.VALUE_LENGTH) or head_dim,
-                n_expert=n_expert, n_ff_exp=n_ff_exp, n_ff_shexp=get(K.EXPERT_SHARED_FEED_FORWARD_LENGTH) or n_ff)
+                tokens.count if tokens is not None and tokens.is_array else embd.shape[1], head_dim_v,
+                n_expert=n_expert, n_ff_exp=n_ff_exp, n_ff_shexp=n_ff_shexp, **mla, **hybrid)
     shapes = family.tensor_shapes(dims)
     out = []
     for t in gf.tensors:
@@ -267,7 +345,8 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
         want = shapes.get(parts[-2]) if len(parts) > 1 else None  # any name: one llama.cpp never loads is its own finding
         if want is None:
             continue
-        want = tuple(reversed(want[:1] if t.name.endswith(".bias") else want))  # ggml order
+        # a bias has one value per row (per expert's row for a stack of experts); ggml order
+        want = tuple(reversed(want[:-1] if t.name.endswith(".bias") and len(want) > 1 else want))
         if tuple(t.shape) != want:
             out.append(_f("shape-mismatch",
                           f"{t.name} has shape {list(t.shape)} but the keys (embedding {n_embd}, {n_head} heads of "
@@ -278,7 +357,7 @@ def _family_findings(gf: GGUFFile, arch: str) -> list[Finding]:
 
 
 def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict) -> list[Finding]:
-    from ropetool.rope import alibi_slopes, make_params, rope_frequencies
+    from ropetool.rope import alibi_slopes, attention_scale, make_params, rope_frequencies
 
     try:
         p = make_params(method, **params)
@@ -318,6 +397,11 @@ def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict)
                    f"{K.RT_SLIDING_BASE} is {recorded:g} but llama.cpp gives the sliding-window layers base "
                    f"{st.sliding.freq_base:g} ({st.sliding.freq_base_source}): a key was changed after ropetool wrote it",
                    K.RT_SLIDING_BASE)]
+    scale = attention_scale(p)
+    if st.facts.kq_scale_mscale and abs(st.attention_scale / scale - 1) > tol:
+        return [_f("provenance-mismatch",
+                   f"{K.RT_METHOD} is {method} ({_short(p)}), which scales attention by {scale:.6g}, but llama.cpp's {st.arch} "
+                   f"scales it by {st.attention_scale:.6g}: a rope key was changed after ropetool wrote it", K.RT_METHOD)]
     mag_err = abs(st.magnitude / want_attn - 1)
     if mag_err > tol:
         return [_f("provenance-mismatch",

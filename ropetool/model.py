@@ -15,6 +15,7 @@ llama-server and ollama cap a context at.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,11 +26,11 @@ from ropetool.io.gguf_file import GGUFFile, NewValue
 from ropetool.lint import ERROR, Finding, lint_file
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import LoaderArch, loader
-from ropetool.llamacpp.lowering import Lowered, lower_for_llama_cpp
+from ropetool.llamacpp.lowering import Lowered, lower, lower_for_llama_cpp
 from ropetool.llamacpp.provenance import Record, read_record
 from ropetool.llamacpp.readback import Named, infer_method, meant_method
 from ropetool.llamacpp.state import KEYS, LLAMA_CPP, RopeState, read_state
-from ropetool.rope import ALIBI_METHODS, RopeParams, make_params
+from ropetool.rope import ALIBI_METHODS, RopeParams, kept_parameters, make_params
 
 
 def trained_context(meant_original: object, orig_key: object, context_length: object) -> int | None:
@@ -157,6 +158,41 @@ class ModelFile:
         """lint's findings (what llama.cpp refuses, ignores or defaults), in rule order."""
         return lint_file(self)
 
+    @property
+    def meant_sliding_base(self) -> float | None:
+        """The base the sliding-window layers are meant to have: ropetool's record of it, else their own key's;
+        None: they take the global base (or the model has no sliding-window layers)."""
+        sw = self.state.sliding
+        if sw is None:
+            return None
+        recorded = self.header.get(K.RT_SLIDING_BASE)
+        if isinstance(recorded, float) and self.meant.source == "ropetool":
+            return float(recorded)
+        return sw.freq_base if sw.freq_base_source != "global" else None
+
+    def record_differences(self, params: RopeParams, n_rot: int | None = None, n_head: int | None = None) -> list[tuple]:
+        """The keys and rope tensors that differ from what ropetool's lowering of ``params`` (the record's
+        method) writes for this model, as (key or tensor name, the file's value or None, the record's value or
+        None); empty when they are the ones ropetool writes (or it cannot lower them)."""
+        st = self.state
+        try:
+            lowered = lower(params, st.facts, n_rot or st.n_rot or 2, n_head or st.n_head or 1, st.n_ctx_orig or 1,
+                            st.n_layer)
+        except RopetoolError:
+            return []
+        out = []
+        for v in lowered.values:
+            have = self.header.get(v.key)
+            same = (math.isclose(have, v.value, rel_tol=1e-6) if isinstance(v.value, float) and isinstance(have, float)
+                    else have == v.value)
+            if not same:
+                out.append((v.key, have, v.value))
+        out.extend((name, None, None) for name in lowered.tensors if self.header.tensor(name) is None)
+        base = self.meant_sliding_base
+        if st.sliding is not None and base is not None and not math.isclose(st.sliding.freq_base, base, rel_tol=1e-6):
+            out.append((self.key(K.ROPE_FREQ_BASE_SWA), st.sliding.freq_base, base))
+        return out
+
     # -- a new rope setting ---------------------------------------------------------------------
 
     def rope_edit(self, method: str, options: dict, *, approximate: bool = False) -> "RopeEdit":
@@ -195,6 +231,8 @@ class ModelFile:
                                     f"{ntk.params['base']:g}); set-rope starts from freq_base as the base: pass "
                                     f"--freq-base {ntk.params['base']:g} to start from the original")
         values.setdefault("original_context", trained)
+        for name, value in kept_parameters(method, self.meant.rope).items():  # DeepSeek's YaRN temperature
+            values.setdefault(name, value)
         if method == "longrope":
             for opt, table, tname in (("short_factor", st.short_factors, K.ROPE_FACTORS_SHORT_TENSOR),
                                       ("long_factor", st.long_factors, K.ROPE_FACTORS_LONG_TENSOR)):
@@ -265,3 +303,4 @@ def lint_gguf(path: str | os.PathLike) -> list[Finding]:
     """lint's findings for a GGUF file; a RopetoolError when the file cannot be parsed at all."""
     with ModelFile.open(path) as model:
         return model.findings
+

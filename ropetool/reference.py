@@ -21,7 +21,9 @@ experts             a mixture (``expert_count`` > 0: mixtral as llama, qwen2moe,
                     top ``expert_used_count`` SwiGLU experts, renormalised where ``family.moe_norm_topk``; a
                     shared expert with a sigmoid gate where ``ffn_gate_inp_shexp`` exists (qwen2moe)
 biases              added wherever a ``.bias`` tensor exists (qwen2 q/k/v, all of bloom's)
-q/k norms           RMSNorm over each head when ``attn_q_norm``/``attn_k_norm`` exist (qwen3), before rope
+q/k norms           RMSNorm over each head when ``attn_q_norm``/``attn_k_norm`` exist (qwen3), before rope; over
+                    the whole projection where ``family.qk_norm`` is "projection" (olmo2)
+pre-norms           ``attn_norm`` / ``ffn_norm`` where they exist; olmo2 has neither (only the post-norms)
 fused qkv           ``attn_qkv`` rows are [q; k; v] (the converter already regrouped bloom's per-head layout)
 rope pairing        ``arch.pairing``: "normal" rotates (x[2i], x[2i+1]) (llama after the converter's
                     Q/K permutation), "neox" rotates (x[i], x[i + n_rot/2]); only the first
@@ -37,6 +39,8 @@ gemma               ``family.embed_scale`` (embeddings x sqrt(n_embd)); ``post_a
 sliding layers      ``self.sliding`` (llama.cpp's reading of the file, ``LoaderArch.sliding``): those layers mask
                     keys ``window`` or more positions back and rotate with their own base (see
                     ``sliding_frequencies``)
+temperature         ``LoaderArch.attn_temperature`` (mistral3): queries x 1 + scale ln(floor(p / period) + 1) after rope
+no-rope layers      ``LoaderArch.no_rope_layers`` (smollm3: every 4th): q and k are not rotated there
 ==================  ===================================================================================
 
 The rope settings: when the file carries ropetool's record (``ropetool.rope.method`` and
@@ -63,7 +67,7 @@ from ropetool.errors import RopetoolError
 from ropetool.families import Family
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.provenance import read_record
-from ropetool.llamacpp.state import RopeState, sliding_state
+from ropetool.llamacpp.state import RopeState, sliding_state, temperature_state
 from ropetool.model import ModelFile, trained_context
 from ropetool.rope import RopeParams, alibi_slopes, make_params, rope_frequencies
 
@@ -364,6 +368,9 @@ class ReferenceModel:
     """A decoder's shapes, position encoding and (lazily read) weights, and the forward pass over them."""
 
     def __init__(self, family: Family, kv: dict, weights, file_rope: FileRope, source: str = ""):
+        if not family.reference:
+            raise RopetoolError(f"ropetool's reference forward pass does not run {family.arch}: its attention or "
+                                "feed-forward is not among the reference's blocks")
         self.family = family
         self.facts = family.loader
         self.source = source
@@ -372,6 +379,10 @@ class ReferenceModel:
         self.shapes = shapes_from_keys(family, kv, self.alibi)
         self.weights = weights
         self._orig_ctx_key = kv.get(K.k(K.ROPE_SCALING_ORIG_CTX, family.arch))
+        # mistral3: the queries' attention temperature, whose period is the original context (llama.cpp's reading)
+        self.temperature = None if self.alibi else temperature_state(
+            self.facts, kv.get(K.k(K.ATTENTION_TEMPERATURE_SCALE, family.arch)), self._orig_ctx_key,
+            self.shapes.context_length)
         # Sliding-window layers (gemma2, gemma3): which, their window, and their base (the record's when ropetool
         # wrote one, else the keys'); their rope otherwise follows the architecture's rule (see sliding_frequencies).
         base = kv.get(K.k(K.ROPE_FREQ_BASE, family.arch), 10000.0)
@@ -472,10 +483,13 @@ class ReferenceModel:
         s = self.shapes
         names = set(self.weights.names())
         need = [tensor_name(TENSOR.TOKEN_EMBD), tensor_name(TENSOR.OUTPUT_NORM)]
+        block = self.family.block_tensors
+        pre = [TENSOR.ATTN_NORM] if "attn_norm.weight" in block else []  # olmo2: post-norms only
+        # a parallel block may take its feed-forward input from attn_norm (falcon)
+        pre += [TENSOR.FFN_NORM] if "ffn_norm.weight" in block and not s.parallel else []
+        post = [TENSOR.ATTN_POST_NORM, TENSOR.FFN_POST_NORM] if not pre else []
         for il in range(s.n_layer):
-            need += [tensor_name(TENSOR.ATTN_NORM, il), tensor_name(TENSOR.ATTN_OUT, il)]
-            if not s.parallel:  # a parallel block may take its feed-forward input from attn_norm (falcon)
-                need.append(tensor_name(TENSOR.FFN_NORM, il))
+            need += [tensor_name(kind, il) for kind in (*pre, *post, TENSOR.ATTN_OUT)]
             if tensor_name(TENSOR.ATTN_QKV, il) not in names:
                 need += [tensor_name(TENSOR.ATTN_Q, il), tensor_name(TENSOR.ATTN_K, il), tensor_name(TENSOR.ATTN_V, il)]
             if s.n_expert:
@@ -587,16 +601,19 @@ class ReferenceModel:
             x0 = norm(x0, self._w(TENSOR.TOKEN_EMBD_NORM, None, dtype=dtype), self._w(TENSOR.TOKEN_EMBD_NORM, None, "bias", dtype), s.eps)
         xs = [x0[:n].copy() for n in lengths]
         del x0
+        unroped = set(self.facts.no_rope_layers(s.n_layer))
+        no_trig = [None] * len(settings)
         for il in range(s.n_layer):
             slides = self.sliding is not None and self.sliding.layers[il]
             window = self.sliding.window if slides else None
+            layer_trig = no_trig if il in unroped else trig_sliding if slides else trig
             if s.parallel:  # x + attn(norm(x)) + ffn(norm'(x)): the feed-forward reads the block's input
                 inputs = [x.copy() for x in xs]
-                self._attention_block(il, xs, settings, trig_sliding if slides else trig, norm, dtype, window)
+                self._attention_block(il, xs, settings, layer_trig, norm, dtype, window)
                 self._ffn_block(il, xs, norm, dtype, inputs)
                 del inputs
             else:
-                self._attention_block(il, xs, settings, trig_sliding if slides else trig, norm, dtype, window)
+                self._attention_block(il, xs, settings, layer_trig, norm, dtype, window)
                 self._ffn_block(il, xs, norm, dtype)
             if progress is not None:  # progress(layers done, layers)
                 progress(il + 1, s.n_layer)
@@ -639,11 +656,14 @@ class ReferenceModel:
         kn = w(TENSOR.ATTN_K_NORM) if self._has(TENSOR.ATTN_K_NORM, il) else None
         outs = []
         for x, setting, cs in zip(xs, settings, trig):
-            qkv = linear(norm(x, nw, nb, s.eps), qkv_w, qkv_b)
+            qkv = linear(x if nw is None else norm(x, nw, nb, s.eps), qkv_w, qkv_b)  # olmo2: no norm before
             if s.clamp_kqv:  # mpt's clip_qkv, after the bias (llama.cpp's build_qkv)
                 np.clip(qkv, -s.clamp_kqv, s.clamp_kqv, out=qkv)
             q, k, v = np.split(qkv, [H * d, H * d + Hkv * d], axis=-1)
-            outs.append(self._attend(q, k, v, setting, cs, qn, kn, window))
+            if qn is not None and self.family.qk_norm == "projection":  # olmo2: over the whole projection
+                q, k = rms_norm(q, qn, None, s.eps), rms_norm(k, kn, None, s.eps)
+            heads = self.family.qk_norm == "head"
+            outs.append(self._attend(q, k, v, setting, cs, qn if heads else None, kn if heads else None, window))
         del qkv_w, qkv_b
         ow, ob = w(TENSOR.ATTN_OUT), w(TENSOR.ATTN_OUT, suffix="bias")
         post = w(TENSOR.ATTN_POST_NORM) if self._has(TENSOR.ATTN_POST_NORM, il) else None  # gemma: normed again before the residual
@@ -689,6 +709,8 @@ class ReferenceModel:
         if cs is not None:
             q = rotate(q, cs[0], cs[1], s.n_rot, self.facts.pairing)
             k = rotate(k, cs[0], cs[1], s.n_rot, self.facts.pairing)
+        if self.temperature is not None:  # after rope, as llama.cpp's mistral3 graph scales Qcur
+            q = q * self.temperature.factors(np.arange(n))[None, :, None].astype(q.dtype)
         g = H // Hkv  # GQA: query head h reads kv head h // g
         q = np.ascontiguousarray(q.reshape(Hkv, g, n, d)) * np.asarray(1.0 / math.sqrt(self._query_dim), dtype=q.dtype)
         kt = np.ascontiguousarray(k.transpose(0, 2, 1))  # [Hkv, d, n]
@@ -735,7 +757,8 @@ class ReferenceModel:
         for i, x in enumerate(xs):  # position-wise: a chunk of positions at a time bounds the intermediate activations
             src = x if inputs is None else inputs[i]
             for start in range(0, x.shape[0], POSITION_CHUNK):
-                h = norm(src[start:start + POSITION_CHUNK], nw, nb, s.eps)
+                h = src[start:start + POSITION_CHUNK]
+                h = h if nw is None else norm(h, nw, nb, s.eps)  # olmo2: no norm before
                 u = linear(h, up, upb)
                 if ffn in ("swiglu", "swiglu-fused"):  # [gate; up], gate first
                     g, u = np.split(u, 2, axis=-1)

@@ -25,7 +25,9 @@ def fixture_dir(name: str) -> Path:
 
 
 def fixture_config(name: str) -> dict:
-    return json.loads((FIXTURES / name / "config.json").read_text())
+    """A fixture's config.json; a composite one (Qwen 3.5's released layout) with its text model's values on top."""
+    config = json.loads((FIXTURES / name / "config.json").read_text())
+    return {**config, **config["text_config"]} if isinstance(config.get("text_config"), dict) else config
 
 
 def token_ids(n: int, vocab: int, seed: int = 0) -> list[int]:
@@ -58,6 +60,12 @@ def is_gemma(name: str) -> bool:
     return str(fixture_config(name).get("model_type", "")).startswith("gemma")
 
 
+def post_normed(name: str) -> bool:
+    """Whether each block's output is normed before the residual (gemma's post-norms, olmo2's only norms): a
+    weight's rounding then reaches the logits undiluted."""
+    return is_gemma(name) or fixture_config(name).get("model_type") == "olmo2"
+
+
 class _GgmlGelu:
     """GELU as llama.cpp computes it on the CPU: through a table of float16 inputs and outputs (GGML_GELU_FP16,
     ggml-cpu/vec.h), so the input and the result are rounded to float16 (tanh approximation)."""
@@ -86,6 +94,11 @@ def tanh_gelu_(model) -> None:
                 setattr(module, attr, torch.nn.GELU(approximate="tanh"))
 
 
+# Kept float32 in a GGUF of any type (routers; biases, 2-D for a stack of experts), as llama.cpp's converter keeps them.
+UNROUNDED = ("mlp.gate.weight", "block_sparse_moe.gate.weight", "mlp.router.weight", "bias")
+TRANSPOSED_EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")  # gpt-oss's experts, x @ W
+
+
 @functools.lru_cache(maxsize=64)
 def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_as: str | None,
                ggml_gelu: bool = False) -> np.ndarray:
@@ -96,6 +109,7 @@ def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_a
     if getattr(config, "max_seq_len", None) is not None:  # MPT builds its ALiBi bias for max_seq_len positions only
         config.max_seq_len = max(config.max_seq_len, len(ids))
     if rope_json is not None:
+        config = getattr(config, "text_config", None) or config  # a composite config: its text model's rope
         config.rope_parameters = json.loads(rope_json)
         if getattr(config, "head_dim", 0) is None:  # MixtralConfig keeps head_dim None, which yarn's init multiplies
             config.head_dim = config.hidden_size // config.num_attention_heads
@@ -107,7 +121,9 @@ def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_a
                 layer.mlp.act_fn = _GgmlGelu()
         if weights_as is not None:
             for pname, param in model.named_parameters():
-                if param.ndim >= 2 and not pname.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight")):
+                if pname.endswith(TRANSPOSED_EXPERTS):  # stored [in, out] per expert: ggml's rows are the columns
+                    param.copy_(_stored_as(param.data.transpose(-1, -2), weights_as).transpose(-1, -2))
+                elif param.ndim >= 2 and not pname.endswith(UNROUNDED):
                     param.copy_(_stored_as(param.data, weights_as))
         return model(torch.tensor([list(ids)])).logits[0].double().numpy()
 
@@ -163,7 +179,10 @@ def llama_cpp_logits(path, ids, f32_kv: bool = True, n_ctx: int = 512) -> np.nda
     """llama.cpp's logits for every position (CPU)."""
     import llama_cpp
 
+    from ropetool.llamacpp import runner
+
     _plain_weight_buffers()
+    runner.RAN_IN_PROCESS = True  # llama.cpp's OpenMP pool now lives here: a probe must not fork (llamacpp/isolate.py)
 
     kwargs = dict(type_k=0, type_v=0) if f32_kv else {}
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(n_ctx, len(ids)), n_batch=max(n_ctx, len(ids)),

@@ -117,7 +117,7 @@ def test_ignored_yarn_beta_fast_fails_and_is_named(tmp_path):
     assert check_gguf(plain, n_tokens=200).verdict == "pass"
     snapshot.check("beta-fast-8", check_gguf(beta8, n_tokens=200))
     snapshot.inspect("beta-fast-8", beta8)
-    result = CliRunner().invoke(cli, ["check", str(beta8), "--tokens", "200"])
+    result = CliRunner().invoke(cli, ["check", str(beta8), "--end-to-end", "--tokens", "200"])
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output and "llama.rope.scaling.yarn_beta_fast" in result.output
 
@@ -127,7 +127,7 @@ def test_check_cli_json_and_text(tmp_path):
     convert(fixture_dir("qwen2"), out, outtype="f32")
     text = tmp_path / "t.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 12)
-    result = CliRunner().invoke(cli, ["check", str(out), "--text", str(text), "--json"])
+    result = CliRunner().invoke(cli, ["check", str(out), "--end-to-end", "--text", str(text), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["verdict"] == "pass" and report["method"] == "yarn" and report["n_tokens"] > 64

@@ -46,6 +46,10 @@ def yarn(factor=4.0, orig=1024):
     return f
 
 
+def _temperature(w):
+    w.add_float32(K.k(K.ATTENTION_TEMPERATURE_SCALE, "mistral3"), 0.1)
+
+
 def provenance(method: str, params: dict):
     def f(w):
         w.add_string(K.RT_METHOD, method)
@@ -197,6 +201,11 @@ CASES = {
         lambda t: build(t / "x.gguf", ctx=4096, extra=yarn(4.0, 1024)),
     ),
     "sliding-window-past-training": (lambda t: _gemma3_window(t, 128), lambda t: _gemma3_window(t, 32)),
+    # mistral3's attention temperature: its period is rope.scaling.original_context_length, else context_length
+    "temperature-period-from-context": (
+        lambda t: build(t / "x.gguf", "mistral3", extra=_temperature),
+        lambda t: build(t / "x.gguf", "mistral3", extra=both(_temperature, lambda w: w.add_rope_scaling_orig_ctx_len(1024))),
+    ),
     "legacy-scale-linear": (
         lambda t: build(t / "x.gguf", extra=lambda w: w.add_float32(key(K.ROPE_SCALE_LINEAR), 2.0)),
         lambda t: build(t / "x.gguf", extra=lambda w: (w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR),
@@ -212,6 +221,27 @@ CASES = {
     # An architecture name llama.cpp does not know (every name it knows has a loader record).
     "unknown-architecture": (lambda t: build(t / "x.gguf", "future-arch"), lambda t: build(t / "x.gguf", "llama")),
 }
+
+
+# Hybrid models (issue 25), on the qwen35 fixture: a multi-section rope's sections that leave a pair at position 0, a
+# file whose every layer is recurrent, and an extension (which reaches the attention layers only).
+def _qwen35(t, sections=None, recurrent=None, **rope):
+    out = t / "q.gguf"
+    convert(fixture_dir("qwen35"), out, outtype="f32", **rope)
+    edits = ([f"qwen35.rope.dimension_sections=arr[i32]:{sections}"] if sections else []) + (
+        [f"qwen35.attention.recurrent_layers=arr[bool]:{recurrent}"] if recurrent else [])
+    if edits:
+        set_keys(out, edits, t / "e.gguf", force=True)
+        return t / "e.gguf"
+    return out
+
+
+CASES.update({
+    "sections-leave-pairs-still": (lambda t: _qwen35(t, sections="3,2,3,0"), lambda t: _qwen35(t, sections="3,3,2,0")),
+    "no-attention-layer": (lambda t: _qwen35(t, recurrent="true,true,true,true"),
+                           lambda t: _qwen35(t, recurrent="true,true,true,false")),
+    "extension-reaches-attention-only": (lambda t: _qwen35(t, method="yarn", factor=4.0), lambda t: _qwen35(t)),
+})
 
 
 def test_every_rule_has_cases():
@@ -298,6 +328,40 @@ def test_llama_cpp_ignores_yarn_beta_fast_on_llama(tmp_path, llama_f32):
     b = _edited(llama_f32, tmp_path / "b.gguf", base + [f"{key(R.SCALING_YARN_BETA_FAST)}=f32:32"])
     np.testing.assert_array_equal(llama_cpp_logits(a, ids), llama_cpp_logits(b, ids))
     assert any(f.id == "ignored-key" for f in lint_gguf(a))
+
+
+def test_ignored_beta_keys_name_the_values_llama_cpp_uses(tmp_path, llama_f32):
+    """The warning says what llama.cpp uses instead: the values in its own rope ops (read from its graph)."""
+    from ropetool.llamacpp.graph import run_graph
+
+    base = [f"{key(R.SCALING_TYPE)}=str:yarn", f"{key(R.SCALING_FACTOR)}=f32:4", f"{key(R.SCALING_ORIG_CTX_LEN)}=u32:64",
+            f"{key(gguf.Keys.LLM.CONTEXT_LENGTH)}=u32:256"]
+    a = _edited(llama_f32, tmp_path / "a.gguf", base + [f"{key(R.SCALING_YARN_BETA_FAST)}=f32:8",
+                                                        f"{key(R.SCALING_YARN_BETA_SLOW)}=f32:2"])
+    op = run_graph(a, [0], 4).ropes[0]
+    said = {f.key: f.message for f in lint_gguf(a) if f.id == "ignored-key"}
+    assert said[key(R.SCALING_YARN_BETA_FAST)].endswith(f": it uses {op.beta_fast:g}")
+    assert said[key(R.SCALING_YARN_BETA_SLOW)].endswith(f": it uses {op.beta_slow:g}")
+
+
+def test_context_length_left_at_the_trained_length_names_the_cap(tmp_path, llama_f32):
+    """A YaRN x4 file whose context_length stayed at the trained 64: llama.cpp itself reports 64 as the model's
+    training context (llama_model_n_ctx_train, what llama-server caps each slot at: tools/server/server-context.cpp)."""
+    import llama_cpp as L
+
+    base = [f"{key(R.SCALING_TYPE)}=str:yarn", f"{key(R.SCALING_FACTOR)}=f32:4", f"{key(R.SCALING_ORIG_CTX_LEN)}=u32:64",
+            f"{key(gguf.Keys.LLM.CONTEXT_LENGTH)}=u32:64"]
+    a = _edited(llama_f32, tmp_path / "a.gguf", base)
+    found = [f for f in lint_gguf(a) if f.id == "context-length-mismatch"]
+    assert len(found) == 1 and "llama-server caps each slot's context at 64" in found[0].message
+    params = L.llama_model_default_params()
+    model = L.llama_model_load_from_file(str(a).encode(), params)
+    try:
+        assert L.llama_model_n_ctx_train(model) == 64
+    finally:
+        L.llama_model_free(model)
+    extended = _edited(llama_f32, tmp_path / "b.gguf", base[:-1] + [f"{key(gguf.Keys.LLM.CONTEXT_LENGTH)}=u32:256"])
+    assert not [f for f in lint_gguf(extended) if f.id == "context-length-mismatch"]
 
 
 def test_llama_cpp_defaults_missing_type_to_linear(tmp_path, llama_f32):

@@ -47,15 +47,25 @@ def linear(tmp_path_factory):
 @pytest.mark.parametrize("args", [
     ["inspect", "{f}", "--json"],
     ["inspect", "{f}", "--plot", "{out}.png"],
-    ["check", "{f}", "--tokens", "64"],
+    ["check", "{f}", "--end-to-end", "--tokens", "64"],
     ["set-rope", "{f}", "-o", "{out}", "--rope", "yarn", "--factor", "2"],
     ["eval", "{f}", "--lengths", "16,32", "--try", "yarn:factor=2", "--try", "llama3:factor=2"],
-], ids=["inspect", "inspect-plot", "check", "set-rope", "eval"])
+], ids=["inspect", "inspect-plot", "check-end-to-end", "set-rope", "eval"])
 def test_each_command_parses_its_input_once(args, linear, parses, tmp_path):
     out = tmp_path / "out.gguf"
     result = CliRunner().invoke(cli, [a.format(f=linear, out=out) for a in args])
     assert result.exit_code == 0, result.output
     assert parses[linear.resolve()] == 1, dict(parses)
+
+
+def test_the_probe_parses_its_input_once(linear, parses):
+    """check's default runs llama.cpp in a child process; the probe itself (run here) opens the model once."""
+    from ropetool.probe import probe_gguf
+
+    report = probe_gguf(linear, isolate=False)
+    assert report.verdict == "pass", report.summary()
+    assert parses[linear.resolve()] == 1, dict(parses)
+    assert any(a < 64 <= b for a, b in report.positions)  # a sequence straddles the one trained context (64)
 
 
 def test_one_trained_context_everywhere(linear, tmp_path):

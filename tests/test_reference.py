@@ -27,6 +27,7 @@ from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 import ropetool.reference as reference_module  # noqa: E402
 from ropetool.convert import plan_conversion, write_gguf  # noqa: E402
 from ropetool.errors import RopetoolError  # noqa: E402
+from ropetool.families import family_for_config  # noqa: E402
 from ropetool.io.gguf_file import NewValue  # noqa: E402
 from ropetool.llamacpp import keys as K  # noqa: E402
 from ropetool.llamacpp.archs import ARCHS  # noqa: E402
@@ -35,7 +36,8 @@ from ropetool.rope import make_params  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "models"
 ALL = sorted(p.name for p in FIXTURES.iterdir()  # transformers' own (Baichuan's, with an auto_map: test_baichuan.py)
-             if (p / "config.json").exists() and "auto_map" not in json.loads((p / "config.json").read_text()))
+             if (p / "config.json").exists() and "auto_map" not in json.loads((p / "config.json").read_text())
+             and family_for_config(json.loads((p / "config.json").read_text())).reference)  # the families it runs
 TOL = 1e-4
 N = 160  # > 64, the fixtures' original context
 

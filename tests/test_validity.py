@@ -40,7 +40,7 @@ from ropetool.llamacpp.runner import preflight
 from ropetool.model import lint_gguf
 
 FIXTURES = ("llama", "qwen2", "qwen3", "phi3", "bloom", "mixtral", "qwen2moe", "qwen3moe", "gemma2", "gemma3", "gptneox",
-            "falcon", "falcon-mq", "mpt", "baichuan-7b")
+            "falcon", "falcon-mq", "mpt", "baichuan-7b", "smollm3", "olmo2", "mistral3")
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ COMMANDS = {
     "unset": ("ropetool.cli.edit:unset_command", "Remove keys from FILE."),
     "diff": ("ropetool.cli.edit:diff_command",
              "Compare two GGUFs: metadata and tensors (bytes by streamed sha256). Exit 0 if identical, 1 if not."),
-    "check": ("ropetool.cli.check:check", "Check which rope setting llama.cpp computes for GGUF_FILE."),
+    "check": ("ropetool.cli.check:check", "Check that llama.cpp computes the rope setting GGUF_FILE means."),
     "eval": ("ropetool.cli.eval:eval_command",
              "Evaluate GGUF_FILE's rope setting and tried ones: perplexity by position and length, passkey and lines retrieval."),
 }

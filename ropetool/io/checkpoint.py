@@ -233,12 +233,32 @@ def _weight_files(folder: Path) -> list[Path]:
     raise RopetoolError(f"no weight files (*.safetensors) in {folder}")
 
 
+# How much bigger than the checkpoint its weights would be written as bf16 (MXFP4: 4-bit values and a scale per 32).
+DEQUANTIZED_SIZE = {"mxfp4": "about 4x", "fp8": "2x"}
+
+
+def _refuse_quantized(config: dict) -> None:
+    """A quantized checkpoint (config.json's ``quantization_config``: gpt-oss's MXFP4 experts, DeepSeek V3's FP8) is
+    refused in one line: ropetool reads float weights only, and dequantizing them would write a file several times
+    the checkpoint's size without being asked."""
+    q = config.get("quantization_config")
+    if q is None:
+        return
+    method = q.get("quant_method") if isinstance(q, dict) else None
+    method = method if isinstance(method, str) else "unknown"
+    size = DEQUANTIZED_SIZE.get(method.lower(), "several times")
+    raise RopetoolError(f"config.json: the weights are quantized ({method}, quantization_config): ropetool converts "
+                        f"f32/f16/bf16 checkpoints only and does not dequantize them into a file {size} the size of the "
+                        "checkpoint; convert the model's BF16 release")
+
+
 def open_checkpoint(folder: str | os.PathLike) -> Checkpoint:
     """Read config.json and the safetensors headers of a model folder, checking that they agree."""
     folder = Path(folder)
     if not folder.is_dir():
         raise RopetoolError(f"not a model folder: {folder}")
     config = read_json(folder / "config.json", "config.json")
+    _refuse_quantized(config)
     files = _weight_files(folder)
     tensors: dict[str, TensorRef] = {}
     for path in files:

@@ -90,14 +90,24 @@ READS: dict[str, frozenset[str]] = {
     K.ROPE_SCALING_ALPHA: frozenset({"hunyuan-dense", "hunyuan_vl"}),
     K.MAX_ALIBI_BIAS: frozenset({"mpt", "jais"}),
     K.CLAMP_KQV: frozenset({"mpt", "olmo", "dbrx"}),  # q, k, v clamped in build_qkv (not a rope key)
+    # the queries' position-dependent temperature (not a rope key; src/models/mistral3.cpp, deepseek2.cpp, whose
+    # loader mistral4 reuses)
+    K.ATTENTION_TEMPERATURE_SCALE: frozenset({"deepseek2", "mistral3", "mistral4"}),
 }
 LOG_MUL_PRESCALED = frozenset({"deepseek2", "deepseek32", "mistral4"})  # the loader divides the key by 0.1
 # llama_context: YaRN's mscale is yarn_log_multiplier itself when it is not 1 ([TAG_DEEPSEEK2_YARN_LOG_MUL_FIX])
 MSCALE_IS_LOG_MUL = frozenset({"deepseek2"})
+# The graph multiplies the attention scale by mscale^2, mscale = attn_factor (ggml's YaRN term cancelled) x (1 + 0.1
+# log_mul ln s), whatever the scaling type (src/models/deepseek2.cpp, kq_scale): transformers' DeepSeek V3 does so for
+# YaRN with mscale_all_dim alone.
+KQ_SCALE_MSCALE = frozenset({"deepseek2"})
 BETA_FAST_DEFAULT = {"grok": 8.0}  # yarn_beta_fast where it is read; 32 elsewhere
 ALIBI_FIXED = {"bloom": 8.0, "refact": 8.0, "jina-bert-v2": 8.0}  # the graph hard-codes max_bias
 ALIBI_BY_LAYERS = {"baichuan": ((40, 8.0),)}  # block_count -> max_bias; RoPE at 32 layers, nothing otherwise
 ROPE_BY_LAYERS = {"baichuan": (32,)}  # archs whose graph applies rope only at these block counts
+# The graph skips rope on every n-th layer ((il + 1) % n == 0), n hard-coded by the loader (hparams.n_no_rope_layer_step:
+# src/models/smollm3.cpp sets 4 whatever the file says; no key changes it).
+NO_ROPE_LAYER_STEP = {"smollm3": 4}
 N_ROT_IS_HEAD_DIM = frozenset({"llama", "deci", "falcon", "llama-embed"})  # the loader throws otherwise
 # The graph asserts it (GGML_ASSERT(n_embd_head == n_rot) in src/models/*.cpp): the process aborts otherwise.
 N_ROT_IS_HEAD_DIM_GRAPH = frozenset({
@@ -129,6 +139,25 @@ SLIDING_WINDOWS = {
     "gemma2": SlidingWindow(period=2, window_default=4096, base_default=None, scale_follows_global=True),
     "gemma3": SlidingWindow(period=6, window_default=None, base_default=10000.0, scale_follows_global=False),
 }
+# gpt-oss (src/models/openai-moe.cpp, load_arch_hparams): attention.sliding_window required, load_swa_pattern(ml, 2)
+# (layer 0 slides, 1 is full, ...); the sliding layers' base is freq_base unless rope.freq_base_swa says otherwise, and
+# their freq_scale the file's (rope_freq_scale_train_swa = rope_freq_scale_train): one rope for every layer, as
+# transformers' GptOssRotaryEmbedding computes it.
+SLIDING_WINDOWS["gpt-oss"] = SlidingWindow(period=2, window_default=None, base_default=None, scale_follows_global=True)
+
+
+@dataclass(frozen=True)
+class AttnTemperature:
+    """llama.cpp's Llama 4-style attention temperature for an architecture (llm_graph_input_attn_temp,
+    src/llama-graph.cpp): after rope, the queries at position p are multiplied by
+    ``1 + scale * ln(floor((p + offset) / period) + 1)``, where ``scale`` is attention.temperature_scale (0 or
+    absent: no temperature) and ``period`` is llama.cpp's n_ctx_orig_yarn (rope.scaling.original_context_length,
+    else context_length: src/models/mistral3.cpp), so a rope key moves it."""
+
+    offset: float = 0.0
+
+
+ATTN_TEMPERATURES = {"mistral3": AttnTemperature(offset=0.0)}  # deepseek2/mistral4 take the period from a key: not modelled
 
 
 @dataclass(frozen=True)
@@ -145,12 +174,16 @@ class LoaderArch:
     beta_slow_default: float = 1.0
     log_mul_prescaled: bool = False
     mscale_is_log_mul: bool = False
+    kq_scale_mscale: bool = False  # YaRN's mscale^2 folded into the attention scale (KQ_SCALE_MSCALE)
     alibi_fixed: float | None = None
     alibi_by_layers: tuple[tuple[int, float], ...] = ()
     rope_layer_counts: tuple[int, ...] = ()  # non-empty: rope only at these block counts
     applies_rope_factors: bool = True  # False: the graph loads the rope tensors but never uses them
     n_rot_is_head_dim: bool = False
     sliding: SlidingWindow | None = None  # sliding-window layers with a rope of their own (None: not modelled)
+    no_rope_step: int = 0  # > 0: the graph applies no rope in layers il with (il + 1) % no_rope_step == 0
+    attn_temperature: AttnTemperature | None = None  # the queries' temperature whose period is the original context
+    recurrent: "Recurrent | None" = None  # hybrid models: layers without attention (so without rope), and how marked
 
     def reads_key(self, template: str) -> bool:
         return template in self.reads
@@ -178,10 +211,23 @@ class LoaderArch:
             return False
         return not self.rope_layer_counts or n_layer in self.rope_layer_counts
 
+    def no_rope_layers(self, n_layer: int | None) -> tuple[int, ...]:
+        """The layers whose q and k the graph never rotates (smollm3: 3, 7, 11, ...), whatever the rope keys say."""
+        step = self.no_rope_step
+        if not step or not n_layer or n_layer > K.MAX_LAYERS:
+            return ()
+        return tuple(il for il in range(n_layer) if (il + 1) % step == 0)
+
     @property
     def pairing(self) -> str | None:
         """How ggml pairs the rotated dims: "normal" (2i, 2i+1) or "neox" (i, i + d/2)."""
         return {"norm": "normal", "neox": "neox", "mrope": "neox", "imrope": "neox"}.get(self.rope_type)
+
+    @property
+    def ggml_mode(self) -> str | None:
+        """The rope mode the graph's rope ops carry (ggml's GGML_ROPE_TYPE_*): "normal", "neox", "mrope" (multi-section,
+        contiguous sections) or "imrope" (multi-section, interleaved); None without rope."""
+        return {"norm": "normal", "neox": "neox", "mrope": "mrope", "imrope": "imrope"}.get(self.rope_type)
 
 
 def _record(name: str, known: bool = True) -> LoaderArch:
@@ -206,13 +252,41 @@ def _record(name: str, known: bool = True) -> LoaderArch:
         beta_fast_default=BETA_FAST_DEFAULT.get(name, 32.0),
         log_mul_prescaled=name in LOG_MUL_PRESCALED,
         mscale_is_log_mul=name in MSCALE_IS_LOG_MUL,
+        kq_scale_mscale=name in KQ_SCALE_MSCALE,
         alibi_fixed=ALIBI_FIXED.get(name),
         alibi_by_layers=ALIBI_BY_LAYERS.get(name, ()),
         rope_layer_counts=ROPE_BY_LAYERS.get(name, ()),
         applies_rope_factors=name not in ROPE_FACTORS_NOT_APPLIED,
         n_rot_is_head_dim=name in N_ROT_IS_HEAD_DIM | N_ROT_IS_HEAD_DIM_GRAPH,
         sliding=SLIDING_WINDOWS.get(name),
+        no_rope_step=NO_ROPE_LAYER_STEP.get(name, 0),
+        attn_temperature=ATTN_TEMPERATURES.get(name),
+        recurrent=RECURRENT.get(name),
     )
+
+
+@dataclass(frozen=True)
+class Recurrent:
+    """Hybrid models' layers without attention (issue 25): recurrent layers that carry position through their
+    state or convolution, so the graph builds no rope op there, whatever the rope keys say.
+
+    ``marked_by``: "interval" (qwen35, qwen35moe, qwen3next: attention.recurrent_layers, one bool per layer, else
+    every layer il with (il + 1) % full_attention_interval != 0, the interval 4 without the key: load_arch_hparams in
+    src/models/qwen35.cpp, qwen35moe.cpp, qwen3next.cpp); "kv-heads" (lfm2, lfm2moe: the layers whose head_count_kv,
+    a per-layer array, is 0: src/models/lfm2.cpp, lfm2moe.cpp)."""
+
+    marked_by: str
+    kind: str  # what those layers are, in words
+    interval_default: int = 4
+
+
+RECURRENT = {
+    "qwen35": Recurrent("interval", "Gated DeltaNet linear attention"),
+    "qwen35moe": Recurrent("interval", "Gated DeltaNet linear attention"),
+    "qwen3next": Recurrent("interval", "Gated DeltaNet linear attention"),
+    "lfm2": Recurrent("kv-heads", "short convolution"),
+    "lfm2moe": Recurrent("kv-heads", "short convolution"),
+}
 
 
 ARCHS: dict[str, LoaderArch] = {name: _record(name) for name in sorted(NAMES)}
@@ -225,4 +299,4 @@ def loader(name: str | None) -> LoaderArch:
     return LoaderArch(name=name or "?", known=False, rope_type="norm")
 
 
-__all__ = ["LoaderArch", "ARCHS", "loader", "READS"]
+__all__ = ["LoaderArch", "ARCHS", "loader", "READS", "Recurrent"]

@@ -48,6 +48,8 @@ LAYERNORM_RMS_EPS = A.LAYERNORM_RMS_EPS
 MAX_ALIBI_BIAS = A.MAX_ALIBI_BIAS
 CLAMP_KQV = A.CLAMP_KQV  # q, k and v clamped to [-c, c] (mpt's clip_qkv); 0 or absent: not clamped
 USE_PARALLEL_RESIDUAL = L.USE_PARALLEL_RESIDUAL  # gptneox: attention and feed-forward from the same input
+# Llama 4-style attention temperature: queries x (1 + scale ln(floor(pos / period) + 1)); 0 or absent: none
+ATTENTION_TEMPERATURE_SCALE = A.TEMPERATURE_SCALE
 SLIDING_WINDOW = A.SLIDING_WINDOW
 SLIDING_WINDOW_PATTERN = A.SLIDING_WINDOW_PATTERN  # an array of bools (true: the layer slides), or a u32 period
 ATTN_LOGIT_SOFTCAPPING = L.ATTN_LOGIT_SOFTCAPPING
@@ -107,6 +109,7 @@ TYPES: dict[str, T] = {
     MAX_ALIBI_BIAS: T.FLOAT32,
     CLAMP_KQV: T.FLOAT32,
     USE_PARALLEL_RESIDUAL: T.BOOL,
+    ATTENTION_TEMPERATURE_SCALE: T.FLOAT32,
 }
 
 
@@ -191,8 +194,54 @@ RANGES: dict[str, Range] = {
     ROPE_YARN_BETA_SLOW: Range(0, 1 << 16, lo_open=True),
     MAX_ALIBI_BIAS: Range(0, 1000),
     CLAMP_KQV: Range(0, F32_MAX, why="0 means no clamping"),
+    ATTENTION_TEMPERATURE_SCALE: Range(0, 100, why="0 means no attention temperature"),
 }
 TYPES[ALIGNMENT] = T.UINT32  # gguf.cpp refuses any other type
+
+# -- multi-head latent attention and its mixture (deepseek2: src/models/deepseek2.cpp, load_arch_hparams) -----------
+Q_LORA_RANK = A.Q_LORA_RANK  # the queries' low-rank width (required but on the "lite" layer counts)
+KV_LORA_RANK = A.KV_LORA_RANK  # the compressed key/value latent's width (required)
+KEY_LENGTH_MLA = A.KEY_LENGTH_MLA  # a head's key size once decompressed (qk_nope + qk_rope); with value_length_mla: MLA
+VALUE_LENGTH_MLA = A.VALUE_LENGTH_MLA
+LEADING_DENSE_BLOCK_COUNT = L.LEADING_DENSE_BLOCK_COUNT  # the first layers with a dense feed-forward
+EXPERT_SHARED_COUNT = L.EXPERT_SHARED_COUNT  # shared experts, summed into one of n x expert_feed_forward_length (required)
+EXPERT_WEIGHTS_SCALE = L.EXPERT_WEIGHTS_SCALE  # routed_scaling_factor (absent or 0: not scaled)
+EXPERT_WEIGHTS_NORM = L.EXPERT_WEIGHTS_NORM  # the chosen experts' weights renormalised to sum to 1
+EXPERT_GATING_FUNC = L.EXPERT_GATING_FUNC  # 1 softmax (deepseek2's default when absent), 2 sigmoid
+EXPERT_GROUP_COUNT = L.EXPERT_GROUP_COUNT  # grouped top-k routing: groups of experts, and how many are kept
+EXPERT_GROUP_USED_COUNT = L.EXPERT_GROUP_USED_COUNT
+GATING_SOFTMAX, GATING_SIGMOID = int(gguf.ExpertGatingFuncType.SOFTMAX), int(gguf.ExpertGatingFuncType.SIGMOID)
+TYPES.update({Q_LORA_RANK: T.UINT32, KV_LORA_RANK: T.UINT32, KEY_LENGTH_MLA: T.UINT32, VALUE_LENGTH_MLA: T.UINT32,
+              LEADING_DENSE_BLOCK_COUNT: T.UINT32, EXPERT_SHARED_COUNT: T.UINT32, EXPERT_WEIGHTS_SCALE: T.FLOAT32,
+              EXPERT_WEIGHTS_NORM: T.BOOL, EXPERT_GATING_FUNC: T.UINT32, EXPERT_GROUP_COUNT: T.UINT32,
+              EXPERT_GROUP_USED_COUNT: T.UINT32})
+RANGES.update({Q_LORA_RANK: Range(1, 1 << 20), KV_LORA_RANK: Range(1, 1 << 20), KEY_LENGTH_MLA: Range(1, 1 << 16),
+               VALUE_LENGTH_MLA: Range(1, 1 << 16), LEADING_DENSE_BLOCK_COUNT: Range(0, MAX_LAYERS),
+               EXPERT_SHARED_COUNT: Range(0, MAX_EXPERTS), EXPERT_WEIGHTS_SCALE: Range(0, 1000),
+               EXPERT_GROUP_COUNT: Range(0, MAX_EXPERTS), EXPERT_GROUP_USED_COUNT: Range(0, MAX_EXPERTS)})
+
+# -- hybrid models (issue 25): multi-section rope, linear-attention and short-convolution layers ------------------
+# qwen35/qwen35moe (src/models/qwen35*.cpp) and qwen3next read the sections of the multi-section rope (required by
+# qwen35: get_key_or_arr(..., 4, true), an i32 array), which layers are recurrent (attention.recurrent_layers, one
+# bool per layer, else every layer but each full_attention_interval-th, default 4) and the Gated DeltaNet's sizes
+# (ssm.*); lfm2/lfm2moe mark their short-convolution layers by head_count_kv 0 (a per-layer array) and read the
+# convolution's length (shortconv.l_cache).
+ROPE_DIMENSION_SECTIONS = R.DIMENSION_SECTIONS  # [t, h, w, e] pairs of the multi-section rope
+FULL_ATTENTION_INTERVAL = L.FULL_ATTENTION_INTERVAL
+RECURRENT_LAYERS = "{arch}.attention.recurrent_layers"  # gguf-py 0.19 does not name it (llama-arch.cpp does)
+SSM_CONV_KERNEL = gguf.Keys.SSM.CONV_KERNEL
+SSM_INNER_SIZE = gguf.Keys.SSM.INNER_SIZE
+SSM_STATE_SIZE = gguf.Keys.SSM.STATE_SIZE
+SSM_TIME_STEP_RANK = gguf.Keys.SSM.TIME_STEP_RANK
+SSM_GROUP_COUNT = gguf.Keys.SSM.GROUP_COUNT
+SHORTCONV_L_CACHE = gguf.Keys.ShortConv.L_CACHE
+TYPES.update({ROPE_DIMENSION_SECTIONS: T.ARRAY, FULL_ATTENTION_INTERVAL: T.UINT32, RECURRENT_LAYERS: T.ARRAY,
+              SSM_CONV_KERNEL: T.UINT32, SSM_INNER_SIZE: T.UINT32, SSM_STATE_SIZE: T.UINT32,
+              SSM_TIME_STEP_RANK: T.UINT32, SSM_GROUP_COUNT: T.UINT32, SHORTCONV_L_CACHE: T.UINT32})
+RANGES.update({FULL_ATTENTION_INTERVAL: Range(1, MAX_LAYERS), SSM_CONV_KERNEL: Range(1, 1 << 10),
+               SSM_INNER_SIZE: Range(1, 1 << 24), SSM_STATE_SIZE: Range(1, 1 << 16), SSM_TIME_STEP_RANK: Range(1, 1 << 16),
+               SSM_GROUP_COUNT: Range(1, 1 << 16), SHORTCONV_L_CACHE: Range(2, 1 << 10, why="llama.cpp's lfm2 asserts > 1")})
+MROPE_SECTIONS = 4  # GGML_MROPE_SECTIONS: t, h, w and the extra (e) position of each token
 
 # -- the keys llama.cpp's loader reads outside the architecture's own: general.* and the tokenizer -----------
 # llama_model_loader reads general.file_type and general.name with get_key (an exact type);
@@ -224,6 +273,7 @@ ELEMENT_TYPES: dict[str, tuple[T, ...]] = {
     TOKENIZER_TOKEN_TYPE: (T.INT32,),
     TOKENIZER_MERGES: (T.STRING,),
 }
+ELEMENT_TYPES.update({ROPE_DIMENSION_SECTIONS: (T.INT32,), RECURRENT_LAYERS: (T.BOOL,)})  # hybrid models
 PER_TOKEN = (TOKENIZER_SCORES, TOKENIZER_TOKEN_TYPE)  # one entry per token at least
 # tokenizer.ggml.model: the names llama_vocab::impl::load knows (src/llama-vocab.cpp); any other throws
 # "unknown tokenizer".  "none" and "no_vocab" load no vocabulary at all.

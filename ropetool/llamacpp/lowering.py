@@ -30,11 +30,12 @@ from ropetool.rope import (
     default_inv_freq,
     dynamic_ntk_base,
     flag,
+    ggml,
     missing_required,
     ntk_base,
     rope_frequencies,
 )
-from ropetool.rope.methods import METHOD_TABLE, dynamic_ntk_alibi_ratio, dynamic_yarn_factor
+from ropetool.rope.methods import METHOD_TABLE, attention_scale, dynamic_ntk_alibi_ratio, dynamic_yarn_factor
 from ropetool.version import __version__
 
 
@@ -116,6 +117,8 @@ def _baked(out: Lowered, message: str, baked: np.ndarray, short: np.ndarray) -> 
 
 def lower_none(out: Lowered, p: RopeParams, t: Target) -> None:
     _plain(out, p.base)
+    if t.facts.attn_temperature is not None:  # mistral3: the temperature's period is the original context
+        _keep_original(out, p, t)
     out.context_length = int(p.target_context or t.trained_context)
 
 
@@ -144,11 +147,31 @@ def lower_dynamic_ntk(out: Lowered, p: RopeParams, t: Target) -> None:
            default_inv_freq(base, t.rotary_dim), rope_frequencies(p, t.rotary_dim, seq_len=L0)[0])
 
 
-def _native_yarn(q: RopeParams, dim: int) -> tuple[np.ndarray, float]:
-    """What native ``type = yarn`` makes llama.cpp compute on archs that ignore the beta keys."""
-    native = q.replace(method="yarn", beta_fast=32.0, beta_slow=1.0, extrapolation_factor=1.0, truncate=True,
+def _native_yarn(q: RopeParams, t: Target) -> tuple[np.ndarray, float, list[tuple[str, float]]]:
+    """What native ``type = yarn`` makes llama.cpp compute for ``q``: its frequencies, its cos/sin magnitude and
+    the rarer keys that get it there.  The betas are q's where the loader reads their keys (grok, mistral3),
+    else 32/1; where it reads yarn_log_multiplier unscaled (mistral3), q's mscale_all_dim is written there, so that
+    llama.cpp's magnitude is transformers' mscale ratio (1 on Ministral 3, whatever the factor) and a runtime
+    --rope-scale keeps that rule; rope.scaling.attn_factor then corrects what is left."""
+    f = t.facts
+    values: list[tuple[str, float]] = []
+    beta_fast, beta_slow = f.beta_fast_default, f.beta_slow_default
+    for template, wanted, default in ((K.ROPE_YARN_BETA_FAST, q.beta_fast, f.beta_fast_default),
+                                      (K.ROPE_YARN_BETA_SLOW, q.beta_slow, f.beta_slow_default)):
+        if f.reads_key(template) and wanted != default:
+            values.append((template, float(wanted)))
+    if f.reads_key(K.ROPE_YARN_BETA_FAST) and f.reads_key(K.ROPE_YARN_BETA_SLOW):
+        beta_fast, beta_slow = q.beta_fast, q.beta_slow
+    log_mul = 0.0
+    if f.reads_key(K.ROPE_YARN_LOG_MUL) and not f.log_mul_prescaled and q.mscale_all_dim:
+        log_mul = float(q.mscale_all_dim)
+        values.append((K.ROPE_YARN_LOG_MUL, log_mul))
+    native = q.replace(method="yarn", beta_fast=beta_fast, beta_slow=beta_slow, extrapolation_factor=1.0, truncate=True,
                        attention_factor=None, mscale=None, mscale_all_dim=None)
-    return rope_frequencies(native, dim)
+    inv, _ = rope_frequencies(native, t.rotary_dim)
+    freq_scale = 1.0 / q.factor
+    attn = ggml.yarn_context_attn_factor(freq_scale, log_mul, deepseek2=f.mscale_is_log_mul)
+    return inv, ggml.magnitude(attn, freq_scale, 1.0), values
 
 
 def _lower_ramp(out: Lowered, p: RopeParams, q: RopeParams, t: Target) -> None:
@@ -156,7 +179,7 @@ def _lower_ramp(out: Lowered, p: RopeParams, q: RopeParams, t: Target) -> None:
     rope.scaling.attn_factor fixing the magnitude; else the frequencies as rope_freqs where it loads."""
     a = t.facts.name
     inv, attn = rope_frequencies(q, t.rotary_dim)
-    native_inv, native_mag = _native_yarn(q, t.rotary_dim)  # native_mag = 0.1 ln s + 1
+    native_inv, native_mag, native_keys = _native_yarn(q, t)  # native_mag: 0.1 ln s + 1 without yarn_log_multiplier
     native_ok = _rel_error(native_inv, inv) <= 1e-7
     out.context_length = _extended_context(p, t.trained_context, q.factor)
     if native_ok or not t.facts.loads_rope_freqs(None):
@@ -164,16 +187,80 @@ def _lower_ramp(out: Lowered, p: RopeParams, q: RopeParams, t: Target) -> None:
         out.set(K.ROPE_SCALING_TYPE, "yarn")
         out.set(K.ROPE_SCALING_FACTOR, float(q.factor))
         _keep_original(out, p, t)
-        if abs(attn / native_mag - 1.0) > 1e-9:
+        for template, value in native_keys if native_ok else ():
+            out.set(template, value)
+        if t.facts.kq_scale_mscale:
+            _mscale_into_attention(out, q, t, attn)
+        elif abs(attn / native_mag - 1.0) > 1e-9:
             out.set(K.ROPE_SCALING_ATTN_FACTOR, float(attn / native_mag))
         if not native_ok:
             err = _rel_error(native_inv, inv)
-            out.approximate(err, f"llama.cpp's {a} ignores yarn_beta_*/extrapolation settings and has no rope_freqs "
-                                 f"tensor: native YaRN (beta_fast 32, beta_slow 1) is used; frequencies differ by up "
-                                 f"to {err:.3g} (relative)")
+            out.approximate(err, f"llama.cpp's {a} computes YaRN with beta_fast 32, beta_slow 1 and the correction range "
+                                 f"rounded to whole pairs whatever the file says, and loads no rope_freqs tensor: "
+                                 f"{_ramp_differences(q)} cannot be written; frequencies differ by up to {err:.3g} "
+                                 "(relative)")
     else:
         _via_rope_freqs(out, p, t, inv, attn)
         out.notes.append(f"{p.method} frequencies written as the rope_freqs tensor (llama.cpp ignores yarn_beta_* on {a})")
+
+
+def _mscale_into_attention(out: Lowered, q: RopeParams, t: Target, attn: float) -> None:
+    """YaRN's magnitude and attention scale on an architecture whose graph folds mscale^2 into the attention scale
+    (deepseek2, ``LoaderArch.kq_scale_mscale``).  llama.cpp rotates with magnitude X (rope.scaling.attn_factor) and
+    scales attention by (X (1 + 0.1 L ln s))^2 when L (yarn_log_multiplier, unscaled) is set; with no L, magnitude
+    X (1 + 0.1 ln s) and scale (X (1 + 0.1 ln s))^2 (src/llama-context.cpp, src/models/deepseek2.cpp).  transformers'
+    DeepSeek V3: magnitude A (YaRN's attention factor), scale M^2 (rope.attention_scale).  Both hold with X = A and
+    L = (M / A - 1) / (0.1 ln s) (DeepSeek's mscale = mscale_all_dim = m: A = 1, L = m, the key 0.1 m, as llama.cpp's
+    converter writes it), or, where M = A, with no L and X = A / (1 + 0.1 ln s).  A negative L (M < A: YaRN without
+    mscale_all_dim) is out of the key's range: the no-L setting is written and :func:`_check_attention_scale` says so."""
+    ln = 0.1 * math.log(q.factor) if q.factor > 1 else 0.0
+    m = math.sqrt(attention_scale(q))
+    log_mul = (m / attn - 1.0) / ln if ln and abs(m / attn - 1.0) > 1e-12 else 0.0
+    if log_mul > 0:
+        out.set(K.ROPE_YARN_LOG_MUL, float(0.1 * log_mul if t.facts.log_mul_prescaled else log_mul))
+        x = attn
+    else:
+        x = attn / (1.0 + ln)
+    if abs(x - 1.0) > 1e-9:
+        out.set(K.ROPE_SCALING_ATTN_FACTOR, float(x))
+
+
+def _check_attention_scale(out: Lowered, p: RopeParams, t: Target) -> None:
+    """On deepseek2 (``kq_scale_mscale``): the attention scale llama.cpp computes from the lowering's keys against the
+    one the method asks for (rope.attention_scale); any factor (linear too) moves llama.cpp's, so a method that does
+    not ask for it cannot be written exactly."""
+    values = {v.key: v.value for v in out.values}
+
+    def get(template, default):
+        return values.get(K.k(template, t.facts.name), default)
+
+    factor = float(get(K.ROPE_SCALING_FACTOR, 0.0) or 1.0)
+    kind = get(K.ROPE_SCALING_TYPE, "linear")
+    freq_scale = 1.0 if kind == "none" else 1.0 / factor
+    log_mul = float(get(K.ROPE_YARN_LOG_MUL, 0.0)) / (0.1 if t.facts.log_mul_prescaled else 1.0)
+    x = float(get(K.ROPE_SCALING_ATTN_FACTOR, 1.0))
+    attn = (ggml.yarn_context_attn_factor(freq_scale, log_mul, deepseek2=t.facts.mscale_is_log_mul)
+            if kind == "yarn" and freq_scale != 1 else 1.0) * x
+    got = ggml.mla_attention_scale(attn, freq_scale, log_mul)
+    want = attention_scale(p) if p.method != "dynamic-yarn" else attention_scale(p.replace(
+        factor=dynamic_yarn_factor(p, p.target_context or int(round(p.factor * _original(p, t))))))
+    err = abs(got / want - 1.0)
+    if err > 1e-6:
+        out.approximate(err, f"llama.cpp's {t.facts.name} graph multiplies the attention scale by {got:.6g} under this "
+                             f"setting (it folds an mscale^2 into the scale for any factor), where {p.method} asks for "
+                             f"{want:.6g} (transformers' DeepSeek V3: get_mscale(factor, mscale_all_dim)^2 for YaRN with "
+                             "mscale_all_dim, else 1)"
+                             + ("; give --mscale-all-dim (DeepSeek V3's is 1)" if p.method in ("yarn", "dynamic-yarn")
+                                and not p.mscale_all_dim else ""))
+
+
+def _ramp_differences(q: RopeParams) -> str:
+    """What of a YaRN ramp native YaRN does not compute, in words (config.json's names)."""
+    said = [f"{name} {getattr(q, name):g}" for name, native in (("beta_fast", 32.0), ("beta_slow", 1.0),
+                                                                 ("extrapolation_factor", 1.0)) if getattr(q, name) != native]
+    if not q.truncate:  # gpt-oss's config.json: transformers leaves the correction range fractional; no GGUF key says so
+        said.append("truncate false (the correction range left fractional, as transformers computes it)")
+    return ", ".join(said) or "the ramp asked for"
 
 
 def lower_by_parts(out: Lowered, p: RopeParams, t: Target) -> None:
@@ -293,7 +380,10 @@ def lower(p: RopeParams, facts: LoaderArch, rotary_dim: int, n_heads: int, train
     if p.is_alibi != runs_alibi:
         kind = "an ALiBi" if runs_alibi else "a RoPE"
         raise RopetoolError(f"{p.method} cannot be used on {facts.name}, which is {kind} architecture")
-    LOWERINGS[p.method](out, p, Target(facts, rotary_dim, n_heads, trained_context, n_layer))
+    target = Target(facts, rotary_dim, n_heads, trained_context, n_layer)
+    LOWERINGS[p.method](out, p, target)
+    if facts.kq_scale_mscale and not p.is_alibi:
+        _check_attention_scale(out, p, target)
     return out
 
 
@@ -304,7 +394,8 @@ class CannotCompute(RopetoolError):
 # The key each rope option ends up in (or bounds): an option is range-checked as that key is.
 OPTION_KEYS = {"factor": K.ROPE_SCALING_FACTOR, "alpha": K.ROPE_SCALING_ALPHA, "original_context": K.CONTEXT_LENGTH,
                "target_context": K.CONTEXT_LENGTH, "beta_fast": K.ROPE_YARN_BETA_FAST, "beta_slow": K.ROPE_YARN_BETA_SLOW,
-               "attention_factor": K.ROPE_SCALING_ATTN_FACTOR, "base": K.ROPE_FREQ_BASE}
+               "attention_factor": K.ROPE_SCALING_ATTN_FACTOR, "base": K.ROPE_FREQ_BASE,
+               "mscale_all_dim": K.ROPE_YARN_LOG_MUL}
 
 
 def check_options(method: str, options: dict) -> None:

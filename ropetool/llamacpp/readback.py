@@ -73,6 +73,17 @@ def infer_method(st: RopeState) -> Named:
         params = {"base": base, "factor": fit.nice(s), "original_context": st.n_ctx_orig}
         if (st.beta_fast, st.beta_slow) != (32.0, 1.0):
             params |= {"beta_fast": st.beta_fast, "beta_slow": st.beta_slow}
+        if st.facts.kq_scale_mscale and st.log_mul:  # deepseek2: DeepSeek's YaRN, mscale = mscale_all_dim = log_mul
+            params |= {"mscale": fit.nice(st.log_mul), "mscale_all_dim": fit.nice(st.log_mul)}
+            if abs(st.magnitude - 1) > CLASSIFY_TOL:
+                params["attention_factor"] = fit.nice(st.magnitude)
+            return named("yarn", params, [f"the attention scale x {st.attention_scale:.6g} (mscale^2, folded by "
+                                          f"llama.cpp's {st.arch} graph)"])
+        if st.log_mul and not st.facts.log_mul_prescaled:  # mistral3: transformers' mscale 1 / mscale_all_dim ratio
+            params |= {"mscale": 1.0, "mscale_all_dim": st.log_mul}
+            if abs(st.magnitude - yarn_mscale(s) / yarn_mscale(s, st.log_mul)) > CLASSIFY_TOL:
+                params["attention_factor"] = fit.nice(st.magnitude)
+            return named("yarn", params)
         if abs(st.magnitude - 1) <= CLASSIFY_TOL and s > 1:
             return named("ntk-by-parts", params, ["YaRN frequencies with the attention factor cancelled to 1"])
         if abs(st.magnitude - yarn_mscale(s)) > CLASSIFY_TOL:

@@ -152,17 +152,28 @@ def padded_context(n_tokens: int) -> int:
     return max(256, -(-n_tokens // 256) * 256)
 
 
+# Set once this process has run llama.cpp: ggml's CPU backend then holds an OpenMP thread pool, which a forked
+# child cannot use (GNU OpenMP hangs after fork), so isolate.py starts a fresh interpreter instead.
+RAN_IN_PROCESS = False
+
+
 class LlamaCpp:
     """A model and a context, freed by :meth:`close` (or as a context manager)."""
 
     def __init__(self, path, n_ctx: int, device: str = "cpu", verbose: bool = False, batch: int = BATCH,
-                 flash_attn: bool = False, overrides: dict | None = None, cache_type: str = "f32"):
+                 flash_attn: bool = False, overrides: dict | None = None, n_seq_max: int = 1, eval_callback=None,
+                 cache_type: str = "f32"):
         """``cache_type``: the KV cache's type, f32 (the default), f16 or q8_0 (llama.cpp quantizes the V cache
         only with flash attention, which a q8_0 cache turns on).  ``overrides``: metadata values llama.cpp uses
         instead of the file's (``llama_model_params.kv_overrides``: a key absent from the file is added; int,
-        float, bool and strings of up to 127 bytes, no arrays); see :func:`kv_overrides`."""
+        float, bool and strings of up to 127 bytes, no arrays); see :func:`kv_overrides`.  ``n_seq_max`` > 1: that
+        many sequences share one (unified) KV cache of ``n_ctx`` cells.  ``eval_callback``: a
+        ``llama_cpp.ggml_backend_sched_eval_callback`` the scheduler calls for every graph node (``cparams.cb_eval``;
+        the caller keeps it alive)."""
         import llama_cpp as L
 
+        global RAN_IN_PROCESS
+        RAN_IN_PROCESS = True
         if device not in ("cpu", "gpu"):
             raise RopetoolError(f"unknown device {device!r}; choose cpu or gpu")
         if cache_type not in CACHE_TYPES:
@@ -189,7 +200,11 @@ class LlamaCpp:
             cparams.n_ctx = n_ctx
             cparams.n_batch = self.batch_size
             cparams.n_ubatch = self.batch_size
-            cparams.n_seq_max = 1
+            cparams.n_seq_max = n_seq_max
+            cparams.kv_unified = n_seq_max > 1
+            if eval_callback is not None:
+                cparams.cb_eval = eval_callback
+                cparams.cb_eval_user_data = None
             cparams.n_threads = threads
             cparams.n_threads_batch = threads
             cparams.type_k = cparams.type_v = CACHE_TYPES[cache_type][0]

@@ -68,6 +68,21 @@ class SlidingState:
         return sum(self.layers)
 
 
+@dataclass(frozen=True)
+class TemperatureState:
+    """The queries' attention temperature as llama.cpp applies it (``LoaderArch.attn_temperature``): position p's
+    queries are multiplied by ``1 + scale * ln(floor((p + offset) / period) + 1)``."""
+
+    scale: float  # attention.temperature_scale
+    period: int  # n_ctx_orig_yarn: rope.scaling.original_context_length, else context_length
+    period_source: str  # "original_context_length" or "context_length"
+    offset: float
+
+    def factors(self, positions) -> np.ndarray:
+        p = np.asarray(positions, dtype=np.float64)
+        return 1.0 + self.scale * np.log(np.floor((p + self.offset) / self.period) + 1.0)
+
+
 @dataclass
 class RopeState:
     """A GGUF's position-encoding settings resolved as llama.cpp does (or, reading "keys", as the keys say)."""
@@ -113,6 +128,32 @@ class RopeState:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (key or tensor, why llama.cpp cannot use it)
     sliding: SlidingState | None = None  # sliding-window layers with a rope of their own (gemma2, gemma3)
     positionless: str | None = None  # why llama.cpp's graph applies no position encoding at this layer count
+    no_rope_layers: tuple[int, ...] = ()  # layers the graph never rotates, whatever the keys (smollm3: every 4th)
+    temperature: TemperatureState | None = None  # the queries' attention temperature (mistral3), if any
+    attention_scale: float = 1.0  # the factor on the 1/sqrt(head_dim) softmax scale (deepseek2 folds YaRN's mscale^2)
+    key_length_mla: int | None = None  # multi-head latent attention: a decompressed key head (the rope is its last n_rot)
+    # Hybrid models (LoaderArch.recurrent): the layers without attention, so without rope (also in no_rope_layers);
+    # and a multi-section rope's sections [t, h, w, e] as llama.cpp reads rope.dimension_sections (mrope, imrope).
+    recurrent_layers: tuple[int, ...] = ()
+    sections: tuple[int, int, int, int] | None = None
+
+    @property
+    def unturned_pairs(self) -> list[int]:
+        """A multi-section rope's pairs in ggml's 4th section, which llama.cpp holds at position 0 for a text token:
+        they never turn (transformers rotates every pair of a text token by its position)."""
+        from ropetool.rope.rotate import section_rows
+
+        if self.sections is None or not self.n_rot or not any(self.sections[:3]) or min(self.sections) < 0:
+            return []
+        rows = section_rows(self.n_rot // 2, self.sections, self.facts.rope_type == "imrope")
+        return [int(i) for i in np.nonzero(rows == K.MROPE_SECTIONS - 1)[0]]
+
+    @property
+    def rope_layers(self) -> list[int]:
+        """The layers whose q and k llama.cpp rotates (every layer but ``no_rope_layers``), for a rope file."""
+        if self.encoding != "rope" or not self.n_layer or self.n_layer > K.MAX_LAYERS:
+            return []
+        return [il for il in range(self.n_layer) if il not in self.no_rope_layers]
 
     def of_sliding_layers(self) -> "RopeState":
         """This state as the sliding-window layers compute rope: their base and scale, the rest the same."""
@@ -183,9 +224,12 @@ class RopeState:
             if kind == "linear":  # factor 1 (as llama.cpp defaults it) is plain RoPE; readback names it "none"
                 return make_params("linear", base=self.freq_base, factor=1 / self.freq_scale)
             if kind == "yarn":
+                # deepseek2: yarn_log_multiplier is DeepSeek's mscale_all_dim (and mscale, which llama.cpp takes as equal)
+                mla = self.facts.kq_scale_mscale and self.log_mul
                 return make_params("yarn", base=self.freq_base, factor=1 / self.freq_scale,
                                    original_context=self.n_ctx_orig, beta_fast=self.beta_fast, beta_slow=self.beta_slow,
-                                   extrapolation_factor=self.ext_factor)
+                                   extrapolation_factor=self.ext_factor, mscale=self.log_mul if mla else None,
+                                   mscale_all_dim=self.log_mul if mla else None)
             if kind == "longrope":
                 if self.short_factors is None or self.long_factors is None:
                     raise RopetoolError(f"scaling type longrope needs {K.ROPE_FACTORS_SHORT_TENSOR} and "
@@ -301,7 +345,8 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
         readers = tuple(sorted(n for n, _ in _readers(template)))
         ignored.append(IgnoredKey(key(template), gf.get(key(template)), readers,
                                   f"{key(template)} is ignored by llama.cpp's {a} loader"
-                                  + (f" (read only by {', '.join(readers)})" if readers else "")))
+                                  + (f" (read only by {', '.join(readers)})" if readers else "")
+                                  + (f": it uses {default:g}" if default > 0 else "")))
         return default
 
     ext = rare(K.ROPE_YARN_EXT_FACTOR, -1.0)
@@ -317,6 +362,8 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
     if alpha > 0 and head_dim and head_dim > 2:
         base = base * alpha ** (head_dim / (head_dim - 2))  # hunyuan: NTK-aware alpha over the head dim
         notes.append(f"rope.scaling.alpha {alpha:g} raises the base to {base:g}")
+    temp_scale = rare(K.ATTENTION_TEMPERATURE_SCALE, 0.0)
+    temperature = temperature_state(facts, temp_scale, orig_key, ctx)
     rope_attn = scalar(gf, key(K.ROPE_SCALING_ATTN_FACTOR))
     rope_attn = 1.0 if rope_attn is None else float(rope_attn)
 
@@ -337,20 +384,43 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
         # llama.cpp itself overwrites it whenever YaRN is active, even on the one architecture that reads it.
         magnitude = yarn_attn * rope_attn
 
+    attention_scale = 1.0
+    if facts.kq_scale_mscale and freq_scale > 0 and math.isfinite(freq_scale) and math.isfinite(attn):
+        attention_scale = ggml.mla_attention_scale(attn, freq_scale, log_mul)
     st = RopeState(
-        arch=arch, facts=facts, reading=reading, encoding="rope", n_head=n_head, n_layer=n_layer, head_dim=head_dim,
+        arch=arch, facts=facts, reading=reading, encoding="rope", attention_scale=attention_scale,
+        key_length_mla=first_int(gf, key(K.KEY_LENGTH_MLA)), n_head=n_head, n_layer=n_layer, head_dim=head_dim,
         n_rot=n_rot, n_rot_source=n_rot_source, context_length=ctx, freq_base=float(base),
         freq_base_source=base_source, scaling_type_raw=raw_type, scaling_type=stype,
         factor=float(factor) if factor else None, factor_source=factor_source if factor else None,
         freq_scale=freq_scale, orig_ctx_key=orig_key, n_ctx_orig=n_ctx_orig, ext_factor=ext, beta_fast=beta_fast,
         beta_slow=beta_slow, rope_attn_factor=rope_attn, yarn_attn_factor=yarn_attn, log_mul=log_mul,
-        attn_factor=attn, magnitude=magnitude, ignored=ignored, notes=notes,
+        attn_factor=attn, magnitude=magnitude, ignored=ignored, notes=notes, no_rope_layers=facts.no_rope_layers(n_layer),
+        temperature=temperature,
     )
+    if temp_scale and facts.attn_temperature is not None and temperature is None:
+        st.problems.append((key(K.ROPE_SCALING_ORIG_CTX), f"{key(K.ATTENTION_TEMPERATURE_SCALE)} needs an original context "
+                                                         "above 0: llama.cpp refuses the file"))
+    _read_hybrid(gf, st, key)
     _read_alibi(gf, st, key, reading)
     _read_rope_tensors(gf, st, reading)
     _read_sliding(gf, st, key)
     _check_plausible(st, a)
     return st
+
+
+def temperature_state(facts: LoaderArch, scale, orig_key, context_length) -> TemperatureState | None:
+    """The queries' attention temperature llama.cpp applies (``LoaderArch.attn_temperature``), from
+    attention.temperature_scale (``scale``; 0 or None: none), rope.scaling.original_context_length as stored
+    (``orig_key``; None: absent) and context_length: the period is hparams.n_ctx_orig_yarn, the key, else
+    n_ctx_train.  None also when the period is 0 (llama.cpp refuses such a file)."""
+    if facts.attn_temperature is None or isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale:
+        return None
+    period = orig_key if orig_key is not None else context_length
+    if isinstance(period, bool) or not isinstance(period, int) or period <= 0:
+        return None
+    return TemperatureState(float(scale), period, "original_context_length" if orig_key is not None else
+                            "context_length", facts.attn_temperature.offset)
 
 
 def _read_sliding(gf: GGUFFile, st: RopeState, key) -> None:
@@ -389,6 +459,57 @@ def sliding_state(facts: LoaderArch, n_layer: int, freq_base: float, freq_scale:
         base, base_source = freq_base, "global"
     scale = freq_scale if facts_sw.scale_follows_global else 1.0
     return SlidingState(int(window), layers, source, float(base), base_source, scale)
+
+
+def _read_hybrid(gf: GGUFFile, st: RopeState, key) -> None:
+    """The recurrent layers of a hybrid model (no rope op there: added to ``no_rope_layers``) and a multi-section
+    rope's sections, as llama.cpp's loader reads them (both readings: the keys involved are read by every
+    architecture that has them)."""
+    facts = st.facts
+    if facts.rope_type in ("mrope", "imrope"):
+        raw = gf.get(key(K.ROPE_DIMENSION_SECTIONS))
+        if isinstance(raw, (list, tuple, np.ndarray)) and len(raw) <= K.MROPE_SECTIONS and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw):
+            st.sections = tuple(int(v) for v in raw) + (0,) * (K.MROPE_SECTIONS - len(raw))
+            # ggml_compute_forward_rope_flt asserts one of t, h, w > 0; ggml_mrope_cache_init that they sum to at
+            # most the head size
+            if (any(v < 0 for v in st.sections) or not any(st.sections[:3])
+                    or (st.head_dim and sum(st.sections) > st.head_dim)):
+                st.problems.append((key(K.ROPE_DIMENSION_SECTIONS), f"sections {list(st.sections)}: each must be >= 0, "
+                                                                    f"one of the first three > 0, and they sum to at most "
+                                                                    f"the head size {st.head_dim} (ggml aborts otherwise)"))
+        elif key(K.ROPE_DIMENSION_SECTIONS) in gf.fields:
+            st.problems.append((key(K.ROPE_DIMENSION_SECTIONS), f"{key(K.ROPE_DIMENSION_SECTIONS)} must be an array "
+                                                                f"of at most {K.MROPE_SECTIONS} integers"))
+    layers = recurrent_layers(facts, st.n_layer, lambda t: gf.get(key(t)))
+    if layers is None:
+        st.problems.append((key(K.FULL_ATTENTION_INTERVAL), "a full_attention_interval of 0: llama.cpp divides by it"))
+        return
+    if layers:
+        st.recurrent_layers = layers
+        st.no_rope_layers = tuple(sorted(set(st.no_rope_layers) | set(layers)))
+
+
+def recurrent_layers(facts: LoaderArch, n_layer: int | None, get) -> tuple[int, ...] | None:
+    """The layers of a hybrid model llama.cpp builds without attention (``LoaderArch.recurrent``), from the keys
+    as ``get(template)`` returns their values (None when absent); None when the keys make llama.cpp divide by 0."""
+    rec = facts.recurrent
+    if rec is None or not n_layer or not 0 < n_layer <= K.MAX_LAYERS:
+        return ()
+    if rec.marked_by == "kv-heads":
+        kv = get(K.HEAD_COUNT_KV)
+        if isinstance(kv, (list, tuple, np.ndarray)):
+            return tuple(il for il, v in enumerate(list(kv)[:n_layer]) if int(v) == 0)
+        return ()
+    flags = get(K.RECURRENT_LAYERS)
+    if isinstance(flags, (list, tuple, np.ndarray)) and len(flags) >= n_layer:
+        return tuple(il for il in range(n_layer) if bool(flags[il]))
+    interval = get(K.FULL_ATTENTION_INTERVAL)
+    if not isinstance(interval, int) or isinstance(interval, bool):
+        interval = rec.interval_default
+    if interval == 0:
+        return None
+    return tuple(il for il in range(n_layer) if (il + 1) % interval != 0)
 
 
 def _readers(template: str):
@@ -558,5 +679,5 @@ def key_misreadings(st: RopeState) -> list[KeyEdit]:
     return out
 
 
-__all__ = ["KeyEdit", "key_misreadings", "RopeState", "SlidingState", "sliding_state", "IgnoredKey", "read_state", "scalar",
-           "first_int", "LLAMA_CPP", "KEYS", "SCALING_TYPES"]
+__all__ = ["recurrent_layers", "TemperatureState", "temperature_state", "KeyEdit", "key_misreadings", "RopeState", "SlidingState",
+           "sliding_state", "IgnoredKey", "read_state", "scalar", "first_int", "LLAMA_CPP", "KEYS", "SCALING_TYPES"]

@@ -31,7 +31,8 @@ TOKEN_ARRAY, SPECIAL_TOKEN = "tokenizer-array-length", "special-token-out-of-ran
 # the loader never creates it, and llama.cpp refuses a file with tensors it did not create ("wrong number of
 # tensors").
 _TENSOR_STEMS = sorted(re.escape(t).replace(re.escape("{bid}"), r"\d+") for t in set(gguf.TENSOR_NAMES.values()))
-_KNOWN_TENSOR = re.compile(r"(?:" + "|".join(_TENSOR_STEMS) + r")\.[A-Za-z0-9_]+")
+_KNOWN_TENSOR = re.compile(r"(?:" + "|".join(_TENSOR_STEMS) + r")\.[A-Za-z0-9_]+"
+                           r"|blk\.\d+\.ssm_a")  # the one name llama.cpp creates bare (LLM_TENSOR_SSM_A_NOSCAN)
 
 
 def known_tensor_name(name: str) -> bool:

@@ -81,10 +81,18 @@ def yarn_context_attn_factor(freq_scale: float, log_mul: float, deepseek2: bool 
     return attn / (1.0 + 0.1 * math.log(s)) if s > 0 else attn
 
 
+def mla_attention_scale(attn_factor: float, freq_scale: float, log_mul: float) -> float:
+    """deepseek2's factor on the attention scale (src/models/deepseek2.cpp, kq_scale = mscale^2 / sqrt(head_dim)):
+    mscale = attn_factor x (1 + 0.1 ln s) (ggml's YaRN term cancelled, whatever the scaling type) x (1 + 0.1
+    log_mul ln s), with attn_factor what llama_context hands ggml and s = 1/freq_scale."""
+    ln_s = math.log(1.0 / freq_scale)
+    return (attn_factor * (1.0 + 0.1 * ln_s) * (1.0 + 0.1 * log_mul * ln_s)) ** 2
+
+
 def alibi_slopes(n_head: int, max_bias: float) -> np.ndarray:
     """ggml's ALiBi slopes: m0^(h+1) for the first 2^floor(log2 n) heads, m1^(2(h-n)+1) after, with
     m0 = 2^(-max_bias/n) and m1 = 2^(-max_bias/2/n): the ALiBi paper's schedule for this max_bias."""
     return alibi_base_slopes(n_head, max_bias)
 
 
-__all__ = ["corr_dims", "ramp", "inv_freq", "magnitude", "yarn_context_attn_factor", "alibi_slopes"]
+__all__ = ["corr_dims", "ramp", "inv_freq", "magnitude", "yarn_context_attn_factor", "mla_attention_scale", "alibi_slopes"]

@@ -75,7 +75,8 @@ def rope_from_hf_config(config: dict, alibi: bool = False, max_bias: float | Non
     # GPT-NeoX's 4.x configs: rotary_emb_base and rotary_pct.
     theta = d.get("rope_theta", config.get("rope_theta", config.get("rotary_emb_base", 10000.0)))
     prf = d.get("partial_rotary_factor", config.get("partial_rotary_factor", config.get("rotary_pct", 1.0))) or 1.0
-    head_dim = head_dim_of(config)
+    # Multi-head latent attention (DeepSeek V2/V3, Kimi K2): the rope is on the last qk_rope_head_dim of each head.
+    head_dim = int(config["qk_rope_head_dim"]) if config.get("qk_rope_head_dim") else head_dim_of(config)
     rotary_dim = int(head_dim * float(prf))
 
     original = d.get("original_max_position_embeddings")

@@ -465,7 +465,30 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("beta_slow", "--beta-slow", float, "YaRN/NTK-by-parts beta_slow (default 1)."),
     Option("attention_factor", "--attn-factor", float, "YaRN/LongRoPE attention factor.", ("attn_factor",)),
     Option("base", "--freq-base", float, "RoPE base frequency theta (default: {source}'s).", ("freq_base",)),
+    Option("mscale", "--mscale", float, "YaRN mscale, DeepSeek's (default: {source}'s own YaRN's)."),
+    Option("mscale_all_dim", "--mscale-all-dim", float, "YaRN mscale_all_dim: DeepSeek's attention scale x "
+                                                        "(0.1 m ln s + 1)^2 (default: {source}'s own YaRN's)."),
 )}
+
+# YaRN's attention temperature as DeepSeek's configs give it: a model's own, kept when a new YaRN factor is set.
+KEPT_FROM_OWN = {"yarn": ("mscale", "mscale_all_dim"), "dynamic-yarn": ("mscale", "mscale_all_dim")}
+
+
+def kept_parameters(method: str, own: RopeParams | None) -> dict:
+    """The parameters a new ``method`` takes from the model's own rope ``own`` when not given (KEPT_FROM_OWN: DeepSeek's
+    mscale and mscale_all_dim, which say how the model's attention temperature follows the YaRN factor)."""
+    if own is None or own.method not in KEPT_FROM_OWN:
+        return {}
+    return {k: getattr(own, k) for k in KEPT_FROM_OWN.get(canonical_method(method), ()) if getattr(own, k) is not None}
+
+
+def attention_scale(p: RopeParams) -> float:
+    """The factor on the attention scores' scale (the 1/sqrt(head_dim) softmax scale) a method asks for, as
+    transformers' DeepSeek V2/V3 apply it (``yarn_apply_mscale``): get_mscale(factor, mscale_all_dim)^2 for a scaled
+    rope with mscale_all_dim, else 1 (the other models leave the scale alone)."""
+    if p.method == "none" or not p.mscale_all_dim:
+        return 1.0
+    return yarn_mscale(p.factor, p.mscale_all_dim) ** 2
 
 
 def flag(name: str) -> str:
@@ -553,5 +576,6 @@ __all__ = [
     "rope_frequencies", "alibi_slopes", "default_inv_freq", "ntk_base", "dynamic_ntk_base", "yarn_mscale",
     "yarn_correction_dim", "yarn_correction_range", "yarn_ramp", "yarn_attention_factor", "dynamic_yarn_factor",
     "longrope_attention_factor", "longrope_uses_long", "alibi_base_slopes", "power_of_two_heads",
-    "dynamic_ntk_alibi_ratio", "Option", "OPTIONS", "flag", "refuse_unused", "baked_at",
+    "dynamic_ntk_alibi_ratio", "Option", "OPTIONS", "flag", "refuse_unused", "baked_at", "kept_parameters",
+    "attention_scale",
 ]

@@ -213,8 +213,11 @@ def third_round_cases(root: Path, base: Path) -> list[Case]:
 
     # -- check --tokens past the file's context and the machine's memory -----------------------------------
     for name, n in (("check-tokens-10-12", 10**12), ("check-tokens-100000", 100000), ("check-tokens-1", 1)):
-        cases.append(_gguf_case(root, name, lambda out, folder, n=n: ["check", str(base), "--tokens", str(n)],
-                                ["at most", "at least 2"], []))
+        cases.append(_gguf_case(root, name, lambda out, folder, n=n: ["check", str(base), "--end-to-end", "--tokens",
+                                                                         str(n)], ["at most", "at least 2"], []))
+    for name, n in (("check-positions-2-31", 2**31), ("check-positions-10-12", 10**12), ("check-positions-3", 3)):
+        cases.append(_gguf_case(root, name, lambda out, folder, n=n: ["check", str(base), "--positions", str(n)],
+                                ["at most", "at least 4"], []))
     return cases
 
 
