@@ -35,7 +35,7 @@ COMMANDS = {
              "Compare two GGUFs: metadata and tensors (bytes by streamed sha256). Exit 0 if identical, 1 if not."),
     "check": ("ropetool.cli.check:check", "Check that llama.cpp computes the rope setting GGUF_FILE means."),
     "eval": ("ropetool.cli.eval:eval_command",
-             "Evaluate GGUF_FILE's rope setting and tried ones: perplexity by length and passkey retrieval."),
+             "Evaluate GGUF_FILE's rope setting and tried ones: perplexity by position and length, passkey and lines retrieval."),
 }
 
 
