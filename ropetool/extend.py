@@ -47,8 +47,6 @@ from ropetool.llamacpp.lowering import CannotCompute
 from ropetool.model import KV_CACHE_TYPES, Memory, ModelFile, size_words, trained_context
 from ropetool.rope import METHOD_TABLE, RopeParams
 
-# The candidates --measure evaluates (issue #26), at factor s = N / trained: YaRN, NTK-aware, Dynamic NTK baked at N.
-MEASURED = ("yarn", "ntk", "dynamic-ntk")
 # llama.cpp's flags for the keys that have one (common/arg.cpp); every other key goes as --override-kv.
 FLAGS = {K.ROPE_FREQ_BASE: "--rope-freq-base", K.ROPE_SCALING_FACTOR: "--rope-scale",
          K.ROPE_SCALING_ORIG_CTX: "--yarn-orig-ctx", K.ROPE_SCALING_TYPE: "--rope-scaling"}

@@ -20,7 +20,6 @@ import numpy as np
 from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import T
 
-GGML_TYPE_F32 = 0
 # KV cache types a run can ask for (enum ggml_type) and their bytes per element (q8_0: 34 bytes per 32 values)
 CACHE_TYPES = {"f32": (0, 4.0), "f16": (1, 2.0), "q8_0": (8, 34 / 32)}
 BATCH = 512  # tokens per llama_decode call (and per logits chunk)

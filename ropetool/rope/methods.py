@@ -68,15 +68,9 @@ class RopeParams:
         return out
 
 
-DEFAULTS = RopeParams()
 FIELD_NAMES = tuple(f.name for f in fields(RopeParams))
 FLOAT_FIELDS = tuple(f.name for f in fields(RopeParams) if f.type in ("float", "float | None"))
 MAX_CONTEXT = 1 << 32  # a context length llama.cpp can hold (a u32)
-
-
-DEFAULTS = RopeParams()
-FIELD_NAMES = tuple(f.name for f in fields(RopeParams))
-FLOAT_FIELDS = tuple(f.name for f in fields(RopeParams) if f.type in ("float", "float | None"))
 
 
 def coerce(values: dict) -> dict:
@@ -404,7 +398,6 @@ METHOD_TABLE: dict[str, Method] = {m.name: m for m in (
 )}
 
 METHODS = tuple(METHOD_TABLE)  # canonical names, in the order the README lists them
-ROPE_METHODS = tuple(n for n, m in METHOD_TABLE.items() if m.kind == "rope")
 ALIBI_METHODS = tuple(n for n, m in METHOD_TABLE.items() if m.kind == "alibi")
 USES = {name: set(m.uses) for name, m in METHOD_TABLE.items()}
 
@@ -571,7 +564,7 @@ def alibi_slopes(p: RopeParams, n_heads: int, seq_len: int | None = None) -> np.
 
 
 __all__ = [
-    "Method", "METHOD_TABLE", "METHODS", "ROPE_METHODS", "ALIBI_METHODS", "USES", "ALIASES", "DEFAULTS",
+    "Method", "METHOD_TABLE", "METHODS", "ALIBI_METHODS", "USES", "ALIASES",
     "RopeParams", "canonical_method", "unused_parameters", "missing_required", "shown_parameters", "validate", "make_params",
     "rope_frequencies", "alibi_slopes", "default_inv_freq", "ntk_base", "dynamic_ntk_base", "yarn_mscale",
     "yarn_correction_dim", "yarn_correction_range", "yarn_ramp", "yarn_attention_factor", "dynamic_yarn_factor",
