@@ -43,6 +43,7 @@ from ropetool.llamacpp.state import LLAMA_CPP, RopeState, key_misreadings
 from ropetool.model import ModelFile
 from ropetool.reference import QUERY_BLOCK, ReferenceModel, Setting, log_softmax
 from ropetool.rope import METHOD_TABLE, RopeParams, make_params, rope_frequencies
+from ropetool.words import number
 
 MAX_DEFAULT_TOKENS = 2048
 # A toy model's few positions make a noisy average: a mixture of experts' routing flips at a handful of them
@@ -205,10 +206,6 @@ def _state_setting(st: RopeState, n_tokens: int, n_ctx: int, label: str) -> Sett
     return Setting(label, inv_freq=inv, magnitude=mag, sliding=sliding)
 
 
-def _fmt(x) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
 def _param_alternatives(p: RopeParams, model: ReferenceModel, seq_len: int) -> list[_Candidate]:
     """The record's method with each parameter that matters moved, and with the extension removed."""
     out = []
@@ -223,33 +220,33 @@ def _param_alternatives(p: RopeParams, model: ReferenceModel, seq_len: int) -> l
 
     if p.is_alibi:
         if p.method != "alibi":
-            add("no-extension", f"plain ALiBi (max_bias {_fmt(p.max_bias)}) instead of {p.method}", method="alibi", alpha=None)
+            add("no-extension", f"plain ALiBi (max_bias {number(p.max_bias)}) instead of {p.method}", method="alibi", alpha=None)
         for f, word in ((2.0, "x2"), (0.5, "/2")):
-            add("max-bias", f"max_bias {_fmt(p.max_bias * f)} ({word})", max_bias=p.max_bias * f)
+            add("max-bias", f"max_bias {number(p.max_bias * f)} ({word})", max_bias=p.max_bias * f)
             if p.alpha is not None and "alpha" in uses and p.alpha * f >= 1:
-                add("alpha", f"alpha {_fmt(p.alpha * f)} ({word})", alpha=p.alpha * f)
+                add("alpha", f"alpha {number(p.alpha * f)} ({word})", alpha=p.alpha * f)
         out.append(_Candidate(Setting("no ALiBi at all"), "alibi-off"))
         return out
     if p.method != "none":
-        add("no-extension", f"plain RoPE (base {_fmt(p.base)}) instead of {p.method}", method="none",
+        add("no-extension", f"plain RoPE (base {number(p.base)}) instead of {p.method}", method="none",
             **{k: None for k in _values(p) if k != "base"})
     for f, word in ((2.0, "x2"), (0.5, "/2")):
         if "factor" in uses and p.factor > 1 and p.factor * f >= 1:
-            add("factor", f"factor {_fmt(p.factor * f)} ({word})", factor=p.factor * f)
+            add("factor", f"factor {number(p.factor * f)} ({word})", factor=p.factor * f)
         if "alpha" in uses and p.alpha is not None and p.alpha * f >= 1:
-            add("alpha", f"alpha {_fmt(p.alpha * f)} ({word})", alpha=p.alpha * f)
-        add("base", f"base {_fmt(p.base * f)} ({word})", base=p.base * f)
+            add("alpha", f"alpha {number(p.alpha * f)} ({word})", alpha=p.alpha * f)
+        add("base", f"base {number(p.base * f)} ({word})", base=p.base * f)
         if p.method in ("yarn", "ntk-by-parts", "llama3", "dynamic-ntk", "dynamic-yarn") and p.original_context:
             add("original-context", f"original context {int(p.original_context * f)} ({word})",
                 original_context=int(p.original_context * f))
     if p.method in ("yarn", "dynamic-yarn", "longrope") and (p.attention_factor is None or p.attention_factor != 1):
         add("attention-factor", "without the attention factor (cos/sin magnitude 1)", attention_factor=1.0)
     if p.method == "none":
-        add("factor", f"linear interpolation x2 (base {_fmt(p.base)})", method="linear", factor=2.0)
+        add("factor", f"linear interpolation x2 (base {number(p.base)})", method="linear", factor=2.0)
     if model.sliding is not None and model.sliding_base is not None:
         inv, mag = rope_frequencies(p, model.shapes.n_rot, seq_len=seq_len)
         for f, word in ((2.0, "x2"), (0.5, "/2")):
-            out.append(_Candidate(Setting(f"the sliding-window layers' base {_fmt(model.sliding_base * f)} ({word})",
+            out.append(_Candidate(Setting(f"the sliding-window layers' base {number(model.sliding_base * f)} ({word})",
                                           inv_freq=inv, magnitude=mag,
                                           sliding=model.sliding_frequencies(seq_len, p, base=model.sliding_base * f)),
                                   "sliding-base"))
@@ -306,7 +303,7 @@ def _settings(mf: ModelFile, model: ReferenceModel, n: int, n_ctx: int) -> tuple
             seq_len = n_ctx
             notes.append(f"llama.cpp picks LongRoPE's table by the context it allocates ({n_ctx}), not by the "
                          f"input's length; the meant setting follows it")
-        meant = model.setting(seq_len, params, f"{params.method} as ropetool recorded it ({_short(params)})")
+        meant = model.setting(seq_len, params, f"{params.method} as ropetool recorded it ({params.words() or 'defaults'})")
         # What llama.cpp makes of the keys comes first: where it equals a moved parameter, its label names the key.
         llama = _state_setting(st_llama, n, n_ctx, "the file's keys as llama.cpp reads them")
         if not llama.same_as(meant, 1e-6):
@@ -330,11 +327,6 @@ def _settings(mf: ModelFile, model: ReferenceModel, n: int, n_ctx: int) -> tuple
             continue
         kept.append(c)
     return meant, kept, naming, notes
-
-
-def _short(p: RopeParams) -> str:
-    d = {k: v for k, v in p.as_dict().items() if k != "method" and not isinstance(v, list)}
-    return ", ".join(f"{k} {_fmt(v)}" for k, v in d.items()) or "defaults"
 
 
 def _keys_vs_record(mf: ModelFile, params: RopeParams, model: ReferenceModel) -> str:

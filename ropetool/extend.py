@@ -46,6 +46,7 @@ from ropetool.llamacpp.archs import LoaderArch
 from ropetool.llamacpp.lowering import CannotCompute
 from ropetool.model import KV_CACHE_TYPES, Memory, ModelFile, size_words, trained_context
 from ropetool.rope import METHOD_TABLE, RopeParams
+from ropetool.words import parameters
 
 # llama.cpp's flags for the keys that have one (common/arg.cpp); every other key goes as --override-kv.
 FLAGS = {K.ROPE_FREQ_BASE: "--rope-freq-base", K.ROPE_SCALING_FACTOR: "--rope-scale",
@@ -64,7 +65,7 @@ class Setting:
     why: str
 
     def words(self) -> str:
-        shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.options.items())
+        shown = parameters(self.options)
         return f"{self.method}" + (f" ({shown})" if shown else "")
 
 

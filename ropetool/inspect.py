@@ -26,6 +26,7 @@ from ropetool.llamacpp.state import SCALING_TYPES
 from ropetool.model import ModelFile, memory_words
 from ropetool.rope import METHOD_TABLE, default_inv_freq
 from ropetool.rope.fit import nice
+from ropetool.words import number, ranges
 
 SCHEMA_VERSION = 2  # 2: the memory section (issue 26)
 BASE_SOURCES = {"key": K.short(K.ROPE_FREQ_BASE_SWA), "default": "llama.cpp default", "global": "the global base"}
@@ -34,26 +35,6 @@ STRING_PREVIEW = 100  # characters of a string shown in text mode without --full
 
 # ------------------------------------------------------------------------------------------
 # Summary
-
-
-def _ranges(idx: list[int]) -> str:
-    if not idx:
-        return "none"
-    out, start, prev = [], idx[0], idx[0]
-    for i in idx[1:] + [None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ", ".join(out)
-
-
-def _fmt(x) -> str:
-    if isinstance(x, float):
-        return f"{x:.6g}"
-    return str(x)
 
 
 METHOD_NAMES = {name: m.title for name, m in METHOD_TABLE.items()} | {
@@ -111,7 +92,7 @@ def summarize_rope(model: ModelFile) -> dict:
         }
         out["trained_context"] = model.trained_context
         out["description"] = (
-            f"{METHOD_NAMES.get(method, method)}: max_bias {_fmt(st.alibi_max_bias)} "
+            f"{METHOD_NAMES.get(method, method)}: max_bias {number(st.alibi_max_bias)} "
             f"({'hard-coded by llama.cpp for ' + str(st.arch) if st.alibi_source == 'hard-coded' else 'from ' + K.k(K.MAX_ALIBI_BIAS, st.arch)})"
             + (f", {st.n_head} heads, slopes {slopes[0]:.4g} .. {slopes[-1]:.4g}" if slopes is not None else "")
         )
@@ -164,24 +145,24 @@ def summarize_rope(model: ModelFile) -> dict:
     words = METHOD_NAMES.get(method, method)
     bits = []
     if method == "ntk" and alpha:
-        bits.append(f"alpha {_fmt(alpha)}: base {_fmt(base0)} raised to {_fmt(st.freq_base)}")
+        bits.append(f"alpha {number(alpha)}: base {number(base0)} raised to {number(st.freq_base)}")
     elif method == "dynamic-ntk":
-        bits.append(f"base {_fmt(base0)} baked as {_fmt(st.freq_base)} for {extended} tokens")
+        bits.append(f"base {number(base0)} baked as {number(st.freq_base)} for {extended} tokens")
     elif factor:
-        bits.append(f"factor {_fmt(factor)}")
+        bits.append(f"factor {number(factor)}")
         if method != "linear":
-            bits.append(f"base {_fmt(base0)}")
+            bits.append(f"base {number(base0)}")
     else:
-        bits.append(f"base {_fmt(base0)}")
+        bits.append(f"base {number(base0)}")
     if method == "llama3":
-        bits.append(f"low_freq_factor {_fmt(params.get('low_freq_factor'))}, high_freq_factor {_fmt(params.get('high_freq_factor'))}")
+        bits.append(f"low_freq_factor {number(params.get('low_freq_factor'))}, high_freq_factor {number(params.get('high_freq_factor'))}")
     if trained and extended:
         bits.append(f"trained on {trained} tokens, extended to {extended}")
-    pairs = f"{d // 2} rotary pairs: {_ranges(kept)} kept"
+    pairs = f"{d // 2} rotary pairs: {ranges(kept, ', ')} kept"
     if interp:
-        pairs += f", {_ranges(interp)} divided by {_fmt(float(scale))}"
+        pairs += f", {ranges(interp, ', ')} divided by {number(float(scale))}"
     if blended:
-        pairs += f", {_ranges(blended)} in between"
+        pairs += f", {ranges(blended, ', ')} in between"
     bits.append(pairs)
     if out["correction_range"] is not None:
         bits.append(f"YaRN ramp over pairs {out['correction_range'][0]}..{out['correction_range'][1]}")
@@ -192,10 +173,10 @@ def summarize_rope(model: ModelFile) -> dict:
         bits.append(f"rope on the last {d} of each head's {st.key_length_mla} key dims (multi-head latent attention: "
                     "the rest and the values unrotated)")
     if abs(st.magnitude - 1) > 1e-7:
-        bits.append(f"cos/sin scaled by {_fmt(st.magnitude)}")
+        bits.append(f"cos/sin scaled by {number(st.magnitude)}")
     if abs(st.attention_scale - 1) > 1e-7:
         llama["attention_scale"] = nice(st.attention_scale)
-        bits.append(f"attention scores scaled by {_fmt(st.attention_scale)} (YaRN's mscale^2, which llama.cpp's "
+        bits.append(f"attention scores scaled by {number(st.attention_scale)} (YaRN's mscale^2, which llama.cpp's "
                     f"{st.arch} folds into the attention scale)")
     if out["rope_tensors"]:
         bits.append("tensors " + ", ".join(t["name"] + ("" if t["used"] else " (not loaded: llama.cpp refuses the file)") for t in out["rope_tensors"]))
@@ -205,7 +186,7 @@ def summarize_rope(model: ModelFile) -> dict:
                     + ", ".join(f"{n} {v}" for n, v in zip("thwe", st.sections))
                     + "; a text token has one position in t, h and w, so its pairs turn as NEOX rope's"
                     + (")" if not st.unturned_pairs else
-                       f"; pairs {_ranges(st.unturned_pairs)} fall in the 4th section, at position 0 for text: they "
+                       f"; pairs {ranges(st.unturned_pairs, ', ')} fall in the 4th section, at position 0 for text: they "
                        "never turn)"))
     if st.recurrent_layers:  # hybrid models: the recurrent layers have no attention, so no rope
         rec = list(st.recurrent_layers)
@@ -215,20 +196,20 @@ def summarize_rope(model: ModelFile) -> dict:
         attn = st.rope_layers
         reach = ("the extension changes the attention layers only" if method != "none"
                  else "an extension would change the attention layers only")
-        bits.append(f"rope in the {len(attn)} attention layer{'s' if len(attn) != 1 else ''} ({_ranges(attn)}) only: "
-                    f"{len(rec)} layer{'s' if len(rec) != 1 else ''} ({_ranges(rec)}) {'are' if len(rec) != 1 else 'is'} "
+        bits.append(f"rope in the {len(attn)} attention layer{'s' if len(attn) != 1 else ''} ({ranges(attn, ', ')}) only: "
+                    f"{len(rec)} layer{'s' if len(rec) != 1 else ''} ({ranges(rec, ', ')}) {'are' if len(rec) != 1 else 'is'} "
                     f"{st.facts.recurrent.kind}, without rope (their recurrence carries the order); {reach}")
     elif st.no_rope_layers:  # smollm3: the graph never rotates these layers, whatever the keys say
         llama["no_rope_layers"] = list(st.no_rope_layers)
         unroped = list(st.no_rope_layers)
-        bits.append(f"rope in layers {_ranges(st.rope_layers)} only: llama.cpp's {st.arch} graph skips every "
-                    f"{st.facts.no_rope_step}th layer ({'layer' if len(unroped) == 1 else 'layers'} {_ranges(unroped)}: "
+        bits.append(f"rope in layers {ranges(st.rope_layers, ', ')} only: llama.cpp's {st.arch} graph skips every "
+                    f"{st.facts.no_rope_step}th layer ({'layer' if len(unroped) == 1 else 'layers'} {ranges(unroped, ', ')}: "
                     "no position information there, whatever the setting)")
     t = st.temperature
     if t is not None:  # mistral3: Llama 4's attention temperature, whose period is the original context
         llama["attention_temperature"] = {"scale": nice(t.scale), "period": t.period, "period_source": t.period_source,
                                           "offset": t.offset}
-        bits.append(f"queries scaled by 1 + {_fmt(t.scale)} ln(floor(position / {t.period}) + 1) after rope (Llama 4's "
+        bits.append(f"queries scaled by 1 + {number(t.scale)} ln(floor(position / {t.period}) + 1) after rope (Llama 4's "
                     f"attention temperature; the period is {t.period_source} as llama.cpp reads it)")
     out["description"] = f"{words}: " + "; ".join(bits)
     sw = st.sliding
@@ -248,10 +229,10 @@ def summarize_rope(model: ModelFile) -> dict:
             "magnitude": nice(swa.magnitude),
         }
         out["description"] += (
-            f"; that is the global layers' rope ({_ranges(global_layers)}); "
-            f"{len(sliding_layers)} sliding-window layers ({_ranges(sliding_layers)}, window {sw.window}) use base "
-            f"{_fmt(sw.freq_base)} ({BASE_SOURCES[sw.freq_base_source]})"
-            + (f", freq_scale {_fmt(sw.freq_scale)} as the global layers" if scaled else ", unscaled")
+            f"; that is the global layers' rope ({ranges(global_layers, ', ')}); "
+            f"{len(sliding_layers)} sliding-window layers ({ranges(sliding_layers, ', ')}, window {sw.window}) use base "
+            f"{number(sw.freq_base)} ({BASE_SOURCES[sw.freq_base_source]})"
+            + (f", freq_scale {number(sw.freq_scale)} as the global layers" if scaled else ", unscaled")
             + (f": {sw.window} tokens of context each, whatever the extension" if not scaled else ""))
     return out
 
@@ -353,7 +334,7 @@ def _text_value(entry: dict, full: bool) -> str:
             if not full and len(s) > STRING_PREVIEW:
                 s = s[:STRING_PREVIEW] + f"...\" ({len(v):,} chars)"
             return s
-        return _fmt(v)
+        return number(v)
 
     if "count" in entry:
         items = ", ".join(one(v) for v in entry["value"])
@@ -393,42 +374,42 @@ def render_text(report: dict, full: bool = False) -> str:
     if r["position_encoding"] == "rope":
         ctx = f"trained {r['trained_context']}, extended {r['extended_context']}"
         lines.append(f"  context:    {ctx}")
-        scale = [f"{name} {_fmt(r[name])}" for name in ("factor", "alpha", "base") if r[name] is not None]
+        scale = [f"{name} {number(r[name])}" for name in ("factor", "alpha", "base") if r[name] is not None]
         lines.append(f"  scale:      {', '.join(scale)}")
         if r["pairs"]:
             p = r["pairs"]
-            lines.append(f"  pairs:      kept {_ranges(p['kept'])}; interpolated (/{_fmt(p['scale'])}) {_ranges(p['interpolated'])}; "
-                         f"blended {_ranges(p['blended'])}")
+            lines.append(f"  pairs:      kept {ranges(p['kept'], ', ')}; interpolated (/{number(p['scale'])}) {ranges(p['interpolated'], ', ')}; "
+                         f"blended {ranges(p['blended'], ', ')}")
         if r["correction_range"] is not None:
             lines.append(f"  YaRN ramp:  pairs {r['correction_range'][0]}..{r['correction_range'][1]}")
-        lines.append(f"  attention:  cos/sin magnitude {_fmt(r['attention_factor'])}")
+        lines.append(f"  attention:  cos/sin magnitude {number(r['attention_factor'])}")
         lc = r["llama_cpp"]
-        lines.append(f"  llama.cpp:  type {lc['scaling_type']} ({lc['scaling_type_source']}), freq_base {_fmt(lc['freq_base'])}, "
-                     f"freq_scale {_fmt(lc['freq_scale'])}, n_rot {lc['n_rot']}, n_ctx_orig {lc['n_ctx_orig']}, "
-                     f"ext_factor {_fmt(lc['ext_factor'])}")
+        lines.append(f"  llama.cpp:  type {lc['scaling_type']} ({lc['scaling_type_source']}), freq_base {number(lc['freq_base'])}, "
+                     f"freq_scale {number(lc['freq_scale'])}, n_rot {lc['n_rot']}, n_ctx_orig {lc['n_ctx_orig']}, "
+                     f"ext_factor {number(lc['ext_factor'])}")
         if lc.get("attention_temperature"):
             t = lc["attention_temperature"]
-            lines.append(f"  attn temp:  queries x (1 + {_fmt(t['scale'])} ln(floor(pos / {t['period']}) + 1)), period "
+            lines.append(f"  attn temp:  queries x (1 + {number(t['scale'])} ln(floor(pos / {t['period']}) + 1)), period "
                          f"from {t['period_source']}")
         if lc.get("recurrent_layers"):
             lines.append(f"  no rope:    {'layer' if len(lc['recurrent_layers']) == 1 else 'layers'} "
-                         f"{_ranges(lc['recurrent_layers'])} ({lc['recurrent_kind']}: no attention, no rope; a setting "
+                         f"{ranges(lc['recurrent_layers'], ', ')} ({lc['recurrent_kind']}: no attention, no rope; a setting "
                          "reaches the other layers only)")
         elif lc.get("no_rope_layers"):
             lines.append(f"  no rope:    {'layer' if len(lc['no_rope_layers']) == 1 else 'layers'} "
-                         f"{_ranges(lc['no_rope_layers'])} (llama.cpp's graph never rotates q and k there)")
+                         f"{ranges(lc['no_rope_layers'], ', ')} (llama.cpp's graph never rotates q and k there)")
         if lc.get("sections"):
             lines.append("  sections:   " + ", ".join(f"{n} {v}" for n, v in zip("thwe", lc["sections"]))
                          + " (multi-section rope; text: every pair at the token's position)")
         sw = r.get("sliding_window")
         if sw:
-            lines.append(f"  global:     layers {_ranges(sw['global_layers'])}: freq_base {_fmt(lc['freq_base'])}, "
-                         f"freq_scale {_fmt(lc['freq_scale'])}")
-            lines.append(f"  sliding:    layers {_ranges(sw['layers'])} (pattern: {sw['pattern_source']}), window "
-                         f"{sw['window']}: freq_base {_fmt(sw['freq_base'])} ({sw['freq_base_source']}), "
-                         f"freq_scale {_fmt(sw['freq_scale'])}")
+            lines.append(f"  global:     layers {ranges(sw['global_layers'], ', ')}: freq_base {number(lc['freq_base'])}, "
+                         f"freq_scale {number(lc['freq_scale'])}")
+            lines.append(f"  sliding:    layers {ranges(sw['layers'], ', ')} (pattern: {sw['pattern_source']}), window "
+                         f"{sw['window']}: freq_base {number(sw['freq_base'])} ({sw['freq_base_source']}), "
+                         f"freq_scale {number(sw['freq_scale'])}")
     if r["params"]:
-        lines.append("  params:     " + ", ".join(f"{k}={_fmt(v) if not isinstance(v, list) else f'[{len(v)} values]'}"
+        lines.append("  params:     " + ", ".join(f"{k}={number(v) if not isinstance(v, list) else f'[{len(v)} values]'}"
                                                 for k, v in r["params"].items()))
     for t in r["rope_tensors"]:
         lines.append(f"  tensor:     {t['name']} {t['type']} [{t['length']}]{'' if t['used'] else ' (not loaded by llama.cpp: it refuses the file)'}")

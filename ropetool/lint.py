@@ -24,6 +24,7 @@ from ropetool.io.gguf_file import GGUFFile
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.state import SCALING_TYPES, RopeState
 from ropetool.llamacpp.validity import key_problems
+from ropetool.words import ranges
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
@@ -114,7 +115,7 @@ def _hybrid_findings(model) -> list[Finding]:
     if still:
         key = model.key(K.ROPE_DIMENSION_SECTIONS)
         out.append(_f("sections-leave-pairs-still",
-                      f"{key} = {list(st.sections)} puts pair{'s' if len(still) > 1 else ''} {_pairs(still)} of the "
+                      f"{key} = {list(st.sections)} puts pair{'s' if len(still) > 1 else ''} {ranges(still)} of the "
                       f"{st.n_rot // 2} rotated pairs in the 4th section, which llama.cpp holds at position 0 for text: "
                       f"{'they' if len(still) > 1 else 'it'} never turn{'' if len(still) > 1 else 's'}", key))
     rec = st.recurrent_layers
@@ -125,20 +126,9 @@ def _hybrid_findings(model) -> list[Finding]:
     elif rec and model.meant.method not in ("none", "unknown"):
         out.append(_f("extension-reaches-attention-only",
                       f"{model.meant.method} reaches the {len(st.rope_layers)} attention layer"
-                      f"{'s' if len(st.rope_layers) != 1 else ''} ({_pairs(st.rope_layers)}) only: layers {_pairs(list(rec))} "
+                      f"{'s' if len(st.rope_layers) != 1 else ''} ({ranges(st.rope_layers)}) only: layers {ranges(list(rec))} "
                       f"are {st.facts.recurrent.kind}, without rope: the setting does not change them"))
     return out
-
-
-def _pairs(idx: list[int]) -> str:
-    out, i = [], 0
-    while i < len(idx):
-        j = i
-        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
-            j += 1
-        out.append(str(idx[i]) if i == j else f"{idx[i]}-{idx[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 def _f(rule: str, message: str, key: str | None = None) -> Finding:
@@ -389,7 +379,7 @@ def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict)
     err = _rel(got_inv, want_inv)
     if err > tol:
         return [_f("provenance-mismatch",
-                   f"{K.RT_METHOD} is {method} ({_short(p)}) but llama.cpp's frequencies differ from it by up to "
+                   f"{K.RT_METHOD} is {method} ({p.words('=') or 'defaults'}) but llama.cpp's frequencies differ from it by up to "
                    f"{err:.3g} (relative): a rope key or tensor was changed after ropetool wrote it", K.RT_METHOD)]
     recorded = gf.get(K.RT_SLIDING_BASE)
     if isinstance(recorded, float) and st.sliding is not None and abs(st.sliding.freq_base / recorded - 1) > tol:
@@ -400,7 +390,7 @@ def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict)
     scale = attention_scale(p)
     if st.facts.kq_scale_mscale and abs(st.attention_scale / scale - 1) > tol:
         return [_f("provenance-mismatch",
-                   f"{K.RT_METHOD} is {method} ({_short(p)}), which scales attention by {scale:.6g}, but llama.cpp's {st.arch} "
+                   f"{K.RT_METHOD} is {method} ({p.words('=') or 'defaults'}), which scales attention by {scale:.6g}, but llama.cpp's {st.arch} "
                    f"scales it by {st.attention_scale:.6g}: a rope key was changed after ropetool wrote it", K.RT_METHOD)]
     mag_err = abs(st.magnitude / want_attn - 1)
     if mag_err > tol:
@@ -408,11 +398,6 @@ def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict)
                    f"{K.RT_METHOD} is {method} with attention factor {want_attn:.6g} but llama.cpp scales cos/sin by "
                    f"{st.magnitude:.6g}", K.RT_METHOD)]
     return []
-
-
-def _short(p) -> str:
-    d = {k: v for k, v in p.as_dict().items() if k != "method" and not isinstance(v, list)}
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items()) or "defaults"
 
 
 __all__ = ["Finding", "RULES", "lint_file", "ERROR", "WARNING", "INFO"]

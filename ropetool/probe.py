@@ -39,6 +39,7 @@ from ropetool.llamacpp.state import RopeState, first_int
 from ropetool.model import ModelFile
 from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, attention_scale, ggml, make_params, rope_frequencies
 from ropetool.rope.rotate import apply_rope, rope_tolerance, section_positions, section_rows
+from ropetool.words import number, ranges
 
 PARAM_TOL = 1e-5  # relative: an inverse frequency or magnitude from float32 op_params, against float64 (~100 u)
 SLOPE_TOL = 1e-5
@@ -112,11 +113,11 @@ class ProbeReport:
             f"({'recorded by ropetool' if self.method_source == 'ropetool' else 'read from the keys'}), probed on "
             f"{self.device} in {self.wall_seconds:.2f} s (llama.cpp {self.graph_seconds:.2f} s)",
             f"meant setting: {self.meant}",
-            f"positions probed: {spans} (up to {self.max_position}); layers with rope ops: {_ranges(self.layers_seen)} "
-            f"(meant: {_ranges(self.layers_expected)})",
+            f"positions probed: {spans} (up to {self.max_position}); layers with rope ops: {ranges(self.layers_seen)} "
+            f"(meant: {ranges(self.layers_expected)})",
         ]
         for k in self.kinds:
-            lines.append(f"  {k.kind} layers ({_ranges(k.layers)}), {k.rope_ops} rope ops: inverse frequencies within "
+            lines.append(f"  {k.kind} layers ({ranges(k.layers)}), {k.rope_ops} rope ops: inverse frequencies within "
                          f"{k.inv_freq_rel_error:.2g} of the meant ones, magnitude within {k.magnitude_rel_error:.2g}; "
                          f"output vs the meant rotation: max error {k.max_error:.3g}, {k.worst_ratio:.3g} of the float32 "
                          f"bound ({k.numerics_checked} ops; {k.worst_ratio_own_params:.3g} against its own op_params)")
@@ -128,24 +129,6 @@ class ProbeReport:
         lines.extend(f"  {f}" for f in self.findings[1:])
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
-
-
-def _ranges(xs: list[int]) -> str:
-    if not xs:
-        return "none"
-    out, start, prev = [], xs[0], xs[0]
-    for x in xs[1:] + [None]:
-        if x is not None and x == prev + 1:
-            prev = x
-            continue
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if x is not None:
-            start = prev = x
-    return ",".join(out)
-
-
-def _fmt(x) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
 
 
 # ------------------------------------------------------------------------------------------
@@ -199,7 +182,7 @@ def _meant_setting(mf: ModelFile, max_pos: int, n_ctx: int, notes: list[str], pa
     elif params.method == "longrope":
         seq_len = n_ctx
         notes.append(f"llama.cpp picks LongRoPE's table by the context per sequence ({n_ctx}); the meant setting follows it")
-    label = f"{params.method} as ropetool recorded it ({_short(params)})"
+    label = f"{params.method} as ropetool recorded it ({params.words() or 'defaults'})"
     if params.is_alibi:
         m = _Meant(label, "alibi", n_rot, None, params=params)
         if st.n_head:
@@ -220,11 +203,6 @@ def _meant_setting(mf: ModelFile, max_pos: int, n_ctx: int, notes: list[str], pa
             else:
                 m.sliding = rope_frequencies(make_params("none", base=m.sliding_base), n_rot, seq_len=seq_len)
     return m, named
-
-
-def _short(p: RopeParams) -> str:
-    d = {k: v for k, v in p.as_dict().items() if k != "method" and not isinstance(v, list)}
-    return ", ".join(f"{k} {_fmt(v)}" for k, v in d.items()) or "defaults"
 
 
 # ------------------------------------------------------------------------------------------
@@ -390,11 +368,11 @@ def _explain(op: RopeOp, kind: str, mf: ModelFile, meant: _Meant, n_ctx: int) ->
         key = K.k(template, a)
         why = ignored[key].why if key in ignored else (
             "; ".join(i.why for i in st.ignored) or f"llama.cpp does not take {key} as the keys document it")
-        found.append(f"{name} {_fmt(have)} where the file says {_fmt(want)}: {why}")
+        found.append(f"{name} {number(have)} where the file says {number(want)}: {why}")
     if found or meant.params is None:
         return found
     changed = [f"no {key}, which ropetool's record needs" if want is None else
-               f"{key} = {_fmt(have)} where ropetool's record means {_fmt(want)}"
+               f"{key} = {number(have)} where ropetool's record means {number(want)}"
                for key, have, want in mf.record_differences(meant.params)]
     return changed or ["the rope op differs from ropetool's record, though the file's keys are the ones ropetool "
                        "writes for it"]
@@ -498,19 +476,19 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
     missing = sorted(set(expected) - set(seen))
     extra = sorted(set(seen) - set(expected))
     if missing:
-        findings.append(f"layers the file means to rope have no rope op in llama.cpp's graph: {_ranges(missing)}")
+        findings.append(f"layers the file means to rope have no rope op in llama.cpp's graph: {ranges(missing)}")
     if st.recurrent_layers and meant.encoding == "rope":  # hybrid models: no attention, so no rope, there
         few = len(st.recurrent_layers) == 1
-        notes.append(f"layer{'' if few else 's'} {_ranges(list(st.recurrent_layers))} {'is' if few else 'are'} "
+        notes.append(f"layer{'' if few else 's'} {ranges(list(st.recurrent_layers))} {'is' if few else 'are'} "
                      f"{st.facts.recurrent.kind} in llama.cpp's {st.arch} graph: no attention, so no rope"
                      + ("" if set(seen) & set(st.recurrent_layers) else ": no rope op seen there"))
     elif st.no_rope_layers and meant.encoding == "rope":
         few = len(st.no_rope_layers) == 1
-        notes.append(f"layer{'' if few else 's'} {_ranges(list(st.no_rope_layers))} {'has' if few else 'have'} no rope in "
+        notes.append(f"layer{'' if few else 's'} {ranges(list(st.no_rope_layers))} {'has' if few else 'have'} no rope in "
                      f"llama.cpp's {st.arch} graph (hard-coded, whatever the keys say)"
                      + ("" if set(seen) & set(st.no_rope_layers) else ": no rope op seen there"))
     if extra or (meant.encoding != "rope" and run.ropes):
-        findings.append(f"llama.cpp applies rope in layers {_ranges(seen) or '(unnamed)'}, where the file means "
+        findings.append(f"llama.cpp applies rope in layers {ranges(seen) or '(unnamed)'}, where the file means "
                         f"{meant.encoding}")
     kinds = []
     for name in ("global", "sliding"):
@@ -553,7 +531,7 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
             predicted = _differences(op, _documented(st, name, probe.n_ctx))
             if predicted:
                 notes.append(f"{where}: ropetool's reading of the keys predicts other op_params than llama.cpp's: "
-                             + ", ".join(f"{n} {_fmt(h)} (predicted {_fmt(w)})" for n, h, w in predicted))
+                             + ", ".join(f"{n} {number(h)} (predicted {number(w)})" for n, h, w in predicted))
                 break
     attention = _attention(run, meant, st, findings)
     _attention_scale(run, mf, meant, attention, findings)
@@ -579,7 +557,7 @@ def _off_pairs(k: _Kind, kind: str, mf: ModelFile) -> str:
     by_row: dict[int, list[int]] = {}
     for pair, row in sorted(k.off_pairs.items()):
         by_row.setdefault(row, []).append(pair)
-    parts = [f"pair{'s' if len(pairs) > 1 else ''} {_ranges(pairs)} by the {SECTION_NAMES[row]} position"
+    parts = [f"pair{'s' if len(pairs) > 1 else ''} {ranges(pairs)} by the {SECTION_NAMES[row]} position"
              + (" (0 for text: llama.cpp fills the 4th row of a text token's positions with 0)" if row == 3 else "")
              for row, pairs in by_row.items()]
     return (f"{kind} layers ({op.name}): llama.cpp's multi-section rope ({op.pairing}, sections {list(op.sections)}) "

@@ -63,10 +63,8 @@ def convert(model_dir, outfile, outtype, method, approximate, pre_tokenizer, dry
 
 def rope_words(params) -> str:
     """A method and its parameters in one line: ``yarn (factor 4, original_context 64)``."""
-    d = params.as_dict()
-    rest = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items()
-                     if k not in ("method", "short_factor", "long_factor"))
-    return f"{d['method']}" + (f" ({rest})" if rest else "")
+    rest = params.words()
+    return params.method + (f" ({rest})" if rest else "")
 
 
 def _print_plan(desc: dict, plan) -> None:

@@ -33,6 +33,7 @@ from ropetool.io.gguf_file import GGUFFile, T
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import LoaderArch, loader
 from ropetool.rope import ggml
+from ropetool.words import number
 
 LLAMA_CPP = "llama.cpp"
 KEYS = "keys"
@@ -642,12 +643,9 @@ def key_misreadings(st: RopeState) -> list[KeyEdit]:
     def key(template):
         return K.k(template, a)
 
-    def fmt(x) -> str:
-        return f"{x:g}" if isinstance(x, float) else str(x)
-
     if st.encoding == "alibi":
         for f, word in ((2.0, "x2"), (0.5, "/2")):
-            add("max-bias", f"{key(K.MAX_ALIBI_BIAS)} = {fmt(st.alibi_max_bias * f)} ({word})",
+            add("max-bias", f"{key(K.MAX_ALIBI_BIAS)} = {number(st.alibi_max_bias * f)} ({word})",
                 {key(K.MAX_ALIBI_BIAS): st.alibi_max_bias * f})
         add("alibi-off", "no ALiBi at all")
         return out
@@ -655,13 +653,13 @@ def key_misreadings(st: RopeState) -> list[KeyEdit]:
                                 K.ROPE_YARN_EXT_FACTOR, K.ROPE_YARN_ATTN_FACTOR, K.ROPE_YARN_LOG_MUL)]
     extended = st.freq_scale != 1 or st.yarn_active or st.rope_freqs_used or st.longrope_used or st.magnitude != 1
     if extended:
-        add("no-extension", f"plain RoPE (base {fmt(st.freq_base)}): no scaling keys, no rope tensors",
+        add("no-extension", f"plain RoPE (base {number(st.freq_base)}): no scaling keys, no rope tensors",
             {key(K.ROPE_SCALING_TYPE): "none"}, remove=scaling[1:], hide=K.ROPE_TENSORS)
     for f, word in ((2.0, "x2"), (0.5, "/2")):
         if st.factor and st.freq_scale != 1 and st.factor * f >= 1:
-            add("factor", f"{key(K.ROPE_SCALING_FACTOR)} = {fmt(st.factor * f)} ({word})",
+            add("factor", f"{key(K.ROPE_SCALING_FACTOR)} = {number(st.factor * f)} ({word})",
                 {key(K.ROPE_SCALING_FACTOR): st.factor * f})
-        add("base", f"{key(K.ROPE_FREQ_BASE)} = {fmt(st.freq_base * f)} ({word})", {key(K.ROPE_FREQ_BASE): st.freq_base * f})
+        add("base", f"{key(K.ROPE_FREQ_BASE)} = {number(st.freq_base * f)} ({word})", {key(K.ROPE_FREQ_BASE): st.freq_base * f})
         if (st.yarn_active or st.longrope_used) and st.n_ctx_orig:
             add("original-context", f"{key(K.ROPE_SCALING_ORIG_CTX)} = {int(st.n_ctx_orig * f)} ({word})",
                 {key(K.ROPE_SCALING_ORIG_CTX): int(st.n_ctx_orig * f)})
@@ -670,7 +668,7 @@ def key_misreadings(st: RopeState) -> list[KeyEdit]:
             {key(K.ROPE_SCALING_TYPE): "linear", key(K.ROPE_SCALING_FACTOR): 2.0})
     if st.sliding is not None and st.sliding.freq_base_source != "global":
         for f, word in ((2.0, "x2"), (0.5, "/2")):
-            add("sliding-base", f"{key(K.ROPE_FREQ_BASE_SWA)} = {fmt(st.sliding.freq_base * f)} ({word}): the "
+            add("sliding-base", f"{key(K.ROPE_FREQ_BASE_SWA)} = {number(st.sliding.freq_base * f)} ({word}): the "
                                 f"sliding-window layers' base", {key(K.ROPE_FREQ_BASE_SWA): st.sliding.freq_base * f})
     if st.rope_freqs_used:
         add("rope-tensor", f"without {K.ROPE_FREQS_TENSOR} (the tensor ignored)", hide=[K.ROPE_FREQS_TENSOR])

@@ -20,6 +20,7 @@ import numpy as np
 
 from ropetool.errors import RopetoolError
 from ropetool.rope.checks import at_least, check_betas, context, finite, need_context, positive
+from ropetool.words import parameters
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class RopeParams:
             if f.name != "method" and value != f.default:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+    def words(self, eq: str = " ") -> str:
+        """Those parameters in words, ``factor 4, original_context 8192`` (the tables left out; "" when none)."""
+        return parameters({k: v for k, v in self.as_dict().items() if k != "method"}, eq)
 
 
 FIELD_NAMES = tuple(f.name for f in fields(RopeParams))
