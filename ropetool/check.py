@@ -38,7 +38,7 @@ import numpy as np
 from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import dumps
 from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.runner import LlamaCpp, RunSizes, gib, llama_bytes, padded_context, preflight, refuse_past_memory, ticker
+from ropetool.llamacpp.runner import LlamaCpp, gib, padded_context, preflight, refuse_past_memory, ticker
 from ropetool.llamacpp.state import LLAMA_CPP, RopeState, key_misreadings
 from ropetool.model import ModelFile
 from ropetool.reference import QUERY_BLOCK, ReferenceModel, Setting, log_softmax
@@ -183,11 +183,11 @@ def bound_tokens(mf: ModelFile, n: int | None) -> None:
         return
     if n < 2:
         raise RopetoolError("--tokens must be at least 2")
-    st, dims = mf.state, RunSizes(mf.header)
+    st = mf.state
     context = st.context_length if isinstance(st.context_length, int) else 0
     limit = max(context, _default_count(st.n_ctx_orig or context or 256))
-    ref = CHECK_SETTINGS * n * (6 * dims.n_embd * 4 + 3 * 8) + 2 * dims.n_head * min(n, QUERY_BLOCK) * n * 4
-    need = llama_bytes(dims, padded_context(min(n, 2**40))) + ref
+    ref = CHECK_SETTINGS * n * (6 * (mf.count(K.EMBEDDING_LENGTH) or 1) * 4 + 3 * 8) + 2 * (st.n_head or 1) * min(n, QUERY_BLOCK) * n * 4
+    need = mf.run_bytes(padded_context(min(n, 2**40))) + ref
     if n > limit:
         raise RopetoolError(f"--tokens {n}: at most {limit} for this file (its context_length is {context}; check's "
                             f"default count is {_default_count(st.n_ctx_orig or context or 256)}); {n} tokens would "

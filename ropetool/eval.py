@@ -808,14 +808,10 @@ class Evaluation:
         self.model = ModelFile.open(self.path)  # closed by run()
         try:
             self.model.require_architecture()
-            if cache_type == "q8_0" and engine == "llama.cpp":
-                from ropetool.llamacpp.runner import RunSizes
-
-                dims = RunSizes(self.model.header)
-                if dims.head_k % 32 or dims.head_v % 32:
-                    raise RopetoolError(f"--cache-type q8_0: llama.cpp stores the cache in blocks of 32 values and this "
-                                        f"model's attention heads have {dims.head_k} (keys) and {dims.head_v} (values); "
-                                        f"use f16 or f32")
+            head_k, head_v = self.model.head_sizes
+            if cache_type == "q8_0" and engine == "llama.cpp" and (head_k % 32 or head_v % 32):
+                raise RopetoolError(f"--cache-type q8_0: llama.cpp stores the cache in blocks of 32 values and this "
+                                    f"model's attention heads have {head_k} (keys) and {head_v} (values); use f16 or f32")
             for t in self.tried:  # refuse what cannot run before any long work
                 if not t.is_file:
                     rope_edit(self.model, t, self.lengths[-1], approximate or self.engine == "reference")
@@ -938,13 +934,12 @@ class Evaluation:
         return True
 
     def _run_llama(self) -> None:
-        from ropetool.llamacpp.runner import LlamaCpp, RunSizes, gib, llama_bytes, padded_context, preflight, refuse_past_memory, ticker
+        from ropetool.llamacpp.runner import LlamaCpp, gib, padded_context, preflight, refuse_past_memory, ticker
 
         ids, bos, pieces, keys = self._tokenizer()
         new_tokens = max(PASSKEY_NEW_TOKENS if self.passkey else 0, LINES_NEW_TOKENS if self.lines else 0)
         # before the long work: the longest window's memory (the text's length is checked)
-        need = llama_bytes(RunSizes(self.model.header), padded_context(self.lengths[-1] + new_tokens),
-                           cache_type=self.cache_type)
+        need = self.model.run_bytes(padded_context(self.lengths[-1] + new_tokens), self.cache_type)
         refuse_past_memory(need, f"--lengths {self.lengths[-1]}")
         preflight(self.path, 256, self.device)
         for tried in self.tried:

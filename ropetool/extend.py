@@ -446,14 +446,13 @@ def _extend_folder(source: Path, n: int, out, outtype: str, force: bool, approxi
 
 def affordable_length(mf: ModelFile, n: int) -> int:
     """The longest length up to ``n`` (a multiple of 256, or ``n``) whose evaluation fits this machine's memory,
-    as eval sizes a run (``runner.llama_bytes``)."""
-    from ropetool.llamacpp.runner import RunSizes, available_memory, llama_bytes, padded_context
+    as eval sizes a run (:meth:`ModelFile.run_bytes`)."""
+    from ropetool.llamacpp.runner import available_memory, padded_context
 
     have = available_memory()
-    sizes = RunSizes(mf.header)
 
     def fits(length: int) -> bool:
-        return have is None or llama_bytes(sizes, padded_context(length + 16)) <= have
+        return have is None or mf.run_bytes(padded_context(length + 16)) <= have
 
     if fits(n):
         return n

@@ -31,6 +31,7 @@ from ropetool.llamacpp.archs import LoaderArch, loader
 from ropetool.llamacpp.lowering import Lowered, lower, lower_for_llama_cpp
 from ropetool.llamacpp.provenance import Record, read_record
 from ropetool.llamacpp.readback import Named, infer_method, meant_method
+from ropetool.llamacpp.runner import BATCH
 from ropetool.llamacpp.state import KEYS, LLAMA_CPP, RopeState, read_state
 from ropetool.rope import ALIBI_METHODS, RopeParams, kept_parameters, make_params
 
@@ -297,7 +298,7 @@ class ModelFile:
           without flash attention V is as wide as the widest layer's, as llama.cpp transposes it); with multi-head
           latent attention (key_length_mla and value_length_mla both set) only K is cached (the compressed
           latent and the rope part: key_length wide, one head);
-        * bytes: ggml's row size of the type (f16: 2 bytes a value; q8_0: 34 bytes per 32; q4_0: 18 per 32); a
+        * bytes: ggml's row size of the type (f32: 4 bytes a value; f16: 2; q8_0: 34 bytes per 32; q4_0: 18 per 32); a
           quantized type whose block does not divide every layer's key and value head size is refused, as
           llama_init_from_model refuses it (a RopetoolError).
 
@@ -305,21 +306,19 @@ class ModelFile:
         layers (``RopeState.recurrent_layers``) hold no KV cache (llama_memory_hybrid's filter); their own state
         (llama_memory_recurrent) is not counted, nor are sliding windows on architectures ropetool does not model
         (``LoaderArch.sliding``)."""
-        if cache_type not in KV_CACHE_TYPES:
-            raise RopetoolError(f"unknown KV cache type {cache_type!r}; choose {', '.join(KV_CACHE_TYPES)}")
+        if cache_type not in _GGML_TYPES:
+            raise RopetoolError(f"unknown KV cache type {cache_type!r}; choose {', '.join(_GGML_TYPES)}")
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1:
             raise RopetoolError(f"the context must be a positive number of tokens, got {n_ctx!r}")
-        n_layer = self._count(K.BLOCK_COUNT)
+        n_layer = self.count(K.BLOCK_COUNT)
         if not n_layer or n_layer > K.MAX_LAYERS:
             raise RopetoolError(f"{self.path} has no usable {self.key(K.BLOCK_COUNT)}: cannot size its KV cache")
         heads = self._per_layer(K.HEAD_COUNT, n_layer, None)
         heads_kv = self._per_layer(K.HEAD_COUNT_KV, n_layer, heads)
-        n_embd = self._count(K.EMBEDDING_LENGTH) or 0
-        head_k = self._count(K.KEY_LENGTH) or (n_embd // heads[0] if heads[0] else 0)
-        head_v = self._count(K.VALUE_LENGTH) or (n_embd // heads[0] if heads[0] else 0)
-        head_k_swa = self._count(K.KEY_LENGTH_SWA) or head_k
-        head_v_swa = self._count(K.VALUE_LENGTH_SWA) or head_v
-        mla = bool(self._count(K.KEY_LENGTH_MLA)) and bool(self._count(K.VALUE_LENGTH_MLA))
+        head_k, head_v = self.head_sizes
+        head_k_swa = self.count(K.KEY_LENGTH_SWA) or head_k
+        head_v_swa = self.count(K.VALUE_LENGTH_SWA) or head_v
+        mla = bool(self.count(K.KEY_LENGTH_MLA)) and bool(self.count(K.VALUE_LENGTH_MLA))
         sliding = self.state.sliding
         slides = list(sliding.layers) if sliding is not None and len(sliding.layers) == n_layer else [False] * n_layer
         cells = _pad(n_ctx, 256)
@@ -347,6 +346,20 @@ class ModelFile:
         return KVCache(n_ctx, cache_type, cells, sliding_cells, layers, sum(1 for il in range(n_layer)
                        if slides[il] and heads_kv[il]), k_bytes, v_bytes, mla, sliding_bytes)
 
+    def run_bytes(self, n_ctx: int, cache_type: str = "f32", batch: int = BATCH) -> int:
+        """About what llama.cpp allocates for a context of ``n_ctx`` as :class:`~ropetool.llamacpp.runner.LlamaCpp`
+        runs it: the KV cache (:meth:`kv_cache`, the sliding windows full as the C API has them; none where the
+        header cannot size it, which llama.cpp then refuses in its own words), one batch's attention scores and
+        their softmax (batch x n_ctx x heads x 4, twice) and one batch's logits (the weights, mapped from the
+        file, are not counted)."""
+        try:
+            kv = self.kv_cache(n_ctx, cache_type, swa_full=True, n_batch=batch, n_ubatch=batch).bytes
+        except RopetoolError:
+            kv = 0
+        tokens = self.header.fields.get(K.TOKENIZER_TOKENS)
+        n_vocab = tokens.count if tokens is not None and tokens.is_array else 1
+        return kv + 2 * min(batch, n_ctx) * n_ctx * (self.state.n_head or 1) * 4 + batch * n_vocab * 4
+
     def memory(self, n_ctx: int, **kv) -> "Memory":
         """The weights and the KV cache at ``n_ctx`` for each of :data:`KV_CACHE_TYPES` (``kv``: as kv_cache's)."""
         caches, unavailable = {}, {}
@@ -357,12 +370,20 @@ class ModelFile:
                 unavailable[t] = str(e)
         return Memory(n_ctx, self.weights_bytes, caches, unavailable)
 
-    def _count(self, template: str) -> int | None:
+    def count(self, template: str) -> int | None:
         """A positive count key (the first layer's, for a per-layer array)."""
         v = self.header.get(self.key(template))
         if hasattr(v, "__len__") and not isinstance(v, str):
             v = v[0] if len(v) else None
         return int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 else None
+
+    @property
+    def head_sizes(self) -> tuple[int, int]:
+        """A key head's and a value head's size as llama.cpp's loader takes them: key_length and value_length,
+        each else embedding_length / head_count (0 when the keys cannot say)."""
+        n_embd, n_head = self.count(K.EMBEDDING_LENGTH) or 0, self.count(K.HEAD_COUNT)
+        default = n_embd // n_head if n_head else 0
+        return self.count(K.KEY_LENGTH) or default, self.count(K.VALUE_LENGTH) or default
 
     def _per_layer(self, template: str, n_layer: int, default: list[int] | None) -> list[int]:
         """A count per layer from a scalar or a per-layer array key (llama.cpp's get_key_or_arr)."""
@@ -403,10 +424,10 @@ class RopeEdit:
     notes: list[str] = field(default_factory=list)
 
 
-# The KV cache types ropetool sizes: llama.cpp's default (f16) and the two quantized ones people pick for long
-# contexts (--cache-type-k/-v; a quantized V cache needs flash attention).
+# The KV cache types a model's memory shows: llama.cpp's default (f16) and the two quantized ones people pick for
+# long contexts (--cache-type-k/-v; a quantized V cache needs flash attention).  kv_cache sizes f32 too (ropetool's runs).
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
-_GGML_TYPES = {"f16": GGMLQuantizationType.F16, "q8_0": GGMLQuantizationType.Q8_0, "q4_0": GGMLQuantizationType.Q4_0}
+_GGML_TYPES = {"f32": GGMLQuantizationType.F32, "f16": GGMLQuantizationType.F16, "q8_0": GGMLQuantizationType.Q8_0, "q4_0": GGMLQuantizationType.Q4_0}
 
 
 def _pad(n: int, to: int) -> int:

@@ -20,8 +20,8 @@ import numpy as np
 from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import T
 
-# KV cache types a run can ask for (enum ggml_type) and their bytes per element (q8_0: 34 bytes per 32 values)
-CACHE_TYPES = {"f32": (0, 4.0), "f16": (1, 2.0), "q8_0": (8, 34 / 32)}
+# KV cache types a run can ask for (enum ggml_type; ModelFile.kv_cache sizes them)
+CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}
 BATCH = 512  # tokens per llama_decode call (and per logits chunk)
 
 
@@ -70,36 +70,6 @@ def no_extra_buffers(params):
     the first decode.  The plain layouts compute the same products.  Returns ``params``."""
     params.use_extra_bufts = False
     return params
-
-
-class RunSizes:
-    """The sizes that decide what a run of ``n`` tokens holds in memory, from a file's keys."""
-
-    def __init__(self, gf):
-        from ropetool.llamacpp import keys as K
-        from ropetool.llamacpp.state import first_int
-
-        arch = gf.architecture or "?"
-
-        def get(template, default=1):
-            v = first_int(gf, K.k(template, arch))
-            return v if v and v > 0 else default
-
-        self.n_layer, self.n_embd = get(K.BLOCK_COUNT), get(K.EMBEDDING_LENGTH)
-        self.n_head = get(K.HEAD_COUNT)
-        self.n_head_kv = get(K.HEAD_COUNT_KV, self.n_head)
-        self.head_k = get(K.KEY_LENGTH, max(1, self.n_embd // self.n_head))
-        self.head_v = get(K.VALUE_LENGTH, self.head_k)
-        tokens = gf.fields.get(K.TOKENIZER_TOKENS)
-        self.n_vocab = tokens.count if tokens is not None and tokens.is_array else 1
-
-
-def llama_bytes(dims: RunSizes, n_ctx: int, batch: int = BATCH, cache_type: str = "f32") -> int:
-    """About what llama.cpp allocates for a context of ``n_ctx`` as :class:`LlamaCpp` runs it: the KV cache
-    (n_ctx x layers x (k + v) x the cache type's bytes: 4 for f32), one batch's attention scores and their softmax
-    (batch x n_ctx x heads x 4, twice) and one batch's logits (the weights, mapped from the file, are not counted)."""
-    kv = int(n_ctx * dims.n_layer * dims.n_head_kv * (dims.head_k + dims.head_v) * CACHE_TYPES[cache_type][1])
-    return kv + 2 * min(batch, n_ctx) * n_ctx * dims.n_head * 4 + batch * dims.n_vocab * 4
 
 
 def available_memory() -> int | None:
@@ -206,7 +176,7 @@ class LlamaCpp:
                 cparams.cb_eval_user_data = None
             cparams.n_threads = threads
             cparams.n_threads_batch = threads
-            cparams.type_k = cparams.type_v = CACHE_TYPES[cache_type][0]
+            cparams.type_k = cparams.type_v = CACHE_TYPES[cache_type]
             cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
             cparams.no_perf = True
             self.ctx = L.llama_init_from_model(self.model, cparams)
