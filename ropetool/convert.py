@@ -22,6 +22,7 @@ from ropetool.conversion import Plan, PlannedTensor, plan_conversion, rows_cols
 from ropetool.errors import RopetoolError
 from ropetool.io.checkpoint import TensorRef, checkpoint_dtype, load_tensor
 from ropetool.io.encode import CHUNK_ELEMENTS, SCRATCH, encode_rows
+from ropetool.io.files import pread_into
 from ropetool.io.gguf_file import TensorOut, atomic_path, copy_range, create_temp, header_bytes, pwrite_all
 from ropetool.llamacpp.quantize import estimated_bytes, quantize_gguf
 from ropetool.llamacpp.validity import refuse_problems
@@ -177,7 +178,7 @@ def _convert_and_write(src: int, ref: TensorRef, start: int, n: int, cols: int, 
     scratch = SCRATCH
     dtype = checkpoint_dtype(ref.dtype)
     raw = scratch.buf("src_" + dtype.str, dtype, n * cols)
-    _pread_into(src, raw, start, ref.path)
+    pread_into(src, raw, start, f"{ref.path} shrank while it was being converted")
     if ref.dtype == "BF16":  # widened by hand: bf16 is the top half of a float32
         wide = scratch.buf("bf16", np.uint32, raw.size)
         np.copyto(wide, raw)
@@ -200,20 +201,6 @@ def _each_and_write(ref: TensorRef, t: PlannedTensor, fd: int, offset: int) -> N
 
 def _encode_and_write(rows: np.ndarray, qtype: Q, fd: int, offset: int) -> None:
     pwrite_all(fd, encode_rows(rows, qtype), offset)
-
-
-def _pread_into(fd: int, arr: np.ndarray, offset: int, path: Path) -> None:
-    view = memoryview(arr.reshape(-1).view(np.uint8))
-    while view:
-        if hasattr(os, "preadv"):  # straight into the buffer
-            got = os.preadv(fd, [view], offset)
-        else:  # older macOS Pythons: os.pread and a copy
-            data = os.pread(fd, len(view), offset)
-            got = len(data)
-            view[:got] = data
-        if got == 0:
-            raise RopetoolError(f"{path} shrank while it was being converted")
-        view, offset = view[got:], offset + got
 
 
 def _header_bytes(plan: Plan) -> tuple[bytes, list[int]]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ropetool.errors import RopetoolError
 from ropetool.families import Family, family_for_arch
+from ropetool.io.files import Closing
 from ropetool.io.gguf_file import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFFile, NewValue
 from ropetool.lint import ERROR, Finding, lint_file
 from ropetool.llamacpp import keys as K
@@ -83,7 +84,7 @@ class EditedHeader:
         return self._header.read_tensor(name, max_elements)
 
 
-class ModelFile:
+class ModelFile(Closing):
     """An opened model (module docstring).  ``header`` is a GGUFFile, an :class:`EditedHeader` or any object
     with their ``fields``, ``get``, ``tensor``, ``read_tensor``, ``tensors``, ``architecture`` and ``path``."""
 
@@ -103,12 +104,6 @@ class ModelFile:
     def close(self) -> None:
         if self._owns:
             self.header.close()
-
-    def __enter__(self) -> "ModelFile":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def edited(self, set_: dict | None = None, remove=(), hide=()) -> "ModelFile":
         """This model with keys set (``{key: value}``) or removed and rope tensors hidden, in memory."""

@@ -65,6 +65,7 @@ import numpy as np
 from ropetool.conversion import plan_conversion
 from ropetool.errors import RopetoolError
 from ropetool.families import Family
+from ropetool.io.files import Closing
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.provenance import read_record
 from ropetool.llamacpp.state import RopeState, sliding_state, temperature_state
@@ -364,7 +365,7 @@ class ArrayWeights:
 
 # --- the model ----------------------------------------------------------------------------------
 
-class ReferenceModel:
+class ReferenceModel(Closing):
     """A decoder's shapes, position encoding and (lazily read) weights, and the forward pass over them."""
 
     def __init__(self, family: Family, kv: dict, weights, file_rope: FileRope, source: str = ""):
@@ -472,12 +473,6 @@ class ReferenceModel:
     def close(self) -> None:
         if getattr(self.weights, "owns", False):
             self.weights.gf.close()
-
-    def __enter__(self) -> "ReferenceModel":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _check_tensors(self) -> None:
         s = self.shapes

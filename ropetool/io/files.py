@@ -68,6 +68,33 @@ def read_regular(path: str | os.PathLike, what: str, limit: int = TEXT_LIMIT) ->
         os.close(fd)
 
 
+def pread_into(fd: int, buffer, offset: int, shrank: str) -> None:
+    """Fill ``buffer`` (any writable buffer) with the bytes of ``fd`` at ``offset``, read with pread (straight into
+    it where there is preadv), so that the file's pages are not mapped into this process; ``shrank``: the error
+    when the file ends first."""
+    view = memoryview(buffer).cast("B")
+    while view:
+        if hasattr(os, "preadv"):
+            got = os.preadv(fd, [view[: 1 << 30]], offset)
+        else:  # older macOS Pythons: os.pread and a copy
+            data = os.pread(fd, min(len(view), 1 << 30), offset)
+            got = len(data)
+            view[:got] = data
+        if got == 0:
+            raise RopetoolError(shrank)
+        view, offset = view[got:], offset + got
+
+
+class Closing:
+    """Something that holds a file (or a model) open until :meth:`close`, and is a context manager that closes it."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def read_text(path: str | os.PathLike, what: str, limit: int = TEXT_LIMIT) -> str:
     """A UTF-8 text file (see :func:`read_regular`)."""
     try:
@@ -76,4 +103,4 @@ def read_text(path: str | os.PathLike, what: str, limit: int = TEXT_LIMIT) -> st
         raise RopetoolError(f"{what} {path} is not UTF-8 text") from None
 
 
-__all__ = ["open_regular", "read_regular", "read_text", "TEXT_LIMIT"]
+__all__ = ["open_regular", "read_regular", "read_text", "pread_into", "Closing", "TEXT_LIMIT"]

@@ -46,7 +46,7 @@ except ImportError:  # pragma: no cover - Windows
 import numpy as np
 
 from ropetool.errors import RopetoolError
-from ropetool.io.files import open_regular
+from ropetool.io.files import Closing, open_regular, pread_into
 from ropetool.io.gguf_constants import constants as _gguf  # gguf-py's types and names, without the rest of gguf-py
 from ropetool.rope.fit import nice
 
@@ -168,7 +168,7 @@ class TensorInfo:
         return self.type.name
 
 
-class GGUFFile:
+class GGUFFile(Closing):
     """A parsed GGUF header.  Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, path: str | os.PathLike):
@@ -196,12 +196,6 @@ class GGUFFile:
         if getattr(self, "_f", None) is not None:
             self._f.close()
             self._f = None
-
-    def __enter__(self) -> "GGUFFile":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def raw(self, start: int, end: int) -> bytes:
         return self._mm[start:end]
@@ -457,20 +451,10 @@ class GGUFFile:
         return data.astype(np.float64).reshape(tuple(reversed(t.shape)) or ())
 
     def read_bytes(self, start: int, n: int) -> bytearray:
-        """``n`` bytes at ``start``, read with pread into a new buffer (the file's pages are not mapped into
-        this process, so reading a big model tensor by tensor keeps only the tensor in memory)."""
+        """``n`` bytes at ``start``, in a new buffer (:func:`pread_into`: reading a big model tensor by tensor
+        keeps only the tensor in memory)."""
         out = bytearray(n)
-        view, pos, fd = memoryview(out), start, self._f.fileno()
-        while view:
-            if hasattr(os, "preadv"):
-                got = os.preadv(fd, [view[: 1 << 30]], pos)
-            else:  # older macOS Pythons
-                data = os.pread(fd, min(len(view), 1 << 30), pos)
-                got = len(data)
-                view[:got] = data
-            if got == 0:
-                raise RopetoolError(f"{self.path}: the file shrank while it was being read")
-            view, pos = view[got:], pos + got
+        pread_into(self._f.fileno(), out, start, f"{self.path}: the file shrank while it was being read")
         return out
 
     def iter_tensor_bytes(self, t: TensorInfo, chunk: int = COPY_CHUNK) -> Iterator[bytes]:

@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from ropetool.errors import RopetoolError
+from ropetool.io.files import Closing
 from ropetool.io.gguf_file import T
 
 # KV cache types a run can ask for (enum ggml_type; ModelFile.kv_cache sizes them)
@@ -126,7 +127,7 @@ def padded_context(n_tokens: int) -> int:
 RAN_IN_PROCESS = False
 
 
-class LlamaCpp:
+class LlamaCpp(Closing):
     """A model and a context, freed by :meth:`close` (or as a context manager)."""
 
     def __init__(self, path, n_ctx: int, device: str = "cpu", verbose: bool = False, batch: int = BATCH,
@@ -292,12 +293,6 @@ class LlamaCpp:
             if self.model:
                 self.L.llama_model_free(self.model)
                 self.model = None
-
-    def __enter__(self) -> "LlamaCpp":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 KV_OVERRIDE_TYPES = {"int": 0, "float": 1, "bool": 2, "str": 3}  # enum llama_model_kv_override_type
