@@ -168,11 +168,11 @@ class Vocab:
     scores: list[float] | None
     token_types: list[int]  # gguf.TokenType values
     merges: list[str]  # "a b" strings, BPE only
-    special_ids: dict[str, int]  # bos, eos, unk, pad, ... as gguf's SpecialVocab names them
-    add_bos: bool | None
-    add_eos: bool | None
-    add_space_prefix: bool | None  # SentencePiece
-    chat_template: str | None
+    special_ids: dict[str, int] = field(default_factory=dict)  # bos, eos, unk, pad, ... as gguf's SpecialVocab names them
+    add_bos: bool | None = None
+    add_eos: bool | None = None
+    add_space_prefix: bool | None = None  # SentencePiece
+    chat_template: str | None = None
     remove_extra_whitespaces: bool | None = None  # SentencePiece
     source: str = field(default="", compare=False)  # the file the vocabulary was read from
 
@@ -397,11 +397,6 @@ def _load_byte_level_bpe(tokenizer_json: dict, path: Path, vocab_size: int | Non
         scores=None,
         token_types=types,
         merges=_merges(model.get("merges"), path),
-        special_ids={},
-        add_bos=None,
-        add_eos=None,
-        add_space_prefix=None,
-        chat_template=None,
         source=str(path),
     )
 
@@ -548,11 +543,7 @@ def _load_sentencepiece(model_dir: Path, path: Path, tokenizer_json: dict | None
         scores=scores,
         token_types=types,
         merges=[],
-        special_ids={},
-        add_bos=None,
-        add_eos=None,
         add_space_prefix=spm.add_dummy_prefix,
-        chat_template=None,
         remove_extra_whitespaces=spm.remove_extra_whitespaces,
         source=str(path),
     )
