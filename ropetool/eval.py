@@ -290,6 +290,10 @@ class EvalReport:
     profiles: dict = field(default_factory=dict)  # setting -> Profile (the pass over the longest length)
     _tried: dict = field(default_factory=dict, repr=False)
 
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
     def record(self, setting: str, length: int) -> Score | None:
         return next((r for r in self.records if r.setting == setting and r.length == length), None)
 
@@ -837,9 +841,7 @@ class Evaluation:
         header = self.model.header
         records, tensors = edit_records(header, edit.lowered, edit.context, edit.extra)
         write_gguf(out, records, tensors, source=header, alignment=header.alignment, version=header.version, replace=True)
-        note = f"{tried.label}: written by set-rope to a temporary file (the edit {needs_file}: no load-time override can)"
-        if note not in self.report.notes:
-            self.report.notes.append(note)
+        self.report.note(f"{tried.label}: written by set-rope to a temporary file (the edit {needs_file}: no load-time override can)")
         return out, {}, "temporary file"
 
     def run(self) -> EvalReport:
@@ -888,9 +890,7 @@ class Evaluation:
                         try:
                             self._lines[L, i] = lines_prompt(tok, L, self.seed, i, bos)
                         except RopetoolError as e:
-                            note = f"no lines at {L} tokens: {e}"
-                            if note not in self.report.notes:
-                                self.report.notes.append(note)
+                            self.report.note(f"no lines at {L} tokens: {e}")
                             break
         window = ([bos] if bos is not None else []) + ids
         need = self.lengths[-1]
@@ -928,9 +928,7 @@ class Evaluation:
             self.report.records.append(replace(r, setting=tried.label, applied="file (no key changed)", seconds=0.0))
         if own.label in self.report.profiles:
             self.report.profiles[tried.label] = replace(self.report.profiles[own.label], setting=tried.label)
-        note = f"{tried.label}: changes no key or tensor of the file: the file's own pass is reused"
-        if note not in self.report.notes:
-            self.report.notes.append(note)
+        self.report.note(f"{tried.label}: changes no key or tensor of the file: the file's own pass is reused")
         return True
 
     def _run_llama(self) -> None:
@@ -981,9 +979,7 @@ class Evaluation:
         try:
             passkey_prompt(lambda s: pieces[s], length, 0.5, keys[0], bos)
         except RopetoolError as e:
-            note = f"no passkey at {length} tokens: {e}"
-            if note not in self.report.notes:
-                self.report.notes.append(note)
+            self.report.note(f"no passkey at {length} tokens: {e}")
             return
         found = trials = 0
         by_depth = {}
