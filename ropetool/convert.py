@@ -23,7 +23,7 @@ from ropetool.errors import RopetoolError
 from ropetool.io.checkpoint import TensorRef, checkpoint_dtype, load_tensor
 from ropetool.io.encode import CHUNK_ELEMENTS, SCRATCH, encode_rows
 from ropetool.io.files import pread_into
-from ropetool.io.gguf_file import TensorOut, atomic_path, copy_range, create_temp, header_bytes, pwrite_all
+from ropetool.io.gguf_file import TensorOut, atomic_path, check_output, copy_range, create_temp, header_bytes, pwrite_all
 from ropetool.llamacpp.quantize import estimated_bytes, quantize_gguf
 from ropetool.llamacpp.validity import refuse_problems
 
@@ -48,14 +48,9 @@ def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
     nothing is written.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise RopetoolError(f"{out} exists; pass --force to overwrite it")
+    check_output(out, source=None, force=force, in_place=False)
     if out.exists() and out.resolve().parent == plan.source.resolve() and out.suffix != ".gguf":
         raise RopetoolError(f"refusing to overwrite {out.name}, a file of the source model")
-    if not out.parent.is_dir():
-        raise RopetoolError(f"output folder does not exist: {out.parent}")
-    if out.is_dir():
-        raise RopetoolError(f"{out} is a folder")
     if plan.quantize_to:
         return _write_quantized(plan, out, force, progress, notify, verify)
     with atomic_path(out, replace=force) as (fd, tmp):

@@ -228,10 +228,14 @@ def choose(model: _Model, n: int) -> Setting:
     return Setting(method, _options_at(method, s, n), "default", why)
 
 
-def _alibi_refusal(model: _Model, n: int, source: Path) -> None:
-    """ALiBi: llama.cpp hard-codes the slopes of most ALiBi graphs (one line: nothing extends them); where it reads
-    max_bias (mpt) no ALiBi extension is exact (refused unless --approximate, by the lowering)."""
-    bias = model.facts.alibi_bias(model.n_layer, None)
+def _refuse_fixed(model: _Model, n: int, source: Path) -> None:
+    """No position encoding in llama.cpp's graph: nothing to extend.  ALiBi: llama.cpp hard-codes the slopes of most
+    ALiBi graphs (one line: nothing extends them); where it reads max_bias (mpt) no ALiBi extension is exact
+    (refused unless --approximate, by the lowering)."""
+    if model.encoding == "none":
+        raise RopetoolError(f"{source}: llama.cpp's {model.arch} graph applies no position encoding to this model: "
+                            "there is nothing to extend; nothing written")
+    bias = model.facts.alibi_bias(model.n_layer, None) if model.encoding == "alibi" else None
     if bias is not None and bias[1] != "key":
         raise RopetoolError(f"{source}: llama.cpp's {model.arch} hard-codes ALiBi (max_bias {bias[0]:g}), so no "
                             f"setting in the file changes how it reaches {n} tokens; nothing written (ALiBi needs no "
@@ -306,9 +310,7 @@ def _target(out, source: Path, n: int, force: bool, type_name: str | None = None
     if target.is_dir():
         target = target / default_name(source, n, type_name)
     check_output(target, source=None if source.is_dir() else source, force=force, in_place=False)
-    if source.is_dir() and target.resolve().parent == source.resolve() and target.exists() and target.suffix != ".gguf":
-        raise RopetoolError(f"refusing to overwrite {target.name}, a file of the source model")
-    return target
+    return target  # (a folder's own files: convert's writer refuses them)
 
 
 def _context(n) -> int:
@@ -348,12 +350,6 @@ def _nothing(result: ExtendResult, m: _Model) -> bool:
     return True
 
 
-def _refuse_positionless(m: _Model, source: Path) -> None:
-    if m.encoding == "none":
-        raise RopetoolError(f"{source}: llama.cpp's {m.arch} graph applies no position encoding to this model: there "
-                            "is nothing to extend; nothing written")
-
-
 def _extend_gguf(source: Path, n: int, out, measure: bool, force: bool, approximate: bool, device: str,
                  notify) -> ExtendResult:
     from ropetool.rewrite import write_rope_edit
@@ -365,9 +361,7 @@ def _extend_gguf(source: Path, n: int, out, measure: bool, force: bool, approxim
             result.memory = mf.memory(n)
             result.run = run_lines(source, n, result.memory)
             return result
-        _refuse_positionless(m, source)
-        if m.encoding == "alibi":
-            _alibi_refusal(m, n, source)
+        _refuse_fixed(m, n, source)
 
         def try_edit(method, options, approx=False):
             return mf.rope_edit(method, options, approximate=approx, context=n)
@@ -409,9 +403,7 @@ def _extend_folder(source: Path, n: int, out, outtype: str, force: bool, approxi
     if _nothing(result, m):
         result.nothing_to_do += f" (convert it as it is: ropetool convert {shlex.quote(str(source))})"
         return result
-    _refuse_positionless(m, source)
-    if m.encoding == "alibi":
-        _alibi_refusal(m, n, source)
+    _refuse_fixed(m, n, source)
     setting = choose(m, n)
 
     def try_plan(method, options, approx=False):
