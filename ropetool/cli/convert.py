@@ -6,22 +6,16 @@ from pathlib import Path
 
 import click
 
-from ropetool.cli.options import chosen_rope_options, notify, progress, rope_options
+from ropetool.cli.options import chosen_rope_options, notify, outtypes, progress, rope_options
 from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import dumps
-
-
-def _outtypes() -> list[str]:
-    from ropetool.llamacpp.quantize import FILE_TYPES
-
-    return ["auto", "f32", "f16", "bf16", "q8_0", *FILE_TYPES]
 
 
 @click.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--outfile", type=click.Path(path_type=Path),
               help="Output GGUF, or a folder to put MODEL-TYPE.gguf in (default: MODEL-TYPE.gguf here).")
-@click.option("--outtype", type=click.Choice(_outtypes(), case_sensitive=False), default="auto", show_default=True,
+@click.option("--outtype", type=click.Choice(outtypes(), case_sensitive=False), default="auto", show_default=True,
               help="auto: f16, or bf16 when the checkpoint is bf16.  f32/f16/bf16/q8_0 are written by ropetool; the "
                    "K-quants and the other legacy types by llama.cpp's own quantizer, from the auto conversion.")
 @rope_options("config.json")

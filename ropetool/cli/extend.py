@@ -7,11 +7,7 @@ from pathlib import Path
 
 import click
 
-
-def _outtypes() -> list[str]:
-    from ropetool.llamacpp.quantize import FILE_TYPES
-
-    return ["auto", "f32", "f16", "bf16", "q8_0", *FILE_TYPES]
+from ropetool.cli.options import notify, outtypes, progress
 
 
 @click.command("extend")
@@ -20,7 +16,7 @@ def _outtypes() -> list[str]:
               help="The context to reach, in tokens (context_length becomes N).")
 @click.option("-o", "--outfile", type=click.Path(path_type=Path),
               help="Output GGUF, or a folder to put NAME-Nk.gguf in (default: NAME-Nk.gguf here).")
-@click.option("--outtype", type=click.Choice(_outtypes(), case_sensitive=False),
+@click.option("--outtype", type=click.Choice(outtypes(), case_sensitive=False),
               help="MODEL a Hugging Face folder: the type to convert to, as convert's --outtype (default auto).")
 @click.option("--measure", is_flag=True,
               help="Evaluate YaRN, NTK-aware and Dynamic NTK (baked at N) with eval at the trained context and the "
@@ -48,7 +44,6 @@ def extend_command(model, context, outfile, outtype, measure, approximate, force
       ropetool extend Qwen2.5-7B-Instruct/ --context 131072 --outtype q4_k_m -o qwen-128k.gguf
       ropetool extend model.gguf --context 12288 --measure
     """
-    from ropetool.cli.options import notify, progress
     from ropetool.extend import extend
     from ropetool.io.gguf_file import dumps
 

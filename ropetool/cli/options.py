@@ -36,6 +36,13 @@ def chosen_rope_options(method: str | None, values: dict) -> dict:
     return {k: values[k] for k in OPTIONS}
 
 
+def outtypes() -> list[str]:
+    """What convert (and extend, from a Hugging Face folder) writes: ropetool's own types, llama.cpp's quantizer's."""
+    from ropetool.llamacpp.quantize import FILE_TYPES
+
+    return ["auto", "f32", "f16", "bf16", "q8_0", *FILE_TYPES]
+
+
 def notify(message: str) -> None:
     """A progress message, on a terminal only."""
     if sys.stderr.isatty():
