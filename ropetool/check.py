@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import dumps
+from ropetool.io.gguf_file import Report
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.runner import LlamaCpp, gib, padded_context, preflight, refuse_past_memory, ticker
 from ropetool.llamacpp.state import LLAMA_CPP, RopeState, key_misreadings
@@ -82,7 +82,7 @@ class Alternative:
 
 
 @dataclass
-class CheckReport:
+class CheckReport(Report):
     path: str
     architecture: str
     weight_type: str
@@ -105,16 +105,6 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)
     lint: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "pass"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return dumps(self.to_dict())
 
     def summary(self) -> str:
         m = self.llama_vs_meant

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ropetool.errors import RopetoolError
-from ropetool.io.gguf_file import dumps
+from ropetool.io.gguf_file import Report
 from ropetool.lint import ERROR
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.graph import RopeOp, run_graph, spread_starts
@@ -74,7 +74,7 @@ class KindResult:
 
 
 @dataclass
-class ProbeReport:
+class ProbeReport(Report):
     path: str
     architecture: str
     method: str
@@ -95,16 +95,6 @@ class ProbeReport:
     notes: list[str] = field(default_factory=list)
     graph_seconds: float = 0.0
     wall_seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "pass"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return dumps(self.to_dict())
 
     def summary(self) -> str:
         spans = ", ".join(f"{a}..{b}" for a, b in self.positions)

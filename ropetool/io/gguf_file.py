@@ -34,7 +34,7 @@ import os
 import re
 import struct
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -893,6 +893,21 @@ def dumps(obj) -> str:
     """JSON text of ``obj``; a non-finite number anywhere in it is written as the string "nan", "inf" or "-inf"
     (JSON has no such numbers)."""
     return json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+class Report:
+    """A verdict's report (a dataclass with a ``verdict``): ``passed`` when it is "pass", its fields as a dict and as
+    :func:`dumps` writes them."""
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return dumps(self.to_dict())
 
 
 __all__ = [
