@@ -37,7 +37,7 @@ from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.graph import RopeOp, run_graph, spread_starts
 from ropetool.llamacpp.state import RopeState, first_int
 from ropetool.model import ModelFile
-from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, attention_scale, ggml, make_params, rope_frequencies
+from ropetool.rope import METHOD_TABLE, RopeParams, alibi_slopes, attention_scale, ggml, rope_frequencies, sliding_frequencies
 from ropetool.rope.rotate import apply_rope, rope_tolerance, section_positions, section_rows
 from ropetool.words import number, ranges
 
@@ -184,14 +184,7 @@ def _meant_setting(mf: ModelFile, max_pos: int, n_ctx: int, notes: list[str], pa
         m.rope = rope_frequencies(params, n_rot, seq_len=seq_len)
         if st.sliding is not None:
             m.sliding_base = mf.meant_sliding_base
-            if m.sliding_base is None:
-                m.sliding = m.rope
-            elif facts.sliding.scale_follows_global:
-                values = {k: v for k, v in params.as_dict().items() if k != "method"}
-                m.sliding = rope_frequencies(make_params(params.method, **{**values, "base": m.sliding_base}), n_rot,
-                                             seq_len=seq_len)
-            else:
-                m.sliding = rope_frequencies(make_params("none", base=m.sliding_base), n_rot, seq_len=seq_len)
+            m.sliding = sliding_frequencies(params, m.sliding_base, facts.sliding.scale_follows_global, n_rot, seq_len)
     return m, named
 
 

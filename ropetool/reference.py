@@ -70,7 +70,7 @@ from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.provenance import read_record
 from ropetool.llamacpp.state import RopeState, sliding_state, temperature_state
 from ropetool.model import ModelFile, trained_context
-from ropetool.rope import RopeParams, alibi_slopes, make_params, rope_frequencies
+from ropetool.rope import RopeParams, alibi_slopes, make_params, rope_frequencies, sliding_frequencies
 
 TENSOR = gguf.MODEL_TENSOR
 QUERY_BLOCK = 256  # query rows per attention block (bounds the [heads, rows, n] score memory)
@@ -184,8 +184,6 @@ class FileRope:
     @classmethod
     def from_state(cls, st: RopeState) -> "FileRope":
         if st.encoding == "alibi":
-            from ropetool.rope import make_params
-
             return cls(make_params("alibi", max_bias=float(st.alibi_max_bias)), "keys", st)
         if st.encoding == "none":
             raise RopetoolError(f"llama.cpp applies no position encoding to this {st.arch} file; the reference "
@@ -526,16 +524,9 @@ class ReferenceModel(Closing):
             return None
         if rope is None and base is None and self.file_rope.source == "keys":
             return self.file_rope.state.of_sliding_layers().frequencies(n_tokens)
-        p = rope if rope is not None else self.rope
-        base = self.sliding_base if base is None else base
-        if base is None:  # gemma2 without rope.freq_base_swa: the sliding layers' rope is the global one
-            return rope_frequencies(p, self.shapes.n_rot, seq_len=n_tokens)
-        if self.facts.sliding.scale_follows_global:
-            values = {k: v for k, v in p.as_dict().items() if k != "method"}
-            q = make_params(p.method, **{**values, "base": base})
-        else:
-            q = make_params("none", base=base)
-        return rope_frequencies(q, self.shapes.n_rot, seq_len=n_tokens)
+        # gemma2 without rope.freq_base_swa (sliding_base None): the sliding layers' rope is the global one
+        return sliding_frequencies(rope if rope is not None else self.rope, self.sliding_base if base is None else base,
+                                   self.facts.sliding.scale_follows_global, self.shapes.n_rot, n_tokens)
 
     def slopes(self, n_tokens: int, rope: RopeParams | None = None) -> np.ndarray | None:
         """One ALiBi slope per head for a sequence of n_tokens (None: no ALiBi)."""

@@ -557,6 +557,17 @@ def rope_frequencies(p: RopeParams, dim: int, seq_len: int | None = None) -> tup
     return np.asarray(inv, dtype=np.float64), float(attn)
 
 
+def sliding_frequencies(p: RopeParams, base: float | None, scaled: bool, dim: int,
+                        seq_len: int | None = None) -> tuple[np.ndarray, float]:
+    """The sliding-window layers' rope_frequencies under the global method ``p``: the global layers' where they
+    have no base of their own (``base`` None); else ``p`` at their base where they are ``scaled`` as the global
+    layers (gemma2 in llama.cpp), plain rope at it where they are not (gemma3)."""
+    if base is not None:
+        values = {k: v for k, v in p.as_dict().items() if k != "method"}
+        p = make_params(p.method, **{**values, "base": base}) if scaled else make_params("none", base=base)
+    return rope_frequencies(p, dim, seq_len=seq_len)
+
+
 def alibi_slopes(p: RopeParams, n_heads: int, seq_len: int | None = None) -> np.ndarray:
     """One ALiBi slope per head for method ``p``."""
     method = METHOD_TABLE[p.method]
@@ -571,7 +582,7 @@ def alibi_slopes(p: RopeParams, n_heads: int, seq_len: int | None = None) -> np.
 __all__ = [
     "Method", "METHOD_TABLE", "METHODS", "ALIBI_METHODS", "USES", "ALIASES",
     "RopeParams", "canonical_method", "unused_parameters", "missing_required", "shown_parameters", "validate", "make_params",
-    "rope_frequencies", "alibi_slopes", "default_inv_freq", "ntk_base", "dynamic_ntk_base", "yarn_mscale",
+    "rope_frequencies", "sliding_frequencies", "alibi_slopes", "default_inv_freq", "ntk_base", "dynamic_ntk_base", "yarn_mscale",
     "yarn_correction_dim", "yarn_correction_range", "yarn_ramp", "yarn_attention_factor", "dynamic_yarn_factor",
     "longrope_attention_factor", "longrope_uses_long", "alibi_base_slopes", "power_of_two_heads",
     "dynamic_ntk_alibi_ratio", "Option", "OPTIONS", "flag", "refuse_unused", "baked_at", "kept_parameters",
