@@ -495,11 +495,11 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
         if unmodelled:
             notes.append(f"{where}: rope mode {unmodelled[0].pairing} (multi-section) is not modelled: its numerics are "
                          "not checked")
-        mismatched = [op for op in k.distinct.values() if _param_mismatch(op, k.meant, meant)]
-        for op in mismatched[:1]:
+        mismatched = [(op, effect) for op in k.distinct.values() if (effect := _effect(op, k.meant, meant))]
+        for op, effect in mismatched[:1]:
             why = _explain(op, name, mf, meant, probe.n_ctx)
             findings.append(f"{where} ({op.name}): llama.cpp's rope differs from the meant setting: "
-                            + _effect(op, k.meant, meant) + (": " + "; ".join(why) if why else ""))
+                            + effect + (": " + "; ".join(why) if why else ""))
         if k.off_pairs:
             findings.append(_off_pairs(k, name, mf))
         if k.checked and k.worst > 1:
@@ -549,16 +549,8 @@ def _off_pairs(k: _Kind, kind: str, mf: ModelFile) -> str:
             f"{'them' if len(k.off_pairs) > 1 else 'it'} out of the t, h and w sections")
 
 
-def _param_mismatch(op: RopeOp, freqs, meant: _Meant) -> bool:
-    if meant.n_rot != op.n_dims or (meant.mode and op.pairing in MODELLED_MODES and op.pairing != meant.mode):
-        return True
-    if op.pairing in MULTI_SECTION and meant.sections is not None and tuple(op.sections) != tuple(meant.sections):
-        return True
-    inv, mag = _op_frequencies(op)
-    return bool(np.max(np.abs(inv / freqs[0][: op.n_dims // 2] - 1)) > PARAM_TOL or not _close(mag, freqs[1]))
-
-
 def _effect(op: RopeOp, freqs, meant: _Meant) -> str:
+    """How the op's rope differs from the meant one, in words ("": it does not)."""
     if meant.n_rot != op.n_dims:
         return f"it rotates {op.n_dims} dims where the file means {meant.n_rot}"
     if meant.mode and op.pairing in MODELLED_MODES and op.pairing != meant.mode:
