@@ -50,7 +50,7 @@ from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import NewValue, T, encode_value, write_gguf
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.lowering import CannotCompute, check_options, edit_records
-from ropetool.llamacpp.runner import override_value
+from ropetool.llamacpp.runner import CACHE_TYPES, LlamaCpp, gib, override_value, padded_context, preflight, refuse_past_memory, ticker
 from ropetool.model import ModelFile, RopeEdit
 from ropetool.reference import ReferenceModel
 from ropetool.rope import METHOD_TABLE, OPTIONS, baked_at, canonical_method, flag, refuse_unused
@@ -792,8 +792,6 @@ class Evaluation:
         if bins < 1 or bins > self.lengths[-1] - 1:
             raise RopetoolError(f"--bins: {bins} bins of position do not fit {self.lengths[-1]} tokens (1 to "
                                 f"{self.lengths[-1] - 1})")
-        from ropetool.llamacpp.runner import CACHE_TYPES
-
         if cache_type not in CACHE_TYPES:
             raise RopetoolError(f"--cache-type: {cache_type!r} is not one of {', '.join(CACHE_TYPES)}")
         self.lines, self.bins, self.cache_type = lines, bins, cache_type
@@ -861,8 +859,6 @@ class Evaluation:
 
     def _tokenizer(self):
         """llama.cpp's tokenizer of the file, and its BOS (when the vocabulary adds one)."""
-        from ropetool.llamacpp.runner import LlamaCpp
-
         with LlamaCpp(self.path, n_ctx=256, device="cpu", verbose=self.verbose) as llm:
             text = self.text if self.text is not None else builtin_text()
             need = self.lengths[-1]
@@ -932,8 +928,6 @@ class Evaluation:
         return True
 
     def _run_llama(self) -> None:
-        from ropetool.llamacpp.runner import LlamaCpp, gib, padded_context, preflight, refuse_past_memory, ticker
-
         ids, bos, pieces, keys = self._tokenizer()
         new_tokens = max(PASSKEY_NEW_TOKENS if self.passkey else 0, LINES_NEW_TOKENS if self.lines else 0)
         # before the long work: the longest window's memory (the text's length is checked)
@@ -1025,8 +1019,6 @@ class Evaluation:
 
 
 def _detokenize(path, ids: list[int]) -> str:
-    from ropetool.llamacpp.runner import LlamaCpp
-
     with LlamaCpp(path, n_ctx=256) as llm:
         return llm.detokenize(ids)
 

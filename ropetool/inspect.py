@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import field_json, plain_value
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.readback import CLASSIFY_TOL
 from ropetool.llamacpp.state import SCALING_TYPES
 from ropetool.model import ModelFile, memory_words
-from ropetool.rope import METHOD_TABLE, default_inv_freq
+from ropetool.rope import METHOD_TABLE, default_inv_freq, ntk_base
 from ropetool.rope.fit import nice
 from ropetool.words import number, ranges
 
@@ -249,8 +250,6 @@ def inspect_gguf(path: str | os.PathLike, full: bool = False, context: int | Non
 
 def memory_section(model: ModelFile, context: int | None = None) -> dict:
     """The memory at ``context`` (default: the file's extended context), or why it cannot be sized."""
-    from ropetool.errors import RopetoolError
-
     n = context or model.extended_context or model.trained_context
     if not n:
         return {"context": None, "error": f"{model.path} has no context_length"}
@@ -292,9 +291,6 @@ def wavelengths(model: ModelFile) -> dict:
     """Per rotary pair, the wavelength (2 pi / inverse frequency, tokens) llama.cpp computes for the file, and
     under plain RoPE, PI and NTK-aware scaling by the file's factor (its factor or alpha; else the extended
     context over the trained one; else 2, for comparison): what the summary says in words, for a plot."""
-    from ropetool.errors import RopetoolError
-    from ropetool.rope import ntk_base
-
     st = model.state
     if st.encoding != "rope" or not st.computable:
         raise RopetoolError(f"{model.path}: no rope to plot (position encoding {st.encoding})")

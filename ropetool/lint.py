@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ropetool.errors import RopetoolError
+from ropetool.families import Dims, family_for_arch
 from ropetool.io.gguf_file import GGUFFile
 from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.state import SCALING_TYPES, RopeState
+from ropetool.llamacpp.state import SCALING_TYPES, RopeState, first_int
 from ropetool.llamacpp.validity import key_problems
 from ropetool.words import ranges
 
@@ -272,9 +273,6 @@ def lint_file(model) -> list[Finding]:
 def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
     """For an architecture ropetool has a family for: the tensors its llama.cpp loader requires, and each
     tensor's shape against the shape keys (llama.cpp refuses a file where either is wrong)."""
-    from ropetool.families import Dims, family_for_arch
-    from ropetool.llamacpp.state import first_int
-
     family = family_for_arch(arch)
     n_layer = gf.get(K.k(K.BLOCK_COUNT, arch))
     if family is None or not isinstance(n_layer, int):

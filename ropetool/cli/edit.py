@@ -148,7 +148,6 @@ def unset_command(file, keys, outfile, in_place, force, dry_run, as_json):
 def diff_command(ctx, a, b, as_json, no_data):
     """Compare two GGUFs: metadata and tensors (bytes by streamed sha256). Exit 0 if identical, 1 if not."""
     from ropetool.edit import diff_gguf
-    from ropetool.io.gguf_file import dumps
 
     d = diff_gguf(a, b, tensor_data=not no_data)
     if as_json:

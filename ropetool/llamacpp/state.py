@@ -31,8 +31,8 @@ import numpy as np
 from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import GGUFFile, T
 from ropetool.llamacpp import keys as K
-from ropetool.llamacpp.archs import LoaderArch, loader
-from ropetool.rope import ggml
+from ropetool.llamacpp.archs import ARCHS, LoaderArch, loader
+from ropetool.rope import ggml, make_params
 from ropetool.words import number
 
 LLAMA_CPP = "llama.cpp"
@@ -215,8 +215,6 @@ class RopeState:
     def scaling_params(self):
         """The method the scaling keys alone name (none, linear, yarn or longrope; tensors and
         rope.scaling.attn_factor aside), as RopeParams; a RopetoolError for a type llama.cpp does not know."""
-        from ropetool.rope import make_params
-
         key = K.k(K.ROPE_SCALING_TYPE, self.arch or "?")
         kind = self.scaling_type
         try:
@@ -514,8 +512,6 @@ def recurrent_layers(facts: LoaderArch, n_layer: int | None, get) -> tuple[int, 
 
 
 def _readers(template: str):
-    from ropetool.llamacpp.archs import ARCHS
-
     return ((name, rec) for name, rec in ARCHS.items() if rec.reads_key(template))
 
 
