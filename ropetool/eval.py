@@ -644,7 +644,6 @@ class LinesPrompt:
     line_index: int  # its place among the lines
     lines: int  # lines in the record
     line_start: int  # index of the asked line's first token
-    line_tokens: int
     padding: int  # newline tokens between the record and the question, to make the prompt exactly the length
 
 
@@ -702,7 +701,7 @@ def lines_prompt(tokenize: Callable[[str], list[int]], length: int, seed: int, t
     body = [t for line in lines for t in line]
     start = len(head) + sum(len(x) for x in lines[:at])
     ids = head + body + newline * pad + tail
-    return LinesPrompt(ids, name, value, at, len(lines), start, len(lines[at]), pad)
+    return LinesPrompt(ids, name, value, at, len(lines), start, pad)
 
 
 def lines_found(answer: str, value: int) -> bool:
@@ -720,7 +719,6 @@ class PasskeyPrompt:
     ids: list[int]
     key: str
     key_start: int  # index of the key sentence's first token
-    key_tokens: int
     filler_start: int  # index of the first filler token
     filler_tokens: int  # filler tokens in all (before and after the key)
 
@@ -751,7 +749,7 @@ def passkey_prompt(tokenize: Callable[[str], list[int]], length: int, depth: flo
     fill = (filler * (n_fill // len(filler) + 1))[:n_fill]
     at = int(round(depth * n_fill))
     ids = head + fill[:at] + sentence + fill[at:] + question
-    return PasskeyPrompt(ids, key, len(head) + at, len(sentence), len(head), n_fill)
+    return PasskeyPrompt(ids, key, len(head) + at, len(head), n_fill)
 
 
 def passkey_found(answer: str, key: str) -> bool:

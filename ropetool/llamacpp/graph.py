@@ -98,7 +98,6 @@ class RopeOp:
     freq_factors: np.ndarray | None = None
     x: np.ndarray | None = None  # input [tokens, heads, ne0] float32 (None: not readable)
     y: np.ndarray | None = None  # output, same shape
-    input_source: str = ""  # "captured" (copied when computed), "read" (src[0] after the op), "unavailable"
 
     @property
     def pairing(self) -> str:
@@ -125,7 +124,6 @@ class GraphRun:
     n_ctx: int = 0
     n_ctx_seq: int = 0
     device: str = "cpu"
-    nodes_seen: int = 0
     wall_seconds: float = 0.0
 
 
@@ -227,7 +225,6 @@ class GraphReader:
             tp = ctypes.cast(addr, ctypes.POINTER(GGMLTensor))
             t = tp.contents
             if ask:
-                self.run.nodes_seen += 1
                 if t.op == OPS["ROPE"]:
                     self._pending[addr] = self._rope_params(t)
                     return True
@@ -281,19 +278,15 @@ class GraphReader:
         if src2:
             op.freq_factors = self.g.read(src2).reshape(-1).astype(np.float64)
         y = self.g.read(tp)
-        x = self._captured.get(ctypes.addressof(src0.contents))
-        if x is not None:
-            op.input_source = "captured"
-        elif not self._overlaps(src0.contents, t):
-            x, op.input_source = self.g.read(src0), "read"
-        else:
-            op.input_source = "unavailable"
+        x = self._captured.get(ctypes.addressof(src0.contents))  # else src0 itself, unless the op overwrote it
+        if x is None and not self._overlaps(src0.contents, t):
+            x = self.g.read(src0)
         if not self._checked:
             self._self_check(op, y)
         op.y = y[0]
         op.x = None if x is None else x[0]
         if op.x is not None and op.x.shape != op.y.shape:
-            op.x, op.input_source = None, "unavailable"
+            op.x = None
         try:
             if self.on_rope is not None:
                 self.on_rope(op)

@@ -96,7 +96,6 @@ class RopeState:
     n_layer: int | None
     head_dim: int | None
     n_rot: int | None
-    n_rot_source: str  # "key" or "head_dim"
     context_length: int | None  # n_ctx_train
     freq_base: float
     freq_base_source: str  # "key" or "default"
@@ -111,7 +110,6 @@ class RopeState:
     beta_fast: float
     beta_slow: float
     rope_attn_factor: float
-    yarn_attn_factor: float
     log_mul: float
     attn_factor: float  # what ggml_rope_ext receives
     magnitude: float  # the effective cos/sin multiplier (attn_factor, times ggml's YaRN term)
@@ -304,9 +302,8 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
     if head_dim is None and n_embd and n_head:
         head_dim = n_embd // n_head
     n_rot = scalar(gf, key(K.ROPE_DIMENSION_COUNT), int)
-    n_rot_source = "key"
     if n_rot is None:
-        n_rot, n_rot_source = head_dim, "head_dim"
+        n_rot = head_dim
     ctx = scalar(gf, key(K.CONTEXT_LENGTH), int)
 
     base = scalar(gf, key(K.ROPE_FREQ_BASE))
@@ -389,11 +386,11 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
     st = RopeState(
         arch=arch, facts=facts, reading=reading, encoding="rope", attention_scale=attention_scale,
         key_length_mla=first_int(gf, key(K.KEY_LENGTH_MLA)), n_head=n_head, n_layer=n_layer, head_dim=head_dim,
-        n_rot=n_rot, n_rot_source=n_rot_source, context_length=ctx, freq_base=float(base),
+        n_rot=n_rot, context_length=ctx, freq_base=float(base),
         freq_base_source=base_source, scaling_type_raw=raw_type, scaling_type=stype,
         factor=float(factor) if factor else None, factor_source=factor_source if factor else None,
         freq_scale=freq_scale, orig_ctx_key=orig_key, n_ctx_orig=n_ctx_orig, ext_factor=ext, beta_fast=beta_fast,
-        beta_slow=beta_slow, rope_attn_factor=rope_attn, yarn_attn_factor=yarn_attn, log_mul=log_mul,
+        beta_slow=beta_slow, rope_attn_factor=rope_attn, log_mul=log_mul,
         attn_factor=attn, magnitude=magnitude, ignored=ignored, notes=notes, no_rope_layers=facts.no_rope_layers(n_layer),
         temperature=temperature,
     )

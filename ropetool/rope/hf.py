@@ -21,9 +21,6 @@ class HFRope:
     params: RopeParams
     head_dim: int
     rotary_dim: int  # 0 for ALiBi models
-    partial_rotary_factor: float
-    max_position_embeddings: int | None
-    schema: str  # "rope_parameters" (transformers 5), "rope_scaling" (4.x), "plain" or "alibi"
 
 
 def head_dim_of(config: dict) -> int:
@@ -67,7 +64,7 @@ def rope_from_hf_config(config: dict, alibi: bool = False, max_bias: float | Non
             validate(params)
         except RopetoolError as e:
             raise RopetoolError(f"config.json ALiBi: {e}") from None
-        return HFRope(params, head_dim_of(config), 0, 1.0, max_pos, "alibi")
+        return HFRope(params, head_dim_of(config), 0)
 
     d, schema = _rope_dict(config)
     rope_type = d.get("rope_type") or d.get("type") or "default"
@@ -118,7 +115,7 @@ def rope_from_hf_config(config: dict, alibi: bool = False, max_bias: float | Non
         params = validate(make_params(method, **values), rotary_dim)
     except RopetoolError as e:
         raise RopetoolError(f"config.json {schema}: {e}") from None
-    return HFRope(params, head_dim, rotary_dim, float(prf), max_pos, schema)
+    return HFRope(params, head_dim, rotary_dim)
 
 
 __all__ = ["HFRope", "rope_from_hf_config", "CONTEXT_KEYS"]
