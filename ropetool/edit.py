@@ -1,9 +1,7 @@
 """Edit an existing GGUF without reconverting: ``set-rope``, ``set``, ``unset``; and ``diff`` two GGUFs.
 
-Every edit is written by :mod:`ropetool.rewrite`: the header rewritten (unchanged records byte for byte),
-the tensor data streamed across unchanged, into a temporary file linted and renamed over the output only when
-complete.  The input is never modified unless ``in_place`` is asked for, and then only by that atomic rename;
-on any failure no output file is left behind.
+Every edit is written by :mod:`ropetool.rewrite` (its docstring says how: a temporary file linted and renamed
+over the output only when complete; the input untouched unless ``in_place``).
 
 ``set`` syntax (documented in docs/inspect.md)::
 
