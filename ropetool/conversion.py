@@ -1074,7 +1074,7 @@ def plan_conversion(
 
     vocab = None
     if with_vocab:
-        from ropetool.io.vocab import load_vocab
+        from ropetool.io.vocab import load_vocab, vocab_records
 
         vocab = load_vocab(ckpt.path, vocab_size=hp.vocab_size, pre_tokenizer=pre_tokenizer)
     plan = Plan(ckpt.path, family, hp, rope, rotary_dim, lowered, qtype, tensors=tensors, skipped=skipped, vocab=vocab,
@@ -1097,7 +1097,5 @@ def plan_conversion(
         plan.values.append(NewValue(K.RT_SLIDING_BASE, K.TYPES[K.RT_SLIDING_BASE], swa[0].value))
     check_new_values(plan.values, family.arch)
     if vocab is not None:
-        from ropetool.io.vocab import vocab_records
-
         plan.values += vocab_records(vocab)
     return plan

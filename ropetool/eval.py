@@ -37,6 +37,7 @@ import lzma
 import math
 import random
 import re
+import shlex
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -165,19 +166,13 @@ def parse_setting(text: str) -> Tried:
 def set_rope_command(model: str, tried: Tried, length: int | None = None) -> str:
     """The ``ropetool set-rope`` command writing ``tried`` into the model (a dynamic method baked at ``length``)."""
     out = Path(model).with_suffix("").name + f".{tried.method}.gguf"
-    parts = ["ropetool set-rope", _quote(model), "-o", _quote(out), "--rope", tried.method]
+    parts = ["ropetool set-rope", shlex.quote(str(model)), "-o", shlex.quote(out), "--rope", tried.method]
     options = baked_at(tried.method, tried.options, length)
     for k in OPTIONS:
         if k in options:
             v = options[k]
             parts += [flag(k), f"{v:g}" if isinstance(v, float) else str(v)]
     return " ".join(parts)
-
-
-def _quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(str(s))
 
 
 def length_dependent(tried: Tried, model: ModelFile) -> bool:

@@ -148,8 +148,7 @@ def lint_file(model) -> list[Finding]:
     if arch is None:
         return [_f("missing-architecture", f"no {K.ARCHITECTURE} string: llama.cpp cannot load this file", K.ARCHITECTURE)]
 
-    def key(template):
-        return K.k(template, arch)
+    key = model.key
 
     def has(template):
         return key(template) in gf.fields
