@@ -25,7 +25,7 @@ import numpy as np
 from ropetool.errors import RopetoolError
 from ropetool.families import Family, family_for_arch
 from ropetool.io.files import Closing
-from ropetool.io.gguf_file import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFFile, NewValue
+from ropetool.io.gguf_file import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFFile, Header, NewValue
 from ropetool.lint import ERROR, Finding, lint_file
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import LoaderArch, loader
@@ -46,7 +46,7 @@ def trained_context(meant_original: object, orig_key: object, context_length: ob
     return None
 
 
-class EditedHeader:
+class EditedHeader(Header):
     """A GGUF header with some keys set or removed and some rope tensors hidden: the file as it would be."""
 
     @dataclass
@@ -67,15 +67,6 @@ class EditedHeader:
         for k, v in (set_ or {}).items():
             self.fields[k] = self._Value(k, v)
         self._hide = set(hide)
-
-    @property
-    def architecture(self) -> str | None:
-        v = self.get(K.ARCHITECTURE)
-        return v if isinstance(v, str) else None
-
-    def get(self, key, default=None):
-        f = self.fields.get(key)
-        return default if f is None else f.value
 
     def tensor(self, name):
         return None if name in self._hide else self._header.tensor(name)

@@ -168,7 +168,21 @@ class TensorInfo:
         return self.type.name
 
 
-class GGUFFile(Closing):
+class Header:
+    """What a header answers from its ``fields``: a GGUFFile's, or a ModelFile's edited view of one."""
+
+    def get(self, key: str, default=None):
+        """The value of a scalar key (arrays: the full value), or ``default``."""
+        f = self.fields.get(key)
+        return default if f is None else f.value
+
+    @property
+    def architecture(self) -> str | None:
+        v = self.get(ARCHITECTURE_KEY)
+        return v if isinstance(v, str) else None
+
+
+class GGUFFile(Closing, Header):
     """A parsed GGUF header.  Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, path: str | os.PathLike):
@@ -414,18 +428,8 @@ class GGUFFile(Closing):
 
     # -- queries ----------------------------------------------------------------------------
 
-    def get(self, key: str, default=None):
-        """The value of a scalar key (arrays: the full value), or ``default``."""
-        f = self.fields.get(key)
-        return default if f is None else f.value
-
     def tensor(self, name: str) -> TensorInfo | None:
         return self._tensor_index.get(name)
-
-    @property
-    def architecture(self) -> str | None:
-        v = self.get(ARCHITECTURE_KEY)
-        return v if isinstance(v, str) else None
 
     def layout_is_canonical(self) -> bool:
         """True when tensors sit in order, each at the padded end of the previous (what llama.cpp requires)."""
