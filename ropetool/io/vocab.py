@@ -631,22 +631,18 @@ def _protobuf_fields(data: bytes) -> list[tuple[int, int | float | bytes]]:
         if wire == 0:
             value, pos = _varint(data, pos)
             fields.append((number, value))
-        elif wire == 1:
-            if pos + 8 > end:
-                raise _ProtobufError("truncated fixed64")
-            fields.append((number, struct.unpack_from("<Q", data, pos)[0]))
-            pos += 8
+        elif wire in (1, 5):  # fixed64 (as an int), fixed32 (as a float)
+            size, fmt = (8, "<Q") if wire == 1 else (4, "<f")
+            if pos + size > end:
+                raise _ProtobufError(f"truncated fixed{8 * size}")
+            fields.append((number, struct.unpack_from(fmt, data, pos)[0]))
+            pos += size
         elif wire == 2:
             length, pos = _varint(data, pos)
             if pos + length > end:
                 raise _ProtobufError(f"field {number} runs past the end of the data")
             fields.append((number, data[pos : pos + length]))
             pos += length
-        elif wire == 5:
-            if pos + 4 > end:
-                raise _ProtobufError("truncated fixed32")
-            fields.append((number, struct.unpack_from("<f", data, pos)[0]))
-            pos += 4
         else:
             raise _ProtobufError(f"unsupported wire type {wire}")
     return fields
