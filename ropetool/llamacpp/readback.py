@@ -54,7 +54,7 @@ def infer_method(st: RopeState) -> Named:
     base = st.freq_base
     ff = st.rope_freqs if st.rope_freqs_used else None
     if ff is not None:
-        return _from_rope_freqs(st, ff, base, d, notes)
+        return _from_rope_freqs(st, ff, base, d, named)
     if st.longrope_used or st.scaling_type == "longrope":
         params = {"base": base, "original_context": st.n_ctx_orig}
         if st.context_length and st.n_ctx_orig:
@@ -100,10 +100,8 @@ def infer_method(st: RopeState) -> Named:
     return named("none", {"base": base})
 
 
-def _from_rope_freqs(st: RopeState, ff: np.ndarray, base: float, d: int, notes: list[str]) -> Named:
-    def named(method, params, extra=(), rng=None):
-        return Named(method, params, "inferred", notes + list(extra), rng, _as_params(method, params))
-
+def _from_rope_freqs(st: RopeState, ff: np.ndarray, base: float, d: int, named) -> Named:
+    """The method a rope_freqs tensor expresses (``named``: infer_method's, with its notes)."""
     if fit.close(ff, np.full_like(ff, ff[0])) and abs(ff[0] - 1) > fit.REL_TOL:
         return named("linear", {"factor": fit.nice(float(ff[0])), "base": base},
                      ["uniform rope_freqs: every pair divided by the same factor"])
