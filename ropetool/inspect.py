@@ -295,9 +295,7 @@ def wavelengths(model: ModelFile) -> dict:
     if st.encoding != "rope" or not st.computable:
         raise RopetoolError(f"{model.path}: no rope to plot (position encoding {st.encoding})")
     summary = summarize_rope(model)
-    base = summary.get("base") or st.freq_base
-    if summary.get("params", {}).get("base"):
-        base = summary["params"]["base"]
+    base = summary["base"]  # the meant method's, else freq_base
     trained, context = model.trained_context, model.extended_context
     params = summary.get("params", {})
     s = params.get("factor") or params.get("alpha")
