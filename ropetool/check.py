@@ -203,7 +203,7 @@ def _param_alternatives(p: RopeParams, model: ReferenceModel, seq_len: int) -> l
 
     def add(kind, label, **changes):
         try:
-            q = make_params(changes.pop("method", p.method), **{**_values(p), **changes})
+            q = make_params(changes.pop("method", p.method), **{**p.values(), **changes})
             out.append(_Candidate(model.setting(seq_len, q, label), kind))
         except RopetoolError:
             pass
@@ -219,7 +219,7 @@ def _param_alternatives(p: RopeParams, model: ReferenceModel, seq_len: int) -> l
         return out
     if p.method != "none":
         add("no-extension", f"plain RoPE (base {number(p.base)}) instead of {p.method}", method="none",
-            **{k: None for k in _values(p) if k != "base"})
+            **{k: None for k in p.values() if k != "base"})
     for f, word in ((2.0, "x2"), (0.5, "/2")):
         if "factor" in uses and p.factor > 1 and p.factor * f >= 1:
             add("factor", f"factor {number(p.factor * f)} ({word})", factor=p.factor * f)
@@ -241,12 +241,6 @@ def _param_alternatives(p: RopeParams, model: ReferenceModel, seq_len: int) -> l
                                           sliding=model.sliding_frequencies(seq_len, p, base=model.sliding_base * f)),
                                   "sliding-base"))
     return out
-
-
-def _values(p: RopeParams) -> dict:
-    d = p.as_dict()
-    d.pop("method")
-    return d
 
 
 def _key_alternatives(mf: ModelFile, st: RopeState, n: int, n_ctx: int) -> list[_Candidate]:

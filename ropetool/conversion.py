@@ -569,8 +569,7 @@ def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **op
         params = hf.params
         changes = {k: v for k, v in options.items() if v is not None}
         if changes:  # e.g. --target-context for a config's dynamic rope
-            current = {k: v for k, v in params.as_dict().items() if k != "method"}
-            params = make_params(params.method, **{**current, **changes})
+            params = make_params(params.method, **{**params.values(), **changes})
         return params, hf.rotary_dim
     check_options(method, options)
     values = dict(options)

@@ -68,9 +68,13 @@ class RopeParams:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
+    def values(self) -> dict:
+        """Those parameters without the method: what ``make_params(method, **values)`` takes back."""
+        return {k: v for k, v in self.as_dict().items() if k != "method"}
+
     def words(self, eq: str = " ") -> str:
         """Those parameters in words, ``factor 4, original_context 8192`` (the tables left out; "" when none)."""
-        return parameters({k: v for k, v in self.as_dict().items() if k != "method"}, eq)
+        return parameters(self.values(), eq)
 
 
 FIELD_NAMES = tuple(f.name for f in fields(RopeParams))
@@ -563,8 +567,7 @@ def sliding_frequencies(p: RopeParams, base: float | None, scaled: bool, dim: in
     have no base of their own (``base`` None); else ``p`` at their base where they are ``scaled`` as the global
     layers (gemma2 in llama.cpp), plain rope at it where they are not (gemma3)."""
     if base is not None:
-        values = {k: v for k, v in p.as_dict().items() if k != "method"}
-        p = make_params(p.method, **{**values, "base": base}) if scaled else make_params("none", base=base)
+        p = make_params(p.method, **{**p.values(), "base": base}) if scaled else make_params("none", base=base)
     return rope_frequencies(p, dim, seq_len=seq_len)
 
 
