@@ -943,12 +943,15 @@ class Evaluation:
                               cache_type=self.cache_type) as llm:
                     lp = llama_logprobs(llm, ids[:top], first, ticker(self.progress, f"perplexity: {tried.label}, tokens"))
                     self._score(tried, group, lp, "llama.cpp", applied, time.perf_counter() - t)
-                    for L in group:
-                        if self.passkey:
-                            self._passkey(tried, L, pieces, keys, bos,
-                                          lambda prompt: llm.detokenize(llm.greedy(prompt, PASSKEY_NEW_TOKENS)))
-                        if self.lines:
-                            self._lines_trials(tried, L, lambda prompt: llm.detokenize(llm.greedy(prompt, LINES_NEW_TOKENS)))
+                    self._retrieval(tried, group, pieces, keys, bos, lambda prompt, n: llm.detokenize(llm.greedy(prompt, n)))
+
+    def _retrieval(self, tried: Tried, group: list[int], pieces: dict, keys: list[str], bos, answer) -> None:
+        """The passkey and lines trials at each length of ``group``; ``answer(prompt, n)``: n tokens decoded after it."""
+        for L in group:
+            if self.passkey:
+                self._passkey(tried, L, pieces, keys, bos, lambda p: answer(p, PASSKEY_NEW_TOKENS))
+            if self.lines:
+                self._lines_trials(tried, L, lambda p: answer(p, LINES_NEW_TOKENS))
 
     def _lines_trials(self, tried: Tried, length: int, answer) -> None:
         prompts = [self._lines[length, i] for i in range(self.lines) if (length, i) in self._lines]
@@ -1004,11 +1007,7 @@ class Evaluation:
                             seq.append(int(np.argmax(model.project(h[-1:], model.output_weight())[0])))
                         return _detokenize(self.path, seq[len(prompt):])
 
-                    for L in group:
-                        if self.passkey:
-                            self._passkey(tried, L, pieces, keys, bos, lambda p: answer(p, PASSKEY_NEW_TOKENS))
-                        if self.lines:
-                            self._lines_trials(tried, L, lambda p: answer(p, LINES_NEW_TOKENS))
+                    self._retrieval(tried, group, pieces, keys, bos, answer)
 
 
 def _detokenize(path, ids: list[int]) -> str:
