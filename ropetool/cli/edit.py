@@ -76,6 +76,7 @@ def _report_edit(result, as_json: bool, dry_run: bool) -> None:
 
 def _edit_options(f):
     options = [
+        click.argument("file", type=_PATH),
         click.option("-o", "--outfile", type=_PATH, help="Write the edited copy here (the input is left untouched)."),
         click.option("--in-place", is_flag=True, help="Replace the input (through a temporary file and an atomic rename)."),
         click.option("--force", is_flag=True, help="Overwrite an existing OUTFILE."),
@@ -88,7 +89,6 @@ def _edit_options(f):
 
 
 @click.command("set-rope")
-@click.argument("file", type=_PATH)
 @_edit_options
 @rope_options("the file")
 def set_rope_command(file, outfile, in_place, force, dry_run, as_json, method, approximate, **rope):
@@ -107,9 +107,8 @@ def set_rope_command(file, outfile, in_place, force, dry_run, as_json, method, a
 
 
 @click.command("set")
-@click.argument("file", type=_PATH)
-@click.argument("assignments", nargs=-1, required=True, metavar="KEY=TYPE:VALUE...")
 @_edit_options
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=TYPE:VALUE...")
 def set_command(file, assignments, outfile, in_place, force, dry_run, as_json):
     """Add or replace typed keys in FILE.
 
@@ -128,9 +127,8 @@ def set_command(file, assignments, outfile, in_place, force, dry_run, as_json):
 
 
 @click.command("unset")
-@click.argument("file", type=_PATH)
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
 @_edit_options
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
 def unset_command(file, keys, outfile, in_place, force, dry_run, as_json):
     """Remove keys from FILE."""
     from ropetool.edit import unset_keys
