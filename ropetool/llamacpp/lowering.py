@@ -416,10 +416,10 @@ def lower_for_llama_cpp(p: RopeParams, facts: LoaderArch, rotary_dim: int, n_hea
     """:func:`lower`, refusing what llama.cpp cannot compute exactly unless ``approximate`` accepts it."""
     try:
         lowered = lower(p, facts, rotary_dim, n_heads, trained_context, n_layer)
+        if lowered.context_length is not None and not math.isfinite(lowered.context_length):
+            raise OverflowError
     except OverflowError:
         raise RopetoolError(f"{p.method}: the extended context length overflows (factor {p.factor})") from None
-    if lowered.context_length is not None and not math.isfinite(lowered.context_length):
-        raise RopetoolError(f"{p.method}: the extended context length overflows (factor {p.factor})")
     if lowered.needs_approval and not approximate:
         raise CannotCompute(
             f"llama.cpp cannot compute {p.method} exactly on {facts.name}: {'; '.join(lowered.notes)} "

@@ -32,7 +32,7 @@ from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import GGUFFile, T
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import ARCHS, LoaderArch, loader
-from ropetool.rope import ggml, make_params
+from ropetool.rope import ggml, make_params, ntk_base
 from ropetool.words import number
 
 LLAMA_CPP = "llama.cpp"
@@ -356,7 +356,7 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
         log_mul = log_mul / 0.1
     alpha = rare(K.ROPE_SCALING_ALPHA, 0.0)
     if alpha > 0 and head_dim and head_dim > 2:
-        base = base * alpha ** (head_dim / (head_dim - 2))  # hunyuan: NTK-aware alpha over the head dim
+        base = ntk_base(base, alpha, head_dim)  # hunyuan: NTK-aware alpha over the head dim
         notes.append(f"rope.scaling.alpha {alpha:g} raises the base to {base:g}")
     temp_scale = rare(K.ATTENTION_TEMPERATURE_SCALE, 0.0)
     temperature = temperature_state(facts, temp_scale, orig_key, ctx)
