@@ -37,11 +37,10 @@ from typing import Callable
 import numpy as np
 
 from ropetool.errors import RopetoolError
+from ropetool.io.gguf_file import GGML_MAX_DIMS, GGML_MAX_NAME
 
-GGML_MAX_DIMS = 4
 GGML_MAX_SRC = 10
 GGML_MAX_OP_PARAMS = 64
-GGML_MAX_NAME = 64
 GGML_OBJECT_SIZE = 32  # sizeof(struct ggml_object): ggml_tensor_overhead() = GGML_OBJECT_SIZE + GGML_TENSOR_SIZE
 
 # enum ggml_op (ggml.h); checked against ggml_op_name at run time

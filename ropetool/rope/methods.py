@@ -79,7 +79,6 @@ class RopeParams:
 
 FIELD_NAMES = tuple(f.name for f in fields(RopeParams))
 FLOAT_FIELDS = tuple(f.name for f in fields(RopeParams) if f.type in ("float", "float | None"))
-MAX_CONTEXT = 1 << 32  # a context length llama.cpp can hold (a u32)
 
 
 def coerce(values: dict) -> dict:
