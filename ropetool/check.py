@@ -39,7 +39,7 @@ from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import Report
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.runner import LlamaCpp, gib, padded_context, preflight, refuse_past_memory, ticker
-from ropetool.llamacpp.state import LLAMA_CPP, RopeState, key_misreadings
+from ropetool.llamacpp.state import RopeState, key_misreadings
 from ropetool.model import ModelFile
 from ropetool.reference import QUERY_BLOCK, ReferenceModel, Setting, log_softmax
 from ropetool.rope import METHOD_TABLE, RopeParams, make_params, rope_frequencies
@@ -190,9 +190,8 @@ def _state_setting(st: RopeState, n_tokens: int, n_ctx: int, label: str) -> Sett
         return Setting(label, slopes=st.alibi_slopes())
     if st.encoding == "none":
         return Setting(label)
-    pick = n_ctx if st.reading == LLAMA_CPP else n_tokens
-    inv, mag = st.frequencies(n_tokens, pick)
-    sliding = st.of_sliding_layers().frequencies(n_tokens, pick) if st.sliding is not None else None
+    inv, mag = st.frequencies(n_tokens, n_ctx)  # LongRoPE's table: by n_ctx as llama.cpp reads, by n_tokens as the keys
+    sliding = st.of_sliding_layers().frequencies(n_tokens, n_ctx) if st.sliding is not None else None
     return Setting(label, inv_freq=inv, magnitude=mag, sliding=sliding)
 
 
