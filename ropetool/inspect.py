@@ -385,13 +385,11 @@ def render_text(report: dict, full: bool = False) -> str:
             t = lc["attention_temperature"]
             lines.append(f"  attn temp:  queries x (1 + {number(t['scale'])} ln(floor(pos / {t['period']}) + 1)), period "
                          f"from {t['period_source']}")
-        if lc.get("recurrent_layers"):
-            lines.append(f"  no rope:    {'layer' if len(lc['recurrent_layers']) == 1 else 'layers'} "
-                         f"{ranges(lc['recurrent_layers'], ', ')} ({lc['recurrent_kind']}: no attention, no rope; a setting "
-                         "reaches the other layers only)")
-        elif lc.get("no_rope_layers"):
-            lines.append(f"  no rope:    {'layer' if len(lc['no_rope_layers']) == 1 else 'layers'} "
-                         f"{ranges(lc['no_rope_layers'], ', ')} (llama.cpp's graph never rotates q and k there)")
+        unroped = lc.get("recurrent_layers") or lc.get("no_rope_layers")
+        if unroped:
+            why = (f"{lc['recurrent_kind']}: no attention, no rope; a setting reaches the other layers only"
+                   if lc.get("recurrent_layers") else "llama.cpp's graph never rotates q and k there")
+            lines.append(f"  no rope:    {'layer' if len(unroped) == 1 else 'layers'} {ranges(unroped, ', ')} ({why})")
         if lc.get("sections"):
             lines.append("  sections:   " + ", ".join(f"{n} {v}" for n, v in zip("thwe", lc["sections"]))
                          + " (multi-section rope; text: every pair at the token's position)")

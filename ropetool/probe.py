@@ -460,16 +460,14 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
     extra = sorted(set(seen) - set(expected))
     if missing:
         findings.append(f"layers the file means to rope have no rope op in llama.cpp's graph: {ranges(missing)}")
-    if st.recurrent_layers and meant.encoding == "rope":  # hybrid models: no attention, so no rope, there
-        few = len(st.recurrent_layers) == 1
-        notes.append(f"layer{'' if few else 's'} {ranges(list(st.recurrent_layers))} {'is' if few else 'are'} "
-                     f"{st.facts.recurrent.kind} in llama.cpp's {st.arch} graph: no attention, so no rope"
-                     + ("" if set(seen) & set(st.recurrent_layers) else ": no rope op seen there"))
-    elif st.no_rope_layers and meant.encoding == "rope":
-        few = len(st.no_rope_layers) == 1
-        notes.append(f"layer{'' if few else 's'} {ranges(list(st.no_rope_layers))} {'has' if few else 'have'} no rope in "
-                     f"llama.cpp's {st.arch} graph (hard-coded, whatever the keys say)"
-                     + ("" if set(seen) & set(st.no_rope_layers) else ": no rope op seen there"))
+    unroped = st.recurrent_layers or st.no_rope_layers  # hybrid models: no attention, so no rope, there
+    if unroped and meant.encoding == "rope":
+        few = len(unroped) == 1
+        why = (f"{'is' if few else 'are'} {st.facts.recurrent.kind} in llama.cpp's {st.arch} graph: no attention, so no rope"
+               if st.recurrent_layers else
+               f"{'has' if few else 'have'} no rope in llama.cpp's {st.arch} graph (hard-coded, whatever the keys say)")
+        notes.append(f"layer{'' if few else 's'} {ranges(list(unroped))} {why}"
+                     + ("" if set(seen) & set(unroped) else ": no rope op seen there"))
     if extra or (meant.encoding != "rope" and run.ropes):
         findings.append(f"llama.cpp applies rope in layers {ranges(seen) or '(unnamed)'}, where the file means "
                         f"{meant.encoding}")
