@@ -91,11 +91,7 @@ RULES: dict[str, tuple[str, str]] = {
     "provenance-mismatch": (WARNING, "the method ropetool recorded is not what llama.cpp will compute from the keys and tensors"),
     "unknown-architecture": (INFO, "an architecture llama.cpp does not know (as vendored by the pinned llama-cpp-python): "
                                    "some checks are skipped"),
-}
-
-
-# Hybrid models (issue 25): what a rope setting cannot reach.
-RULES.update({
+    # Hybrid models (issue 25): what a rope setting cannot reach.
     "sections-leave-pairs-still": (WARNING, "a multi-section rope's rope.dimension_sections put some rotated pairs in "
                                             "ggml's 4th section, which llama.cpp holds at position 0 for text: those "
                                             "pairs never turn (transformers turns every pair by the token's position)"),
@@ -104,7 +100,7 @@ RULES.update({
     "extension-reaches-attention-only": (INFO, "a context extension on a hybrid model: it reaches the attention layers "
                                                "only; the recurrent layers (linear attention, short convolution) have no "
                                                "rope, and no setting changes them"),
-})
+}
 
 
 def _hybrid_findings(model) -> list[Finding]:
