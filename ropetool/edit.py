@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ropetool.errors import RopetoolError
 from ropetool.io.files import read_text
 from ropetool.io.gguf_file import (
@@ -226,13 +228,8 @@ def _same_value(fa: Field, fb: Field, same_endian: bool) -> bool:
     if same_endian:
         return fa.raw_value() == fb.raw_value()
     va, vb = fa.value, fb.value
-    try:
-        import numpy as np
-
-        if isinstance(va, np.ndarray):
-            return bool(np.array_equal(va, vb))
-    except Exception:  # pragma: no cover
-        pass
+    if isinstance(va, np.ndarray):
+        return bool(np.array_equal(va, vb))
     return va == vb
 
 

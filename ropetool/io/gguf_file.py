@@ -26,6 +26,7 @@ write of the same target removes it (:func:`create_temp`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -37,11 +38,6 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
 
 import numpy as np
 
@@ -635,8 +631,6 @@ def create_temp(out: Path) -> tuple[int, str]:
     remove_stale_temps(out)
     while True:
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(out), suffix=".tmp", dir=out.parent)
-        if fcntl is None:
-            return fd, tmp
         fcntl.flock(fd, fcntl.LOCK_EX)
         if os.fstat(fd).st_nlink:  # not removed as stale in the instant before it was locked
             return fd, tmp
@@ -690,8 +684,6 @@ def _move_no_replace(tmp: str, out: Path) -> None:
 def remove_stale_temps(out: Path) -> list[Path]:
     """Delete the leftover temporary files of ``out`` that no running writer holds (see create_temp);
     only files named as ropetool names them and owned by this user.  Returns what was removed."""
-    if fcntl is None:  # pragma: no cover - no flock (Windows): leave them
-        return []
     pattern = re.compile(_TEMP_NAME.format(prefix=re.escape(_temp_prefix(out))))
     removed = []
     try:
