@@ -69,6 +69,7 @@ class Hparams:
     n_ff_exp: int = 0
     n_ff_shexp: int = 0
     n_dense_lead: int = 0  # leading layers with a dense feed-forward before the mixture (deepseek2)
+    moe_step: int = 1  # layer il is a mixture when (il + 1) % moe_step == 0 (llama4's interleave_moe_layer_step)
     # Multi-head latent attention (Family.mla): the value head, the low ranks, the rotated part of each head.
     head_dim_v: int | None = None
     n_lora_q: int = 0
@@ -194,6 +195,14 @@ def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
            "n_ff_exp": count("moe_intermediate_size", default=n_ff, key=K.EXPERT_FEED_FORWARD_LENGTH)}
     if family.shared_expert:
         out["n_ff_shexp"] = count("shared_expert_intermediate_size", default=n_ff, key=K.EXPERT_SHARED_FEED_FORWARD_LENGTH)
+    if family.shared_experts:  # llama4: one ungated shared expert as wide as an expert, hard-coded
+        out["n_ff_shexp"] = out["n_ff_exp"] * family.shared_experts
+    if family.moe_step_key:
+        step = config.get(family.moe_step_key, 1)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise RopetoolError(f"config.json: {family.moe_step_key} must be a positive integer, got {step!r}")
+        K.check_range(K.INTERLEAVE_MOE_LAYER_STEP, step, f"config.json: {family.moe_step_key}")
+        out["moe_step"] = step
     if family.shared_experts_key:  # ungated shared experts, each as wide as an expert, summed into one (deepseek2)
         shared = config.get(family.shared_experts_key) or 0
         if isinstance(shared, bool) or not isinstance(shared, int) or shared < 0:
@@ -222,6 +231,9 @@ def text_model_config(config: dict, family: Family) -> dict:
     for alias, name in family.config_aliases:
         if config.get(name) is None and config.get(alias) is not None:
             config = {**config, name: config[alias]}
+    for source, destination in family.config_moves:  # llama4: as llama.cpp's converter renames them
+        if source in config:
+            config = {**config, destination: config[source]}
     return config
 
 
@@ -340,9 +352,20 @@ def mrope_sections(config: dict, family: Family, rotary_dim: int) -> list[int]:
 def check_family_config(config: dict, family: Family) -> None:
     """Refuse a config.json that asks for what llama.cpp's graph for the family does not compute."""
     for path, want, why in family.requires:
+        want = want(config) if callable(want) else want
         got = config_value(config, path, want)
         if got != want:
             raise RopetoolError(f"config.json: {path} is {json.dumps(got)}, but {why}")
+    n_layer = config.get("num_hidden_layers")
+    step = config.get(family.moe_step_key, 1) if family.moe_step_key else None
+    if family.hf_moe_layers and isinstance(n_layer, int) and 0 < n_layer <= K.MAX_LAYERS and isinstance(step, int) \
+            and not isinstance(step, bool) and step > 0:
+        layers = config.get(family.hf_moe_layers)
+        want = [il for il in range(n_layer) if (il + 1) % step == 0]
+        if layers is not None and layers != want:
+            raise RopetoolError(f"config.json: {family.hf_moe_layers} is {json.dumps(layers)[:120]}, but llama.cpp's "
+                                f"{family.arch} makes layer il a mixture exactly when (il + 1) % {family.moe_step_key} "
+                                f"({step}) == 0: layers {want}")
     key, n_layer = family.hf_no_rope_layers, config.get("num_hidden_layers")
     if key and isinstance(n_layer, int) and 0 < n_layer <= K.MAX_LAYERS:
         flags = config.get(key)
@@ -396,16 +419,17 @@ def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams, r
                 values.append((template, float(cap)))
     sliding = family.loader.sliding
     if sliding is not None:
-        window = config.get("sliding_window")
+        window = config.get(sliding.hf_window)
         types = config.get("layer_types")
         if window:
-            K.check_range(K.SLIDING_WINDOW, window, "config.json: sliding_window")
-            values.append((K.SLIDING_WINDOW, int(window)))
+            K.check_range(K.SLIDING_WINDOW, window, f"config.json: {sliding.hf_window}")
+            if sliding.window_fixed is None:  # llama4's chunk is hard-coded (its requires say so): no key
+                values.append((K.SLIDING_WINDOW, int(window)))
             default = [il % sliding.period < sliding.period - 1 for il in range(hp.n_layer)]
-            if isinstance(types, list) and [t == "sliding_attention" for t in types] != default:
+            if isinstance(types, list) and [t == sliding.hf_layer_type for t in types] != default:
                 if len(types) != hp.n_layer:
                     raise RopetoolError(f"config.json: layer_types has {len(types)} entries for {hp.n_layer} layers")
-                values.append((K.SLIDING_WINDOW_PATTERN, [t == "sliding_attention" for t in types]))
+                values.append((K.SLIDING_WINDOW_PATTERN, [t == sliding.hf_layer_type for t in types]))
             local = sliding_base(config, rope)
             if sliding.base_default is not None or local != rope.base:  # gemma2: the global base unless told
                 values.append((K.ROPE_FREQ_BASE_SWA, local))
@@ -741,11 +765,14 @@ def _gate_up_experts(ckpt: Checkpoint, hp: Hparams) -> Iterator[tuple[str, list[
             yield f"{stem}.{part}.weight", experts
 
 
-def _experts_transform(kind: str, is_bias: bool, shape: tuple[int, ...]):
+def _experts_transform(kind: str, is_bias: bool, shape: tuple[int, ...], halves: bool = False):
     """(each, transform, shape): how one of :func:`_gate_up_experts`'s tensors becomes llama.cpp's: gate and up are the
-    even and odd columns of gate_up (llama.cpp's converter: ``[..., ::2]`` and ``[..., 1::2]``), each expert's matrix
-    transposed to [out, in]; the biases split the same way."""
-    cols = {"ffn_gate_exps": slice(0, None, 2), "ffn_up_exps": slice(1, None, 2), "ffn_down_exps": slice(None)}[kind]
+    even and odd columns of gate_up (gpt-oss; llama.cpp's converter: ``[..., ::2]`` and ``[..., 1::2]``), or its first
+    and second half (``halves``: llama4, whose converter splits the transposed gate_up at the middle), each expert's
+    matrix transposed to [out, in]; the biases split the same way."""
+    half = shape[-1] // 2
+    gate, up = (slice(0, half), slice(half, None)) if halves else (slice(0, None, 2), slice(1, None, 2))
+    cols = {"ffn_gate_exps": gate, "ffn_up_exps": up, "ffn_down_exps": slice(None)}[kind]
     if is_bias:
         return None, (lambda w: np.ascontiguousarray(w[..., cols])), (shape[0], len(range(shape[1])[cols]))
     return (lambda w: np.ascontiguousarray(w[:, cols].T)), None, (shape[0], len(range(shape[2])[cols]), shape[1])
@@ -782,7 +809,7 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
     planned: list[PlannedTensor] = []
     skipped: list[str] = []
     sources = _split_fused(ckpt, family, hp, expected) if family.qkv_layout == "split-concat" else _stacked_experts(ckpt, hp)
-    if family.experts_layout == "gate-up-transposed":
+    if family.experts_layout in ("gate-up-transposed", "gate-up-transposed-halves"):
         sources = _gate_up_experts(ckpt, hp)
     if family.experts_layout == "gate-up-stacked":
         sources = _gate_up_stacked(sources, hp)
@@ -830,10 +857,12 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         each = transform = None
         if family.mla and kind in ("attn_k_b", "attn_v_b"):
             transform, shape = _mla_kv_b(kind, hp, shape)
-        if family.experts_layout == "gate-up-transposed" and kind in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
+        if family.experts_layout in ("gate-up-transposed", "gate-up-transposed-halves") and kind in (
+                "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
             if not stacked and not is_bias:
-                raise RopetoolError(f"tensor {hf_name!r} is not one of gpt-oss's stacked experts")
-            each, transform, shape = _experts_transform(kind, is_bias, shape)
+                raise RopetoolError(f"tensor {hf_name!r} is not one of {family.arch}'s stacked experts")
+            each, transform, shape = _experts_transform(kind, is_bias, shape,
+                                                        halves=family.experts_layout.endswith("halves"))
         if family.short_conv and kind == "shortconv.conv" and len(shape) == 3 and shape[1] == 1:
             shape = (shape[0], shape[2])  # [n_embd, 1, L] squeezed, as llama.cpp's converter does (the same bytes)
         if family.linear_attention and kind in LINEAR_ATTENTION_KINDS:
@@ -872,7 +901,7 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         raise RopetoolError("config.json says the output matrix is not tied to the embeddings "
                             "(tie_word_embeddings false), but the checkpoint has no lm_head.weight")
     missing = [n for n in family.required_tensors(hp.n_layer, experts=hp.n_expert > 0, dense_lead=hp.n_dense_lead,
-                                                  recurrent=hp.recurrent) if n not in names]
+                                                  recurrent=hp.recurrent, moe_step=hp.moe_step) if n not in names]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise RopetoolError(f"the checkpoint lacks {', '.join(missing[:3])}{more}, which llama.cpp's {family.arch} "

@@ -225,9 +225,16 @@ def summarize_rope(model: ModelFile) -> dict:
     t = st.temperature
     if t is not None:  # mistral3: Llama 4's attention temperature, whose period is the original context
         llama["attention_temperature"] = {"scale": nice(t.scale), "period": t.period, "period_source": t.period_source,
-                                          "offset": t.offset}
-        bits.append(f"queries scaled by 1 + {_fmt(t.scale)} ln(floor(position / {t.period}) + 1) after rope (Llama 4's "
-                    f"attention temperature; the period is {t.period_source} as llama.cpp reads it)")
+                                          "offset": t.offset, **({"no_rope_only": True} if t.no_rope_only else {})}
+        position = f"(position + {_fmt(t.offset)})" if t.offset else "position"
+        if t.no_rope_only:  # llama4: the no-rope layers' queries, scale and period hard-coded
+            bits.append(f"the queries of the layers without rope ({_ranges(list(st.no_rope_layers))}) scaled by 1 + "
+                        f"{_fmt(t.scale)} ln(floor({position} / {t.period}) + 1) (Llama 4's attention temperature, "
+                        f"hard-coded by llama.cpp's {st.arch}: 1 below position {t.period - int(t.offset)}, whatever "
+                        "the setting)")
+        else:
+            bits.append(f"queries scaled by 1 + {_fmt(t.scale)} ln(floor({position} / {t.period}) + 1) after rope (Llama "
+                        f"4's attention temperature; the period is {t.period_source} as llama.cpp reads it)")
     out["description"] = f"{words}: " + "; ".join(bits)
     sw = st.sliding
     if sw is not None:
@@ -245,12 +252,25 @@ def summarize_rope(model: ModelFile) -> dict:
             "freq_scale": nice(sw.freq_scale),
             "magnitude": nice(swa.magnitude),
         }
+        kind = st.facts.sliding.attention
+        if kind != "sliding-window":  # llama4's chunked layers (the gemma and gpt-oss reports keep their fields)
+            out["sliding_window"]["attention"] = kind
+        roped_global = [il for il in global_layers if il not in st.no_rope_layers]
+        if roped_global or not global_layers:
+            said = f"; that is the global layers' rope ({_ranges(global_layers)}); "
+        else:  # llama4: the full-attention layers are the ones without rope; the rope above is the chunked layers'
+            said = f"; the global (full-attention) layers ({_ranges(global_layers)}) have no rope: that is the rope of the "
+        window = f"window {sw.window}" if kind == "sliding-window" else f"chunks of {sw.window} tokens"
+        # (gemma2 and gpt-oss scale them as the global layers too; their description keeps its recorded wording)
+        follows = st.facts.sliding.scale_follows_global and kind != "sliding-window"
         out["description"] += (
-            f"; that is the global layers' rope ({_ranges(global_layers)}); "
-            f"{len(sliding_layers)} sliding-window layers ({_ranges(sliding_layers)}, window {sw.window}) use base "
+            f"{said}{len(sliding_layers)} {kind} layers ({_ranges(sliding_layers)}, {window})"
+            f"{' use base ' if roped_global or not global_layers else ': base '}"
             f"{_fmt(sw.freq_base)} ({BASE_SOURCES[sw.freq_base_source]})"
-            + (f", freq_scale {_fmt(sw.freq_scale)} as the global layers" if scaled else ", unscaled")
-            + (f": {sw.window} tokens of context each, whatever the extension" if not scaled else ""))
+            + (f", freq_scale {_fmt(sw.freq_scale)}" + (" as the global layers" if roped_global else "") if scaled
+               else ", unscaled")
+            + (f": {sw.window} tokens of context each, whatever the extension" if not scaled and not follows else
+               " (an extension scales them)" if not scaled else ""))
     return out
 
 
@@ -392,8 +412,10 @@ def render_text(report: dict, full: bool = False) -> str:
                      f"ext_factor {_fmt(lc['ext_factor'])}")
         if lc.get("attention_temperature"):
             t = lc["attention_temperature"]
-            lines.append(f"  attn temp:  queries x (1 + {_fmt(t['scale'])} ln(floor(pos / {t['period']}) + 1)), period "
-                         f"from {t['period_source']}")
+            pos = f"(pos + {_fmt(t['offset'])})" if t["offset"] else "pos"
+            lines.append(f"  attn temp:  queries x (1 + {_fmt(t['scale'])} ln(floor({pos} / {t['period']}) + 1)), period "
+                         f"from {t['period_source']}" + (", in the layers without rope only" if t.get("no_rope_only")
+                                                          else ""))
         if lc.get("recurrent_layers"):
             lines.append(f"  no rope:    {'layer' if len(lc['recurrent_layers']) == 1 else 'layers'} "
                          f"{_ranges(lc['recurrent_layers'])} ({lc['recurrent_kind']}: no attention, no rope; a setting "
@@ -408,7 +430,9 @@ def render_text(report: dict, full: bool = False) -> str:
         if sw:
             lines.append(f"  global:     layers {_ranges(sw['global_layers'])}: freq_base {_fmt(lc['freq_base'])}, "
                          f"freq_scale {_fmt(lc['freq_scale'])}")
-            lines.append(f"  sliding:    layers {_ranges(sw['layers'])} (pattern: {sw['pattern_source']}), window "
+            chunked = sw.get("attention") == "chunked"
+            lines.append(f"  {'chunked:   ' if chunked else 'sliding:   '} layers {_ranges(sw['layers'])} (pattern: "
+                         f"{sw['pattern_source']}), {'chunks of' if chunked else 'window'} "
                          f"{sw['window']}: freq_base {_fmt(sw['freq_base'])} ({sw['freq_base_source']}), "
                          f"freq_scale {_fmt(sw['freq_scale'])}")
     if r["params"]:

@@ -87,6 +87,9 @@ RULES: dict[str, tuple[str, str]] = {
     "factor-without-type": (WARNING, "a scaling factor without rope.scaling.type: llama.cpp defaults the type to linear"),
     "longrope-factors-missing": (WARNING, "scaling type longrope without rope_factors_long/short tensors"),
     "provenance-mismatch": (WARNING, "the method ropetool recorded is not what llama.cpp will compute from the keys and tensors"),
+    "runtime-flags-miss-sliding": (INFO, "llama.cpp's runtime rope flags (--rope-freq-base, --rope-freq-scale, "
+                                         "--rope-scale) do not reach the sliding-window (or chunked) layers: they keep "
+                                         "the file's rope.freq_base_swa and scale; only the file's keys change them"),
     "unknown-architecture": (INFO, "an architecture llama.cpp does not know (as vendored by the pinned llama-cpp-python): "
                                    "some checks are skipped"),
 }
@@ -237,6 +240,18 @@ def lint_file(model) -> list[Finding]:
                       f"{sw.count} sliding-window layers attend over {sw.window} tokens with their rope unscaled (base "
                       f"{sw.freq_base:g}), but the model was trained on {st.n_ctx_orig}: past that distance they run "
                       "untrained", key(K.SLIDING_WINDOW)))
+    if sw is not None and sw.count and st.encoding == "rope":
+        # llama_model::get_rope_freq_base/scale: a sliding layer takes hparams.rope_freq_base/scale_train_swa (set at load
+        # from the file), every other layer cparams' (the runtime flags, else the file's)
+        kind = st.facts.sliding.attention if st.facts.sliding is not None else "sliding-window"
+        slides = [il for il, s in enumerate(sw.layers) if s]
+        others = [il for il in st.rope_layers if il not in set(slides)]
+        reach = (f"they reach only the other layers with rope ({_pairs(others)})" if others else
+                 "no other layer has rope, so the flags change nothing")
+        out.append(_f("runtime-flags-miss-sliding",
+                      f"llama.cpp's --rope-freq-base/--rope-freq-scale do not reach the {sw.count} {kind} layers "
+                      f"({_pairs(slides)}): they keep base {sw.freq_base:g} and freq_scale {sw.freq_scale:g} from the file; "
+                      f"{reach} (set the rope in the file: ropetool set-rope)", key(K.ROPE_FREQ_BASE_SWA)))
     temp = st.temperature
     if temp is not None and temp.period_source == "context_length":
         out.append(_f("temperature-period-from-context",
@@ -292,8 +307,9 @@ def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
     names = {t.name for t in gf.tensors}
     n_expert = first_int(gf, K.k(K.EXPERT_COUNT, arch)) or 0
     dense_lead = (first_int(gf, K.k(K.LEADING_DENSE_BLOCK_COUNT, arch)) or 0) if family.dense_lead_key else 0
-    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0, dense_lead=dense_lead, recurrent=recurrent)
-               if n not in names]
+    step = first_int(gf, K.k(K.INTERLEAVE_MOE_LAYER_STEP, arch)) or 0 if family.moe_step_key else 1
+    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0, dense_lead=dense_lead, recurrent=recurrent,
+                                                  moe_step=step) if n not in names]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         return [_f("missing-tensor", f"no {', '.join(missing[:3])}{more}: llama.cpp's {arch} loader requires "
@@ -329,7 +345,7 @@ def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
     n_ff_exp = n_ff if family.moe == "optional" else (get(K.EXPERT_FEED_FORWARD_LENGTH) or n_ff // used)
     # deepseek2's shared experts: expert_shared_count of n_ff_exp each
     n_ff_shexp = n_ff_exp * (get(K.EXPERT_SHARED_COUNT) or 0) if family.shared_experts_key else (
-        get(K.EXPERT_SHARED_FEED_FORWARD_LENGTH) or n_ff)
+        n_ff_exp * family.shared_experts if family.shared_experts else get(K.EXPERT_SHARED_FEED_FORWARD_LENGTH) or n_ff)
     hybrid = {}
     if family.linear_attention:  # the Gated DeltaNet's sizes as llama.cpp's loader takes them (ssm.*)
         state = get(K.SSM_STATE_SIZE) or 0
