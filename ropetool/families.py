@@ -132,9 +132,10 @@ class Family:
     required_keys: tuple[str, ...] = ()  # keys (templates) the family's loader throws without, beyond the common ones
     hf_alibi_bias: str | None = None
     # What config.json must say for llama.cpp's graph to compute the model: (path, the value it must have, why);
-    # a missing value passes (transformers' default for the class is the value required).  The value may be a
-    # function of config.json (llama4's q/k norm, which llama.cpp leaves out on 128-expert models only).
-    requires: tuple[tuple[str, object, str], ...] = ()
+    # a missing value passes (transformers' default for the class is the value required), unless a 4th entry gives
+    # the class's default (gemma4's hidden_size_per_layer_input, 256).  The value may be a function of config.json
+    # (llama4's q/k norm, which llama.cpp leaves out on 128-expert models only).
+    requires: tuple[tuple, ...] = ()
     # The trained context when config.json does not say it, and where the number comes from.
     default_context: tuple[int, str] | None = None
     # The q/k norms' span: "head" (qwen3, gemma3: one weight per head dimension, applied to each head) or
@@ -196,6 +197,11 @@ class Family:
     hf_moe_layers: str | None = None
     shared_experts: int = 0
     config_moves: tuple[tuple[str, str], ...] = ()
+    # Gemma 4: the global (full-attention) layers have their own head size and key/value heads (config.json's
+    # per_layer_config, else global_head_dim and num_global_key_value_heads, as transformers' Gemma4TextConfig derives
+    # them), the sliding layers config.json's head_dim and num_key_value_heads; written as key_length (the global) and
+    # key_length_swa, and a per-layer head_count_kv where they differ.
+    global_heads: bool = False
 
     def required_tensors(self, n_layer: int, experts: bool = False, dense_lead: int = 0, recurrent=(),
                          moe_step: int = 1) -> list[str]:
@@ -607,6 +613,36 @@ FAMILIES.update({f.arch: f for f in (
                      ("use_qk_norm", lambda c: c.get("num_local_experts") != 128,
                       "llama.cpp's llama4 L2-normalises q and k exactly on models without 128 experts"))),
 )})
+
+
+# Gemma 4 (gemma4, Gemma4ForCausalLM: the text model; the 31B layout): sliding-window layers and global ones
+# (config.json's layer_types, written as attention.sliding_window_pattern, which the loader requires); the global layers'
+# "proportional" rope (rope_parameters.full_attention: partial_rotary_factor 0.25, base 1e6 released) over their own,
+# larger head, as llama.cpp's converter writes it: rope.dimension_count the whole head and a rope_freqs tensor of 1e30
+# on the pairs past the rotated quarter (only the global layers take it); the sliding layers' own head size and rotary
+# count (key_length_swa, rope.dimension_count_swa) and base (rope.freq_base_swa), never scaled; q/k norms, the values
+# RMS-normed without a weight, no query scaling (llama.cpp's f_attention_scale 1, transformers' scaling 1.0), the global
+# layers' values their keys where attention_k_eq_v (no v_proj: llama.cpp's loader takes attn_v as optional), norms
+# stored as they are (Gemma4RMSNorm multiplies by w, not 1 + w), the per-layer output scale (layer_scalar, as
+# layer_output_scale), a final soft-cap.  Per-layer embeddings (E2B, E4B), shared key/value layers, mixture blocks
+# (26B-A4B) and the double-wide MLP are refused (src/models/gemma4.cpp; conversion/gemma.py, Gemma4Model).
+_GEMMA4_BLOCK = ("attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_output.weight", "attn_q_norm.weight",
+                 "attn_k_norm.weight", "post_attention_norm.weight", "ffn_norm.weight", "post_ffw_norm.weight") + _DENSE_FFN
+FAMILIES.update({f.arch: f for f in (
+    Family("gemma4", ("Gemma4ForCausalLM",), "rms", "geglu", tied_default=True, embed_scale=True, softcaps="final",
+           writes_head_dim=True, global_heads=True, reference=False,
+           model_tensors=_MODEL + (K.ROPE_FREQS_TENSOR,), block_tensors=_GEMMA4_BLOCK,
+           config_keys=((K.EMBEDDING_LENGTH_PER_LAYER, None, 0),),
+           required_keys=(K.SLIDING_WINDOW, K.SLIDING_WINDOW_PATTERN, K.EMBEDDING_LENGTH_PER_LAYER, K.KEY_LENGTH_SWA,
+                          K.VALUE_LENGTH_SWA),
+           requires=(("attention_bias", False, "llama.cpp's gemma4 loads no attention biases"),
+                     ("hidden_size_per_layer_input", 0, "ropetool converts Gemma 4 without per-layer embeddings (the "
+                                                        "31B layout; E2B and E4B have them)", 256),
+                     ("num_kv_shared_layers", 0, "ropetool converts Gemma 4 without shared key/value layers"),
+                     ("enable_moe_block", False, "ropetool converts Gemma 4 without mixture blocks (26B-A4B has them)"),
+                     ("use_double_wide_mlp", False, "ropetool converts Gemma 4 without the double-wide MLP"))),
+)})
+
 
 def family_for_config(config: dict) -> Family:
     """The family of a config.json, by its ``architectures`` (else its ``model_type``)."""

@@ -149,10 +149,15 @@ def summarize_rope(model: ModelFile) -> dict:
         llama["pair_divisor_short"] = [float(f"{x:.7g}") for x in short]
     scale = alpha if method == "ntk" and alpha else (float(div[-1]) if method in ("dynamic-ntk", "none", "custom") else factor)
     scale = scale or float(div[-1])
-    kept = [j for j, x in enumerate(div) if abs(x - 1) <= CLASSIFY_TOL]
-    interp = [j for j, x in enumerate(div) if j not in kept and abs(x / scale - 1) <= CLASSIFY_TOL]
-    blended = [j for j in range(len(div)) if j not in kept and j not in interp]
-    out["pairs"] = {"kept": kept, "interpolated": interp, "blended": blended, "scale": nice(float(scale))}
+    unrotated = model.unrotated_pairs  # gemma4's proportional rope: the end of each global head never turns
+    still = list(range(len(div) - unrotated, len(div))) if unrotated else []
+    if still and method in ("none", "custom"):
+        scale = float(div[len(div) - unrotated - 1])
+    kept = [j for j, x in enumerate(div) if abs(x - 1) <= CLASSIFY_TOL and j not in still]
+    interp = [j for j, x in enumerate(div) if j not in kept and j not in still and abs(x / scale - 1) <= CLASSIFY_TOL]
+    blended = [j for j in range(len(div)) if j not in kept and j not in interp and j not in still]
+    out["pairs"] = {"kept": kept, "interpolated": interp, "blended": blended, "scale": nice(float(scale)),
+                    **({"unrotated": still} if still else {})}
     rng = st.correction_range()
     if rng is not None:
         out["correction_range"] = list(rng)
@@ -180,6 +185,9 @@ def summarize_rope(model: ModelFile) -> dict:
         pairs += f", {_ranges(interp)} divided by {_fmt(float(scale))}"
     if blended:
         pairs += f", {_ranges(blended)} in between"
+    if still:
+        pairs += (f", {_ranges(still)} unrotated (proportional rope: only the first {d - 2 * unrotated} of each "
+                  f"{d}-dim head turn; rope_freqs holds 1e30 on the rest, whatever the setting)")
     bits.append(pairs)
     if out["correction_range"] is not None:
         bits.append(f"YaRN ramp over pairs {out['correction_range'][0]}..{out['correction_range'][1]}")
@@ -195,7 +203,7 @@ def summarize_rope(model: ModelFile) -> dict:
         llama["attention_scale"] = nice(st.attention_scale)
         bits.append(f"attention scores scaled by {_fmt(st.attention_scale)} (YaRN's mscale^2, which llama.cpp's "
                     f"{st.arch} folds into the attention scale)")
-    if out["rope_tensors"]:
+    if out["rope_tensors"] and not still:
         bits.append("tensors " + ", ".join(t["name"] + ("" if t["used"] else " (not loaded: llama.cpp refuses the file)") for t in out["rope_tensors"]))
     if st.sections is not None:  # qwen35: a multi-section rope over the text tokens' one position
         llama["sections"] = list(st.sections)
@@ -261,6 +269,10 @@ def summarize_rope(model: ModelFile) -> dict:
         else:  # llama4: the full-attention layers are the ones without rope; the rope above is the chunked layers'
             said = f"; the global (full-attention) layers ({_ranges(global_layers)}) have no rope: that is the rope of the "
         window = f"window {sw.window}" if kind == "sliding-window" else f"chunks of {sw.window} tokens"
+        if sw.head_dim and sw.head_dim != st.head_dim or sw.n_rot and sw.n_rot != d:  # gemma4: their own heads
+            out["sliding_window"].update(head_dim=sw.head_dim, n_rot=sw.n_rot)
+            window += (f", heads of {sw.head_dim} dims, {sw.n_rot} rotated" + (" (all)" if sw.n_rot == sw.head_dim else "")
+                       + (", no rope_freqs" if not st.facts.sliding.rope_freqs else ""))
         # (gemma2 and gpt-oss scale them as the global layers too; their description keeps its recorded wording)
         follows = st.facts.sliding.scale_follows_global and kind != "sliding-window"
         out["description"] += (
@@ -402,7 +414,8 @@ def render_text(report: dict, full: bool = False) -> str:
         if r["pairs"]:
             p = r["pairs"]
             lines.append(f"  pairs:      kept {_ranges(p['kept'])}; interpolated (/{_fmt(p['scale'])}) {_ranges(p['interpolated'])}; "
-                         f"blended {_ranges(p['blended'])}")
+                         f"blended {_ranges(p['blended'])}" + (f"; unrotated {_ranges(p['unrotated'])}" if p.get("unrotated")
+                                                                else ""))
         if r["correction_range"] is not None:
             lines.append(f"  YaRN ramp:  pairs {r['correction_range'][0]}..{r['correction_range'][1]}")
         lines.append(f"  attention:  cos/sin magnitude {_fmt(r['attention_factor'])}")
@@ -434,7 +447,8 @@ def render_text(report: dict, full: bool = False) -> str:
             lines.append(f"  {'chunked:   ' if chunked else 'sliding:   '} layers {_ranges(sw['layers'])} (pattern: "
                          f"{sw['pattern_source']}), {'chunks of' if chunked else 'window'} "
                          f"{sw['window']}: freq_base {_fmt(sw['freq_base'])} ({sw['freq_base_source']}), "
-                         f"freq_scale {_fmt(sw['freq_scale'])}")
+                         f"freq_scale {_fmt(sw['freq_scale'])}"
+                         + (f", head {sw['head_dim']}, n_rot {sw['n_rot']}" if sw.get("n_rot") else ""))
     if r["params"]:
         lines.append("  params:     " + ", ".join(f"{k}={_fmt(v) if not isinstance(v, list) else f'[{len(v)} values]'}"
                                                 for k, v in r["params"].items()))

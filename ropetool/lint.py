@@ -355,10 +355,20 @@ def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
                 tokens.count if tokens is not None and tokens.is_array else embd.shape[1], head_dim_v,
                 n_expert=n_expert, n_ff_exp=n_ff_exp, n_ff_shexp=n_ff_shexp, **mla, **hybrid)
     shapes = family.tensor_shapes(dims)
+    # the sliding layers' own head size (attention.key_length_swa, read by llama.cpp for every architecture: gemma4's)
+    head_swa, pattern = get(K.KEY_LENGTH_SWA), gf.get(K.k(K.SLIDING_WINDOW_PATTERN, arch))
+    swa_shapes, swa = shapes, set()
+    if head_swa and head_swa != head_dim and isinstance(pattern, (list, tuple, np.ndarray)):
+        from dataclasses import replace
+
+        swa = {il for il, slides in enumerate(pattern) if slides}
+        swa_shapes = family.tensor_shapes(replace(dims, head_dim=head_swa, head_dim_v=get(K.VALUE_LENGTH_SWA) or head_swa))
     out = []
     for t in gf.tensors:
         parts = t.name.split(".")
-        want = shapes.get(parts[-2]) if len(parts) > 1 else None  # any name: one llama.cpp never loads is its own finding
+        layer_shapes = swa_shapes if len(parts) > 2 and parts[0] == "blk" and parts[1].isdigit() and int(parts[1]) in swa \
+            else shapes
+        want = layer_shapes.get(parts[-2]) if len(parts) > 1 else None  # any name: one llama.cpp never loads is its own finding
         if want is None:
             continue
         # a bias has one value per row (per expert's row for a stack of experts); ggml order
@@ -373,7 +383,7 @@ def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
 
 
 def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict) -> list[Finding]:
-    from ropetool.rope import alibi_slopes, attention_scale, make_params, rope_frequencies
+    from ropetool.rope import alibi_slopes, attention_scale, ggml, make_params, rope_frequencies
 
     try:
         p = make_params(method, **params)
@@ -397,12 +407,14 @@ def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict)
         return []
     if st.encoding != "rope" or not st.computable or st.scaling_type not in SCALING_TYPES:
         return []
+    unrotated = gf.get(K.RT_UNROTATED)  # gemma4's proportional rope: the record's still pairs
+    unrotated = unrotated if isinstance(unrotated, int) and not isinstance(unrotated, bool) else 0
     try:
-        want_inv, want_attn = rope_frequencies(p, st.n_rot, seq_len=seq)
+        want_inv, want_attn = rope_frequencies(p, st.n_rot, seq_len=seq, unrotated=unrotated)
     except (RopetoolError, ValueError) as e:
         return [_f("provenance-mismatch", f"{K.RT_PARAMS} does not fit this file: {e}", K.RT_PARAMS)]
     got_inv = st.inv_freq(seq)
-    err = _rel(got_inv, want_inv)
+    err = ggml.inv_freq_error(got_inv, want_inv)
     if err > tol:
         return [_f("provenance-mismatch",
                    f"{K.RT_METHOD} is {method} ({_short(p)}) but llama.cpp's frequencies differ from it by up to "

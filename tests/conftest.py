@@ -113,7 +113,9 @@ def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_a
     if rope_json is not None:
         config = getattr(config, "text_config", None) or config  # a composite config: its text model's rope
         config.rope_parameters = json.loads(rope_json)
-        if getattr(config, "head_dim", 0) is None:  # MixtralConfig keeps head_dim None, which yarn's init multiplies
+        # MixtralConfig keeps head_dim None, which yarn's init multiplies (read from the config's own attributes: Gemma
+        # 4's per-layer head_dim refuses a global read)
+        if vars(config).get("head_dim", 0) is None:
             config.head_dim = config.hidden_size // config.num_attention_heads
     model = AutoModelForCausalLM.from_pretrained(FIXTURES / name, config=config, dtype=torch.float32)
     model.eval()

@@ -141,6 +141,7 @@ class SlidingWindow:
     # config.json (transformers 5): the window's field and the layer type of those layers in layer_types
     hf_window: str = "sliding_window"
     hf_layer_type: str = "sliding_attention"
+    pattern_required: bool = False  # the loader requires attention.sliding_window_pattern as an array (gemma4)
 
 
 SLIDING_WINDOWS = {
@@ -155,6 +156,11 @@ SLIDING_WINDOWS["gpt-oss"] = SlidingWindow(period=2, window_default=None, base_d
 # llama4 (src/models/llama4.cpp, load_arch_hparams): chunked attention of 8192 whatever attention.sliding_window says
 # (0 turns it off), load_swa_pattern(ml, 4) (three chunked layers, then one full: the full ones are the layers without
 # rope); the chunked layers' base is freq_base unless rope.freq_base_swa says otherwise, their freq_scale the file's.
+# gemma4 (src/models/gemma4.cpp): attention.sliding_window and the per-layer sliding_window_pattern array required; the
+# sliding layers' base rope.freq_base_swa (else 10000), unscaled (rope_freq_scale_train_swa keeps its 1), their own head
+# size and rotary count (key_length_swa, rope.dimension_count_swa), and no rope_freqs (only the global layers take it).
+SLIDING_WINDOWS["gemma4"] = SlidingWindow(period=6, window_default=None, base_default=10000.0, scale_follows_global=False,
+                                          rope_freqs=False, pattern_required=True)
 SLIDING_WINDOWS["llama4"] = SlidingWindow(period=4, window_default=8192, base_default=None, scale_follows_global=True,
                                           window_fixed=8192, attention="chunked", hf_window="attention_chunk_size",
                                           hf_layer_type="chunked_attention")

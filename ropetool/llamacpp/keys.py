@@ -354,9 +354,12 @@ RT_EXACT = "ropetool.rope.exact"
 RT_NOTE = "ropetool.rope.note"  # what the lowering did, in words
 RT_APPROX_ERROR = "ropetool.rope.approx_max_rel_error"  # largest relative frequency/slope error
 RT_SLIDING_BASE = "ropetool.rope.sliding_base"  # the sliding-window layers' base (gemma): what rope.freq_base_swa holds
-RT_KEYS = (RT_VERSION, RT_METHOD, RT_PARAMS, RT_EXACT, RT_NOTE, RT_APPROX_ERROR, RT_SLIDING_BASE)
+# gemma4's proportional rope: the pairs at the end of each global head that stay unrotated (rope_freqs 1e30 there)
+RT_UNROTATED = "ropetool.rope.unrotated_pairs"
+RT_KEYS = (RT_VERSION, RT_METHOD, RT_PARAMS, RT_EXACT, RT_NOTE, RT_APPROX_ERROR, RT_SLIDING_BASE, RT_UNROTATED)
 TYPES.update({RT_VERSION: T.STRING, RT_METHOD: T.STRING, RT_PARAMS: T.STRING, RT_EXACT: T.BOOL, RT_NOTE: T.STRING,
-              RT_APPROX_ERROR: T.FLOAT32, RT_SLIDING_BASE: T.FLOAT32})
+              RT_APPROX_ERROR: T.FLOAT32, RT_SLIDING_BASE: T.FLOAT32, RT_UNROTATED: T.UINT32})
+UNROTATED_FACTOR = 1e30  # the rope_freqs divisor of a pair that never turns (llama.cpp's converter: Gemma4Model)
 
 
 def k(template: str, arch: str) -> str:

@@ -40,6 +40,9 @@ SCALING_TYPES = ("none", "linear", "yarn", "longrope")  # LLAMA_ROPE_SCALING_TYP
 DEFAULT_SCALING_TYPE = "linear"  # load_hparams: std::string rope_scaling("linear")
 DEFAULT_FREQ_BASE = 10000.0  # llama_hparams::rope_freq_base_train's default
 MAX_ROT = 1 << 16  # sanity bounds: larger values are corrupt, and would make huge arrays
+# A rope_freqs divisor this large leaves its pair unrotated at every position llama.cpp takes (2^31 x 1 / 1e20 < 1e-10
+# rad): gemma4's proportional rope (llama.cpp's converter writes 1e30 there).
+FROZEN_FACTOR = 1e20
 MAX_HEADS = 1 << 16
 
 
@@ -155,6 +158,13 @@ class RopeState:
             return []
         rows = section_rows(self.n_rot // 2, self.sections, self.facts.rope_type == "imrope")
         return [int(i) for i in np.nonzero(rows == K.MROPE_SECTIONS - 1)[0]]
+
+    @property
+    def unrotated_pairs(self) -> int:
+        """How many pairs at the end of each head rope_freqs leaves unrotated (``frozen_pairs``, when they are the last
+        ones: gemma4's proportional rope); 0 otherwise."""
+        frozen, half = self.frozen_pairs, (self.n_rot or 0) // 2
+        return len(frozen) if frozen and list(frozen) == list(range(half - len(frozen), half)) else 0
 
     @property
     def rope_layers(self) -> list[int]:
@@ -606,6 +616,8 @@ def _read_rope_tensors(gf: GGUFFile, st: RopeState, reading: str) -> None:
         st.rope_freqs_loaded, st.longrope_loaded = st.rope_freqs_used, st.longrope_used
         if not facts.known and (st.rope_freqs is not None or has_longrope):
             notes.append(f"ropetool has no facts about {st.arch}: assuming llama.cpp loads the rope tensors present")
+    if st.rope_freqs_used and st.rope_freqs is not None:
+        st.frozen_pairs = tuple(int(i) for i in np.nonzero(st.rope_freqs >= FROZEN_FACTOR)[0])
     n_rot = st.n_rot
     for name, arr in ((K.ROPE_FREQS_TENSOR, st.rope_freqs if st.rope_freqs_used else None),
                       (K.ROPE_FACTORS_LONG_TENSOR, st.long_factors if st.longrope_used else None),
@@ -615,6 +627,7 @@ def _read_rope_tensors(gf: GGUFFile, st: RopeState, reading: str) -> None:
                          "llama.cpp refuses the file")
             if name == K.ROPE_FREQS_TENSOR:
                 st.rope_freqs_used = st.rope_freqs_loaded = False
+                st.frozen_pairs = ()
             else:
                 st.longrope_used = st.longrope_loaded = False
 
