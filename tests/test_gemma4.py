@@ -248,3 +248,21 @@ def test_a_released_config_without_per_layer_config(tmp_path):
     a, b = _tensors(ours), _tensors(theirs)
     assert a[1] == {**b[1], "general.name": a[1]["general.name"]}
     assert a[0].keys() == b[0].keys() and all(np.array_equal(a[0][n], b[0][n]) for n in a[0])
+
+
+def test_eval_tries_a_keys_only_setting_as_load_time_overrides(files):
+    """eval's linear x4 on the plain file leaves rope_freqs as it is (the proportional pattern): applied as load-time
+    overrides, with the perplexities of the file set-rope writes; llama3 changes the tensor and takes a temporary file."""
+    def rows(path, *tries):
+        result = CliRunner().invoke(cli, ["eval", str(path), "--lengths", "64,128", "--json",
+                                          *[a for t in tries for a in ("--try", t)]])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output[result.output.index("["):])
+
+    tried = rows(files["plain"], "linear:factor=4", "llama3:factor=8")
+    applied = {r["setting"]: r["applied"] for r in tried}
+    assert applied["linear:factor=4"] == "overrides" and applied["llama3:factor=8"] != "overrides"
+    written = {r["length"]: r["perplexity"] for r in rows(files["set-linear"]) if r["setting"] == "file"}
+    for r in tried:
+        if r["setting"] == "linear:factor=4":
+            assert r["perplexity"] == pytest.approx(written[r["length"]], rel=1e-6)
