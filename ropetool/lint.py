@@ -234,7 +234,9 @@ def lint_file(model) -> list[Finding]:
         out.append(_f("context-length-mismatch",
                       f"{key(K.CONTEXT_LENGTH)} = {ctx} is below the original context {orig}", key(K.CONTEXT_LENGTH)))
     sw = st.sliding
-    if (sw is not None and sw.count and sw.freq_scale == 1 and st.n_ctx_orig and sw.window > st.n_ctx_orig
+    scaled_by_tensor = st.rope_freqs_used and st.facts.sliding is not None and st.facts.sliding.rope_freqs  # llama4
+    if (sw is not None and sw.count and sw.freq_scale == 1 and not scaled_by_tensor and st.n_ctx_orig
+            and sw.window > st.n_ctx_orig
             and (st.context_length or 0) > st.n_ctx_orig):
         out.append(_f("sliding-window-past-training",
                       f"{sw.count} sliding-window layers attend over {sw.window} tokens with their rope unscaled (base "

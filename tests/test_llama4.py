@@ -231,3 +231,10 @@ def test_a_config_llama_cpp_would_compute_differently_is_refused(changes, words,
     result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
     assert not (tmp_path / "o.gguf").exists()
+
+
+@pytest.mark.parametrize("which", ["plain", *EXTENSIONS])
+def test_lint_says_only_what_the_runtime_flags_miss(files, which):
+    """No other finding on what ropetool writes: the chunked layers take rope_freqs (llama3's scaling there), so
+    sliding-window-past-training does not hold."""
+    assert [f.id for f in lint_gguf(files[which])] == ["runtime-flags-miss-sliding"]
