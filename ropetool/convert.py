@@ -33,7 +33,7 @@ COPY_BYTES = 64 << 20  # tensors kept in their source type are copied in runs of
 
 def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
                progress: Callable[[Iterator[PlannedTensor]], Iterator[PlannedTensor]] | None = None,
-               notify: Callable[[str], None] | None = None) -> Path:
+               notify: Callable[[str], None] | None = None, verify: Callable[[str], None] | None = None) -> Path:
     """Write ``plan`` to ``out`` through a temporary file in the same folder and an atomic rename.
 
     The layout is gguf-py's GGUFWriter's (header, key/values, tensor infos, then each tensor padded
@@ -42,7 +42,9 @@ def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
     offset (tensors kept in their source type are copied by the kernel); a few runs are in flight.
     A quantized type (``plan.quantize_to``) is the plan written to a temporary intermediate, quantized by
     llama.cpp into the output's temporary file, and the intermediate removed.  Without ``force`` an
-    existing ``out`` is never replaced, not even one another program creates meanwhile.
+    existing ``out`` is never replaced, not even one another program creates meanwhile.  ``verify(tmp)`` reads
+    the complete (quantized) temporary file before it is renamed into place (extend probes it); if it raises,
+    nothing is written.
     """
     out = Path(out)
     if out.exists() and not force:
@@ -54,14 +56,16 @@ def write_gguf(plan: Plan, out: str | os.PathLike, force: bool = False,
     if out.is_dir():
         raise RopetoolError(f"{out} is a folder")
     if plan.quantize_to:
-        return _write_quantized(plan, out, force, progress, notify)
+        return _write_quantized(plan, out, force, progress, notify, verify)
     with atomic_path(out, replace=force) as (fd, tmp):
         _write_plan(plan, fd, progress)
         refuse_problems(tmp, str(out))
+        if verify is not None:
+            verify(tmp)
     return out
 
 
-def _write_quantized(plan: Plan, out: Path, force: bool, progress, notify) -> Path:
+def _write_quantized(plan: Plan, out: Path, force: bool, progress, notify, verify=None) -> Path:
     import shutil
 
     header, offsets = _header_bytes(plan)
@@ -84,6 +88,8 @@ def _write_quantized(plan: Plan, out: Path, force: bool, progress, notify) -> Pa
             notify(f"quantizing to {plan.type_name} with llama.cpp")
         with atomic_path(out, replace=force) as (_, tmp_out):
             quantize_gguf(Path(tmp), Path(tmp_out), plan.quantize_to)
+            if verify is not None:
+                verify(tmp_out)
     finally:
         if fd is not None:
             os.close(fd)

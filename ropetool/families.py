@@ -138,6 +138,9 @@ class Family:
     requires: tuple[tuple, ...] = ()
     # The trained context when config.json does not say it, and where the number comes from.
     default_context: tuple[int, str] | None = None
+    # ``ropetool extend``'s setting for a longer context when the model has no recipe of its own (docs/extend.md):
+    # (method, where it comes from: the family's model cards, or a measurement); None: EXTEND_DEFAULT.
+    extend: tuple[str, str] | None = None
     # The q/k norms' span: "head" (qwen3, gemma3: one weight per head dimension, applied to each head) or
     # "projection" (olmo2: over the whole q and k projections, n_head * head_dim and n_head_kv * head_dim).
     qk_norm: str = "head"
@@ -325,18 +328,27 @@ class Family:
         return next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == self.arch)
 
 
+# The rule docs/extend.md states: where neither the model nor its family says how to extend it, this method at
+# factor N / trained: what `ropetool extend --measure` chose on SmolLM2-135M, a llama (NTK-aware ahead of Dynamic
+# NTK baked at N and YaRN at 12288 over 8192; docs/eval.md's 2x run puts it ahead of YaRN too); unmeasured on the
+# other families.
+_MEASURED = ("measured on SmolLM2-135M in docs/extend.md: NTK-aware ahead of Dynamic NTK and YaRN at 12288 over "
+             "8192")
+EXTEND_DEFAULT = ("ntk", f"ropetool's default ({_MEASURED}; unmeasured on this family)")
+_QWEN_YARN = ("yarn", "the Qwen2.5, Qwen3, Qwen3-Next and Qwen3.5 model cards: YaRN, factor = the context / the original context")
+
 FAMILIES: dict[str, Family] = {
     f.arch: f
     for f in (
         Family("llama", ("LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM"), "rms", "swiglu",
-               permute_qk=True, moe="optional", moe_gate_required=False),
-        Family("qwen2", ("Qwen2ForCausalLM",), "rms", "swiglu"),
-        Family("qwen3", ("Qwen3ForCausalLM",), "rms", "swiglu",
+               permute_qk=True, moe="optional", moe_gate_required=False, extend=("ntk", f"llama's default ({_MEASURED})")),
+        Family("qwen2", ("Qwen2ForCausalLM",), "rms", "swiglu", extend=_QWEN_YARN),
+        Family("qwen3", ("Qwen3ForCausalLM",), "rms", "swiglu", extend=_QWEN_YARN,
                block_tensors=_BLOCK + _QKV + ("ffn_gate.weight", "attn_q_norm.weight", "attn_k_norm.weight")),
         # qwen2moe's loader requires output.weight (no fallback to the embeddings): a tied model writes it.
-        Family("qwen2moe", ("Qwen2MoeForCausalLM",), "rms", "swiglu", moe="always", moe_norm_topk=False,
+        Family("qwen2moe", ("Qwen2MoeForCausalLM",), "rms", "swiglu", moe="always", moe_norm_topk=False, extend=_QWEN_YARN,
                shared_expert=True, writes_tied_output=True, model_tensors=_MODEL + ("output.weight",)),
-        Family("qwen3moe", ("Qwen3MoeForCausalLM",), "rms", "swiglu", moe="always",
+        Family("qwen3moe", ("Qwen3MoeForCausalLM",), "rms", "swiglu", moe="always", extend=_QWEN_YARN,
                block_tensors=_BLOCK + _QKV + ("attn_q_norm.weight", "attn_k_norm.weight")),
         Family("phi3", ("Phi3ForCausalLM",), "rms", "swiglu-fused", qkv_layout="concat",
                block_tensors=_BLOCK + ("attn_qkv.weight",)),
@@ -412,6 +424,8 @@ FAMILIES: dict[str, Family] = {
         Family("mpt", ("MptForCausalLM", "MPTForCausalLM"), "layer", "gelu", qkv_layout="concat",
                hf_eps_key="layer_norm_epsilon", tied_default=True,
                config_keys=((K.CLAMP_KQV, "attn_config.clip_qkv", None),), hf_alibi_bias="attn_config.alibi_bias_max",
+               extend=("ntk-alibi", "NTK-ALiBi (keezen/ntk_alibi), a = the context / the trained one: the ALiBi "
+                                    "analogue of NTK-aware scaling; unmeasured"),
                requires=(("attn_config.alibi", True, "llama.cpp's mpt has no position encoding without ALiBi"),
                          ("attn_config.qk_ln", False, "transformers' MPT has no q/k norms"),
                          ("attn_config.softmax_scale", None, "llama.cpp's mpt scales queries by 1/sqrt(head_dim)"),
@@ -521,7 +535,7 @@ _QWEN35 = dict(norm_shift=1.0, norm_shift_skip=("ssm_norm",), linear_attention="
                text_config=True, hf_prefixes=(("model.language_model.", "model."),), skip_prefixes=("model.visual.", "mtp."),
                bare_tensors=("ssm_a",), renames=((".linear_attn.dt_bias", ".linear_attn.dt_proj.bias"),),
                attention_tensors=_QWEN35_ATTENTION, recurrent_tensors=_GATED_DELTA_NET, reference=False,
-               required_keys=(K.ROPE_DIMENSION_SECTIONS,) + _GATED_DELTA_NET_KEYS, requires=_QWEN35_REQUIRES)
+               required_keys=(K.ROPE_DIMENSION_SECTIONS,) + _GATED_DELTA_NET_KEYS, requires=_QWEN35_REQUIRES, extend=_QWEN_YARN)
 FAMILIES.update({f.arch: f for f in (
     Family("qwen35", ("Qwen3_5ForConditionalGeneration", "Qwen3_5ForCausalLM"), "rms", "swiglu",
            block_tensors=_QWEN35_COMMON + _QWEN35_ATTENTION, **_QWEN35),
@@ -665,4 +679,4 @@ def family_for_arch(name: str | None) -> Family | None:
     return FAMILIES.get(name)
 
 
-__all__ = ["Dims", "Family", "FAMILIES", "family_for_config", "family_for_arch", "config_value"]
+__all__ = ["Dims", "Family", "FAMILIES", "EXTEND_DEFAULT", "family_for_config", "family_for_arch", "config_value"]

@@ -6,7 +6,9 @@ It puts together, as the report whose JSON form docs/inspect.md documents (``sch
 * what llama.cpp computes for the file (:func:`ropetool.llamacpp.state.read_state`);
 * the method as meant: ropetool's record when present, else the method the keys and tensors express
   (:mod:`ropetool.llamacpp.readback`), described in words;
-* the lint findings (:mod:`ropetool.lint`).
+* the lint findings (:mod:`ropetool.lint`);
+* the memory a run at the file's context (or another) holds: the weights and the KV cache for each cache type
+  (:meth:`ropetool.model.ModelFile.memory`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from ropetool.io.gguf_file import field_json, plain_value
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.readback import CLASSIFY_TOL
 from ropetool.llamacpp.state import SCALING_TYPES
-from ropetool.model import ModelFile
+from ropetool.model import ModelFile, memory_words
 from ropetool.rope import METHOD_TABLE, default_inv_freq
 from ropetool.rope.fit import nice
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the memory section (issue 26)
 BASE_SOURCES = {"key": K.short(K.ROPE_FREQ_BASE_SWA), "default": "llama.cpp default", "global": "the global base"}
 STRING_PREVIEW = 100  # characters of a string shown in text mode without --full
 
@@ -290,14 +292,27 @@ def summarize_rope(model: ModelFile) -> dict:
 # Report
 
 
-def inspect_gguf(path: str | os.PathLike, full: bool = False) -> dict:
-    """The whole report (metadata, tensors, rope summary, lint) as plain data; see docs/inspect.md."""
+def inspect_gguf(path: str | os.PathLike, full: bool = False, context: int | None = None) -> dict:
+    """The whole report (metadata, tensors, rope summary, lint, memory) as plain data; see docs/inspect.md."""
     with ModelFile.open(path) as model:
-        return inspect_model(model, full)
+        return inspect_model(model, full, context)
 
 
-def inspect_model(model: ModelFile, full: bool = False) -> dict:
-    """:func:`inspect_gguf`'s report of an opened model."""
+def memory_section(model: ModelFile, context: int | None = None) -> dict:
+    """The memory at ``context`` (default: the file's extended context), or why it cannot be sized."""
+    from ropetool.errors import RopetoolError
+
+    n = context or model.extended_context or model.trained_context
+    if not n:
+        return {"context": None, "error": f"{model.path} has no context_length"}
+    try:
+        return model.memory(n).as_dict()
+    except RopetoolError as e:
+        return {"context": n, "error": str(e)}
+
+
+def inspect_model(model: ModelFile, full: bool = False, context: int | None = None) -> dict:
+    """:func:`inspect_gguf`'s report of an opened model; ``context``: the memory at that many tokens."""
     gf = model.header
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -319,6 +334,7 @@ def inspect_model(model: ModelFile, full: bool = False) -> dict:
         ],
         "rope": summarize_rope(model),
         "lint": [f.as_dict() for f in model.findings],
+        "memory": memory_section(model, context),
     }
     return report
 
@@ -457,6 +473,10 @@ def render_text(report: dict, full: bool = False) -> str:
     for n in r["notes"]:
         lines.append(f"  note:       {n}")
     lines.append("")
+    mem = report.get("memory")
+    if mem:
+        lines.append(f"memory:     {memory_words(mem)}")
+        lines.append("")
     if report["lint"]:
         lines.append(f"lint ({len(report['lint'])}):")
         for x in report["lint"]:
@@ -466,4 +486,4 @@ def render_text(report: dict, full: bool = False) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SCHEMA_VERSION", "summarize_rope", "inspect_gguf", "inspect_model", "wavelengths", "render_text"]
+__all__ = ["SCHEMA_VERSION", "summarize_rope", "memory_section", "inspect_gguf", "inspect_model", "wavelengths", "render_text"]

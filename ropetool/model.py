@@ -20,9 +20,11 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+
 from ropetool.errors import RopetoolError
 from ropetool.families import Family, family_for_arch
-from ropetool.io.gguf_file import GGUFFile, NewValue
+from ropetool.io.gguf_file import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFFile, NewValue
 from ropetool.lint import ERROR, Finding, lint_file
 from ropetool.llamacpp import keys as K
 from ropetool.llamacpp.archs import LoaderArch, loader
@@ -204,11 +206,13 @@ class ModelFile:
 
     # -- a new rope setting ---------------------------------------------------------------------
 
-    def rope_edit(self, method: str, options: dict, *, approximate: bool = False) -> "RopeEdit":
+    def rope_edit(self, method: str, options: dict, *, approximate: bool = False,
+                  context: int | None = None) -> "RopeEdit":
         """set-rope's change of method for this model, in two steps: the method's parameters resolved from the
         model (the original base: the record's, else freq_base; the trained context; LongRoPE's tables), then
         lowered for llama.cpp (refusing what it cannot compute unless ``approximate``).  ``method`` is a
-        canonical name and ``options`` checked ones."""
+        canonical name and ``options`` checked ones.  ``context``: the extended context the edit writes
+        (context_length; default: the lowering's, at least the trained context)."""
         name = self.require_architecture()
         st, path = self.state, self.path
         warnings: list[str] = []
@@ -252,7 +256,7 @@ class ModelFile:
         params = make_params(method, **values)
         lowered = lower_for_llama_cpp(params, self.facts, st.n_rot or 0, st.n_head, trained, approximate, n_layer=st.n_layer,
                                       unrotated=self.unrotated_pairs)
-        context = max(lowered.context_length or trained, trained)
+        context = int(context) if context is not None else max(lowered.context_length or trained, trained)
         if context > 2**32 - 1:
             raise RopetoolError(f"context length {context} does not fit a u32")
         extra = []
@@ -281,6 +285,109 @@ class ModelFile:
             raise RopetoolError(f"{self.path}: {f.message}; set-rope cannot tell what the file's rope settings are "
                                 f"(fix or remove {f.key} first with `ropetool set` / `ropetool unset`)")
 
+    # -- memory ---------------------------------------------------------------------------------
+
+    @property
+    def weights_bytes(self) -> int:
+        """The bytes of every tensor, as llama.cpp maps them from the file."""
+        return sum(t.nbytes for t in self.header.tensors)
+
+    def kv_cache(self, n_ctx: int, cache_type: str = "f16", *, n_seq: int = 1, swa_full: bool = False,
+                 n_batch: int = 2048, n_ubatch: int = 512, flash_attn: bool = True) -> "KVCache":
+        """The KV cache llama.cpp allocates for a context of ``n_ctx`` tokens with K and V of ``cache_type``
+        (``llama_kv_cache``, ``llama_kv_cache_iswa`` and ``llama_context`` in src/ of llama.cpp), from the file's
+        shapes:
+
+        * cells: n_ctx padded to 256 (llama_context); the global layers hold that many;
+        * sliding-window layers (``RopeState.sliding``): ``min(cells, window x n_seq + n_ubatch)`` padded to 256,
+          unless ``swa_full`` (llama.cpp's C API defaults it to true; llama-server and llama-cli to false);
+          n_ubatch is ``min(n_ctx, n_batch, n_ubatch)`` as llama_context clamps it;
+        * per layer, K is key_length x head_count_kv wide and V value_length x head_count_kv (head_count_kv a
+          scalar or a per-layer array, 0 for a layer with no cache; key/value_length_swa on sliding layers;
+          without flash attention V is as wide as the widest layer's, as llama.cpp transposes it); with multi-head
+          latent attention (key_length_mla and value_length_mla both set) only K is cached (the compressed
+          latent and the rope part: key_length wide, one head);
+        * bytes: ggml's row size of the type (f16: 2 bytes a value; q8_0: 34 bytes per 32; q4_0: 18 per 32); a
+          quantized type whose block does not divide every layer's key and value head size is refused, as
+          llama_init_from_model refuses it (a RopetoolError).
+
+        ``n_seq`` sequences share one unified cache (llama-server's default slots: 4).  A hybrid model's recurrent
+        layers (``RopeState.recurrent_layers``) hold no KV cache (llama_memory_hybrid's filter); their own state
+        (llama_memory_recurrent) is not counted, nor are sliding windows on architectures ropetool does not model
+        (``LoaderArch.sliding``)."""
+        if cache_type not in KV_CACHE_TYPES:
+            raise RopetoolError(f"unknown KV cache type {cache_type!r}; choose {', '.join(KV_CACHE_TYPES)}")
+        if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 1:
+            raise RopetoolError(f"the context must be a positive number of tokens, got {n_ctx!r}")
+        n_layer = self._count(K.BLOCK_COUNT)
+        if not n_layer or n_layer > K.MAX_LAYERS:
+            raise RopetoolError(f"{self.path} has no usable {self.key(K.BLOCK_COUNT)}: cannot size its KV cache")
+        heads = self._per_layer(K.HEAD_COUNT, n_layer, None)
+        heads_kv = self._per_layer(K.HEAD_COUNT_KV, n_layer, heads)
+        n_embd = self._count(K.EMBEDDING_LENGTH) or 0
+        head_k = self._count(K.KEY_LENGTH) or (n_embd // heads[0] if heads[0] else 0)
+        head_v = self._count(K.VALUE_LENGTH) or (n_embd // heads[0] if heads[0] else 0)
+        head_k_swa = self._count(K.KEY_LENGTH_SWA) or head_k
+        head_v_swa = self._count(K.VALUE_LENGTH_SWA) or head_v
+        mla = bool(self._count(K.KEY_LENGTH_MLA)) and bool(self._count(K.VALUE_LENGTH_MLA))
+        sliding = self.state.sliding
+        slides = list(sliding.layers) if sliding is not None and len(sliding.layers) == n_layer else [False] * n_layer
+        cells = _pad(n_ctx, 256)
+        ubatch = min(n_ctx, n_batch, n_ubatch)
+        sliding_cells = None
+        if sliding is not None and any(slides):
+            sliding_cells = cells if swa_full else _pad(min(cells, sliding.window * n_seq + ubatch), 256)
+        block = GGML_QUANT_SIZES[_GGML_TYPES[cache_type]][0]
+        for il in range(n_layer):  # llama_init_from_model refuses a quantized cache whose blocks split a head
+            for what, size in (("k", head_k_swa if slides[il] else head_k), ("v", head_v_swa if slides[il] else head_v)):
+                if block > 1 and size % block:
+                    raise RopetoolError(f"llama.cpp makes no {cache_type} KV cache for this model: its block of {block} "
+                                        f"values does not divide a head's {size} ({what}, layer {il})")
+        widths_v = [(head_v_swa if slides[il] else head_v) * heads_kv[il] for il in range(n_layer)]
+        k_bytes = v_bytes = layers = sliding_bytes = 0
+        recurrent = set(self.state.recurrent_layers)  # a hybrid's layers without attention hold no KV cache
+        for il in range(n_layer):
+            if heads_kv[il] == 0 or il in recurrent:
+                continue
+            rows = sliding_cells if slides[il] else cells
+            k = _row_bytes(cache_type, (head_k_swa if slides[il] else head_k) * heads_kv[il]) * rows
+            v = 0 if mla else _row_bytes(cache_type, widths_v[il] if flash_attn else max(widths_v)) * rows
+            k_bytes, v_bytes, layers = k_bytes + k, v_bytes + v, layers + 1
+            sliding_bytes += (k + v) if slides[il] else 0
+        return KVCache(n_ctx, cache_type, cells, sliding_cells, layers, sum(1 for il in range(n_layer)
+                       if slides[il] and heads_kv[il]), k_bytes, v_bytes, mla, sliding_bytes)
+
+    def memory(self, n_ctx: int, **kv) -> "Memory":
+        """The weights and the KV cache at ``n_ctx`` for each of :data:`KV_CACHE_TYPES` (``kv``: as kv_cache's)."""
+        caches, unavailable = {}, {}
+        for t in KV_CACHE_TYPES:
+            try:
+                caches[t] = self.kv_cache(n_ctx, t, **kv)
+            except RopetoolError as e:
+                unavailable[t] = str(e)
+        return Memory(n_ctx, self.weights_bytes, caches, unavailable)
+
+    def _count(self, template: str) -> int | None:
+        """A positive count key (the first layer's, for a per-layer array)."""
+        v = self.header.get(self.key(template))
+        if hasattr(v, "__len__") and not isinstance(v, str):
+            v = v[0] if len(v) else None
+        return int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 else None
+
+    def _per_layer(self, template: str, n_layer: int, default: list[int] | None) -> list[int]:
+        """A count per layer from a scalar or a per-layer array key (llama.cpp's get_key_or_arr)."""
+        key = self.key(template)
+        v = self.header.get(key)
+        if v is None:
+            if default is None:
+                raise RopetoolError(f"{self.path} has no {key}: cannot size its KV cache")
+            return list(default)
+        values = list(v) if hasattr(v, "__len__") and not isinstance(v, str) else [v] * n_layer
+        if len(values) != n_layer or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 0
+                                             for x in values):
+            raise RopetoolError(f"{self.path}: {key} is not a count or {n_layer} counts: cannot size its KV cache")
+        return [int(x) for x in values]
+
     # -- helpers --------------------------------------------------------------------------------
 
     def key(self, template: str) -> str:
@@ -306,7 +413,89 @@ class RopeEdit:
     notes: list[str] = field(default_factory=list)
 
 
-__all__ = ["RopeEdit", "ModelFile", "lint_gguf", "EditedHeader", "trained_context"]
+# The KV cache types ropetool sizes: llama.cpp's default (f16) and the two quantized ones people pick for long
+# contexts (--cache-type-k/-v; a quantized V cache needs flash attention).
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+_GGML_TYPES = {"f16": GGMLQuantizationType.F16, "q8_0": GGMLQuantizationType.Q8_0, "q4_0": GGMLQuantizationType.Q4_0}
+
+
+def _pad(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def _row_bytes(cache_type: str, width: int) -> int:
+    """ggml_row_size: the bytes of ``width`` values of a type (whole blocks; llama.cpp aborts otherwise)."""
+    block, size = GGML_QUANT_SIZES[_GGML_TYPES[cache_type]]
+    if width % block:
+        raise RopetoolError(f"a {cache_type} KV cache needs rows of a multiple of {block} values; this model's are "
+                            f"{width} wide (llama.cpp cannot make it)")
+    return width // block * size
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """The KV cache llama.cpp allocates for a context (:meth:`ModelFile.kv_cache`)."""
+
+    n_ctx: int  # the context asked for
+    cache_type: str
+    cells: int  # of the global layers: n_ctx padded to 256
+    sliding_cells: int | None  # of the sliding-window layers (None: none)
+    layers: int  # layers that hold a cache
+    sliding_layers: int
+    k_bytes: int
+    v_bytes: int
+    mla: bool = False  # multi-head latent attention: the compressed keys alone
+    sliding_bytes: int = 0  # of them, the sliding-window layers' cache (llama_kv_cache_iswa's second cache)
+
+    @property
+    def bytes(self) -> int:
+        return self.k_bytes + self.v_bytes
+
+
+def size_words(n: int) -> str:
+    """Bytes as a person reads them: MiB below a GiB, else GiB (binary units, as llama.cpp logs them)."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What running a model at a context holds in memory: its weights (mapped from the file) and its KV cache
+    for each cache type (:meth:`ModelFile.memory`); llama.cpp's compute buffers are not counted."""
+
+    context: int
+    weights_bytes: int
+    caches: dict  # cache type -> KVCache
+    unavailable: dict  # cache type -> why llama.cpp cannot make it
+
+    def as_dict(self) -> dict:
+        return {"context": self.context, "weights_bytes": self.weights_bytes,
+                "kv_cache": {t: {"bytes": c.bytes, "k_bytes": c.k_bytes, "v_bytes": c.v_bytes, "cells": c.cells,
+                                 "sliding_cells": c.sliding_cells, "layers": c.layers, "sliding_layers": c.sliding_layers,
+                                 "fits_in_bytes": self.weights_bytes + c.bytes}
+                             for t, c in self.caches.items()},
+                "unavailable": dict(self.unavailable)}
+
+    def words(self) -> str:
+        """One line: ``weights 92.1 MiB; KV cache at 32768 tokens: f16 720.0 MiB (fits in 812.1 MiB), ...``."""
+        return memory_words(self.as_dict())
+
+
+def memory_words(mem: dict) -> str:
+    """:meth:`Memory.as_dict` (or inspect's memory section) in one line."""
+    if "error" in mem:
+        return f"not sized: {mem['error']}"
+    parts = [f"{t} {size_words(c['bytes'])} (fits in {size_words(c['fits_in_bytes'])})" for t, c in mem["kv_cache"].items()]
+    parts += [f"{t} not available" for t in mem["unavailable"]]
+    first = next(iter(mem["kv_cache"].values()), None)
+    where = ""
+    if first is not None and first["sliding_cells"] is not None:
+        where = (f"; {first['sliding_layers']} sliding-window layers hold {first['sliding_cells']} cells, the other "
+                 f"{first['layers'] - first['sliding_layers']} {first['cells']}")
+    return (f"weights {size_words(mem['weights_bytes'])}; KV cache at {mem['context']} tokens: {', '.join(parts)}{where} "
+            "(llama.cpp's compute buffers not counted)")
+
+
+__all__ = ["RopeEdit", "ModelFile", "KVCache", "Memory", "memory_words", "size_words", "KV_CACHE_TYPES", "lint_gguf", "EditedHeader", "trained_context"]
 
 
 def lint_gguf(path: str | os.PathLike) -> list[Finding]:

@@ -52,7 +52,7 @@ def test_corpus_is_large_and_covers_every_kind(corpus):
                              ("gguf-", 40), ("rope-", 10)]:
         assert sum(i.startswith(prefix) for i in ids) >= at_least, prefix
     commands = {c.argv[0] for c in cases}
-    assert commands == {"convert", "inspect", "set", "unset", "set-rope", "diff", "check"}
+    assert commands == {"convert", "inspect", "set", "unset", "set-rope", "diff", "check", "extend"}
 
 
 def test_every_case_is_refused_in_one_line_with_nothing_written(corpus):

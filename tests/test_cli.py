@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ["convert", "quantize", "inspect", "set-rope", "set", "unset", "diff", "check", "eval"]
+COMMANDS = ["extend", "convert", "quantize", "inspect", "set-rope", "set", "unset", "diff", "check", "eval"]
 
 
 def _run(argv):

@@ -59,7 +59,7 @@ def f32(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(f32):
-    return evaluate(f32, LENGTHS, list(SETTINGS))
+    return evaluate(f32, LENGTHS, list(SETTINGS), cache_type="f32")
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +105,12 @@ def test_perplexity_equals_transformers_past_the_trained_context(report, window)
 def test_the_one_pass_shortcut_equals_separate_passes(f32, report):
     for setting in ("none", "yarn:factor=4,original_context=64"):
         for L in LENGTHS[:-1]:
-            alone = evaluate(f32, [L], [setting]).record(setting, L)
+            alone = evaluate(f32, [L], [setting], cache_type="f32").record(setting, L)
             assert alone.perplexity == pytest.approx(report.record(setting, L).perplexity, rel=1e-6)
     # a dynamic method depends on the length: a pass per length (baked at that length), so the record at 128
     # differs from the 192-token pass's first 128 positions
     dyn = report.record("dynamic-ntk:factor=2", 128).perplexity
-    baked = evaluate(f32, [128], ["dynamic-ntk:factor=2,target_context=128"]).record(
+    baked = evaluate(f32, [128], ["dynamic-ntk:factor=2,target_context=128"], cache_type="f32").record(
         "dynamic-ntk:factor=2,target_context=128", 128).perplexity
     assert dyn == pytest.approx(baked, rel=1e-9)
 
@@ -136,7 +136,7 @@ def test_overrides_give_the_logits_of_the_file_set_rope_writes(f32, tmp_path, wi
 
 def test_a_setting_that_changes_rope_tensors_runs_from_a_temporary_file(f32, window):
     # llama3 on llama writes a rope_freqs tensor: no override can add a tensor
-    r = evaluate(f32, [128], ["llama3:factor=8"])
+    r = evaluate(f32, [128], ["llama3:factor=8"], cache_type="f32")
     rec = r.record("llama3:factor=8", 128)
     assert rec.applied == "temporary file"
     assert any("temporary file" in n and "rope_freqs" in n for n in r.notes)
@@ -176,10 +176,10 @@ def test_cli_table_json_and_recommendation(f32):
     res = runner.invoke(cli, ["eval", str(f32), "--lengths", "64,128", "--try", "ntk:alpha=2", "--passkey", "1",
                               "--json"])
     assert res.exit_code == 0, res.output
-    records = json.loads(res.output)
+    records = [r for r in json.loads(res.output) if r["kind"] == "window"]
     assert [(r["setting"], r["length"]) for r in records] == [("file", 64), ("file", 128), ("ntk:alpha=2", 64),
                                                               ("ntk:alpha=2", 128)]
-    assert all(r["perplexity"] > 1 and r["engine"] == "llama.cpp" for r in records)
+    assert all(r["perplexity"] > 1 and r["engine"] == "llama.cpp" and r["cache_type"] == "f16" for r in records)
     assert sum(r["recommended"] for r in records) == 2
 
 
@@ -187,7 +187,7 @@ def test_cli_reference_engine_is_marked(f32, report):
     res = CliRunner().invoke(cli, ["eval", str(f32), "--lengths", "128", "--try", "yarn:factor=4", "--engine",
                                    "reference", "--json"])
     assert res.exit_code == 0, res.output
-    records = json.loads(res.output)
+    records = [r for r in json.loads(res.output) if r["kind"] == "window"]
     assert {r["engine"] for r in records} == {"reference"}
     # the numpy reference and llama.cpp agree on the perplexity (independent implementations)
     ref = next(r for r in records if r["setting"] == "file")["perplexity"]
@@ -288,9 +288,210 @@ def test_ctrl_c_prints_the_results_so_far(f32, as_json):
     assert proc.returncode == 130, proc.stderr
     if as_json:
         records = json.loads(proc.stdout)
-        assert [(r["setting"], r["length"]) for r in records] == [("file", 64), ("file", 128)]
+        assert [(r["setting"], r.get("length")) for r in records] == [("file", 64), ("file", 128)] + [("file", None)] * 8
         assert all(r["partial"] for r in records)
     else:
         assert "PARTIAL" in proc.stdout and "ntk:alpha=2" in proc.stdout and "Traceback" not in proc.stderr
-        row = next(line for line in proc.stdout.splitlines() if line.startswith("file "))
-        assert len(row.split()) == 3  # the file's own row has both lengths; the others none
+        rows = [line for line in proc.stdout.splitlines() if line.startswith("file ")]
+        assert len(rows[-1].split()) == 4  # the file's own window row has both lengths and its interval; the others none
+
+
+# ------------------------------------------------------------------------------------------
+# Perplexity by position, intervals, LongEval lines, the KV cache type (issue #27)
+
+
+def hf_token_logprobs(ids, rope):
+    """transformers' float32 log p(token p | tokens 0..p-1) for p = 1..len(ids)-1 (index 0: NaN)."""
+    import torch
+
+    logp = torch.log_softmax(torch.tensor(hf_logits(NAME, ids, rope)), dim=-1)
+    out = np.full(len(ids), np.nan)
+    out[1:] = logp[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0].double().numpy()
+    return out
+
+
+def test_every_position_equals_transformers_token_loglikelihoods(report, window):
+    L = LENGTHS[-1]
+    for setting, rope in SETTINGS.items():
+        theirs = hf_token_logprobs(window[:L], rope)  # dynamic NTK: transformers' own length is L, as the pass
+        ours = report.profiles[setting].by_position
+        assert len(ours) == L and np.isnan(ours[0]) and np.isnan(theirs[0])
+        rel = np.abs(ours[1:] - theirs[1:]) / np.abs(theirs[1:])
+        assert rel.max() < 1e-3, (setting, rel.max())
+        # the bins: a bin per 1/8 of the longest length (default), positions [k L/8, (k+1) L/8), position 0 not scored
+        bins = report.profiles[setting].bins
+        assert [(b.start, b.end) for b in bins] == [(k * L // 8, (k + 1) * L // 8) for k in range(8)]
+        for b in bins:
+            lp = theirs[max(b.start, 1):b.end]
+            assert b.scored == len(lp)
+            assert b.perplexity == pytest.approx(float(np.exp(-lp.mean())), rel=1e-3), (setting, b)
+            assert b.interval[0] < b.perplexity < b.interval[1]
+    # the window score (llama.cpp's perplexity tool) is the mean over positions L/2+1..L-1 of the same numbers
+    w = report.record("linear:factor=4", L)
+    lp = hf_token_logprobs(window[:L], SETTINGS["linear:factor=4"])[L // 2 + 1:L]
+    assert w.perplexity == pytest.approx(float(np.exp(-lp.mean())), rel=1e-3) and w.scored == len(lp)
+
+
+def test_bins_option_and_trained_context_mark(f32):
+    r = evaluate(f32, [64, 160], ["linear:factor=4"], bins=5, cache_type="f32")
+    assert [(b.start, b.end) for b in r.profiles["file"].bins] == [(0, 32), (32, 64), (64, 96), (96, 128), (128, 160)]
+    table = r.position_table().splitlines()
+    assert table[0].split() == ["setting", "..32", "..64", "|", "..96", "..128", "..160"]  # trained context 64
+    assert "perplexity by position (one pass of 160 tokens per setting" in r.summary()
+
+
+def test_wilson_interval_against_newcombe():
+    # Newcombe, "Two-sided confidence intervals for the single proportion", Stat. Med. 17 (1998) 857-872,
+    # Table I, method 3 (Wilson's score interval without continuity correction)
+    from ropetool.eval import wilson_interval
+
+    for (k, n), (lo, hi) in {(81, 263): (0.2553, 0.3662), (15, 148): (0.0624, 0.1605), (0, 20): (0.0, 0.1611),
+                             (1, 29): (0.0061, 0.1718), (29, 29): (0.8830, 1.0)}.items():
+        got = wilson_interval(k, n)
+        assert got == pytest.approx((lo, hi), abs=5e-5), (k, n, got)
+
+
+def test_block_bootstrap_against_the_long_run_variance():
+    """The moving-block bootstrap's standard error of a mean against the textbook values for an AR(1) series
+    x_t = phi x_{t-1} + e_t (unit noise): Var(mean) ~ 1 / ((1 - phi)^2 n) (the long-run variance over n); the
+    i.i.d. bootstrap (blocks of 1) estimates Var(x) / n = 1 / ((1 - phi^2) n) instead, far too small."""
+    from ropetool.eval import block_bootstrap_means, difference_interval, perplexity_interval
+
+    phi, n = 0.8, 40000
+    rng = np.random.default_rng(12)
+    e = rng.standard_normal(n)
+    x = np.empty(n)
+    x[0] = e[0] / np.sqrt(1 - phi ** 2)
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + e[t]
+    long_run = 1 / ((1 - phi) * np.sqrt(n))
+    iid = 1 / np.sqrt((1 - phi ** 2) * n)
+    assert block_bootstrap_means(x, block=128).std() == pytest.approx(long_run, rel=0.15)
+    assert block_bootstrap_means(x, block=1).std() == pytest.approx(iid, rel=0.1)
+    # the perplexity interval: for independent normal log-probabilities the normal-theory interval
+    # exp(-(mean +- 1.96 sd / sqrt n)) (blocks of 1 here; any block length estimates it for independent data)
+    lp = -3 + 0.5 * rng.standard_normal(20000)
+    lo, hi = perplexity_interval(lp)
+    half = 1.96 * lp.std() / np.sqrt(len(lp))
+    assert (lo, hi) == pytest.approx((np.exp(-lp.mean() - half), np.exp(-lp.mean() + half)), rel=2e-3)
+    # paired: a constant shift of every position is the difference exactly, whatever the blocks drawn
+    assert difference_interval(lp, lp - 0.25) == pytest.approx((0.25, 0.25), abs=1e-12)
+
+
+LONGCHAT_HEADER = ("Below is a record of lines I want you to remember. Each line begins with 'line <line index>' and "
+                   "contains a '<REGISTER_CONTENT>' at the end of the line as a numerical value. For each line index, "
+                   "memorize its corresponding <REGISTER_CONTENT>. At the end of the record, I will ask you to "
+                   "retrieve the corresponding <REGISTER_CONTENT> of a certain line index. Now the record start:\n\n")
+
+
+def test_lines_prompt_has_the_length_and_the_asked_line_once(f32):
+    """The prompt of LongChat's longeval (DachengLi1/LongChat, longeval/utils.py generate_lines_testcases), typed
+    here from that source, at exactly the asked length in tokens, the asked line present exactly once."""
+    from ropetool.eval import lines_found, lines_prompt
+
+    with LlamaCpp(f32, n_ctx=256) as llm:
+        tok = lambda s: llm.tokenize(s, add_bos=False)  # noqa: E731
+        for length in (500, 1000, 2500):
+            for trial in range(3):
+                p = lines_prompt(tok, length, 7, trial, bos=7)
+                assert len(p.ids) == length and p.ids[0] == 7
+                text = llm.detokenize(p.ids[1:])
+                assert text.startswith(LONGCHAT_HEADER)
+                record = re.findall(r"line ([a-z]+-[a-z]+): REGISTER_CONTENT is <(\d+)>\n", text)
+                assert len(record) == p.lines and len({n for n, _ in record}) == p.lines  # distinct names
+                assert all(1 <= int(v) <= 50000 for _, v in record)
+                line = f"line {p.name}: REGISTER_CONTENT is <{p.value}>\n"
+                assert text.count(line) == 1 and record[p.line_index] == (p.name, str(p.value))
+                assert text.endswith(f"\nNow the record is over. Tell me what is the <REGISTER_CONTENT> in line "
+                                     f"{p.name}? I need the number.Line <{p.name}>: <REGISTER_CONTENT> is")
+                sentence = tok(line)
+                at = [i for i in range(len(p.ids)) if p.ids[i:i + len(sentence)] == sentence]
+                assert at == [p.line_start]
+                assert p.padding < len(sentence) + 8  # the newlines fill less than a line (and the slack)
+            # the same record for every setting (from the seed, length and trial); another seed, another one
+            assert lines_prompt(tok, length, 7, 0).ids == lines_prompt(tok, length, 7, 0).ids
+            assert lines_prompt(tok, length, 8, 0).ids != lines_prompt(tok, length, 7, 0).ids
+    assert lines_found(" <24904>. Line", 24904) and not lines_found(" <2490>", 24904) and not lines_found(" none", 1)
+
+
+def test_lines_and_passkey_report_wilson_intervals(f32):
+    res = CliRunner().invoke(cli, ["eval", str(f32), "--lengths", "512", "--try", "linear:factor=4", "--lines", "2",
+                                   "--passkey", "1", "--depths", "0.5", "--json"])
+    assert res.exit_code == 0, res.output
+    window = [r for r in json.loads(res.output) if r["kind"] == "window"]
+    from ropetool.eval import wilson_interval
+
+    for r in window:
+        assert r["lines_trials"] == 2 and r["passkey_trials"] == 1
+        assert r["lines_95"] == pytest.approx(list(wilson_interval(r["lines_found"], 2)))
+    res = CliRunner().invoke(cli, ["eval", str(f32), "--lengths", "512", "--lines", "2"])
+    assert res.exit_code == 0, res.output
+    assert "lines accuracy, found/trials (Wilson 95% interval):" in res.output
+    assert re.search(r"file\s+\d/2 \(\d+%\.\.\d+%\)", res.output)
+
+
+def test_cache_type_is_stated_and_changes_the_run(f32, report):
+    runner = CliRunner()
+    out = {}
+    for cache in ("f16", "f32"):
+        args = ["eval", str(f32), "--lengths", "192"] + (["--cache-type", cache] if cache != "f16" else [])
+        res = runner.invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        assert f"KV cache {cache}" in res.output.splitlines()[0]
+        res = runner.invoke(cli, args + ["--json"])
+        rec = next(r for r in json.loads(res.output) if r["kind"] == "window")
+        assert rec["cache_type"] == cache
+        out[cache] = rec["perplexity"]
+    assert out["f32"] == pytest.approx(report.record("file", 192).perplexity, rel=1e-9)
+    assert out["f16"] != out["f32"] and out["f16"] == pytest.approx(out["f32"], rel=1e-2)
+
+
+def test_q8_0_cache_runs_where_llama_cpp_can_store_it(tmp_path):
+    # llama.cpp's q8_0 cache stores blocks of 32 values: heads of 16 (the llama fixture) are refused in one line
+    # before any work, heads of 32 (qwen3) run, with flash attention (llama.cpp quantizes V only with it)
+    llama = tmp_path / "llama.gguf"
+    convert(fixture_dir(NAME), llama, outtype="f32")
+    res = CliRunner().invoke(cli, ["eval", str(llama), "--lengths", "64", "--cache-type", "q8_0"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "blocks of 32 values" in res.output, res.output
+    qwen3 = tmp_path / "qwen3.gguf"
+    convert(fixture_dir("qwen3"), qwen3, outtype="f32")
+    out = {}
+    for cache in ("q8_0", "f32"):
+        res = CliRunner().invoke(cli, ["eval", str(qwen3), "--lengths", "128", "--cache-type", cache, "--json"])
+        assert res.exit_code == 0, res.output
+        out[cache] = next(r for r in json.loads(res.output) if r["kind"] == "window")["perplexity"]
+    assert out["q8_0"] != out["f32"] and out["q8_0"] == pytest.approx(out["f32"], rel=2e-2)
+    res = CliRunner().invoke(cli, ["eval", str(qwen3), "--lengths", "128", "--cache-type", "q8_0"])
+    assert "KV cache q8_0, flash attention" in res.output.splitlines()[0]
+
+
+def test_recommendation_says_whether_the_next_best_is_distinguishable(f32, report, window):
+    from ropetool.eval import difference_interval
+
+    best, line = report.recommendation()
+    assert best is not None
+    m = re.search(r"(NOT )?distinguishable from the next best, (\S+) \(([\d.]+); .*?95% interval ([\d.]+)\.\.([\d.]+)",
+                  line)
+    assert m, line
+    nxt = m.group(2)
+    # the interval from transformers' log-probabilities of the same positions, through the same bootstrap
+    L = LENGTHS[-1]
+    a = hf_token_logprobs(window[:L], SETTINGS.get(best, SETTINGS["none"]))[L // 2 + 1:L]
+    b = hf_token_logprobs(window[:L], SETTINGS.get(nxt, SETTINGS["none"]))[L // 2 + 1:L]
+    lo, hi = difference_interval(a, b)
+    assert float(m.group(4)) == pytest.approx(np.exp(lo), rel=1e-3) and float(m.group(5)) == pytest.approx(np.exp(hi), rel=1e-3)
+    assert (m.group(1) is not None) == (lo <= 0)
+    # the file's own setting and `none` are one computation on a plain file: said, not compared
+    assert "none: changes no key or tensor of the file" in " ".join(report.notes)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bins", "0"], "--bins"),
+    (["--bins", "64"], "do not fit 64 tokens"),
+    (["--lines", "-1"], "--lines"),
+])
+def test_bad_position_options_are_one_line_errors(f32, args, message):
+    res = CliRunner().invoke(cli, ["eval", str(f32), "--lengths", "64"] + args)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], res.output

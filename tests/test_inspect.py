@@ -407,8 +407,8 @@ def test_json_schema_and_full(tmp_path):
     res = CliRunner().invoke(cli, ["inspect", "--json", str(path)])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output)
-    assert rep["schema_version"] == 1
-    assert set(rep) == {"schema_version", "file", "metadata", "tensors", "rope", "lint"}
+    assert rep["schema_version"] == 2
+    assert set(rep) == {"schema_version", "file", "metadata", "tensors", "rope", "lint", "memory"}
     toks = rep["metadata"]["tokenizer.ggml.tokens"]
     assert toks["type"] == "arr[str]" and toks["count"] == 20 and toks["truncated"] and len(toks["value"]) == 8
     full = json.loads(CliRunner().invoke(cli, ["inspect", "--json", "--full", str(path)]).output)

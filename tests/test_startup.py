@@ -17,8 +17,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # The modules behind the commands: the CLI's command modules and the library modules they run.
-COMMAND_MODULES = {f"ropetool.cli.{m}" for m in ("check", "convert", "edit", "eval", "inspect", "quantize", "options")} | {
-    f"ropetool.{m}" for m in ("check", "convert", "edit", "eval", "inspect", "lint", "quantize", "reference", "plot", "families")}
+COMMAND_MODULES = {f"ropetool.cli.{m}" for m in ("check", "convert", "edit", "eval", "extend", "inspect", "quantize",
+                                                  "options")} | {
+    f"ropetool.{m}" for m in ("check", "convert", "edit", "eval", "extend", "inspect", "lint", "quantize", "reference",
+                              "plot", "families", "probe", "rewrite", "model")}
 HEAVY = ("numpy", "gguf", "llama_cpp", "yaml")
 
 PROBE = r"""

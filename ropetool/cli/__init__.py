@@ -21,6 +21,8 @@ from ropetool.version import __version__
 # `ropetool --help` and shell completion start in the time of click alone.  The short help is the first
 # paragraph of the command's docstring, kept here (tests/test_startup.py checks that the two agree).
 COMMANDS = {
+    "extend": ("ropetool.cli.extend:extend_command",
+               "Extend MODEL (a GGUF or a Hugging Face folder) to N tokens: the file, proven, its memory, how to run it."),
     "convert": ("ropetool.cli.convert:convert", "Convert the Hugging Face model in MODEL_DIR to GGUF."),
     "quantize": ("ropetool.cli.quantize:quantize_command",
                  "Quantize FILE with llama.cpp's own quantizer, keeping every key (the rope settings and ropetool's record)."),
@@ -33,7 +35,7 @@ COMMANDS = {
              "Compare two GGUFs: metadata and tensors (bytes by streamed sha256). Exit 0 if identical, 1 if not."),
     "check": ("ropetool.cli.check:check", "Check that llama.cpp computes the rope setting GGUF_FILE means."),
     "eval": ("ropetool.cli.eval:eval_command",
-             "Evaluate GGUF_FILE's rope setting and tried ones: perplexity by length and passkey retrieval."),
+             "Evaluate GGUF_FILE's rope setting and tried ones: perplexity by position and length, passkey and lines retrieval."),
 }
 
 

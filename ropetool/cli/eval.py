@@ -31,7 +31,14 @@ def _lengths(text: str) -> list[int]:
 @click.option("--passkey", type=int, default=0, show_default=True, metavar="TRIALS",
               help="Passkey retrieval trials per setting, length and depth (llama.cpp's passkey prompt).")
 @click.option("--depths", default="0.1,0.5,0.9", show_default=True, help="Where the passkey sits in the filler.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the passkeys.")
+@click.option("--lines", type=int, default=0, show_default=True, metavar="TRIALS",
+              help="LongChat LongEval 'lines' retrieval trials per setting and length (the prompt sized to each length).")
+@click.option("--bins", type=int, default=8, show_default=True,
+              help="Perplexity by position: bins of position over the longest length.")
+@click.option("--cache-type", type=click.Choice(["f16", "q8_0", "f32"]), default="f16", show_default=True,
+              help="llama.cpp's KV cache type (f16, as llama.cpp's tools run; q8_0 turns on flash attention).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the passkeys, the lines records and the bootstrap.")
 @click.option("--engine", type=click.Choice(["llama.cpp", "reference"]), default="llama.cpp", show_default=True,
               help="reference: ropetool's numpy forward pass, for settings llama.cpp cannot compute (small models).")
 @click.option("--approximate", is_flag=True, help="Evaluate a setting llama.cpp can only approximate, as set-rope "
@@ -39,17 +46,19 @@ def _lengths(text: str) -> list[int]:
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the records as a JSON list.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a PNG: perplexity by length per setting, and the passkey grid (needs ropetool[plot]).")
+              help="Write a PNG: perplexity by position per setting, and the retrieval grid (needs ropetool[plot]).")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's log.")
-def eval_command(gguf_file, lengths, text_file, tries, passkey, depths, seed, engine, approximate, device, as_json,
-                 plot_file, verbose):
-    """Evaluate GGUF_FILE's rope setting and tried ones: perplexity by length and passkey retrieval.
+def eval_command(gguf_file, lengths, text_file, tries, passkey, depths, lines, bins, cache_type, seed, engine,
+                 approximate, device, as_json, plot_file, verbose):
+    """Evaluate GGUF_FILE's rope setting and tried ones: perplexity by position and length, passkey and lines retrieval.
 
-    Perplexity at length L: the text's first L tokens, the second half scored as llama.cpp's perplexity
-    tool scores a window.  A tried setting is the one `ropetool set-rope` would write, applied at load
+    Perplexity by position: one pass per setting over the longest length, every position scored, reported in
+    --bins bins with the trained context marked.  Perplexity at length L: the text's first L tokens, the
+    second half scored as llama.cpp's perplexity tool scores a window.  A tried setting is the one `ropetool set-rope` would write, applied at load
     time (or from a temporary file when it changes rope tensors).  The last line recommends the setting
     with the best perplexity at the longest length whose perplexity at the shortest stays within 5% of the
-    file's own.  Ctrl-C prints the results so far (exit 130).
+    file's own, and says whether the next best is distinguishable from it (a paired block bootstrap over
+    positions).  Ctrl-C prints the results so far (exit 130).
     """
     from ropetool.cli.options import notify
     from ropetool.eval import Evaluation
@@ -66,7 +75,8 @@ def eval_command(gguf_file, lengths, text_file, tries, passkey, depths, seed, en
         pyplot()  # a missing matplotlib is said before the long work
     ev = Evaluation(gguf_file, _lengths(lengths), list(tries), text=text,
                     text_source=str(text_file) if text_file else None, passkey=passkey, depths=depth_list, seed=seed,
-                    device=device, engine=engine, approximate=approximate, verbose=verbose, progress=notify)
+                    device=device, engine=engine, approximate=approximate, verbose=verbose, progress=notify,
+                    lines=lines, bins=bins, cache_type=cache_type)
     interrupted = False
     try:
         report = ev.run()

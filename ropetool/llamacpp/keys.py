@@ -346,6 +346,15 @@ ROPE_FACTORS_LONG_TENSOR = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FACTORS_LONG
 ROPE_FACTORS_SHORT_TENSOR = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT] + ".weight"
 ROPE_TENSORS = (ROPE_FREQS_TENSOR, ROPE_FACTORS_LONG_TENSOR, ROPE_FACTORS_SHORT_TENSOR)
 
+# -- the KV cache's shapes beyond head_count_kv and key/value_length (ModelFile.kv_cache; llama_model::load_hparams
+# reads the _swa lengths for every architecture, the _mla ones where the graph is multi-head latent attention:
+# llama_hparams::is_mla is both set, and then the cache holds the compressed keys alone) -------------------------
+KEY_LENGTH_SWA = A.KEY_LENGTH_SWA
+VALUE_LENGTH_SWA = A.VALUE_LENGTH_SWA
+KEY_LENGTH_MLA = A.KEY_LENGTH_MLA  # a head's key size once decompressed (qk_nope + qk_rope); with value_length_mla: MLA
+VALUE_LENGTH_MLA = A.VALUE_LENGTH_MLA
+TYPES.update({KEY_LENGTH_SWA: T.UINT32, VALUE_LENGTH_SWA: T.UINT32, KEY_LENGTH_MLA: T.UINT32, VALUE_LENGTH_MLA: T.UINT32})
+
 # ropetool's provenance keys.
 RT_VERSION = "ropetool.version"
 RT_METHOD = "ropetool.rope.method"

@@ -1,6 +1,6 @@
 """Run llama.cpp (llama-cpp-python's bindings of its C API) on a GGUF and take its logits batch by batch.
 
-:class:`LlamaCpp` loads a model with an f32 KV cache (so a comparison measures rope, not cache rounding)
+:class:`LlamaCpp` loads a model with an f32 KV cache unless asked otherwise (so a comparison measures rope, not cache rounding)
 and decodes a token sequence at positions 0..n-1 one batch at a time; :meth:`LlamaCpp.logits` yields each
 batch's logits ([batch, vocab] float32) as soon as llama.cpp has them, so no caller ever holds positions x
 vocabulary for the whole sequence.  Only llama-cpp-python's public functions (``llama_cpp.llama_*``) are
@@ -21,6 +21,8 @@ from ropetool.errors import RopetoolError
 from ropetool.io.gguf_file import T
 
 GGML_TYPE_F32 = 0
+# KV cache types a run can ask for (enum ggml_type) and their bytes per element (q8_0: 34 bytes per 32 values)
+CACHE_TYPES = {"f32": (0, 4.0), "f16": (1, 2.0), "q8_0": (8, 34 / 32)}
 BATCH = 512  # tokens per llama_decode call (and per logits chunk)
 
 
@@ -93,11 +95,11 @@ class RunSizes:
         self.n_vocab = tokens.count if tokens is not None and tokens.is_array else 1
 
 
-def llama_bytes(dims: RunSizes, n_ctx: int, batch: int = BATCH) -> int:
-    """About what llama.cpp allocates for a context of ``n_ctx`` as :class:`LlamaCpp` runs it: the f32 KV cache
-    (n_ctx x layers x (k + v) x 4 bytes), one batch's attention scores and their softmax (batch x n_ctx x heads x 4,
-    twice) and one batch's logits (the weights, mapped from the file, are not counted)."""
-    kv = n_ctx * dims.n_layer * dims.n_head_kv * (dims.head_k + dims.head_v) * 4
+def llama_bytes(dims: RunSizes, n_ctx: int, batch: int = BATCH, cache_type: str = "f32") -> int:
+    """About what llama.cpp allocates for a context of ``n_ctx`` as :class:`LlamaCpp` runs it: the KV cache
+    (n_ctx x layers x (k + v) x the cache type's bytes: 4 for f32), one batch's attention scores and their softmax
+    (batch x n_ctx x heads x 4, twice) and one batch's logits (the weights, mapped from the file, are not counted)."""
+    kv = int(n_ctx * dims.n_layer * dims.n_head_kv * (dims.head_k + dims.head_v) * CACHE_TYPES[cache_type][1])
     return kv + 2 * min(batch, n_ctx) * n_ctx * dims.n_head * 4 + batch * dims.n_vocab * 4
 
 
@@ -159,18 +161,24 @@ class LlamaCpp:
     """A model and a context, freed by :meth:`close` (or as a context manager)."""
 
     def __init__(self, path, n_ctx: int, device: str = "cpu", verbose: bool = False, batch: int = BATCH,
-                 flash_attn: bool = False, overrides: dict | None = None, n_seq_max: int = 1, eval_callback=None):
-        """``overrides``: metadata values llama.cpp uses instead of the file's (``llama_model_params.kv_overrides``:
-        a key absent from the file is added; int, float, bool and strings of up to 127 bytes, no arrays);
-        see :func:`kv_overrides`.  ``n_seq_max`` > 1: that many sequences share one (unified) KV cache of
-        ``n_ctx`` cells.  ``eval_callback``: a ``llama_cpp.ggml_backend_sched_eval_callback`` the scheduler
-        calls for every graph node (``cparams.cb_eval``; the caller keeps it alive)."""
+                 flash_attn: bool = False, overrides: dict | None = None, n_seq_max: int = 1, eval_callback=None,
+                 cache_type: str = "f32"):
+        """``cache_type``: the KV cache's type, f32 (the default), f16 or q8_0 (llama.cpp quantizes the V cache
+        only with flash attention, which a q8_0 cache turns on).  ``overrides``: metadata values llama.cpp uses
+        instead of the file's (``llama_model_params.kv_overrides``: a key absent from the file is added; int,
+        float, bool and strings of up to 127 bytes, no arrays); see :func:`kv_overrides`.  ``n_seq_max`` > 1: that
+        many sequences share one (unified) KV cache of ``n_ctx`` cells.  ``eval_callback``: a
+        ``llama_cpp.ggml_backend_sched_eval_callback`` the scheduler calls for every graph node (``cparams.cb_eval``;
+        the caller keeps it alive)."""
         import llama_cpp as L
 
         global RAN_IN_PROCESS
         RAN_IN_PROCESS = True
         if device not in ("cpu", "gpu"):
             raise RopetoolError(f"unknown device {device!r}; choose cpu or gpu")
+        if cache_type not in CACHE_TYPES:
+            raise RopetoolError(f"unknown KV cache type {cache_type!r}; choose {', '.join(CACHE_TYPES)}")
+        flash_attn = flash_attn or cache_type == "q8_0"
         if device == "gpu" and not gpu_available():
             raise RopetoolError("this llama-cpp-python was built without a GPU backend (CUDA or Metal); use --device cpu")
         self.L, self.path, self.device, self.verbose = L, str(path), device, verbose
@@ -199,8 +207,7 @@ class LlamaCpp:
                 cparams.cb_eval_user_data = None
             cparams.n_threads = threads
             cparams.n_threads_batch = threads
-            cparams.type_k = GGML_TYPE_F32
-            cparams.type_v = GGML_TYPE_F32
+            cparams.type_k = cparams.type_v = CACHE_TYPES[cache_type][0]
             cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
             cparams.no_perf = True
             self.ctx = L.llama_init_from_model(self.model, cparams)
@@ -410,4 +417,4 @@ def llama_cpp_logits(path, ids: list[int], device: str = "cpu", verbose: bool = 
         return np.concatenate([rows for _, rows in llm.logits(list(ids))]).astype(np.float64)
 
 
-__all__ = ["LlamaCpp", "kv_overrides", "llama_cpp_logits", "preflight", "gpu_available", "padded_context", "quiet_log", "BATCH"]
+__all__ = ["LlamaCpp", "CACHE_TYPES", "kv_overrides", "llama_cpp_logits", "preflight", "gpu_available", "padded_context", "quiet_log", "BATCH"]

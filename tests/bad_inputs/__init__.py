@@ -332,6 +332,7 @@ def gguf_cases(root: Path, base: Path) -> list[Case]:
             "unset": ["unset", str(path), "-o", str(out), "general.name"],
             "set-rope": ["set-rope", str(path), "-o", str(out), "--rope", "linear", "--factor", "2"],
             "diff": ["diff", str(base), str(path)],
+            "extend": ["extend", str(path), "--context", "1024", "-o", str(out)],
         }[command]
         cases.append(Case(name, argv, tuple(words), [path], out_dir, out, notes))
 
@@ -355,7 +356,7 @@ def gguf_cases(root: Path, base: Path) -> list[Case]:
         "last-byte-missing": L["size"] - 1,
     }
     for i, (section, n) in enumerate(sections.items()):
-        command = ("inspect", "inspect-json", "set", "set-rope", "unset", "diff")[i % 6]
+        command = ("inspect", "inspect-json", "set", "set-rope", "unset", "diff", "extend")[i % 7]
         file_case(f"gguf-truncated-{section}", data[:n], corrupt + ["only"], command,
                   notes=f"cut at byte {n} of {L['size']} ({command})")
     # huge declared counts and lengths
@@ -411,6 +412,11 @@ def gguf_cases(root: Path, base: Path) -> list[Case]:
         out = out_dir / "edited.gguf"
         argv = ["set-rope", str(path), "-o", str(out), "--rope", "yarn", "--factor", "4"]
         cases.append(Case(name, argv, tuple(words), [path], out_dir, out, notes))
+        # extend starts from the same file's settings (set-rope's edit): it must refuse it the same way
+        ext_dir = folder / "out-extend"
+        ext_dir.mkdir()
+        argv = ["extend", str(path), "--context", "1024", "-o", str(ext_dir / "extended.gguf")]
+        cases.append(Case(name + "-extend", argv, tuple(words), [path], ext_dir, ext_dir / "extended.gguf", notes))
 
     def nv(key, vtype, value, sub=None):
         return {key: NewValue(key, vtype, value, sub)}
