@@ -275,8 +275,7 @@ def summarize_rope(model: ModelFile) -> dict:
             out["sliding_window"].update(head_dim=sw.head_dim, n_rot=sw.n_rot)
             window += (f", heads of {sw.head_dim} dims, {sw.n_rot} rotated" + (" (all)" if sw.n_rot == sw.head_dim else "")
                        + (", no rope_freqs" if not st.facts.sliding.rope_freqs else ""))
-        # (gemma2 and gpt-oss scale them as the global layers too; their description keeps its recorded wording)
-        follows = st.facts.sliding.scale_follows_global and kind != "sliding-window"
+        follows = st.facts.sliding.scale_follows_global  # gemma2, gpt-oss, llama4: an extension scales them too
         out["description"] += (
             f"{said}{len(sliding_layers)} {kind} layers ({_ranges(sliding_layers)}, {window})"
             f"{' use base ' if roped_global or not global_layers else ': base '}"
