@@ -69,6 +69,12 @@ class Hparams:
     n_ff_exp: int = 0
     n_ff_shexp: int = 0
     n_dense_lead: int = 0  # leading layers with a dense feed-forward before the mixture (deepseek2)
+    moe_step: int = 1  # layer il is a mixture when (il + 1) % moe_step == 0 (llama4's interleave_moe_layer_step)
+    # Family.global_heads (gemma4): the sliding layers' head size (head_dim is then the global layers'), the global
+    # layers' key/value heads, and which layers slide (config.json's layer_types).
+    head_dim_swa: int = 0
+    n_head_kv_global: int = 0
+    swa_layers: tuple[int, ...] = ()
     # Multi-head latent attention (Family.mla): the value head, the low ranks, the rotated part of each head.
     head_dim_v: int | None = None
     n_lora_q: int = 0
@@ -124,6 +130,9 @@ class Hparams:
                               key=K.HEAD_COUNT_KV)
         if n_head % n_head_kv:
             raise RopetoolError(f"config.json: {n_head} attention heads cannot share {n_head_kv} key/value heads evenly")
+        heads = _global_heads(config, family, head_dim, n_head_kv, n_head, count) if family.global_heads else {}
+        if heads:
+            head_dim = heads.pop("head_dim")
         context_names = (*CONTEXT_KEYS, *family.context_keys)
         default_context = family.default_context[0] if family.default_context else 2048
         mla = {}
@@ -152,12 +161,21 @@ class Hparams:
             tied=tied,
             **experts,
             **mla,
+            **heads,
             **_hybrid(config, family, count),
         )
 
     @property
+    def dims_global(self) -> Dims:
+        """The sizes of the global layers' tensors (gemma4's own head size and key/value heads; else :attr:`dims`)."""
+        from dataclasses import replace
+
+        return replace(self.dims, head_dim=self.head_dim, n_head_kv=self.n_head_kv_global or self.n_head_kv)
+
+    @property
     def dims(self) -> Dims:
-        return Dims(self.n_embd, self.n_head, self.n_head_kv, self.head_dim, self.n_ff, self.vocab_size,
+        """The sizes the tensors follow (of the sliding layers, where gemma4's global layers differ)."""
+        return Dims(self.n_embd, self.n_head, self.n_head_kv, self.head_dim_swa or self.head_dim, self.n_ff, self.vocab_size,
                     head_dim_v=self.head_dim_v, n_expert=self.n_expert, n_ff_exp=self.n_ff_exp, n_ff_shexp=self.n_ff_shexp,
                     n_lora_q=self.n_lora_q, n_lora_kv=self.n_lora_kv, head_dim_rope=self.head_dim_rope,
                     n_lin_k_heads=self.n_lin_k_heads, n_lin_v_heads=self.n_lin_v_heads, lin_head_k=self.lin_head_k,
@@ -194,6 +212,14 @@ def _experts(config: dict, family: Family, n_ff: int, count) -> dict:
            "n_ff_exp": count("moe_intermediate_size", default=n_ff, key=K.EXPERT_FEED_FORWARD_LENGTH)}
     if family.shared_expert:
         out["n_ff_shexp"] = count("shared_expert_intermediate_size", default=n_ff, key=K.EXPERT_SHARED_FEED_FORWARD_LENGTH)
+    if family.shared_experts:  # llama4: one ungated shared expert as wide as an expert, hard-coded
+        out["n_ff_shexp"] = out["n_ff_exp"] * family.shared_experts
+    if family.moe_step_key:
+        step = config.get(family.moe_step_key, 1)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise RopetoolError(f"config.json: {family.moe_step_key} must be a positive integer, got {step!r}")
+        K.check_range(K.INTERLEAVE_MOE_LAYER_STEP, step, f"config.json: {family.moe_step_key}")
+        out["moe_step"] = step
     if family.shared_experts_key:  # ungated shared experts, each as wide as an expert, summed into one (deepseek2)
         shared = config.get(family.shared_experts_key) or 0
         if isinstance(shared, bool) or not isinstance(shared, int) or shared < 0:
@@ -222,6 +248,9 @@ def text_model_config(config: dict, family: Family) -> dict:
     for alias, name in family.config_aliases:
         if config.get(name) is None and config.get(alias) is not None:
             config = {**config, name: config[alias]}
+    for source, destination in family.config_moves:  # llama4: as llama.cpp's converter renames them
+        if source in config:
+            config = {**config, destination: config[source]}
     return config
 
 
@@ -272,6 +301,71 @@ def _layer_types(config: dict, family: Family, n_layer: int) -> tuple[int, ...]:
     if all(t in recurrent for t in types):
         raise RopetoolError(f"config.json: layer_types has no full_attention layer; llama.cpp's {family.arch} needs one")
     return tuple(il for il, t in enumerate(types) if t in recurrent)
+
+
+def _global_heads(config: dict, family: Family, head_dim: int, n_head_kv: int, n_head: int, count) -> dict:
+    """Gemma 4's layer kinds from config.json (Family.global_heads): which layers slide (layer_types), the sliding
+    layers' head size (head_dim) and the global layers' head size and key/value heads, as transformers' Gemma4TextConfig
+    takes them: per_layer_config's overrides of a layer (its index a string in config.json), else global_head_dim
+    (512 by default) and, where attention_k_eq_v, num_global_key_value_heads.  llama.cpp holds one head size per kind
+    (key_length, key_length_swa) and key/value heads per layer."""
+    n_layer = count("num_hidden_layers", key=K.BLOCK_COUNT)
+    types = config.get("layer_types")
+    if types is None:  # transformers' default: five sliding layers, then a global one
+        types = ["sliding_attention" if (il + 1) % 6 else "full_attention" for il in range(n_layer)]
+    if (not isinstance(types, list) or len(types) != n_layer
+            or not set(types) <= {"sliding_attention", "full_attention"}):
+        raise RopetoolError(f"config.json: layer_types must list sliding_attention or full_attention for each of the "
+                            f"{n_layer} layers, got {json.dumps(types)[:120]}")
+    swa = tuple(il for il, t in enumerate(types) if t == "sliding_attention")
+    if not swa or len(swa) == n_layer:
+        raise RopetoolError(f"config.json: layer_types must hold both sliding_attention and full_attention layers for "
+                            f"llama.cpp's {family.arch}")
+    per_layer = config.get("per_layer_config")
+    if per_layer is None:
+        kv = config.get("num_global_key_value_heads") if config.get("attention_k_eq_v", True) else None
+        per_layer = {str(il): {"head_dim": config.get("global_head_dim", 512), **({"num_key_value_heads": kv} if kv else {})}
+                     for il in range(n_layer) if il not in swa}
+    if not isinstance(per_layer, dict) or not all(isinstance(v, dict) for v in per_layer.values()):
+        raise RopetoolError("config.json: per_layer_config must map layer numbers to their overrides")
+    sizes: dict[int, tuple[int, int]] = {}
+    for il in range(n_layer):
+        over = per_layer.get(str(il), per_layer.get(il, {}))
+        unknown = sorted(set(over) - {"head_dim", "num_key_value_heads"})
+        if unknown:
+            raise RopetoolError(f"config.json: per_layer_config overrides {', '.join(unknown)} of layer {il}; llama.cpp's "
+                                f"{family.arch} takes only a head size per kind of layer and key/value heads per layer")
+        hd, kv = over.get("head_dim", head_dim), over.get("num_key_value_heads", n_head_kv)
+        for name, v in (("head_dim", hd), ("num_key_value_heads", kv)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise RopetoolError(f"config.json: layer {il}'s {name} must be a positive integer, got {v!r}")
+        if n_head % kv:
+            raise RopetoolError(f"config.json: layer {il}: {n_head} attention heads cannot share {kv} key/value heads evenly")
+        sizes[il] = (hd, kv)
+    for kind, layers in (("sliding", [il for il in swa]), ("global", [il for il in range(n_layer) if il not in swa])):
+        if len({sizes[il] for il in layers}) > 1:
+            raise RopetoolError(f"config.json: the {kind} layers differ in head size or key/value heads; llama.cpp's "
+                                f"{family.arch} takes one of each per kind of layer")
+    global_hd, global_kv = sizes[next(il for il in range(n_layer) if il not in swa)]
+    swa_hd, swa_kv = sizes[swa[0]]
+    K.check_range(K.KEY_LENGTH, global_hd, "config.json: the global layers' head_dim")
+    K.check_range(K.KEY_LENGTH_SWA, swa_hd, "config.json: head_dim")
+    if swa_kv != n_head_kv:
+        raise RopetoolError("config.json: per_layer_config overrides the sliding layers' num_key_value_heads")
+    return {"head_dim": global_hd, "head_dim_swa": swa_hd, "n_head_kv_global": global_kv, "swa_layers": swa}
+
+
+def sliding_rotary_dim(config: dict, head_dim_swa: int) -> int:
+    """The sliding layers' rotated dims: their head times rope_parameters.sliding_attention's partial_rotary_factor (1
+    by default), as llama.cpp's converter writes rope.dimension_count_swa."""
+    params = config.get("rope_parameters")
+    local = params.get("sliding_attention") if isinstance(params, dict) else None
+    prf = local.get("partial_rotary_factor", 1.0) if isinstance(local, dict) else 1.0
+    if isinstance(prf, bool) or not isinstance(prf, (int, float)) or not 0 < prf <= 1:
+        raise RopetoolError(f"config.json: the sliding layers' partial_rotary_factor must be a number in (0, 1], got {prf!r}")
+    n_rot = int(head_dim_swa * prf)
+    K.check_range(K.ROPE_DIMENSION_COUNT_SWA, n_rot, "config.json: the sliding layers' rotated dims")
+    return n_rot
 
 
 def _hybrid(config: dict, family: Family, count) -> dict:
@@ -339,10 +433,21 @@ def mrope_sections(config: dict, family: Family, rotary_dim: int) -> list[int]:
 
 def check_family_config(config: dict, family: Family) -> None:
     """Refuse a config.json that asks for what llama.cpp's graph for the family does not compute."""
-    for path, want, why in family.requires:
-        got = config_value(config, path, want)
+    for path, want, why, *default in family.requires:
+        want = want(config) if callable(want) else want
+        got = config_value(config, path, default[0] if default else want)
         if got != want:
             raise RopetoolError(f"config.json: {path} is {json.dumps(got)}, but {why}")
+    n_layer = config.get("num_hidden_layers")
+    step = config.get(family.moe_step_key, 1) if family.moe_step_key else None
+    if family.hf_moe_layers and isinstance(n_layer, int) and 0 < n_layer <= K.MAX_LAYERS and isinstance(step, int) \
+            and not isinstance(step, bool) and step > 0:
+        layers = config.get(family.hf_moe_layers)
+        want = [il for il in range(n_layer) if (il + 1) % step == 0]
+        if layers is not None and layers != want:
+            raise RopetoolError(f"config.json: {family.hf_moe_layers} is {json.dumps(layers)[:120]}, but llama.cpp's "
+                                f"{family.arch} makes layer il a mixture exactly when (il + 1) % {family.moe_step_key} "
+                                f"({step}) == 0: layers {want}")
     key, n_layer = family.hf_no_rope_layers, config.get("num_hidden_layers")
     if key and isinstance(n_layer, int) and 0 < n_layer <= K.MAX_LAYERS:
         flags = config.get(key)
@@ -380,7 +485,7 @@ def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams, r
         act = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
         if act not in ("gelu_pytorch_tanh", "gelu_tanh"):
             raise RopetoolError(f"config.json: hidden_activation {act!r}, but llama.cpp's {a} uses tanh-approximated GELU")
-    if config.get("use_bidirectional_attention"):
+    if config.get("use_bidirectional_attention") not in (None, False, "vision"):  # "vision": text tokens stay causal
         raise RopetoolError(f"config.json: use_bidirectional_attention is set; llama.cpp's {a} is causal")
     if family.softcaps is not None:
         caps = {K.ATTN_LOGIT_SOFTCAPPING: "attn_logit_softcapping", K.FINAL_LOGIT_SOFTCAPPING: "final_logit_softcapping"}
@@ -396,16 +501,22 @@ def family_values(config: dict, family: Family, hp: Hparams, rope: RopeParams, r
                 values.append((template, float(cap)))
     sliding = family.loader.sliding
     if sliding is not None:
-        window = config.get("sliding_window")
+        window = config.get(sliding.hf_window)
         types = config.get("layer_types")
         if window:
-            K.check_range(K.SLIDING_WINDOW, window, "config.json: sliding_window")
-            values.append((K.SLIDING_WINDOW, int(window)))
+            K.check_range(K.SLIDING_WINDOW, window, f"config.json: {sliding.hf_window}")
+            if sliding.window_fixed is None:  # llama4's chunk is hard-coded (its requires say so): no key
+                values.append((K.SLIDING_WINDOW, int(window)))
             default = [il % sliding.period < sliding.period - 1 for il in range(hp.n_layer)]
-            if isinstance(types, list) and [t == "sliding_attention" for t in types] != default:
+            if hp.swa_layers or sliding.pattern_required:  # gemma4: the pattern always, as the loader requires
+                values.append((K.SLIDING_WINDOW_PATTERN, [il in set(hp.swa_layers) for il in range(hp.n_layer)]))
+            elif isinstance(types, list) and [t == sliding.hf_layer_type for t in types] != default:
                 if len(types) != hp.n_layer:
                     raise RopetoolError(f"config.json: layer_types has {len(types)} entries for {hp.n_layer} layers")
-                values.append((K.SLIDING_WINDOW_PATTERN, [t == "sliding_attention" for t in types]))
+                values.append((K.SLIDING_WINDOW_PATTERN, [t == sliding.hf_layer_type for t in types]))
+            if hp.head_dim_swa:  # gemma4: the sliding layers' own head size and rotated dims
+                values += [(K.KEY_LENGTH_SWA, hp.head_dim_swa), (K.VALUE_LENGTH_SWA, hp.head_dim_swa),
+                           (K.ROPE_DIMENSION_COUNT_SWA, sliding_rotary_dim(config, hp.head_dim_swa))]
             local = sliding_base(config, rope)
             if sliding.base_default is not None or local != rope.base:  # gemma2: the global base unless told
                 values.append((K.ROPE_FREQ_BASE_SWA, local))
@@ -561,16 +672,19 @@ def _plain(value):
     return value
 
 
-def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **options) -> tuple[RopeParams, int]:
-    """The rope method to embed: config.json's, or the caller's ``method`` with ``options``."""
+def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **options) -> tuple[RopeParams, int, int]:
+    """The rope method to embed: config.json's, or the caller's ``method`` with ``options``; with the rotated dims and
+    the pairs at the end of each head that stay unrotated (transformers' proportional rope: gemma4's global layers)."""
     max_bias = config_value(config, family.hf_alibi_bias) if family.hf_alibi_bias else None
+    if family.global_heads:  # gemma4: the global layers' rope, over their own head
+        config = {**config, "head_dim": hp.head_dim}
     hf = rope_from_hf_config(config, alibi=family.alibi_at(hp.n_layer), max_bias=max_bias)
     if method is None:
         params = hf.params
         changes = {k: v for k, v in options.items() if v is not None}
         if changes:  # e.g. --target-context for a config's dynamic rope
             params = make_params(params.method, **{**params.values(), **changes})
-        return params, hf.rotary_dim
+        return params, hf.rotary_dim, hf.unrotated_pairs
     check_options(method, options)
     values = dict(options)
     if values.get("base") is None and not hf.params.is_alibi:
@@ -580,7 +694,7 @@ def rope_for(config: dict, family: Family, method: str | None, hp: Hparams, **op
     for name, value in kept_parameters(method, hf.params).items():  # DeepSeek's YaRN temperature, unless given
         if values.get(name) is None:
             values[name] = value
-    return make_params(method, **values), hf.rotary_dim
+    return make_params(method, **values), hf.rotary_dim, hf.unrotated_pairs
 
 
 def _shifted(shift: float, w: np.ndarray) -> np.ndarray:
@@ -740,11 +854,14 @@ def _gate_up_experts(ckpt: Checkpoint, hp: Hparams) -> Iterator[tuple[str, list[
             yield f"{stem}.{part}.weight", experts
 
 
-def _experts_transform(kind: str, is_bias: bool, shape: tuple[int, ...]):
+def _experts_transform(kind: str, is_bias: bool, shape: tuple[int, ...], halves: bool = False):
     """(each, transform, shape): how one of :func:`_gate_up_experts`'s tensors becomes llama.cpp's: gate and up are the
-    even and odd columns of gate_up (llama.cpp's converter: ``[..., ::2]`` and ``[..., 1::2]``), each expert's matrix
-    transposed to [out, in]; the biases split the same way."""
-    cols = {"ffn_gate_exps": slice(0, None, 2), "ffn_up_exps": slice(1, None, 2), "ffn_down_exps": slice(None)}[kind]
+    even and odd columns of gate_up (gpt-oss; llama.cpp's converter: ``[..., ::2]`` and ``[..., 1::2]``), or its first
+    and second half (``halves``: llama4, whose converter splits the transposed gate_up at the middle), each expert's
+    matrix transposed to [out, in]; the biases split the same way."""
+    half = shape[-1] // 2
+    gate, up = (slice(0, half), slice(half, None)) if halves else (slice(0, None, 2), slice(1, None, 2))
+    cols = {"ffn_gate_exps": gate, "ffn_up_exps": up, "ffn_down_exps": slice(None)}[kind]
     if is_bias:
         return None, (lambda w: np.ascontiguousarray(w[..., cols])), (shape[0], len(range(shape[1])[cols]))
     return (lambda w: np.ascontiguousarray(w[:, cols].T)), None, (shape[0], len(range(shape[2])[cols]), shape[1])
@@ -778,10 +895,11 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
                  config: dict | None = None) -> tuple[list[PlannedTensor], list[str]]:
     name_map = gguf.get_tensor_name_map(family.model_arch, hp.n_layer)
     expected = family.tensor_shapes(hp.dims)
+    expected_global = family.tensor_shapes(hp.dims_global) if hp.swa_layers else expected  # gemma4's global layers
     planned: list[PlannedTensor] = []
     skipped: list[str] = []
     sources = _split_fused(ckpt, family, hp, expected) if family.qkv_layout == "split-concat" else _stacked_experts(ckpt, hp)
-    if family.experts_layout == "gate-up-transposed":
+    if family.experts_layout in ("gate-up-transposed", "gate-up-transposed-halves"):
         sources = _gate_up_experts(ckpt, hp)
     if family.experts_layout == "gate-up-stacked":
         sources = _gate_up_stacked(sources, hp)
@@ -829,15 +947,17 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         each = transform = None
         if family.mla and kind in ("attn_k_b", "attn_v_b"):
             transform, shape = _mla_kv_b(kind, hp, shape)
-        if family.experts_layout == "gate-up-transposed" and kind in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
+        if family.experts_layout in ("gate-up-transposed", "gate-up-transposed-halves") and kind in (
+                "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
             if not stacked and not is_bias:
-                raise RopetoolError(f"tensor {hf_name!r} is not one of gpt-oss's stacked experts")
-            each, transform, shape = _experts_transform(kind, is_bias, shape)
+                raise RopetoolError(f"tensor {hf_name!r} is not one of {family.arch}'s stacked experts")
+            each, transform, shape = _experts_transform(kind, is_bias, shape,
+                                                        halves=family.experts_layout.endswith("halves"))
         if family.short_conv and kind == "shortconv.conv" and len(shape) == 3 and shape[1] == 1:
             shape = (shape[0], shape[2])  # [n_embd, 1, L] squeezed, as llama.cpp's converter does (the same bytes)
         if family.linear_attention and kind in LINEAR_ATTENTION_KINDS:
             transform, shape = _linear_attention(family.linear_attention, kind, hf_name, hp, shape)
-        want = expected.get(kind)
+        want = (expected_global if layer is not None and int(layer[1]) not in hp.swa_layers else expected).get(kind)
         if want is not None:
             want = want[:-1] if is_bias and len(want) > 1 else want  # a bias has one value per row (per expert)
             if shape != want:
@@ -871,7 +991,8 @@ def plan_tensors(ckpt: Checkpoint, family: Family, hp: Hparams, outtype: Q,
         raise RopetoolError("config.json says the output matrix is not tied to the embeddings "
                             "(tie_word_embeddings false), but the checkpoint has no lm_head.weight")
     missing = [n for n in family.required_tensors(hp.n_layer, experts=hp.n_expert > 0, dense_lead=hp.n_dense_lead,
-                                                  recurrent=hp.recurrent) if n not in names]
+                                                  recurrent=hp.recurrent, moe_step=hp.moe_step)
+               if n not in names and n not in K.ROPE_TENSORS]  # (the lowering writes those)
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise RopetoolError(f"the checkpoint lacks {', '.join(missing[:3])}{more}, which llama.cpp's {family.arch} "
@@ -1002,6 +1123,9 @@ def _hparam_values(family: Family, hp: Hparams, rotary_dim: int, context_length:
     if family.loader.uses_rope(hp.n_layer):
         values.append((K.ROPE_DIMENSION_COUNT, rotary_dim))
     out = [NewValue(K.k(template, a), K.TYPES[template], value) for template, value in values]
+    if hp.n_head_kv_global and hp.n_head_kv_global != hp.n_head_kv:  # gemma4: the global layers' own key/value heads
+        kv = [hp.n_head_kv if il in set(hp.swa_layers) else hp.n_head_kv_global for il in range(hp.n_layer)]
+        out = [NewValue(v.key, K.T.ARRAY, kv, K.T.INT32) if v.key == K.k(K.HEAD_COUNT_KV, a) else v for v in out]
     if family.short_conv:  # lfm2: a layer without attention has no key/value heads (llama.cpp's marker of it)
         kv = [0 if il in set(hp.recurrent) else hp.n_head_kv for il in range(hp.n_layer)]
         out = [NewValue(v.key, K.T.ARRAY, kv, K.T.INT32) if v.key == K.k(K.HEAD_COUNT_KV, a) else v for v in out]
@@ -1057,9 +1181,9 @@ def plan_conversion(
     qtype = (Q.BF16 if ckpt.source_dtype == "BF16" else Q.F16) if outtype == "auto" else OUTTYPES[outtype]
 
     check_rope_config(ckpt.config)
-    rope, rotary_dim = rope_for(ckpt.config, family, method, hp, **rope_options)
+    rope, rotary_dim, unrotated = rope_for(ckpt.config, family, method, hp, **rope_options)
     lowered = lower_for_llama_cpp(rope, family.loader, rotary_dim, hp.n_head, hp.trained_context, approximate,
-                                  n_layer=hp.n_layer)
+                                  n_layer=hp.n_layer, unrotated=unrotated)
     if not hp.context_from_config and family.default_context:
         lowered.notes.append(f"context_length {hp.trained_context}: {family.default_context[1]}")
     for key in ("torch_dtype", "dtype"):  # never read: the weights' own dtype decides; a malformed one is said

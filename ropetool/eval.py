@@ -211,10 +211,22 @@ def overrides(model: ModelFile, edit: RopeEdit) -> tuple[dict, str | None]:
         out[v.key] = value
     for name in K.ROPE_TENSORS:
         if name in lowered.tensors:
+            if header.tensor(name) is not None and _same_tensor(model, name, lowered.tensors[name]):
+                continue  # gemma4's proportional pattern, kept as it is under a keys-only setting
             reasons.append(f"{'changed' if header.tensor(name) is not None else 'added'} tensor {name}")
         elif header.tensor(name) is not None:
             reasons.append(f"removed tensor {name}")
     return ({}, "; ".join(reasons)) if reasons else (out, None)
+
+
+def _same_tensor(model: ModelFile, name: str, values) -> bool:
+    """Whether the file's rope tensor ``name`` holds ``values`` already (as float32, as llama.cpp loads it)."""
+    try:
+        have = model.header.read_tensor(name, max_elements=1 << 16).reshape(-1)
+    except RopetoolError:
+        return False
+    want = np.asarray(values, dtype=np.float32).reshape(-1)
+    return have.shape == want.shape and bool(np.array_equal(have.astype(np.float32), want))
 
 
 # ------------------------------------------------------------------------------------------

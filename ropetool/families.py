@@ -132,8 +132,10 @@ class Family:
     required_keys: tuple[str, ...] = ()  # keys (templates) the family's loader throws without, beyond the common ones
     hf_alibi_bias: str | None = None
     # What config.json must say for llama.cpp's graph to compute the model: (path, the value it must have, why);
-    # a missing value passes (transformers' default for the class is the value required).
-    requires: tuple[tuple[str, object, str], ...] = ()
+    # a missing value passes (transformers' default for the class is the value required), unless a 4th entry gives
+    # the class's default (gemma4's hidden_size_per_layer_input, 256).  The value may be a function of config.json
+    # (llama4's q/k norm, which llama.cpp leaves out on 128-expert models only).
+    requires: tuple[tuple, ...] = ()
     # The trained context when config.json does not say it, and where the number comes from.
     default_context: tuple[int, str] | None = None
     # ``ropetool extend``'s setting for a longer context when the model has no recipe of its own (docs/extend.md):
@@ -188,25 +190,43 @@ class Family:
     config_aliases: tuple[tuple[str, str], ...] = ()
     ffn_dim_rule: str | None = None
     stacked_prefix: tuple[str, str] | None = None  # the stacked experts' name prefix as llama.cpp's converter writes it
+    # Llama 4 (issue 24): ``moe_step_key``: config.json's step of the mixture layers among dense ones (layer il is a
+    # mixture when (il + 1) % step == 0, written as interleave_moe_layer_step; ``hf_moe_layers``: config.json's list of
+    # them, which must be that pattern); ``shared_experts``: ungated shared experts the graph hard-codes, each as wide
+    # as an expert (no config key); ``config_moves``: config.json fields moved as llama.cpp's converter moves them,
+    # (source, destination) in order, the destination overwritten (Llama 4's intermediate_size is the experts' width,
+    # intermediate_size_mlp the dense layers').
+    moe_step_key: str | None = None
+    hf_moe_layers: str | None = None
+    shared_experts: int = 0
+    config_moves: tuple[tuple[str, str], ...] = ()
+    # Gemma 4: the global (full-attention) layers have their own head size and key/value heads (config.json's
+    # per_layer_config, else global_head_dim and num_global_key_value_heads, as transformers' Gemma4TextConfig derives
+    # them), the sliding layers config.json's head_dim and num_key_value_heads; written as key_length (the global) and
+    # key_length_swa, and a per-layer head_count_kv where they differ.
+    global_heads: bool = False
 
-    def required_tensors(self, n_layer: int, experts: bool = False, dense_lead: int = 0, recurrent=()) -> list[str]:
+    def required_tensors(self, n_layer: int, experts: bool = False, dense_lead: int = 0, recurrent=(),
+                         moe_step: int = 1) -> list[str]:
         """The GGUF names of every tensor llama.cpp's loader requires of a model with ``n_layer`` blocks
         (output.weight is optional to most: a model without it uses the embeddings); ``experts``: a mixture
         of experts, whose routers and stacked experts replace the dense feed-forward, but in the first
-        ``dense_lead`` blocks (deepseek2's leading_dense_block_count); ``recurrent``: a hybrid model's layers
-        without attention, whose ``recurrent_tensors`` replace the ``attention_tensors``."""
+        ``dense_lead`` blocks (deepseek2's leading_dense_block_count) and in the layers il with (il + 1) % moe_step
+        != 0 (llama4's interleave_moe_layer_step; 0: none); ``recurrent``: a hybrid model's layers without attention,
+        whose ``recurrent_tensors`` replace the ``attention_tensors``."""
         dense = list(self.block_tensors)
         block = dense
         if experts or self.moe == "always":
             block = [t for t in block if t not in _DENSE_FFN] + [
                 t for t in _MOE_FFN if self.moe_gate_required or t != "ffn_gate_exps.weight"]
             block += list(_SHARED_EXPERT) if self.shared_expert else []
-            block += list(_SHARED_EXPERT[1:]) if self.shared_experts_key else []  # ungated: no ffn_gate_inp_shexp
+            if self.shared_experts_key or self.shared_experts:  # ungated: no ffn_gate_inp_shexp
+                block += list(_SHARED_EXPERT[1:])
             block += list(self.moe_tensors)
         recurrent = set(recurrent)
 
         def of(i: int) -> list[str]:
-            names = dense if i < dense_lead else block
+            names = dense if i < dense_lead or (self.moe_step_key and (not moe_step or (i + 1) % moe_step)) else block
             if i in recurrent:
                 names = [t for t in names if t not in self.attention_tensors] + list(self.recurrent_tensors)
             return names
@@ -577,6 +597,64 @@ FAMILIES.update({f.arch: f for f in (
            **{**_LFM2, "config_keys": _LFM2["config_keys"] + (
                (K.LEADING_DENSE_BLOCK_COUNT, "num_dense_layers", 0), (K.EXPERT_GATING_FUNC, None, K.GATING_SIGMOID)),
               "required_keys": _LFM2["required_keys"] + (K.EXPERT_FEED_FORWARD_LENGTH, K.EXPERT_GATING_FUNC)}),
+)})
+
+
+
+# Llama 4 (llama4, Llama4ForCausalLM: the text model): no rope in every 4th layer, which llama.cpp's graph hard-codes
+# (LoaderArch.no_rope_layers; config.json's no_rope_layers must say the same), q and k L2-normalised after rope in the
+# other layers (use_qk_norm: llama.cpp leaves it out exactly on 128-expert models, Maverick), chunked attention of 8192
+# in the rope layers (archs.SLIDING_WINDOWS) and the attention temperature of the no-rope layers (0.1 over 8192,
+# archs.ATTN_TEMPERATURES), both hard-coded; pairs interleaved as ggml's NORMAL rope (transformers' complex rotation:
+# no permutation, as llama.cpp's converter writes them, undo_permute False).  A mixture every interleave_moe_layer_step
+# layers (dense ones between, of intermediate_size_mlp), the experts stacked as x @ W (gate_up_proj [E, n_embd, 2 ff]:
+# gate the first half of the columns) and routed by a sigmoid of the top scores that scales each expert's input, an
+# ungated shared expert as wide as one (src/models/llama4.cpp; conversion/llama.py, Llama4Model).
+FAMILIES.update({f.arch: f for f in (
+    Family("llama4", ("Llama4ForCausalLM",), "rms", "swiglu", moe="always", moe_norm_topk=False,
+           experts_layout="gate-up-transposed-halves", shared_experts=1, moe_step_key="interleave_moe_layer_step",
+           hf_moe_layers="moe_layers", hf_no_rope_layers="no_rope_layers", reference=False,
+           config_moves=(("intermediate_size", "moe_intermediate_size"), ("intermediate_size_mlp", "intermediate_size")),
+           config_keys=((K.INTERLEAVE_MOE_LAYER_STEP, "interleave_moe_layer_step", 1),),
+           required_keys=(K.INTERLEAVE_MOE_LAYER_STEP, K.EXPERT_FEED_FORWARD_LENGTH),
+           requires=(("attention_bias", False, "llama.cpp's llama4 loads no attention output bias"),
+                     ("hidden_act", "silu", "llama.cpp's llama4 uses SiLU"),
+                     ("attention_chunk_size", 8192, "llama.cpp's llama4 hard-codes chunked attention of 8192 tokens"),
+                     ("attn_temperature_tuning", True, "llama.cpp's llama4 always scales the no-rope layers' queries by "
+                                                       "the attention temperature"),
+                     ("floor_scale", 8192, "llama.cpp's llama4 hard-codes the temperature's period, 8192"),
+                     ("attn_scale", 0.1, "llama.cpp's llama4 hard-codes the temperature's scale, 0.1"),
+                     ("use_qk_norm", lambda c: c.get("num_local_experts") != 128,
+                      "llama.cpp's llama4 L2-normalises q and k exactly on models without 128 experts"))),
+)})
+
+
+# Gemma 4 (gemma4, Gemma4ForCausalLM: the text model; the 31B layout): sliding-window layers and global ones
+# (config.json's layer_types, written as attention.sliding_window_pattern, which the loader requires); the global layers'
+# "proportional" rope (rope_parameters.full_attention: partial_rotary_factor 0.25, base 1e6 released) over their own,
+# larger head, as llama.cpp's converter writes it: rope.dimension_count the whole head and a rope_freqs tensor of 1e30
+# on the pairs past the rotated quarter (only the global layers take it); the sliding layers' own head size and rotary
+# count (key_length_swa, rope.dimension_count_swa) and base (rope.freq_base_swa), never scaled; q/k norms, the values
+# RMS-normed without a weight, no query scaling (llama.cpp's f_attention_scale 1, transformers' scaling 1.0), the global
+# layers' values their keys where attention_k_eq_v (no v_proj: llama.cpp's loader takes attn_v as optional), norms
+# stored as they are (Gemma4RMSNorm multiplies by w, not 1 + w), the per-layer output scale (layer_scalar, as
+# layer_output_scale), a final soft-cap.  Per-layer embeddings (E2B, E4B), shared key/value layers, mixture blocks
+# (26B-A4B) and the double-wide MLP are refused (src/models/gemma4.cpp; conversion/gemma.py, Gemma4Model).
+_GEMMA4_BLOCK = ("attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_output.weight", "attn_q_norm.weight",
+                 "attn_k_norm.weight", "post_attention_norm.weight", "ffn_norm.weight", "post_ffw_norm.weight") + _DENSE_FFN
+FAMILIES.update({f.arch: f for f in (
+    Family("gemma4", ("Gemma4ForCausalLM",), "rms", "geglu", tied_default=True, embed_scale=True, softcaps="final",
+           writes_head_dim=True, global_heads=True, reference=False,
+           model_tensors=_MODEL + (K.ROPE_FREQS_TENSOR,), block_tensors=_GEMMA4_BLOCK,
+           config_keys=((K.EMBEDDING_LENGTH_PER_LAYER, None, 0),),
+           required_keys=(K.SLIDING_WINDOW, K.SLIDING_WINDOW_PATTERN, K.EMBEDDING_LENGTH_PER_LAYER, K.KEY_LENGTH_SWA,
+                          K.VALUE_LENGTH_SWA),
+           requires=(("attention_bias", False, "llama.cpp's gemma4 loads no attention biases"),
+                     ("hidden_size_per_layer_input", 0, "ropetool converts Gemma 4 without per-layer embeddings (the "
+                                                        "31B layout; E2B and E4B have them)", 256),
+                     ("num_kv_shared_layers", 0, "ropetool converts Gemma 4 without shared key/value layers"),
+                     ("enable_moe_block", False, "ropetool converts Gemma 4 without mixture blocks (26B-A4B has them)"),
+                     ("use_double_wide_mlp", False, "ropetool converts Gemma 4 without the double-wide MLP"))),
 )})
 
 

@@ -133,10 +133,15 @@ def summarize_rope(model: ModelFile) -> dict:
         llama["pair_divisor_short"] = [float(f"{x:.7g}") for x in short]
     scale = alpha if method == "ntk" and alpha else (float(div[-1]) if method in ("dynamic-ntk", "none", "custom") else factor)
     scale = scale or float(div[-1])
-    kept = [j for j, x in enumerate(div) if abs(x - 1) <= CLASSIFY_TOL]
-    interp = [j for j, x in enumerate(div) if j not in kept and abs(x / scale - 1) <= CLASSIFY_TOL]
-    blended = [j for j in range(len(div)) if j not in kept and j not in interp]
-    out["pairs"] = {"kept": kept, "interpolated": interp, "blended": blended, "scale": nice(float(scale))}
+    unrotated = model.unrotated_pairs  # gemma4's proportional rope: the end of each global head never turns
+    still = list(range(len(div) - unrotated, len(div))) if unrotated else []
+    if still and method in ("none", "custom"):
+        scale = float(div[len(div) - unrotated - 1])
+    kept = [j for j, x in enumerate(div) if abs(x - 1) <= CLASSIFY_TOL and j not in still]
+    interp = [j for j, x in enumerate(div) if j not in kept and j not in still and abs(x / scale - 1) <= CLASSIFY_TOL]
+    blended = [j for j in range(len(div)) if j not in kept and j not in interp and j not in still]
+    out["pairs"] = {"kept": kept, "interpolated": interp, "blended": blended, "scale": nice(float(scale)),
+                    **({"unrotated": still} if still else {})}
     rng = st.correction_range()
     if rng is not None:
         out["correction_range"] = list(rng)
@@ -164,6 +169,9 @@ def summarize_rope(model: ModelFile) -> dict:
         pairs += f", {ranges(interp, ', ')} divided by {number(float(scale))}"
     if blended:
         pairs += f", {ranges(blended, ', ')} in between"
+    if still:
+        pairs += (f", {ranges(still, ', ')} unrotated (proportional rope: only the first {d - 2 * unrotated} of each "
+                  f"{d}-dim head turn; rope_freqs holds 1e30 on the rest, whatever the setting)")
     bits.append(pairs)
     if out["correction_range"] is not None:
         bits.append(f"YaRN ramp over pairs {out['correction_range'][0]}..{out['correction_range'][1]}")
@@ -179,7 +187,7 @@ def summarize_rope(model: ModelFile) -> dict:
         llama["attention_scale"] = nice(st.attention_scale)
         bits.append(f"attention scores scaled by {number(st.attention_scale)} (YaRN's mscale^2, which llama.cpp's "
                     f"{st.arch} folds into the attention scale)")
-    if out["rope_tensors"]:
+    if out["rope_tensors"] and not still:
         bits.append("tensors " + ", ".join(t["name"] + ("" if t["used"] else " (not loaded: llama.cpp refuses the file)") for t in out["rope_tensors"]))
     if st.sections is not None:  # qwen35: a multi-section rope over the text tokens' one position
         llama["sections"] = list(st.sections)
@@ -209,9 +217,16 @@ def summarize_rope(model: ModelFile) -> dict:
     t = st.temperature
     if t is not None:  # mistral3: Llama 4's attention temperature, whose period is the original context
         llama["attention_temperature"] = {"scale": nice(t.scale), "period": t.period, "period_source": t.period_source,
-                                          "offset": t.offset}
-        bits.append(f"queries scaled by 1 + {number(t.scale)} ln(floor(position / {t.period}) + 1) after rope (Llama 4's "
-                    f"attention temperature; the period is {t.period_source} as llama.cpp reads it)")
+                                          "offset": t.offset, **({"no_rope_only": True} if t.no_rope_only else {})}
+        position = f"(position + {number(t.offset)})" if t.offset else "position"
+        if t.no_rope_only:  # llama4: the no-rope layers' queries, scale and period hard-coded
+            bits.append(f"the queries of the layers without rope ({ranges(list(st.no_rope_layers), ', ')}) scaled by 1 + "
+                        f"{number(t.scale)} ln(floor({position} / {t.period}) + 1) (Llama 4's attention temperature, "
+                        f"hard-coded by llama.cpp's {st.arch}: 1 below position {t.period - int(t.offset)}, whatever "
+                        "the setting)")
+        else:
+            bits.append(f"queries scaled by 1 + {number(t.scale)} ln(floor({position} / {t.period}) + 1) after rope (Llama "
+                        f"4's attention temperature; the period is {t.period_source} as llama.cpp reads it)")
     out["description"] = f"{words}: " + "; ".join(bits)
     sw = st.sliding
     if sw is not None:
@@ -229,12 +244,28 @@ def summarize_rope(model: ModelFile) -> dict:
             "freq_scale": nice(sw.freq_scale),
             "magnitude": nice(swa.magnitude),
         }
+        kind = st.facts.sliding.attention
+        if kind != "sliding-window":  # llama4's chunked layers (the gemma and gpt-oss reports keep their fields)
+            out["sliding_window"]["attention"] = kind
+        roped_global = [il for il in global_layers if il not in st.no_rope_layers]
+        if roped_global or not global_layers:
+            said = f"; that is the global layers' rope ({ranges(global_layers, ', ')}); "
+        else:  # llama4: the full-attention layers are the ones without rope; the rope above is the chunked layers'
+            said = f"; the global (full-attention) layers ({ranges(global_layers, ', ')}) have no rope: that is the rope of the "
+        window = f"window {sw.window}" if kind == "sliding-window" else f"chunks of {sw.window} tokens"
+        if sw.head_dim and sw.head_dim != st.head_dim or sw.n_rot and sw.n_rot != d:  # gemma4: their own heads
+            out["sliding_window"].update(head_dim=sw.head_dim, n_rot=sw.n_rot)
+            window += (f", heads of {sw.head_dim} dims, {sw.n_rot} rotated" + (" (all)" if sw.n_rot == sw.head_dim else "")
+                       + (", no rope_freqs" if not st.facts.sliding.rope_freqs else ""))
+        follows = st.facts.sliding.scale_follows_global  # gemma2, gpt-oss, llama4: an extension scales them too
         out["description"] += (
-            f"; that is the global layers' rope ({ranges(global_layers, ', ')}); "
-            f"{len(sliding_layers)} sliding-window layers ({ranges(sliding_layers, ', ')}, window {sw.window}) use base "
+            f"{said}{len(sliding_layers)} {kind} layers ({ranges(sliding_layers, ', ')}, {window})"
+            f"{' use base ' if roped_global or not global_layers else ': base '}"
             f"{number(sw.freq_base)} ({BASE_SOURCES[sw.freq_base_source]})"
-            + (f", freq_scale {number(sw.freq_scale)} as the global layers" if scaled else ", unscaled")
-            + (f": {sw.window} tokens of context each, whatever the extension" if not scaled else ""))
+            + (f", freq_scale {number(sw.freq_scale)}" + (" as the global layers" if roped_global else "") if scaled
+               else ", unscaled")
+            + (f": {sw.window} tokens of context each, whatever the extension" if not scaled and not follows else
+               " (an extension scales them)" if not scaled else ""))
     return out
 
 
@@ -373,7 +404,8 @@ def render_text(report: dict, full: bool = False) -> str:
         if r["pairs"]:
             p = r["pairs"]
             lines.append(f"  pairs:      kept {ranges(p['kept'], ', ')}; interpolated (/{number(p['scale'])}) {ranges(p['interpolated'], ', ')}; "
-                         f"blended {ranges(p['blended'], ', ')}")
+                         f"blended {ranges(p['blended'], ', ')}" + (f"; unrotated {ranges(p['unrotated'], ', ')}" if p.get("unrotated")
+                                                                else ""))
         if r["correction_range"] is not None:
             lines.append(f"  YaRN ramp:  pairs {r['correction_range'][0]}..{r['correction_range'][1]}")
         lines.append(f"  attention:  cos/sin magnitude {number(r['attention_factor'])}")
@@ -383,13 +415,17 @@ def render_text(report: dict, full: bool = False) -> str:
                      f"ext_factor {number(lc['ext_factor'])}")
         if lc.get("attention_temperature"):
             t = lc["attention_temperature"]
-            lines.append(f"  attn temp:  queries x (1 + {number(t['scale'])} ln(floor(pos / {t['period']}) + 1)), period "
-                         f"from {t['period_source']}")
-        unroped = lc.get("recurrent_layers") or lc.get("no_rope_layers")
-        if unroped:
-            why = (f"{lc['recurrent_kind']}: no attention, no rope; a setting reaches the other layers only"
-                   if lc.get("recurrent_layers") else "llama.cpp's graph never rotates q and k there")
-            lines.append(f"  no rope:    {'layer' if len(unroped) == 1 else 'layers'} {ranges(unroped, ', ')} ({why})")
+            pos = f"(pos + {number(t['offset'])})" if t["offset"] else "pos"
+            lines.append(f"  attn temp:  queries x (1 + {number(t['scale'])} ln(floor({pos} / {t['period']}) + 1)), period "
+                         f"from {t['period_source']}" + (", in the layers without rope only" if t.get("no_rope_only")
+                                                          else ""))
+        if lc.get("recurrent_layers"):
+            lines.append(f"  no rope:    {'layer' if len(lc['recurrent_layers']) == 1 else 'layers'} "
+                         f"{ranges(lc['recurrent_layers'], ', ')} ({lc['recurrent_kind']}: no attention, no rope; a setting "
+                         "reaches the other layers only)")
+        elif lc.get("no_rope_layers"):
+            lines.append(f"  no rope:    {'layer' if len(lc['no_rope_layers']) == 1 else 'layers'} "
+                         f"{ranges(lc['no_rope_layers'], ', ')} (llama.cpp's graph never rotates q and k there)")
         if lc.get("sections"):
             lines.append("  sections:   " + ", ".join(f"{n} {v}" for n, v in zip("thwe", lc["sections"]))
                          + " (multi-section rope; text: every pair at the token's position)")
@@ -397,9 +433,12 @@ def render_text(report: dict, full: bool = False) -> str:
         if sw:
             lines.append(f"  global:     layers {ranges(sw['global_layers'], ', ')}: freq_base {number(lc['freq_base'])}, "
                          f"freq_scale {number(lc['freq_scale'])}")
-            lines.append(f"  sliding:    layers {ranges(sw['layers'], ', ')} (pattern: {sw['pattern_source']}), window "
+            chunked = sw.get("attention") == "chunked"
+            lines.append(f"  {'chunked:   ' if chunked else 'sliding:   '} layers {ranges(sw['layers'], ', ')} (pattern: "
+                         f"{sw['pattern_source']}), {'chunks of' if chunked else 'window'} "
                          f"{sw['window']}: freq_base {number(sw['freq_base'])} ({sw['freq_base_source']}), "
-                         f"freq_scale {number(sw['freq_scale'])}")
+                         f"freq_scale {number(sw['freq_scale'])}"
+                         + (f", head {sw['head_dim']}, n_rot {sw['n_rot']}" if sw.get("n_rot") else ""))
     if r["params"]:
         lines.append("  params:     " + ", ".join(f"{k}={number(v) if not isinstance(v, list) else f'[{len(v)} values]'}"
                                                 for k, v in r["params"].items()))

@@ -89,6 +89,9 @@ RULES: dict[str, tuple[str, str]] = {
     "factor-without-type": (WARNING, "a scaling factor without rope.scaling.type: llama.cpp defaults the type to linear"),
     "longrope-factors-missing": (WARNING, "scaling type longrope without rope_factors_long/short tensors"),
     "provenance-mismatch": (WARNING, "the method ropetool recorded is not what llama.cpp will compute from the keys and tensors"),
+    "runtime-flags-miss-sliding": (INFO, "llama.cpp's runtime rope flags (--rope-freq-base, --rope-freq-scale, "
+                                         "--rope-scale) do not reach the sliding-window (or chunked) layers: they keep "
+                                         "the file's rope.freq_base_swa and scale; only the file's keys change them"),
     "unknown-architecture": (INFO, "an architecture llama.cpp does not know (as vendored by the pinned llama-cpp-python): "
                                    "some checks are skipped"),
     # Hybrid models (issue 25): what a rope setting cannot reach.
@@ -217,12 +220,26 @@ def lint_file(model) -> list[Finding]:
         out.append(_f("context-length-mismatch",
                       f"{key(K.CONTEXT_LENGTH)} = {ctx} is below the original context {orig}", key(K.CONTEXT_LENGTH)))
     sw = st.sliding
-    if (sw is not None and sw.count and sw.freq_scale == 1 and st.n_ctx_orig and sw.window > st.n_ctx_orig
+    scaled_by_tensor = st.rope_freqs_used and st.facts.sliding is not None and st.facts.sliding.rope_freqs  # llama4
+    if (sw is not None and sw.count and sw.freq_scale == 1 and not scaled_by_tensor and st.n_ctx_orig
+            and sw.window > st.n_ctx_orig
             and (st.context_length or 0) > st.n_ctx_orig):
         out.append(_f("sliding-window-past-training",
                       f"{sw.count} sliding-window layers attend over {sw.window} tokens with their rope unscaled (base "
                       f"{sw.freq_base:g}), but the model was trained on {st.n_ctx_orig}: past that distance they run "
                       "untrained", key(K.SLIDING_WINDOW)))
+    if sw is not None and sw.count and st.encoding == "rope":
+        # llama_model::get_rope_freq_base/scale: a sliding layer takes hparams.rope_freq_base/scale_train_swa (set at load
+        # from the file), every other layer cparams' (the runtime flags, else the file's)
+        kind = st.facts.sliding.attention if st.facts.sliding is not None else "sliding-window"
+        slides = [il for il, s in enumerate(sw.layers) if s]
+        others = [il for il in st.rope_layers if il not in set(slides)]
+        reach = (f"they reach only the other layers with rope ({ranges(others)})" if others else
+                 "no other layer has rope, so the flags change nothing")
+        out.append(_f("runtime-flags-miss-sliding",
+                      f"llama.cpp's --rope-freq-base/--rope-freq-scale do not reach the {sw.count} {kind} layers "
+                      f"({ranges(slides)}): they keep base {sw.freq_base:g} and freq_scale {sw.freq_scale:g} from the file; "
+                      f"{reach} (set the rope in the file: ropetool set-rope)", key(K.ROPE_FREQ_BASE_SWA)))
     temp = st.temperature
     if temp is not None and temp.period_source == "context_length":
         out.append(_f("temperature-period-from-context",
@@ -275,8 +292,9 @@ def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
     names = {t.name for t in gf.tensors}
     n_expert = first_int(gf, K.k(K.EXPERT_COUNT, arch)) or 0
     dense_lead = (first_int(gf, K.k(K.LEADING_DENSE_BLOCK_COUNT, arch)) or 0) if family.dense_lead_key else 0
-    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0, dense_lead=dense_lead, recurrent=recurrent)
-               if n not in names]
+    step = first_int(gf, K.k(K.INTERLEAVE_MOE_LAYER_STEP, arch)) or 0 if family.moe_step_key else 1
+    missing = [n for n in family.required_tensors(n_layer, experts=n_expert > 0, dense_lead=dense_lead, recurrent=recurrent,
+                                                  moe_step=step) if n not in names]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         return [_f("missing-tensor", f"no {', '.join(missing[:3])}{more}: llama.cpp's {arch} loader requires "
@@ -312,7 +330,7 @@ def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
     n_ff_exp = n_ff if family.moe == "optional" else (get(K.EXPERT_FEED_FORWARD_LENGTH) or n_ff // used)
     # deepseek2's shared experts: expert_shared_count of n_ff_exp each
     n_ff_shexp = n_ff_exp * (get(K.EXPERT_SHARED_COUNT) or 0) if family.shared_experts_key else (
-        get(K.EXPERT_SHARED_FEED_FORWARD_LENGTH) or n_ff)
+        n_ff_exp * family.shared_experts if family.shared_experts else get(K.EXPERT_SHARED_FEED_FORWARD_LENGTH) or n_ff)
     hybrid = {}
     if family.linear_attention:  # the Gated DeltaNet's sizes as llama.cpp's loader takes them (ssm.*)
         state = get(K.SSM_STATE_SIZE) or 0
@@ -322,10 +340,20 @@ def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
                 tokens.count if tokens is not None and tokens.is_array else embd.shape[1], head_dim_v,
                 n_expert=n_expert, n_ff_exp=n_ff_exp, n_ff_shexp=n_ff_shexp, **mla, **hybrid)
     shapes = family.tensor_shapes(dims)
+    # the sliding layers' own head size (attention.key_length_swa, read by llama.cpp for every architecture: gemma4's)
+    head_swa, pattern = get(K.KEY_LENGTH_SWA), gf.get(K.k(K.SLIDING_WINDOW_PATTERN, arch))
+    swa_shapes, swa = shapes, set()
+    if head_swa and head_swa != head_dim and isinstance(pattern, (list, tuple, np.ndarray)):
+        from dataclasses import replace
+
+        swa = {il for il, slides in enumerate(pattern) if slides}
+        swa_shapes = family.tensor_shapes(replace(dims, head_dim=head_swa, head_dim_v=get(K.VALUE_LENGTH_SWA) or head_swa))
     out = []
     for t in gf.tensors:
         parts = t.name.split(".")
-        want = shapes.get(parts[-2]) if len(parts) > 1 else None  # any name: one llama.cpp never loads is its own finding
+        layer_shapes = swa_shapes if len(parts) > 2 and parts[0] == "blk" and parts[1].isdigit() and int(parts[1]) in swa \
+            else shapes
+        want = layer_shapes.get(parts[-2]) if len(parts) > 1 else None  # any name: one llama.cpp never loads is its own finding
         if want is None:
             continue
         # a bias has one value per row (per expert's row for a stack of experts); ggml order
@@ -340,7 +368,7 @@ def _family_findings(gf: GGUFFile, arch: str, recurrent=()) -> list[Finding]:
 
 
 def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict) -> list[Finding]:
-    from ropetool.rope import alibi_slopes, attention_scale, make_params, rope_frequencies
+    from ropetool.rope import alibi_slopes, attention_scale, ggml, make_params, rope_frequencies
 
     try:
         p = make_params(method, **params)
@@ -364,12 +392,14 @@ def _provenance_findings(gf: GGUFFile, st: RopeState, method: str, params: dict)
         return []
     if st.encoding != "rope" or not st.computable or st.scaling_type not in SCALING_TYPES:
         return []
+    unrotated = gf.get(K.RT_UNROTATED)  # gemma4's proportional rope: the record's still pairs
+    unrotated = unrotated if isinstance(unrotated, int) and not isinstance(unrotated, bool) else 0
     try:
-        want_inv, want_attn = rope_frequencies(p, st.n_rot, seq_len=seq)
+        want_inv, want_attn = rope_frequencies(p, st.n_rot, seq_len=seq, unrotated=unrotated)
     except (RopetoolError, ValueError) as e:
         return [_f("provenance-mismatch", f"{K.RT_PARAMS} does not fit this file: {e}", K.RT_PARAMS)]
     got_inv = st.inv_freq(seq)
-    err = _rel(got_inv, want_inv)
+    err = ggml.inv_freq_error(got_inv, want_inv)
     if err > tol:
         return [_f("provenance-mismatch",
                    f"{K.RT_METHOD} is {method} ({p.words('=') or 'defaults'}) but llama.cpp's frequencies differ from it by up to "

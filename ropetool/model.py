@@ -159,6 +159,15 @@ class ModelFile(Closing):
             return float(recorded)
         return sw.freq_base if sw.freq_base_source != "global" else None
 
+    @property
+    def unrotated_pairs(self) -> int:
+        """The pairs at the end of each (global) head meant to stay unrotated (gemma4's proportional rope): ropetool's
+        record of them, else the ones the file's rope_freqs freezes; 0 for other models."""
+        recorded = self.header.get(K.RT_UNROTATED)
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and self.meant.source == "ropetool":
+            return recorded
+        return self.state.unrotated_pairs
+
     def record_differences(self, params: RopeParams, n_rot: int | None = None, n_head: int | None = None) -> list[tuple]:
         """The keys and rope tensors that differ from what ropetool's lowering of ``params`` (the record's
         method) writes for this model, as (key or tensor name, the file's value or None, the record's value or
@@ -166,7 +175,7 @@ class ModelFile(Closing):
         st = self.state
         try:
             lowered = lower(params, st.facts, n_rot or st.n_rot or 2, n_head or st.n_head or 1, st.n_ctx_orig or 1,
-                            st.n_layer)
+                            st.n_layer, self.unrotated_pairs)
         except RopetoolError:
             return []
         out = []
@@ -232,7 +241,8 @@ class ModelFile(Closing):
                         raise RopetoolError(f"longrope needs per-pair factors and {path} has no {tname} to take them from")
                     values[opt] = [float(x) for x in table]
         params = make_params(method, **values)
-        lowered = lower_for_llama_cpp(params, self.facts, st.n_rot or 0, st.n_head, trained, approximate, n_layer=st.n_layer)
+        lowered = lower_for_llama_cpp(params, self.facts, st.n_rot or 0, st.n_head, trained, approximate, n_layer=st.n_layer,
+                                      unrotated=self.unrotated_pairs)
         context = int(context) if context is not None else max(lowered.context_length or trained, trained)
         if context > 2**32 - 1:
             raise RopetoolError(f"context length {context} does not fit a u32")

@@ -138,6 +138,10 @@ class _Meant:
     sliding_base: float | None = None  # what the record means for the sliding layers' base
     mode: str | None = None  # the rope mode the architecture's ops carry (LoaderArch.ggml_mode)
     sections: tuple[int, ...] | None = None  # a multi-section rope's sections, as the file's key says
+    sliding_n_rot: int | None = None  # the sliding layers' rotated dims (gemma4's own; else n_rot)
+
+    def n_rot_of(self, kind: str) -> int | None:
+        return self.sliding_n_rot if kind == "sliding" and self.sliding_n_rot else self.n_rot
 
 
 def _meant(mf: ModelFile, max_pos: int, n_ctx: int, notes: list[str]):
@@ -164,6 +168,7 @@ def _meant_setting(mf: ModelFile, max_pos: int, n_ctx: int, notes: list[str], pa
             m.rope = st_keys.frequencies(max_pos + 1)
             if st_keys.sliding is not None:
                 m.sliding = st_keys.of_sliding_layers().frequencies(max_pos + 1)
+                m.sliding_n_rot = st_keys.sliding.n_rot
         return m, named
     seq_len = None
     if METHOD_TABLE[params.method].dynamic:
@@ -181,10 +186,13 @@ def _meant_setting(mf: ModelFile, max_pos: int, n_ctx: int, notes: list[str], pa
     m = _Meant(label, "rope" if params.method != "none" or st.encoding == "rope" else st.encoding, n_rot,
                facts.pairing, params=params)
     if m.encoding == "rope" and n_rot:
-        m.rope = rope_frequencies(params, n_rot, seq_len=seq_len)
+        # gemma4's proportional rope: the method over the whole head, the last pairs still (ropetool's record of them)
+        m.rope = rope_frequencies(params, n_rot, seq_len=seq_len, unrotated=mf.unrotated_pairs)
         if st.sliding is not None:
             m.sliding_base = mf.meant_sliding_base
-            m.sliding = sliding_frequencies(params, m.sliding_base, facts.sliding.scale_follows_global, n_rot, seq_len)
+            m.sliding_n_rot = n_swa = st.sliding.n_rot or n_rot
+            m.sliding = (m.rope if m.sliding_base is None and n_swa == n_rot else
+                         sliding_frequencies(params, m.sliding_base, facts.sliding.scale_follows_global, n_swa, seq_len))
     return m, named
 
 
@@ -260,9 +268,10 @@ class _Probe:
         if op.pairing not in MODELLED_MODES:
             return
         own = _op_frequencies(op)
-        if meant is not None and self.meant.n_rot == op.n_dims:
+        n_rot = self.meant.n_rot_of(kind)
+        if meant is not None and n_rot == op.n_dims:
             inv, mag = meant
-            k.inv_err = max(k.inv_err, float(np.max(np.abs(own[0] / inv[: op.n_dims // 2] - 1))))
+            k.inv_err = max(k.inv_err, ggml.inv_freq_error(own[0], inv[: op.n_dims // 2]))
             k.mag_err = max(k.mag_err, abs(own[1] / mag - 1) if mag else abs(own[1]))
         elif meant is not None:
             k.inv_err = k.mag_err = math.inf
@@ -281,7 +290,7 @@ class _Probe:
         # the model's meaning for text: every pair at the token's position (transformers' multi-section rope gives a
         # text token the same t, h and w positions, and has no 4th)
         pairing = self.meant.pairing or ROTATION[op.pairing]
-        for label, (inv, mag), n_dims in (("own", own, op.n_dims), ("meant", meant or own, self.meant.n_rot or op.n_dims)):
+        for label, (inv, mag), n_dims in (("own", own, op.n_dims), ("meant", meant or own, n_rot or op.n_dims)):
             if label == "meant" and (meant is None or n_dims > op.shape[0]):
                 continue
             at = pos if label == "meant" else own_pos
@@ -314,10 +323,9 @@ _PARAM_KEYS = {  # op parameter -> the key template behind it
 
 def _documented(st: RopeState, kind: str, n_ctx: int) -> dict:
     """The op parameters a state (the keys' reading, or ropetool's model of llama.cpp's) stands for."""
-    base, scale = st.freq_base, st.freq_scale
-    if kind == "sliding" and st.sliding is not None:
-        base, scale = st.sliding.freq_base, st.sliding.freq_scale
-    return {"n_dims": st.n_rot, "freq_base": base, "freq_scale": scale, "ext_factor": st.ext_factor,
+    if kind == "sliding" and st.sliding is not None:  # their base, scale, rotated dims and rope tensor (gemma4: none)
+        st = st.of_sliding_layers()
+    return {"n_dims": st.n_rot, "freq_base": st.freq_base, "freq_scale": st.freq_scale, "ext_factor": st.ext_factor,
             "attn_factor": st.attn_factor, "beta_fast": st.beta_fast, "beta_slow": st.beta_slow,
             "n_ctx_orig": st.n_ctx_orig, "freq_factors": st.freq_factors(n_ctx)}
 
@@ -417,8 +425,12 @@ def probe_gguf(path, positions: int | None = None, device: str = "cpu", verbose:
         must = tuple(x - TOKENS_PER_SEQUENCE // 2 for x in (mf.trained_context or 0, ext) if x)
         starts = spread_starts(N_SEQUENCES, 0, max(0, last), must)
         probe = _Probe(meant, st, n_ctx)
-        n_head_kv = first_int(mf.header, mf.key(K.HEAD_COUNT_KV)) or st.n_head
-        shapes = {(st.head_dim, h) for h in (st.n_head, n_head_kv) if h} if st.head_dim else None
+        kv = mf.header.get(mf.key(K.HEAD_COUNT_KV))  # a per-layer array (gemma4's global layers' own key/value heads)
+        heads = {int(h) for h in (kv if isinstance(kv, (list, tuple, np.ndarray)) else
+                                  [first_int(mf.header, mf.key(K.HEAD_COUNT_KV))])
+                 if h} | ({st.n_head} if st.n_head else set())
+        dims = {st.head_dim} | ({st.sliding.head_dim} if st.sliding is not None and st.sliding.head_dim else set())
+        shapes = {(d, h) for d in dims for h in heads} if st.head_dim else None
         run = run_graph(path, starts, TOKENS_PER_SEQUENCE, device=device, n_ctx=n_ctx, on_rope=probe.on_rope,
                         verbose=verbose, input_shapes=shapes)
         if run.n_ctx_seq != n_ctx and st.longrope_used:
@@ -480,7 +492,8 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
         res = KindResult(
             kind=name, layers=sorted(k.layers), rope_ops=k.ops, op_params=_params_of(first), distinct_params=len(k.distinct),
             meant=({"inv_freq_first": float(k.meant[0][0]), "inv_freq_last": float(k.meant[0][-1]),
-                    "magnitude": float(k.meant[1]), "n_rot": meant.n_rot, "pairing": meant.pairing, "mode": meant.mode,
+                    "magnitude": float(k.meant[1]), "n_rot": meant.n_rot_of(name), "pairing": meant.pairing,
+                    "mode": meant.mode,
                     **({"sections": list(meant.sections)} if meant.sections is not None else {})} if k.meant else {}),
             inv_freq_rel_error=k.inv_err, magnitude_rel_error=k.mag_err, numerics_checked=k.checked,
             max_error=k.max_error, max_tolerance=k.max_tol, worst_ratio=k.worst, worst_ratio_own_params=k.worst_own,
@@ -493,7 +506,7 @@ def _report(path, mf: ModelFile, meant: _Meant, named, probe: _Probe, run, max_p
         if unmodelled:
             notes.append(f"{where}: rope mode {unmodelled[0].pairing} (multi-section) is not modelled: its numerics are "
                          "not checked")
-        mismatched = [(op, effect) for op in k.distinct.values() if (effect := _effect(op, k.meant, meant))]
+        mismatched = [(op, effect) for op in k.distinct.values() if (effect := _effect(op, k.meant, meant, name))]
         for op, effect in mismatched[:1]:
             why = _explain(op, name, mf, meant, probe.n_ctx)
             findings.append(f"{where} ({op.name}): llama.cpp's rope differs from the meant setting: "
@@ -547,17 +560,19 @@ def _off_pairs(k: _Kind, kind: str, mf: ModelFile) -> str:
             f"{'them' if len(k.off_pairs) > 1 else 'it'} out of the t, h and w sections")
 
 
-def _effect(op: RopeOp, freqs, meant: _Meant) -> str:
+def _effect(op: RopeOp, freqs, meant: _Meant, kind: str) -> str:
     """How the op's rope differs from the meant one, in words ("": it does not)."""
-    if meant.n_rot != op.n_dims:
-        return f"it rotates {op.n_dims} dims where the file means {meant.n_rot}"
+    if meant.n_rot_of(kind) != op.n_dims:
+        return f"it rotates {op.n_dims} dims where the file means {meant.n_rot_of(kind)}"
     if meant.mode and op.pairing in MODELLED_MODES and op.pairing != meant.mode:
         return (f"its rope mode is {op.pairing} where the architecture means {meant.mode} (the weights are laid out "
                 f"for {meant.pairing} pairs)")
     if op.pairing in MULTI_SECTION and meant.sections is not None and tuple(op.sections) != tuple(meant.sections):
         return f"its sections are {list(op.sections)} where the file says {list(meant.sections)}"
     inv, mag = _op_frequencies(op)
-    rel = np.abs(inv / freqs[0][: op.n_dims // 2] - 1)
+    want = freqs[0][: op.n_dims // 2]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a pair meant still (want 0) that turns: infinitely off
+        rel = np.where(want == 0, np.where(np.abs(inv) * MAX_POSITION > 1e-6, np.inf, 0.0), np.abs(inv / want - 1))
     bad = np.nonzero(rel > PARAM_TOL)[0]
     parts = []
     if len(bad):

@@ -95,8 +95,10 @@ def tanh_gelu_(model) -> None:
 
 
 # Kept float32 in a GGUF of any type (routers; biases, 2-D for a stack of experts), as llama.cpp's converter keeps them.
-UNROUNDED = ("mlp.gate.weight", "block_sparse_moe.gate.weight", "mlp.router.weight", "bias")
-TRANSPOSED_EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")  # gpt-oss's experts, x @ W
+UNROUNDED = ("mlp.gate.weight", "block_sparse_moe.gate.weight", "mlp.router.weight", "feed_forward.router.weight", "bias")
+# gpt-oss's and llama4's experts, x @ W
+TRANSPOSED_EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj", "feed_forward.experts.gate_up_proj",
+                      "feed_forward.experts.down_proj")
 
 
 @functools.lru_cache(maxsize=64)
@@ -111,7 +113,9 @@ def _hf_logits(name: str, ids: tuple[int, ...], rope_json: str | None, weights_a
     if rope_json is not None:
         config = getattr(config, "text_config", None) or config  # a composite config: its text model's rope
         config.rope_parameters = json.loads(rope_json)
-        if getattr(config, "head_dim", 0) is None:  # MixtralConfig keeps head_dim None, which yarn's init multiplies
+        # MixtralConfig keeps head_dim None, which yarn's init multiplies (read from the config's own attributes: Gemma
+        # 4's per-layer head_dim refuses a global read)
+        if vars(config).get("head_dim", 0) is None:
             config.head_dim = config.hidden_size // config.num_attention_heads
     model = AutoModelForCausalLM.from_pretrained(FIXTURES / name, config=config, dtype=torch.float32)
     model.eval()
@@ -175,8 +179,9 @@ def _plain_weight_buffers() -> None:
         C.llama_model_default_params = params
 
 
-def llama_cpp_logits(path, ids, f32_kv: bool = True, n_ctx: int = 512) -> np.ndarray:
-    """llama.cpp's logits for every position (CPU)."""
+def llama_cpp_logits(path, ids, f32_kv: bool = True, n_ctx: int = 512, **context) -> np.ndarray:
+    """llama.cpp's logits for every position (CPU); ``context``: more llama_cpp.Llama parameters (the runtime rope
+    flags: rope_freq_base, rope_freq_scale)."""
     import llama_cpp
 
     from ropetool.llamacpp import runner
@@ -186,7 +191,7 @@ def llama_cpp_logits(path, ids, f32_kv: bool = True, n_ctx: int = 512) -> np.nda
 
     kwargs = dict(type_k=0, type_v=0) if f32_kv else {}
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(n_ctx, len(ids)), n_batch=max(n_ctx, len(ids)),
-                          logits_all=True, verbose=False, n_threads=2, **kwargs)
+                          logits_all=True, verbose=False, n_threads=2, **kwargs, **context)
     try:
         llm.eval(list(ids))
         return np.array(llm.scores[: len(ids)], dtype=np.float64)

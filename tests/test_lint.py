@@ -244,6 +244,20 @@ CASES.update({
 })
 
 
+# Runtime rope flags against sliding-window layers: the gemma3 fixture's (window 16 on layers 0-4), and the same file with
+# no window (gemma3 then runs every layer global).
+def _gemma3_sliding(t, sliding):
+    path = t / "g3.gguf"
+    convert(fixture_dir("gemma3"), path, outtype="f32")
+    if sliding:
+        return path
+    unset_keys(path, ["gemma3.attention.sliding_window"], t / "global.gguf", force=True)
+    return t / "global.gguf"
+
+
+CASES["runtime-flags-miss-sliding"] = (lambda t: _gemma3_sliding(t, True), lambda t: _gemma3_sliding(t, False))
+
+
 def test_every_rule_has_cases():
     assert set(CASES) == set(RULES)
 
@@ -438,3 +452,20 @@ def test_llama_cpp_aborts_on_unknown_scaling_type(tmp_path, llama_f32):
     code = ("import llama_cpp, sys; llama_cpp.Llama(model_path=sys.argv[1], verbose=False, n_ctx=64); print('loaded')")
     proc = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "loaded" not in proc.stdout
+
+
+def test_runtime_rope_flags_do_not_reach_the_sliding_layers(tmp_path):
+    """runtime-flags-miss-sliding: on gemma2 the file's rope.freq_base reaches every layer (its sliding layers take the
+    global base unless rope.freq_base_swa says otherwise), but llama.cpp's --rope-freq-base (rope_freq_base of
+    llama_context_params) only the global ones: the logits with the flag equal those of a file whose freq_base is set
+    and whose sliding layers keep the old base (rope.freq_base_swa), not those of the file with freq_base alone."""
+    ids = token_ids(N, 400)
+    src = tmp_path / "gemma2.gguf"
+    convert(fixture_dir("gemma2"), src, outtype="f32")
+    flagged = llama_cpp_logits(src, ids, rope_freq_base=40000.0)
+    global_only = _edited(src, tmp_path / "g.gguf", ["gemma2.rope.freq_base=f32:40000", "gemma2.rope.freq_base_swa=f32:10000"])
+    every_layer = _edited(src, tmp_path / "e.gguf", ["gemma2.rope.freq_base=f32:40000"])
+    np.testing.assert_array_equal(flagged, llama_cpp_logits(global_only, ids))
+    assert np.abs(flagged - llama_cpp_logits(every_layer, ids)).max() > 1e-3
+    finding = next(f for f in lint_gguf(src) if f.id == "runtime-flags-miss-sliding")
+    assert "the 2 sliding-window layers (0,2)" in finding.message and "only the other layers with rope (1,3)" in finding.message

@@ -107,7 +107,7 @@ ALIBI_BY_LAYERS = {"baichuan": ((40, 8.0),)}  # block_count -> max_bias; RoPE at
 ROPE_BY_LAYERS = {"baichuan": (32,)}  # archs whose graph applies rope only at these block counts
 # The graph skips rope on every n-th layer ((il + 1) % n == 0), n hard-coded by the loader (hparams.n_no_rope_layer_step:
 # src/models/smollm3.cpp sets 4 whatever the file says; no key changes it).
-NO_ROPE_LAYER_STEP = {"smollm3": 4}
+NO_ROPE_LAYER_STEP = {"smollm3": 4, "llama4": 4}  # llama4: hparams.n_no_rope_layer_step's default (src/models/llama4.cpp)
 N_ROT_IS_HEAD_DIM = frozenset({"llama", "deci", "falcon", "llama-embed"})  # the loader throws otherwise
 # The graph asserts it (GGML_ASSERT(n_embd_head == n_rot) in src/models/*.cpp): the process aborts otherwise.
 N_ROT_IS_HEAD_DIM_GRAPH = frozenset({
@@ -133,6 +133,15 @@ class SlidingWindow:
     window_default: int | None  # the window without the key; None: without the key no layer slides
     base_default: float | None  # the sliding layers' base without rope.freq_base_swa; None: the global base
     scale_follows_global: bool  # the sliding layers' freq_scale is the global one (gemma2) or 1 (gemma3)
+    # The window the graph uses whatever attention.sliding_window says (llama4's chunk, 8192), the key turning the
+    # layers off only at 0; None: the key's window.
+    window_fixed: int | None = None
+    attention: str = "sliding-window"  # what those layers' attention is: "sliding-window", or "chunked" (llama4)
+    rope_freqs: bool = True  # the rope_freqs tensor reaches those layers' rope (gemma4: only the global layers')
+    # config.json (transformers 5): the window's field and the layer type of those layers in layer_types
+    hf_window: str = "sliding_window"
+    hf_layer_type: str = "sliding_attention"
+    pattern_required: bool = False  # the loader requires attention.sliding_window_pattern as an array (gemma4)
 
 
 SLIDING_WINDOWS = {
@@ -144,6 +153,17 @@ SLIDING_WINDOWS = {
 # their freq_scale the file's (rope_freq_scale_train_swa = rope_freq_scale_train): one rope for every layer, as
 # transformers' GptOssRotaryEmbedding computes it.
 SLIDING_WINDOWS["gpt-oss"] = SlidingWindow(period=2, window_default=None, base_default=None, scale_follows_global=True)
+# llama4 (src/models/llama4.cpp, load_arch_hparams): chunked attention of 8192 whatever attention.sliding_window says
+# (0 turns it off), load_swa_pattern(ml, 4) (three chunked layers, then one full: the full ones are the layers without
+# rope); the chunked layers' base is freq_base unless rope.freq_base_swa says otherwise, their freq_scale the file's.
+# gemma4 (src/models/gemma4.cpp): attention.sliding_window and the per-layer sliding_window_pattern array required; the
+# sliding layers' base rope.freq_base_swa (else 10000), unscaled (rope_freq_scale_train_swa keeps its 1), their own head
+# size and rotary count (key_length_swa, rope.dimension_count_swa), and no rope_freqs (only the global layers take it).
+SLIDING_WINDOWS["gemma4"] = SlidingWindow(period=6, window_default=None, base_default=10000.0, scale_follows_global=False,
+                                          rope_freqs=False, pattern_required=True)
+SLIDING_WINDOWS["llama4"] = SlidingWindow(period=4, window_default=8192, base_default=None, scale_follows_global=True,
+                                          window_fixed=8192, attention="chunked", hf_window="attention_chunk_size",
+                                          hf_layer_type="chunked_attention")
 
 
 @dataclass(frozen=True)
@@ -152,12 +172,19 @@ class AttnTemperature:
     src/llama-graph.cpp): after rope, the queries at position p are multiplied by
     ``1 + scale * ln(floor((p + offset) / period) + 1)``, where ``scale`` is attention.temperature_scale (0 or
     absent: no temperature) and ``period`` is llama.cpp's n_ctx_orig_yarn (rope.scaling.original_context_length,
-    else context_length: src/models/mistral3.cpp), so a rope key moves it."""
+    else context_length: src/models/mistral3.cpp), so a rope key moves it; or both hard-coded (``scale``, ``period``:
+    llama4's 0.1 and 8192, src/models/llama4.cpp), and applied only in the layers without rope (``no_rope_only``)."""
 
     offset: float = 0.0
+    scale: float | None = None  # hard-coded; None: attention.temperature_scale
+    period: int | None = None  # hard-coded; None: n_ctx_orig_yarn
+    no_rope_only: bool = False
 
 
-ATTN_TEMPERATURES = {"mistral3": AttnTemperature(offset=0.0)}  # deepseek2/mistral4 take the period from a key: not modelled
+# deepseek2/mistral4 take the period from a key: not modelled.  llama4: the queries of its no-rope layers only, with
+# offset 1 (hparams.f_attn_temp_offset) as transformers' Llama4TextAttention (log1p(floor((p + 1) / floor_scale))).
+ATTN_TEMPERATURES = {"mistral3": AttnTemperature(offset=0.0),
+                     "llama4": AttnTemperature(offset=1.0, scale=0.1, period=8192, no_rope_only=True)}
 
 
 @dataclass(frozen=True)

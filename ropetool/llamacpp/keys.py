@@ -243,6 +243,25 @@ RANGES.update({FULL_ATTENTION_INTERVAL: Range(1, MAX_LAYERS), SSM_CONV_KERNEL: R
                SSM_GROUP_COUNT: Range(1, 1 << 16), SHORTCONV_L_CACHE: Range(2, 1 << 10, why="llama.cpp's lfm2 asserts > 1")})
 MROPE_SECTIONS = 4  # GGML_MROPE_SECTIONS: t, h, w and the extra (e) position of each token
 
+# -- llama4 and gemma4 (issue 24) ---------------------------------------------------------------------------------
+# llama4 (src/models/llama4.cpp) requires interleave_moe_layer_step: layer il is a mixture when (il + 1) % step == 0.
+# gemma4 (src/models/gemma4.cpp, llama_model_base::load_hparams): the sliding layers' own head size and rotary count
+# (attention.key_length_swa / value_length_swa, required by gemma4; rope.dimension_count_swa, else the global
+# rope.dimension_count), the per-layer embeddings' width (embedding_length_per_layer_input, required; 0: none) and the
+# layers that reuse an earlier layer's keys and values (attention.shared_kv_layers).
+INTERLEAVE_MOE_LAYER_STEP = L.INTERLEAVE_MOE_LAYER_STEP
+ROPE_DIMENSION_COUNT_SWA = R.DIMENSION_COUNT_SWA
+KEY_LENGTH_SWA = A.KEY_LENGTH_SWA
+VALUE_LENGTH_SWA = A.VALUE_LENGTH_SWA
+EMBEDDING_LENGTH_PER_LAYER = L.EMBD_LENGTH_PER_LAYER_INP
+SHARED_KV_LAYERS = A.SHARED_KV_LAYERS
+TYPES.update({INTERLEAVE_MOE_LAYER_STEP: T.UINT32, ROPE_DIMENSION_COUNT_SWA: T.UINT32, KEY_LENGTH_SWA: T.UINT32,
+              VALUE_LENGTH_SWA: T.UINT32, EMBEDDING_LENGTH_PER_LAYER: T.UINT32, SHARED_KV_LAYERS: T.UINT32})
+RANGES.update({INTERLEAVE_MOE_LAYER_STEP: Range(0, MAX_LAYERS, why="0: no mixture layer"),
+               ROPE_DIMENSION_COUNT_SWA: Range(2, 1 << 16, even=True), KEY_LENGTH_SWA: Range(1, 1 << 16),
+               VALUE_LENGTH_SWA: Range(1, 1 << 16), EMBEDDING_LENGTH_PER_LAYER: Range(0, 1 << 20),
+               SHARED_KV_LAYERS: Range(0, MAX_LAYERS)})
+
 # -- the keys llama.cpp's loader reads outside the architecture's own: general.* and the tokenizer -----------
 # llama_model_loader reads general.file_type and general.name with get_key (an exact type);
 # llama_vocab::impl::load (src/llama-vocab.cpp) reads the tokenizer's keys: the model name (required) and
@@ -344,9 +363,12 @@ RT_EXACT = "ropetool.rope.exact"
 RT_NOTE = "ropetool.rope.note"  # what the lowering did, in words
 RT_APPROX_ERROR = "ropetool.rope.approx_max_rel_error"  # largest relative frequency/slope error
 RT_SLIDING_BASE = "ropetool.rope.sliding_base"  # the sliding-window layers' base (gemma): what rope.freq_base_swa holds
-RT_KEYS = (RT_VERSION, RT_METHOD, RT_PARAMS, RT_EXACT, RT_NOTE, RT_APPROX_ERROR, RT_SLIDING_BASE)
+# gemma4's proportional rope: the pairs at the end of each global head that stay unrotated (rope_freqs 1e30 there)
+RT_UNROTATED = "ropetool.rope.unrotated_pairs"
+RT_KEYS = (RT_VERSION, RT_METHOD, RT_PARAMS, RT_EXACT, RT_NOTE, RT_APPROX_ERROR, RT_SLIDING_BASE, RT_UNROTATED)
 TYPES.update({RT_VERSION: T.STRING, RT_METHOD: T.STRING, RT_PARAMS: T.STRING, RT_EXACT: T.BOOL, RT_NOTE: T.STRING,
-              RT_APPROX_ERROR: T.FLOAT32, RT_SLIDING_BASE: T.FLOAT32})
+              RT_APPROX_ERROR: T.FLOAT32, RT_SLIDING_BASE: T.FLOAT32, RT_UNROTATED: T.UINT32})
+UNROTATED_FACTOR = 1e30  # the rope_freqs divisor of a pair that never turns (llama.cpp's converter: Gemma4Model)
 
 
 def k(template: str, arch: str) -> str:

@@ -53,6 +53,7 @@ class Lowered:
     approx_error: float = 0.0  # largest relative error of a frequency or slope, when not exact
     context_length: int | None = None
     warnings: list[str] = field(default_factory=list)
+    unrotated: int = 0  # pairs at the end of each head that rope_freqs leaves unrotated (gemma4's proportional rope)
 
     def set(self, template: str, value) -> None:
         """Set ``{arch}.template`` with the type llama.cpp reads it as (keys.TYPES)."""
@@ -75,6 +76,7 @@ class Target:
     n_heads: int
     trained_context: int
     n_layer: int | None = None  # baichuan's graph chooses rope or ALiBi by its layer count
+    unrotated: int = 0  # the last pairs of each head that never turn (gemma4's proportional rope: rope_freqs 1e30)
 
 
 def _rel_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -373,18 +375,51 @@ assert set(LOWERINGS) == set(METHOD_TABLE), "every method has a lowering"
 
 
 def lower(p: RopeParams, facts: LoaderArch, rotary_dim: int, n_heads: int, trained_context: int,
-          n_layer: int | None = None) -> Lowered:
-    """The GGUF settings for method ``p`` on ``arch``; ``trained_context`` is the model's own context."""
+          n_layer: int | None = None, unrotated: int = 0) -> Lowered:
+    """The GGUF settings for method ``p`` on ``arch``; ``trained_context`` is the model's own context; ``unrotated``:
+    the last pairs of each head that stay unrotated whatever the method (gemma4's proportional rope)."""
     out = Lowered(p, facts.name)
     runs_alibi = facts.alibi_bias(n_layer, None) is not None
     if p.is_alibi != runs_alibi:
         kind = "an ALiBi" if runs_alibi else "a RoPE"
         raise RopetoolError(f"{p.method} cannot be used on {facts.name}, which is {kind} architecture")
-    target = Target(facts, rotary_dim, n_heads, trained_context, n_layer)
+    target = Target(facts, rotary_dim, n_heads, trained_context, n_layer, unrotated)
     LOWERINGS[p.method](out, p, target)
     if facts.kq_scale_mscale and not p.is_alibi:
         _check_attention_scale(out, p, target)
+    if unrotated:
+        _keep_unrotated(out, target)
+    _check_sliding_magnitude(out, facts)
     return out
+
+
+def _check_sliding_magnitude(out: Lowered, facts: LoaderArch) -> None:
+    """rope.scaling.attn_factor multiplies every layer's rope (llama_context's yarn_attn_factor), the sliding-window
+    layers' too: where their rope is meant to stay unscaled (gemma3, gemma4: scale_follows_global false), a magnitude
+    other than 1 written there cannot be confined to the global layers."""
+    if facts.sliding is None or facts.sliding.scale_follows_global:
+        return
+    x = next((v.value for v in out.values if v.key == K.k(K.ROPE_SCALING_ATTN_FACTOR, facts.name)), 1.0)
+    if abs(x - 1.0) > 1e-9:
+        out.approximate(abs(x - 1.0), f"llama.cpp multiplies every layer's rope by {K.short(K.ROPE_SCALING_ATTN_FACTOR)} "
+                                      f"({x:.6g}), the sliding-window layers' too, which {out.params.method} leaves "
+                                      f"unscaled: their cos/sin would be {x:.6g} times larger")
+
+
+def _keep_unrotated(out: Lowered, t: Target) -> None:
+    """gemma4's proportional rope: the method's per-pair divisors (rope_freqs, else 1) with the last ``t.unrotated``
+    pairs divided by 1e30, as llama.cpp's converter writes them (Gemma4Model.generate_extra_tensors): those pairs never
+    turn, whatever the method; ggml applies the rest of the method (freq_scale, YaRN's ramp and magnitude) over the
+    whole head's pairs, as it would without the tensor."""
+    half = t.rotary_dim // 2
+    if not 0 < t.unrotated < half or not t.facts.loads_rope_freqs(None):
+        raise RopetoolError(f"{t.unrotated} unrotated pairs of {half}: llama.cpp's {t.facts.name} can hold the rest of "
+                            "each head still only through a rope_freqs tensor it loads")
+    ff = out.tensors.get(K.ROPE_FREQS_TENSOR)
+    ff = np.ones(half, np.float32) if ff is None else np.array(ff, dtype=np.float32)
+    ff[half - t.unrotated:] = K.UNROTATED_FACTOR
+    out.tensors[K.ROPE_FREQS_TENSOR] = ff
+    out.unrotated = t.unrotated
 
 
 class CannotCompute(RopetoolError):
@@ -412,10 +447,10 @@ def check_options(method: str, options: dict) -> None:
 
 
 def lower_for_llama_cpp(p: RopeParams, facts: LoaderArch, rotary_dim: int, n_heads: int, trained_context: int,
-                        approximate: bool = False, n_layer: int | None = None) -> Lowered:
+                        approximate: bool = False, n_layer: int | None = None, unrotated: int = 0) -> Lowered:
     """:func:`lower`, refusing what llama.cpp cannot compute exactly unless ``approximate`` accepts it."""
     try:
-        lowered = lower(p, facts, rotary_dim, n_heads, trained_context, n_layer)
+        lowered = lower(p, facts, rotary_dim, n_heads, trained_context, n_layer, unrotated)
         if lowered.context_length is not None and not math.isfinite(lowered.context_length):
             raise OverflowError
     except OverflowError:
@@ -430,7 +465,8 @@ def lower_for_llama_cpp(p: RopeParams, facts: LoaderArch, rotary_dim: int, n_hea
 
 def provenance(lowered: Lowered, version: str) -> list[NewValue]:
     """ropetool.* keys recording what the user asked for and how exactly it reached the file."""
-    return record(lowered.params, lowered.exact, lowered.approx_error, lowered.notes, version)
+    unrotated = [NewValue(K.RT_UNROTATED, K.TYPES[K.RT_UNROTATED], lowered.unrotated)] if lowered.unrotated else []
+    return record(lowered.params, lowered.exact, lowered.approx_error, lowered.notes, version) + unrotated
 
 
 def edit_records(header, lowered: Lowered, context: int, extra: list[NewValue]) -> tuple[list, list[TensorOut]]:

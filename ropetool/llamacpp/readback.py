@@ -53,6 +53,13 @@ def infer_method(st: RopeState) -> Named:
         return Named("unknown", {}, "inferred", [f"{k}: {why}" for k, why in st.problems])
     base = st.freq_base
     ff = st.rope_freqs if st.rope_freqs_used else None
+    unrotated = st.unrotated_pairs
+    if ff is not None and unrotated:  # gemma4's proportional rope: the method is in the rotated pairs' divisors
+        notes.append(f"rope_freqs leaves pairs {d // 2 - unrotated}..{d // 2 - 1} of each head unrotated (proportional "
+                     "rope)")
+        ff = ff[: d // 2 - unrotated]
+        if fit.close(ff, np.ones_like(ff)):
+            ff = None  # the other pairs as the keys say
     if ff is not None:
         return _from_rope_freqs(st, ff, base, d, named)
     if st.longrope_used or st.scaling_type == "longrope":

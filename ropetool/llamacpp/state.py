@@ -41,6 +41,9 @@ SCALING_TYPES = ("none", "linear", "yarn", "longrope")  # LLAMA_ROPE_SCALING_TYP
 DEFAULT_SCALING_TYPE = "linear"  # load_hparams: std::string rope_scaling("linear")
 DEFAULT_FREQ_BASE = 10000.0  # llama_hparams::rope_freq_base_train's default
 MAX_ROT = 1 << 16  # sanity bounds: larger values are corrupt, and would make huge arrays
+# A rope_freqs divisor this large leaves its pair unrotated at every position llama.cpp takes (2^31 x 1 / 1e20 < 1e-10
+# rad): gemma4's proportional rope (llama.cpp's converter writes 1e30 there).
+FROZEN_FACTOR = 1e20
 MAX_HEADS = 1 << 16
 
 
@@ -63,6 +66,10 @@ class SlidingState:
     freq_base: float
     freq_base_source: str  # "key" (rope.freq_base_swa), "default" or "global"
     freq_scale: float
+    # Their own head size and rotated dims (attention.key_length_swa, rope.dimension_count_swa: llama_model_base::
+    # load_hparams reads both for every architecture; without them, the global ones); None: not read.
+    head_dim: int | None = None
+    n_rot: int | None = None
 
     @property
     def count(self) -> int:
@@ -74,10 +81,11 @@ class TemperatureState:
     """The queries' attention temperature as llama.cpp applies it (``LoaderArch.attn_temperature``): position p's
     queries are multiplied by ``1 + scale * ln(floor((p + offset) / period) + 1)``."""
 
-    scale: float  # attention.temperature_scale
-    period: int  # n_ctx_orig_yarn: rope.scaling.original_context_length, else context_length
-    period_source: str  # "original_context_length" or "context_length"
+    scale: float  # attention.temperature_scale (or the architecture's hard-coded scale)
+    period: int  # n_ctx_orig_yarn: rope.scaling.original_context_length, else context_length (or hard-coded)
+    period_source: str  # "original_context_length", "context_length" or "hard-coded"
     offset: float
+    no_rope_only: bool = False  # applied only in the layers without rope (llama4)
 
     def factors(self, positions) -> np.ndarray:
         p = np.asarray(positions, dtype=np.float64)
@@ -115,6 +123,9 @@ class RopeState:
     magnitude: float  # the effective cos/sin multiplier (attn_factor, times ggml's YaRN term)
     rope_freqs: np.ndarray | None = None
     rope_freqs_used: bool = False  # llama.cpp divides the frequencies by it
+    # The pairs rope_freqs divides by so much (>= FROZEN_FACTOR) that they never turn at any position llama.cpp takes:
+    # gemma4's proportional rope leaves the end of each global head unrotated so (1e30, llama.cpp's converter).
+    frozen_pairs: tuple[int, ...] = ()
     rope_freqs_loaded: bool = False  # llama.cpp's loader asks for it (a tensor it does not ask for makes it refuse the file)
     long_factors: np.ndarray | None = None
     short_factors: np.ndarray | None = None
@@ -148,6 +159,13 @@ class RopeState:
         return [int(i) for i in np.nonzero(rows == K.MROPE_SECTIONS - 1)[0]]
 
     @property
+    def unrotated_pairs(self) -> int:
+        """How many pairs at the end of each head rope_freqs leaves unrotated (``frozen_pairs``, when they are the last
+        ones: gemma4's proportional rope); 0 otherwise."""
+        frozen, half = self.frozen_pairs, (self.n_rot or 0) // 2
+        return len(frozen) if frozen and list(frozen) == list(range(half - len(frozen), half)) else 0
+
+    @property
     def rope_layers(self) -> list[int]:
         """The layers whose q and k llama.cpp rotates (every layer but ``no_rope_layers``), for a rope file."""
         if self.encoding != "rope" or not self.n_layer or self.n_layer > K.MAX_LAYERS:
@@ -163,7 +181,11 @@ class RopeState:
             magnitude = ggml.magnitude(self.attn_factor, sw.freq_scale, self.ext_factor)
         except (ValueError, ZeroDivisionError, OverflowError):
             magnitude = math.nan
-        return replace(self, freq_base=sw.freq_base, freq_scale=sw.freq_scale, magnitude=magnitude, sliding=None)
+        own = {}
+        if not self.facts.sliding.rope_freqs:  # gemma4: the global layers' rope_freqs does not reach these layers
+            own = {"rope_freqs_used": False, "frozen_pairs": ()}
+        return replace(self, freq_base=sw.freq_base, freq_scale=sw.freq_scale, magnitude=magnitude, sliding=None,
+                       head_dim=sw.head_dim or self.head_dim, n_rot=sw.n_rot or self.n_rot, **own)
 
     @property
     def computable(self) -> bool:
@@ -394,7 +416,7 @@ def read_state(gf: GGUFFile, reading: str = LLAMA_CPP) -> RopeState:
         attn_factor=attn, magnitude=magnitude, ignored=ignored, notes=notes, no_rope_layers=facts.no_rope_layers(n_layer),
         temperature=temperature,
     )
-    if temp_scale and facts.attn_temperature is not None and temperature is None:
+    if temp_scale and facts.attn_temperature is not None and facts.attn_temperature.period is None and temperature is None:
         st.problems.append((key(K.ROPE_SCALING_ORIG_CTX), f"{key(K.ATTENTION_TEMPERATURE_SCALE)} needs an original context "
                                                          "above 0: llama.cpp refuses the file"))
     _read_hybrid(gf, st, key)
@@ -409,19 +431,32 @@ def temperature_state(facts: LoaderArch, scale, orig_key, context_length) -> Tem
     """The queries' attention temperature llama.cpp applies (``LoaderArch.attn_temperature``), from
     attention.temperature_scale (``scale``; 0 or None: none), rope.scaling.original_context_length as stored
     (``orig_key``; None: absent) and context_length: the period is hparams.n_ctx_orig_yarn, the key, else
-    n_ctx_train.  None also when the period is 0 (llama.cpp refuses such a file)."""
-    if facts.attn_temperature is None or isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale:
+    n_ctx_train.  None also when the period is 0 (llama.cpp refuses such a file).  Where the architecture hard-codes
+    the scale and the period (llama4), the keys do not matter."""
+    temp = facts.attn_temperature
+    if temp is None:
+        return None
+    if temp.scale is not None and temp.period is not None:
+        return TemperatureState(temp.scale, temp.period, "hard-coded", temp.offset, temp.no_rope_only)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale:
         return None
     period = orig_key if orig_key is not None else context_length
     if isinstance(period, bool) or not isinstance(period, int) or period <= 0:
         return None
     return TemperatureState(float(scale), period, "original_context_length" if orig_key is not None else
-                            "context_length", facts.attn_temperature.offset)
+                            "context_length", temp.offset, temp.no_rope_only)
 
 
 def _read_sliding(gf: GGUFFile, st: RopeState, key) -> None:
     if st.encoding == "rope" and st.n_layer:
         st.sliding = sliding_state(st.facts, st.n_layer, st.freq_base, st.freq_scale, lambda t: gf.get(key(t)))
+    if st.sliding is not None:
+        head = scalar(gf, key(K.KEY_LENGTH_SWA), int)
+        n_rot = scalar(gf, key(K.ROPE_DIMENSION_COUNT_SWA), int)
+        st.sliding = replace(st.sliding, head_dim=head or st.head_dim, n_rot=n_rot or st.n_rot)
+        if n_rot is not None and not (2 <= n_rot <= MAX_ROT and n_rot % 2 == 0):
+            st.problems.append((key(K.ROPE_DIMENSION_COUNT_SWA), f"rotary dimension {n_rot} is not an even number in "
+                                                                  f"2..{MAX_ROT}"))
 
 
 def sliding_state(facts: LoaderArch, n_layer: int, freq_base: float, freq_scale: float, get) -> SlidingState | None:
@@ -433,6 +468,10 @@ def sliding_state(facts: LoaderArch, n_layer: int, freq_base: float, freq_scale:
         return None
     window = get(K.SLIDING_WINDOW)
     window = window if isinstance(window, int) and not isinstance(window, bool) else None
+    if facts_sw.window_fixed is not None:  # llama4: the graph's chunk whatever the key says; 0 turns the layers off
+        if window == 0:
+            return None
+        window = facts_sw.window_fixed
     if not window:
         if facts_sw.window_default is None:
             return None  # gemma3 without a window: every layer is global
@@ -571,6 +610,8 @@ def _read_rope_tensors(gf: GGUFFile, st: RopeState, reading: str) -> None:
         st.rope_freqs_loaded, st.longrope_loaded = st.rope_freqs_used, st.longrope_used
         if not facts.known and (st.rope_freqs is not None or has_longrope):
             notes.append(f"ropetool has no facts about {st.arch}: assuming llama.cpp loads the rope tensors present")
+    if st.rope_freqs_used and st.rope_freqs is not None:
+        st.frozen_pairs = tuple(int(i) for i in np.nonzero(st.rope_freqs >= FROZEN_FACTOR)[0])
     n_rot = st.n_rot
     for name, arr in ((K.ROPE_FREQS_TENSOR, st.rope_freqs if st.rope_freqs_used else None),
                       (K.ROPE_FACTORS_LONG_TENSOR, st.long_factors if st.longrope_used else None),
@@ -580,6 +621,7 @@ def _read_rope_tensors(gf: GGUFFile, st: RopeState, reading: str) -> None:
                          "llama.cpp refuses the file")
             if name == K.ROPE_FREQS_TENSOR:
                 st.rope_freqs_used = st.rope_freqs_loaded = False
+                st.frozen_pairs = ()
             else:
                 st.longrope_used = st.longrope_loaded = False
 

@@ -95,6 +95,15 @@ def key_problems(gf: GGUFFile) -> list[Problem]:
         why = rng.problem(f.scalar) if rng is not None else None
         if why:
             out.append(Problem(OUT_OF_RANGE, key, f"{key} = {why}"))
+    facts = loader(arch)
+    window_key = K.k(K.SLIDING_WINDOW, arch)
+    if (facts.sliding is not None and facts.sliding.window_fixed is not None and facts.attn_temperature is not None
+            and gf.get(window_key) == 0 and not any(p.key == window_key for p in out)):
+        # llama4 (src/models/llama4.cpp): a window of 0 turns the chunked layers off and leaves the temperature's scale
+        # 0, which llm_graph_input_attn_temp asserts against (GGML_ASSERT f_attn_temp_scale != 0.0f) on the first decode
+        out.append(Problem(OUT_OF_RANGE, window_key, f"{window_key} = 0 turns llama.cpp's {arch} chunked attention off and "
+                                                     "leaves its attention temperature's scale 0: llama.cpp aborts on the "
+                                                     "first decode (GGML_ASSERT in llm_graph_input_attn_temp)"))
     out += _expert_problems(gf, arch)
     out += _tokenizer_problems(gf, {p.key for p in out if p.rule == WRONG_TYPE})
     out += _tensor_problems(gf, arch, n_layer)

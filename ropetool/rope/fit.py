@@ -51,7 +51,7 @@ def llama3(ff: np.ndarray, base: float, d: int, olds: list[int], orig_key: int |
     factor = float(ff.max())
     if factor <= 1 + REL_TOL:
         return None
-    inv0 = default_inv_freq(base, d)
+    inv0 = default_inv_freq(base, d)[: len(ff)]  # (the first pairs, when the rest of the head is unrotated)
     x_over_old = inv0 / (2 * math.pi)  # old / wavelen = old * x_over_old
     medium = (np.abs(ff - 1) > REL_TOL) & (np.abs(ff - factor) > REL_TOL * factor)
     smooth = (1 / ff[medium] - 1 / factor) / (1 - 1 / factor)
@@ -67,7 +67,7 @@ def llama3(ff: np.ndarray, base: float, d: int, olds: list[int], orig_key: int |
         for low, high in pairs:
             if not (0 < low < high):
                 continue
-            if close(llama3_rope_freqs(base, d, factor, low, high, old), ff):
+            if close(llama3_rope_freqs(base, d, factor, low, high, old)[: len(ff)], ff):
                 low_r, high_r = round_number(low, 1e-4), round_number(high, 1e-4)
                 score = (0 if old == orig_key else 1, 0 if low_r == 1.0 else 1, 0 if (low_r and high_r) else 1, rank)
                 found.append((score, {"factor": nice(factor), "low_freq_factor": low_r or low,

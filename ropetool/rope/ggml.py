@@ -29,6 +29,17 @@ def corr_dims(n_rot: int, n_ctx_orig: int, beta_fast: float, beta_slow: float, b
     return max(0, low), min(n_rot - 1, high)
 
 
+def inv_freq_error(got: np.ndarray, want: np.ndarray, max_position: int = 2**31 - 1) -> float:
+    """The largest relative difference of ``got``'s inverse frequencies from ``want``'s; a pair meant to stay still
+    (want 0: a proportional rope's unrotated pairs) counts 0 while its angle at ``max_position`` stays below 1e-6 rad
+    (rope_freqs' 1e30 there: about 1e-21), else infinity."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    still = want == 0
+    err = np.abs(got[~still] / want[~still] - 1) if (~still).any() else np.zeros(1)
+    moved = bool(np.any(np.abs(got[still]) * max_position > 1e-6))
+    return math.inf if moved else float(err.max())
+
+
 def ramp(low: float, high: float, n_pairs: int) -> np.ndarray:
     """rope_yarn_ramp: per pair, 1 = keep the extrapolated (original) angle, 0 = use the interpolated one.
 

@@ -21,6 +21,9 @@ class HFRope:
     params: RopeParams
     head_dim: int
     rotary_dim: int  # 0 for ALiBi models
+    # transformers' "proportional" rope (Gemma 4's global layers): the frequencies of a head_dim rope, the last pairs
+    # of each head left unrotated (inv_freq 0: _compute_proportional_rope_parameters); rotary_dim is then the head
+    unrotated_pairs: int = 0
 
 
 def head_dim_of(config: dict) -> int:
@@ -68,6 +71,10 @@ def rope_from_hf_config(config: dict, alibi: bool = False, max_bias: float | Non
 
     d, schema = _rope_dict(config)
     rope_type = d.get("rope_type") or d.get("type") or "default"
+    proportional = rope_type == "proportional"
+    if proportional:  # a linear factor over the whole head's frequencies (1: none), the rest of each head unrotated
+        factor = d.get("factor", 1.0)
+        rope_type = "default" if factor in (None, 1, 1.0) else "linear"
     method = canonical_method(rope_type)
     # GPT-NeoX's 4.x configs: rotary_emb_base and rotary_pct.
     theta = d.get("rope_theta", config.get("rope_theta", config.get("rotary_emb_base", 10000.0)))
@@ -75,6 +82,9 @@ def rope_from_hf_config(config: dict, alibi: bool = False, max_bias: float | Non
     # Multi-head latent attention (DeepSeek V2/V3, Kimi K2): the rope is on the last qk_rope_head_dim of each head.
     head_dim = int(config["qk_rope_head_dim"]) if config.get("qk_rope_head_dim") else head_dim_of(config)
     rotary_dim = int(head_dim * float(prf))
+    unrotated = 0
+    if proportional:  # transformers: rope_angles = int(partial_rotary_factor * head_dim // 2) pairs turn
+        rotary_dim, unrotated = head_dim, head_dim // 2 - int(float(prf) * head_dim // 2)
 
     original = d.get("original_max_position_embeddings")
     if method in ("llama3", "yarn", "longrope"):
@@ -115,7 +125,7 @@ def rope_from_hf_config(config: dict, alibi: bool = False, max_bias: float | Non
         params = validate(make_params(method, **values), rotary_dim)
     except RopetoolError as e:
         raise RopetoolError(f"config.json {schema}: {e}") from None
-    return HFRope(params, head_dim, rotary_dim)
+    return HFRope(params, head_dim, rotary_dim, unrotated)
 
 
 __all__ = ["HFRope", "rope_from_hf_config", "CONTEXT_KEYS"]

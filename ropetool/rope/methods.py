@@ -550,14 +550,19 @@ def make_params(method: str, **values) -> RopeParams:
     return validate(RopeParams(method=canonical_method(method), **coerce(values)))
 
 
-def rope_frequencies(p: RopeParams, dim: int, seq_len: int | None = None) -> tuple[np.ndarray, float]:
-    """Inverse frequency per rotated pair and the cos/sin attention factor for method ``p``."""
+def rope_frequencies(p: RopeParams, dim: int, seq_len: int | None = None, unrotated: int = 0) -> tuple[np.ndarray, float]:
+    """Inverse frequency per rotated pair and the cos/sin attention factor for method ``p``; ``unrotated``: the last
+    pairs of the head stay still (inverse frequency 0), as transformers' proportional rope leaves them (Gemma 4's
+    global layers: _compute_proportional_rope_parameters, the method's frequencies over the whole head)."""
     method = METHOD_TABLE[p.method]
     if method.kind != "rope":
         raise ValueError(f"{p.method} is an ALiBi method; use alibi_slopes")
     validate(p, dim)
     inv, attn = method.compute(p, dim, seq_len)
-    return np.asarray(inv, dtype=np.float64), float(attn)
+    inv = np.array(inv, dtype=np.float64)
+    if unrotated:
+        inv[max(0, len(inv) - unrotated):] = 0.0
+    return inv, float(attn)
 
 
 def sliding_frequencies(p: RopeParams, base: float | None, scaled: bool, dim: int,
