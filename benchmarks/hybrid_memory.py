@@ -14,16 +14,12 @@ tensor as stored (gate_up_proj: what a writer that loads a tensor whole would ho
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from moe_memory import peak_rss
+from moe_memory import main as measure
 from safetensors.numpy import save_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,35 +79,7 @@ def make_checkpoint(out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
-    parser.add_argument("--make", type=Path, help=argparse.SUPPRESS)  # internal: write the checkpoint, print its sizes
-    args = parser.parse_args()
-    if args.make:
-        print(json.dumps(make_checkpoint(args.make)))
-        return
-    work = args.keep or Path(tempfile.mkdtemp(prefix="ropetool-hybrid-"))
-    try:
-        shutil.rmtree(work / "qwen35moe-big", ignore_errors=True)
-        made = subprocess.run([sys.executable, __file__, "--make", str(work / "qwen35moe-big")], capture_output=True,
-                              text=True, check=True)
-        sizes = json.loads(made.stdout)
-        print(f"checkpoint {sizes['model_mb']:.0f} MiB; one expert matrix {sizes['expert_matrix_mb']:.1f} MiB; "
-              f"one stacked gate_up_proj {sizes['stacked_mb']:.1f} MiB")
-        base, _ = peak_rss([sys.executable, "-c", "import ropetool.cli, ropetool.convert, ropetool.io.vocab"])
-        print(f"start-up (interpreter and imports): peak RSS {base:.0f} MiB")
-        for outtype in ("f16", "q8_0"):
-            out = work / f"qwen35moe-big-{outtype}.gguf"
-            rss, wall = peak_rss([sys.executable, "-m", "ropetool", "convert", str(work / "qwen35moe-big"), "-o", str(out),
-                                  "--outtype", outtype, "--force"])
-            extra = rss - base
-            print(f"convert -> {outtype}: peak RSS {rss:.0f} MiB, {extra:.0f} MiB above start-up "
-                  f"({extra / sizes['expert_matrix_mb']:.1f} expert matrices, {extra / sizes['stacked_mb']:.2f} stacked "
-                  f"tensors, {extra / sizes['model_mb']:.3f} of the model), {wall:.1f} s, output "
-                  f"{out.stat().st_size / 2**20:.0f} MiB")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
+    measure(make_checkpoint, "qwen35moe-big", "one stacked gate_up_proj", __file__)
 
 
 if __name__ == "__main__":

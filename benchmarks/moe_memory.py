@@ -78,28 +78,32 @@ def peak_rss(cmd: list[str]) -> tuple[float, float]:
     return usage.ru_maxrss / 1024, time.perf_counter() - t0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(make=None, name: str = "mixtral-big", stacked: str = "one stacked expert tensor", script: str = __file__) -> None:
+    """Make the checkpoint (``make`` writes it into a folder and returns its sizes) in a child process, then
+    measure convert's peak RSS on it to f16 and q8_0 against the interpreter's start-up."""
+    make = make or make_checkpoint
+    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     parser.add_argument("--make", type=Path, help=argparse.SUPPRESS)  # internal: write the checkpoint, print its sizes
     args = parser.parse_args()
     if args.make:
-        print(json.dumps(make_checkpoint(args.make)))
+        print(json.dumps(make(args.make)))
         return
-    work = args.keep or Path(tempfile.mkdtemp(prefix="ropetool-moe-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="ropetool-memory-"))
     try:
         # Made in a child: a child's peak RSS starts from its parent's at fork, so this process stays small.
-        shutil.rmtree(work / "mixtral-big", ignore_errors=True)
-        made = subprocess.run([sys.executable, __file__, "--make", str(work / "mixtral-big")], capture_output=True,
+        shutil.rmtree(work / name, ignore_errors=True)
+        made = subprocess.run([sys.executable, script, "--make", str(work / name)], capture_output=True,
                               text=True, check=True)
         sizes = json.loads(made.stdout)
         print(f"checkpoint {sizes['model_mb']:.0f} MiB; one expert matrix {sizes['expert_matrix_mb']:.1f} MiB; "
-              f"one stacked expert tensor {sizes['stacked_mb']:.1f} MiB")
+              f"{stacked} {sizes['stacked_mb']:.1f} MiB")
         base, _ = peak_rss([sys.executable, "-c", "import ropetool.cli, ropetool.convert, ropetool.io.vocab"])
         print(f"start-up (interpreter and imports): peak RSS {base:.0f} MiB")
         for outtype in ("f16", "q8_0"):
-            out = work / f"mixtral-big-{outtype}.gguf"
-            rss, wall = peak_rss([sys.executable, "-m", "ropetool", "convert", str(work / "mixtral-big"), "-o", str(out),
+            out = work / f"{name}-{outtype}.gguf"
+            rss, wall = peak_rss([sys.executable, "-m", "ropetool", "convert", str(work / name), "-o", str(out),
                                   "--outtype", outtype, "--force"])
             extra = rss - base
             print(f"convert -> {outtype}: peak RSS {rss:.0f} MiB, {extra:.0f} MiB above start-up "

@@ -199,6 +199,25 @@ def llama_cpp_logits(path, ids, f32_kv: bool = True, n_ctx: int = 512, **context
         llm.close()
 
 
+def extended_files(root: Path, name: str, extensions: dict) -> dict[str, Path]:
+    """The fixture ``name`` converted to f32 (``plain``) and one file per entry of ``extensions`` ({which: (args,
+    ...)}, args a convert of the fixture or a set-rope of the plain file, the command first), written under ``root``."""
+    from click.testing import CliRunner
+
+    from ropetool.cli import cli
+
+    made = {"plain": root / "plain.gguf"}
+    result = CliRunner().invoke(cli, ["convert", str(fixture_dir(name)), "-o", str(made["plain"]), "--outtype", "f32"])
+    assert result.exit_code == 0, result.output
+    for which, (args, *_) in extensions.items():
+        made[which] = root / f"{which}.gguf"
+        source = str(fixture_dir(name)) if args[0] == "convert" else str(made["plain"])
+        extra = ["--outtype", "f32"] if args[0] == "convert" else []
+        result = CliRunner().invoke(cli, [args[0], source, "-o", str(made[which]), *extra, *args[1:]])
+        assert result.exit_code == 0, result.output
+    return made
+
+
 def pytest_report_header(config):
     """What the tests ran against (versions of llama.cpp's binding, gguf, numpy and the oracles)."""
     from pins import versions_line

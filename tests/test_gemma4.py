@@ -16,7 +16,7 @@ import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
+from conftest import extended_files, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
 from llama_loads import llama_cpp_runs
 from test_convert import TOLERANCE, assert_logits_match
 
@@ -46,17 +46,7 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp(NAME)
-    made = {"plain": root / "plain.gguf"}
-    result = CliRunner().invoke(cli, ["convert", str(fixture_dir(NAME)), "-o", str(made["plain"]), "--outtype", "f32"])
-    assert result.exit_code == 0, result.output
-    for which, (args, _) in FILES.items():
-        made[which] = root / f"{which}.gguf"
-        source = str(fixture_dir(NAME)) if args[0] == "convert" else str(made["plain"])
-        extra = ["--outtype", "f32"] if args[0] == "convert" else []
-        result = CliRunner().invoke(cli, [args[0], source, "-o", str(made[which]), *extra, *args[1:]])
-        assert result.exit_code == 0, result.output
-    return made
+    return extended_files(tmp_path_factory.mktemp(NAME), NAME, FILES)
 
 
 def _rope(full: dict | None = None, sliding: dict | None = None) -> dict:

@@ -423,16 +423,14 @@ def test_json_schema_and_full(tmp_path):
     assert "tokenizer.ggml.tokens" in text and "20 items" in text and "position encoding" in text
 
 
-def test_large_vocab_is_fast(tmp_path):
+def test_large_vocab_is_summarised(tmp_path):
+    """A 150,000-entry vocabulary: the report counts it and shows its head; its speed is benchmarks/bench_inspect.py's."""
     n = 150_000
     tokens = [f"tok{i}" + "x" * (i % 7) for i in range(n)]
     path = build(tmp_path / "v.gguf", extra=lambda w: (w.add_tokenizer_model("gpt2"), w.add_token_list(tokens),
                                                        w.add_token_types([1] * n),
                                                        w.add_token_merges([f"a{i} b{i}" for i in range(n)])))
-    t0 = time.perf_counter()
     rep = inspect_gguf(path)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, elapsed  # a sanity bound; benchmarks/bench_inspect.py has the real timing
     assert rep["metadata"]["tokenizer.ggml.tokens"]["count"] == n
     assert rep["metadata"]["tokenizer.ggml.tokens"]["value"] == tokens[:8]
     with GGUFFile(path) as gf:

@@ -15,7 +15,7 @@ import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
+from conftest import extended_files, FIXTURES, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
 from llama_loads import llama_cpp_runs
 from test_convert import TOLERANCE, assert_logits_match
 
@@ -44,17 +44,7 @@ EXTENSIONS = {
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp(NAME)
-    made = {"plain": root / "plain.gguf"}
-    result = CliRunner().invoke(cli, ["convert", str(fixture_dir(NAME)), "-o", str(made["plain"]), "--outtype", "f32"])
-    assert result.exit_code == 0, result.output
-    for which, (args, _) in EXTENSIONS.items():
-        made[which] = root / f"{which}.gguf"
-        source = str(fixture_dir(NAME)) if args[0] == "convert" else str(made["plain"])
-        extra = ["--outtype", "f32"] if args[0] == "convert" else []
-        result = CliRunner().invoke(cli, [args[0], source, "-o", str(made[which]), *extra, *args[1:]])
-        assert result.exit_code == 0, result.output
-    return made
+    return extended_files(tmp_path_factory.mktemp(NAME), NAME, EXTENSIONS)
 
 
 def test_the_fixture_has_what_llama_cpp_hard_codes():
