@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-import time
 
 import gguf
 import numpy as np

@@ -15,7 +15,7 @@ import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import extended_files, FIXTURES, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
+from conftest import FIXTURES, extended_files, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
 from llama_loads import llama_cpp_runs
 from test_convert import TOLERANCE, assert_logits_match
 
