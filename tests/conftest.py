@@ -24,6 +24,31 @@ def fixture_dir(name: str) -> Path:
     return FIXTURES / name
 
 
+ABSENT = object()  # as a config.json change: the field removed
+
+
+def edited_fixture(name: str, folder: Path, **changes) -> Path:
+    """A copy of fixture ``name`` at ``folder`` with config.json's fields changed (``ABSENT`` removes one)."""
+    import shutil
+
+    shutil.copytree(fixture_dir(name), folder)
+    config = {**json.loads((folder / "config.json").read_text()), **changes}
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not ABSENT}))
+    return folder
+
+
+def convert_refusal(name: str, changes: dict, tmp_path: Path, *options: str) -> str:
+    """convert's refusal of fixture ``name`` with config.json changed: exit 2, one line, nothing written; the line."""
+    from click.testing import CliRunner
+
+    from ropetool.cli import cli
+
+    folder, out = edited_fixture(name, tmp_path / "m", **changes), tmp_path / "o.gguf"
+    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(out), *options])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and not out.exists(), result.output
+    return result.output
+
+
 def fixture_config(name: str) -> dict:
     """A fixture's config.json; a composite one (Qwen 3.5's released layout) with its text model's values on top."""
     config = json.loads((FIXTURES / name / "config.json").read_text())
@@ -160,6 +185,20 @@ def hf_logits(name: str, ids, rope_parameters: dict | None = None, weights_as: s
     (gemma's GeGLU over six layers otherwise differs from float32 by up to 0.7% of the logits' range)."""
     key = json.dumps(rope_parameters, sort_keys=True) if rope_parameters is not None else None
     return _hf_logits(name, tuple(ids), key, weights_as, ggml_gelu)
+
+
+def hf_folder_logits(folder, ids, **config_changes) -> np.ndarray:
+    """transformers' float32 logits of any model folder (a fixture edited in tmp_path), with config.json's fields
+    changed as given."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    for k, v in config_changes.items():
+        setattr(config, k, v)
+    model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(torch.tensor([list(ids)])).logits[0].double().numpy()
 
 
 def _plain_weight_buffers() -> None:

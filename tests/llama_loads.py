@@ -55,6 +55,27 @@ def llama_cpp_runs(paths: list[Path], timeout: float = 600) -> dict[str, str]:
     return out
 
 
+def runs_without_each(path: Path, blocks: tuple[int, ...], tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Each tensor outside the blocks and each of the given blocks removed in turn, one file apiece, and run:
+    tensor name -> (that file, its llama_cpp_runs result)."""
+    from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
+
+    prefixes = tuple(f"blk.{b}." for b in blocks)
+    cut = {}
+    with GGUFFile(path) as gf:
+        for name in (t.name for t in gf.tensors if not t.name.startswith("blk.") or t.name.startswith(prefixes)):
+            cut[name] = tmp_path / f"{name}.gguf"
+            write_gguf(cut[name], list(gf.fields.values()), [TensorOut.copy_of(t) for t in gf.tensors if t.name != name],
+                       source=gf)
+    runs = llama_cpp_runs(list(cut.values()))
+    return {name: (file, runs[str(file)]) for name, file in cut.items()}
+
+
+def refused(results: dict[str, tuple[Path, str]]) -> set[str]:
+    """The names of runs_without_each's tensors whose removal llama.cpp does not run."""
+    return {name for name, (_, run) in results.items() if run != "ok"}
+
+
 if __name__ == "__main__":
     for p, result in llama_cpp_runs([Path(a) for a in sys.argv[1:]]).items():
         print(p, result)

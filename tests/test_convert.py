@@ -16,7 +16,19 @@ import numpy as np
 import pytest
 from bad_inputs import set_config
 from click.testing import CliRunner
-from conftest import ALL_FIXTURES, fixture_config, fixture_dir, hf_bf16_spread, hf_logits, is_gemma, is_moe, llama_cpp_logits, post_normed, token_ids
+from conftest import (
+    ALL_FIXTURES,
+    edited_fixture,
+    fixture_config,
+    fixture_dir,
+    hf_bf16_spread,
+    hf_logits,
+    is_gemma,
+    is_moe,
+    llama_cpp_logits,
+    post_normed,
+    token_ids,
+)
 
 from ropetool.check import check_gguf
 from ropetool.cli import cli
@@ -180,11 +192,7 @@ def test_moe_config_llama_cpp_would_compute_differently_is_refused(tmp_path):
                                  ("qwen3moe", {"mlp_only_layers": [1]}, "dense layers"),
                                  ("qwen2moe", {"decoder_sparse_step": 2}, "dense layers"),
                                  ("mixtral", {"num_experts_per_tok": 5}, "more than the 4 experts")):
-        folder = tmp_path / f"{name}-{next(iter(changes))}"
-        shutil.copytree(fixture_dir(name), folder)
-        config = json.loads((folder / "config.json").read_text())
-        config.update(changes)
-        (folder / "config.json").write_text(json.dumps(config))
+        folder = edited_fixture(name, tmp_path / f"{name}-{next(iter(changes))}", **changes)
         result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
         assert result.exit_code == 2 and words in result.output, result.output
         assert not (tmp_path / "o.gguf").exists()

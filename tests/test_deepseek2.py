@@ -11,15 +11,13 @@ its kq_scale from rope.scaling.yarn_log_multiplier (0.1 x mscale_all_dim).  The 
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
-from llama_loads import llama_cpp_runs
+from conftest import convert_refusal, edited_fixture, fixture_config, fixture_dir, hf_folder_logits, hf_logits, llama_cpp_logits, token_ids
+from llama_loads import refused, runs_without_each
 from test_convert import TOLERANCE, assert_logits_match
 
 from ropetool.cli import cli
@@ -28,7 +26,7 @@ from ropetool.edit import set_keys, set_rope, unset_keys
 from ropetool.errors import RopetoolError
 from ropetool.families import FAMILIES
 from ropetool.inspect import inspect_gguf
-from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
+from ropetool.io.gguf_file import GGUFFile
 from ropetool.llamacpp import keys as K
 from ropetool.model import lint_gguf
 
@@ -166,7 +164,7 @@ def test_yarn_without_mscale_all_dim_is_refused(tmp_path):
     """A DeepSeek-layout config whose YaRN has no mscale_all_dim: transformers scales cos/sin by 0.1 ln s + 1 and leaves
     the attention scale alone, which llama.cpp's deepseek2 cannot compute: refused in one line naming
     --mscale-all-dim; with it, exact."""
-    folder = _copy(tmp_path, rope_parameters=NO_TEMPERATURE)
+    folder = edited_fixture(NAME, tmp_path / "m", rope_parameters=NO_TEMPERATURE)
     out = tmp_path / "o.gguf"
     result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(out)])
     assert result.exit_code == 2 and "--mscale-all-dim" in result.output and not out.exists(), result.output
@@ -183,7 +181,7 @@ def test_grouped_routing_is_llama_cpps(tmp_path):
     n_group) is another model, so the groups are computed."""
     from safetensors.torch import load_file, save_file
 
-    folder = _copy(tmp_path)
+    folder = edited_fixture(NAME, tmp_path / "m")
     tensors = load_file(folder / "model.safetensors")
     for name in tensors:
         if name.endswith("e_score_correction_bias"):
@@ -193,10 +191,10 @@ def test_grouped_routing_is_llama_cpps(tmp_path):
     convert(folder, out, outtype="f32")
     x = ids()
     ours = llama_cpp_logits(out, x)
-    theirs = _hf_folder_logits(folder, x)
+    theirs = hf_folder_logits(folder, x)
     assert_logits_match(ours, theirs, TOLERANCE["f32"])
     config = fixture_config(NAME)
-    ungrouped = _hf_folder_logits(fixture_dir(NAME), x, topk_group=config["n_group"])
+    ungrouped = hf_folder_logits(fixture_dir(NAME), x, topk_group=config["n_group"])
     assert rel(llama_cpp_logits(_converted(tmp_path), x), ungrouped) > 5 * TOLERANCE["f32"]
 
 
@@ -205,19 +203,12 @@ def test_required_tensors_are_what_llama_cpp_requires(plain, tmp_path):
     the file exactly when the family lists the tensor as required (the MLA projections and norms, k_b and v_b, the
     shared expert; not the output matrix nor the selection bias)."""
     family = FAMILIES["deepseek2"]
-    with GGUFFile(plain) as gf:
-        names = [t.name for t in gf.tensors if not t.name.startswith("blk.") or t.name.startswith(("blk.0.", "blk.1."))]
-        files = {}
-        for name in names:
-            files[name] = tmp_path / f"{name}.gguf"
-            write_gguf(files[name], list(gf.fields.values()),
-                       [TensorOut.copy_of(t) for t in gf.tensors if t.name != name], source=gf)
-    runs = llama_cpp_runs(list(files.values()))
-    refused = {name for name, path in files.items() if runs[str(path)] != "ok"}
+    results = runs_without_each(plain, (0, 1), tmp_path)
+    cut = refused(results)
     required = set(family.required_tensors(3, experts=True, dense_lead=1))
-    assert refused == required & set(names)
-    assert {"output.weight", "blk.1.exp_probs_b.bias"} <= set(names) - refused
-    for name, path in files.items():
+    assert cut == required & set(results), results
+    assert {"output.weight", "blk.1.exp_probs_b.bias"} <= set(results) - cut
+    for name, (path, _) in results.items():
         assert ("missing-tensor" in {f.id for f in lint_gguf(path)}) == (name in required), name
 
 
@@ -254,7 +245,7 @@ def test_multi_token_prediction_layers_are_skipped(tmp_path):
     (num_nextn_predict_layers): left out, as llama.cpp's converter leaves it; the rest converts as before."""
     from safetensors.torch import load_file, save_file
 
-    folder = _copy(tmp_path, num_nextn_predict_layers=1)
+    folder = edited_fixture(NAME, tmp_path / "m", num_nextn_predict_layers=1)
     tensors = load_file(folder / "model.safetensors")
     n = fixture_config(NAME)["num_hidden_layers"]
     for name in [k for k in tensors if k.startswith("model.layers.2.")]:
@@ -278,11 +269,7 @@ def test_multi_token_prediction_layers_are_skipped(tmp_path):
     ({"quantization_config": {"quant_method": "fp8", "fmt": "e4m3"}}, "2x"),
 ])
 def test_configs_llama_cpp_would_compute_differently_are_refused(tmp_path, changes, words):
-    folder = _copy(tmp_path, **changes)
-    out = tmp_path / "o.gguf"
-    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(out)])
-    assert result.exit_code == 2 and words in result.output, result.output
-    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    assert words in convert_refusal(NAME, changes, tmp_path)
 
 
 def test_reference_refuses_deepseek2(plain):
@@ -294,33 +281,11 @@ def test_reference_refuses_deepseek2(plain):
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
-def _copy(tmp_path, **changes):
-    folder = tmp_path / "m"
-    shutil.copytree(fixture_dir(NAME), folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
 def _converted(tmp_path):
     path = tmp_path / "fixture.gguf"
     if not path.exists():
         convert(fixture_dir(NAME), path, outtype="f32")
     return path
-
-
-def _hf_folder_logits(folder, x, **config_changes) -> np.ndarray:
-    """transformers' float32 logits of a model folder (the oracle), with config.json fields changed."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(folder)
-    for k, v in config_changes.items():
-        setattr(config, k, v)
-    model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return model(torch.tensor([list(x)])).logits[0].double().numpy()
 
 
 # --- the probe: llama.cpp's own rope ops (and, here, its attention scale) against the meant setting ----------

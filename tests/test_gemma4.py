@@ -16,8 +16,8 @@ import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import extended_files, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
-from llama_loads import llama_cpp_runs
+from conftest import ABSENT, convert_refusal, extended_files, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
+from llama_loads import refused, runs_without_each
 from test_convert import TOLERANCE, assert_logits_match
 
 from ropetool.cli import cli
@@ -180,25 +180,18 @@ def test_required_tensors_are_what_llama_cpp_requires(files, tmp_path):
     """Each tensor outside the blocks, of sliding block 0 and of global block 5 removed in turn: llama.cpp refuses the
     file exactly when the family lists it as required (rope_freqs among them; not the per-layer output scale, not the
     sliding layers' attn_v), and lint says so."""
-    with GGUFFile(files["plain"]) as gf:
-        names = [t.name for t in gf.tensors if not t.name.startswith("blk.") or t.name.startswith(("blk.0.", "blk.5."))]
-        cut = {}
-        for name in names:
-            cut[name] = tmp_path / f"{name}.gguf"
-            write_gguf(cut[name], list(gf.fields.values()), [TensorOut.copy_of(t) for t in gf.tensors if t.name != name],
-                       source=gf)
-    runs = llama_cpp_runs(list(cut.values()))
-    refused = {name for name, path in cut.items() if runs[str(path)] != "ok"}
+    results = runs_without_each(files["plain"], (0, 5), tmp_path)
+    cut = refused(results)
     required = set(FAMILIES[NAME].required_tensors(6))
-    assert refused == required & set(names), runs
-    assert "rope_freqs.weight" in refused
-    assert {"blk.0.attn_v.weight", "blk.0.layer_output_scale.weight"} <= set(names) - refused
-    for name, path in cut.items():
+    assert cut == required & set(results), results
+    assert "rope_freqs.weight" in cut
+    assert {"blk.0.attn_v.weight", "blk.0.layer_output_scale.weight"} <= set(results) - cut
+    for name, (path, _) in results.items():
         assert ("missing-tensor" in {f.id for f in lint_gguf(path)}) == (name in required), name
 
 
 REFUSALS = [  # config.json changes ropetool does not convert (or llama.cpp would compute otherwise), and the words
-    ({"hidden_size_per_layer_input": None}, "without per-layer embeddings"),  # absent: transformers' default 256
+    ({"hidden_size_per_layer_input": ABSENT}, "without per-layer embeddings"),  # absent: transformers' default 256
     ({"hidden_size_per_layer_input": 256}, "without per-layer embeddings"),
     ({"num_kv_shared_layers": 2}, "without shared key/value layers"),
     ({"enable_moe_block": True}, "without mixture blocks"),
@@ -213,14 +206,7 @@ REFUSALS = [  # config.json changes ropetool does not convert (or llama.cpp woul
 
 @pytest.mark.parametrize("changes,words", REFUSALS, ids=[next(iter(c)) + str(i) for i, (c, _) in enumerate(REFUSALS)])
 def test_a_config_ropetool_does_not_convert_is_refused(changes, words, tmp_path):
-    folder = tmp_path / "m"
-    shutil.copytree(fixture_dir(NAME), folder)
-    config = json.loads((folder / "config.json").read_text())
-    config = {k: v for k, v in {**config, **changes}.items() if v is not None}
-    (folder / "config.json").write_text(json.dumps(config))
-    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
-    assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
-    assert not (tmp_path / "o.gguf").exists()
+    assert words in convert_refusal(NAME, changes, tmp_path)
 
 
 def test_a_released_config_without_per_layer_config(tmp_path):

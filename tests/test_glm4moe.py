@@ -13,16 +13,13 @@ import shutil
 import gguf
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
-from llama_loads import llama_cpp_runs
+from conftest import convert_refusal, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
+from llama_loads import refused, runs_without_each
 from test_convert import TOLERANCE, assert_logits_match
 
-from ropetool.cli import cli
 from ropetool.convert import convert
 from ropetool.families import FAMILIES
 from ropetool.inspect import inspect_gguf
-from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
 from ropetool.model import lint_gguf
 from ropetool.probe import probe_gguf
 
@@ -90,33 +87,20 @@ def test_required_tensors_are_what_llama_cpp_requires(plain, tmp_path):
     the file exactly when the family lists the tensor as required (the selection bias exp_probs_b included, the
     output matrix and the q/k/v biases and norms not)."""
     family = FAMILIES[NAME]
-    with GGUFFile(plain) as gf:
-        names = [t.name for t in gf.tensors if not t.name.startswith("blk.") or t.name.startswith(("blk.0.", "blk.1."))]
-        files = {}
-        for name in names:
-            files[name] = tmp_path / f"{name}.gguf"
-            write_gguf(files[name], list(gf.fields.values()),
-                       [TensorOut.copy_of(t) for t in gf.tensors if t.name != name], source=gf)
-    runs = llama_cpp_runs(list(files.values()))
-    refused = {name for name, path in files.items() if runs[str(path)] != "ok"}
+    results = runs_without_each(plain, (0, 1), tmp_path)
+    cut = refused(results)
     required = set(family.required_tensors(3, experts=True, dense_lead=1))
-    assert refused == required & set(names), runs
-    assert "blk.1.exp_probs_b.bias" in refused
-    assert {"output.weight", "blk.0.attn_q.bias", "blk.1.attn_q_norm.weight"} <= set(names) - refused
-    for name, path in files.items():
+    assert cut == required & set(results), results
+    assert "blk.1.exp_probs_b.bias" in cut
+    assert {"output.weight", "blk.0.attn_q.bias", "blk.1.attn_q_norm.weight"} <= set(results) - cut
+    for name, (path, _) in results.items():
         assert ("missing-tensor" in {f.id for f in lint_gguf(path)}) == (name in required), name
 
 
 @pytest.mark.parametrize("changes,words", [({"hidden_act": "gelu"}, "llama.cpp's glm4moe uses SiLU"),
                                            ({"n_shared_experts": 0}, "requires the shared expert")])
 def test_a_config_llama_cpp_would_compute_differently_is_refused(changes, words, tmp_path):
-    folder = tmp_path / "m"
-    shutil.copytree(fixture_dir(NAME), folder)
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, **changes}))
-    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
-    assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
-    assert not (tmp_path / "o.gguf").exists()
+    assert words in convert_refusal(NAME, changes, tmp_path)
 
 
 def test_the_mtp_layers_of_a_released_checkpoint_are_left_out(tmp_path):

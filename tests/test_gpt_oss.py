@@ -12,14 +12,11 @@ to the model as configured (truncate false) is measured (docs/convert.md gives t
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
-from llama_loads import llama_cpp_runs
+from conftest import convert_refusal, edited_fixture, fixture_config, fixture_dir, hf_folder_logits, hf_logits, llama_cpp_logits, token_ids
+from llama_loads import refused, runs_without_each
 from test_convert import TOLERANCE, assert_logits_match
 
 from ropetool.cli import cli
@@ -28,7 +25,7 @@ from ropetool.edit import set_keys, set_rope
 from ropetool.errors import RopetoolError
 from ropetool.families import FAMILIES
 from ropetool.inspect import inspect_gguf
-from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
+from ropetool.io.gguf_file import GGUFFile
 from ropetool.model import lint_gguf
 
 NAME = "gpt-oss"
@@ -138,7 +135,7 @@ def test_layer_types_other_than_llama_cpps_default_are_written(tmp_path):
     """config.json's layer_types decide which layers slide: the reverse of llama.cpp's default (layer 0 full, 1 sliding)
     is written as attention.sliding_window_pattern, and llama.cpp then equals transformers at 400 tokens (past the
     window of 128), which the default pattern would not."""
-    folder = _copy(tmp_path, layer_types=["full_attention", "sliding_attention"])
+    folder = edited_fixture(NAME, tmp_path / "m", layer_types=["full_attention", "sliding_attention"])
     out = tmp_path / "swapped.gguf"
     convert(folder, out, outtype="f32", approximate=True)
     with GGUFFile(out) as gf:
@@ -146,20 +143,8 @@ def test_layer_types_other_than_llama_cpps_default_are_written(tmp_path):
     assert inspect_gguf(out)["rope"]["sliding_window"]["layers"] == [1]
     x = ids(400)
     ours = llama_cpp_logits(out, x)
-    assert_logits_match(ours, _hf_folder_logits(folder, x, rope_parameters=ROUNDED), TOLERANCE["f32"])
-    assert rel(ours, _hf_folder_logits(fixture_dir(NAME), x, rope_parameters=ROUNDED)) > 5 * TOLERANCE["f32"]
-
-
-def _hf_folder_logits(folder, x, **config_changes) -> np.ndarray:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(folder)
-    for k, v in config_changes.items():
-        setattr(config, k, v)
-    model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return model(torch.tensor([list(x)])).logits[0].double().numpy()
+    assert_logits_match(ours, hf_folder_logits(folder, x, rope_parameters=ROUNDED), TOLERANCE["f32"])
+    assert rel(ours, hf_folder_logits(fixture_dir(NAME), x, rope_parameters=ROUNDED)) > 5 * TOLERANCE["f32"]
 
 
 def test_lint_traps_on_gpt_oss(plain, tmp_path):
@@ -182,17 +167,10 @@ def test_required_tensors_are_what_llama_cpp_requires(plain, tmp_path):
     the family lists the tensor as required (the attention sinks, the biases of the output, router and experts, the
     post-attention norm; not the q/k/v biases)."""
     family = FAMILIES[NAME]
-    with GGUFFile(plain) as gf:
-        names = [t.name for t in gf.tensors if not t.name.startswith("blk.") or t.name.startswith("blk.0.")]
-        files = {}
-        for name in names:
-            files[name] = tmp_path / f"{name}.gguf"
-            write_gguf(files[name], list(gf.fields.values()),
-                       [TensorOut.copy_of(t) for t in gf.tensors if t.name != name], source=gf)
-    runs = llama_cpp_runs(list(files.values()))
-    refused = {name for name, path in files.items() if runs[str(path)] != "ok"}
-    assert refused == set(family.required_tensors(2)) & set(names)
-    assert {"blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias"} <= set(names) - refused
+    results = runs_without_each(plain, (0,), tmp_path)
+    cut = refused(results)
+    assert cut == set(family.required_tensors(2)) & set(results), results
+    assert {"blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias"} <= set(results) - cut
 
 
 def test_experts_are_converted_one_at_a_time(tmp_path, monkeypatch):
@@ -218,15 +196,6 @@ def test_experts_are_converted_one_at_a_time(tmp_path, monkeypatch):
     assert len(shapes) == config["num_hidden_layers"] * config["num_local_experts"] * 3
 
 
-def _copy(tmp_path, **changes):
-    folder = tmp_path / "m"
-    shutil.copytree(fixture_dir(NAME), folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
 @pytest.mark.parametrize("changes,words", [
     ({"swiglu_limit": 10.0}, "hard-codes the experts' SwiGLU limit 7"),
     ({"swiglu_alpha": 1.5}, "hard-codes the experts' SwiGLU alpha 1.702"),
@@ -234,11 +203,7 @@ def _copy(tmp_path, **changes):
     ({"quantization_config": {"quant_method": "mxfp4"}}, "about 4x"),
 ])
 def test_configs_llama_cpp_would_compute_differently_are_refused(tmp_path, changes, words):
-    folder = _copy(tmp_path, **changes)
-    out = tmp_path / "o.gguf"
-    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(out), "--approximate"])
-    assert result.exit_code == 2 and words in result.output, result.output
-    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    assert words in convert_refusal(NAME, changes, tmp_path, "--approximate")
 
 
 def test_mxfp4_experts_are_refused(tmp_path):
@@ -247,7 +212,7 @@ def test_mxfp4_experts_are_refused(tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
 
-    folder = _copy(tmp_path)
+    folder = edited_fixture(NAME, tmp_path / "m")
     tensors = load_file(folder / "model.safetensors")
     w = tensors.pop("model.layers.0.mlp.experts.gate_up_proj")  # [E, n_embd, 2 ff]; MXFP4 packs 32 values per block
     e, rows, cols = w.shape[0], w.shape[2], w.shape[1]

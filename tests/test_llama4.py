@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 
 import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES, extended_files, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
-from llama_loads import llama_cpp_runs
+from conftest import FIXTURES, convert_refusal, extended_files, fixture_config, hf_logits, llama_cpp_logits, token_ids
+from llama_loads import llama_cpp_runs, refused, runs_without_each
 from test_convert import TOLERANCE, assert_logits_match
 
 from ropetool.cli import cli
 from ropetool.edit import set_keys
 from ropetool.families import FAMILIES
 from ropetool.inspect import inspect_gguf
-from ropetool.io.gguf_file import GGUFFile, TensorOut, write_gguf
 from ropetool.model import lint_gguf
 from ropetool.probe import probe_gguf
 
@@ -149,20 +147,13 @@ def test_required_tensors_are_what_llama_cpp_requires(files, tmp_path):
     """Each tensor outside the blocks, of the dense block 0 and of the mixture block 1 removed in turn: llama.cpp refuses
     the file exactly when the family lists the tensor as required (the output matrix not), and lint says so."""
     family = FAMILIES[NAME]
-    with GGUFFile(files["plain"]) as gf:
-        names = [t.name for t in gf.tensors if not t.name.startswith("blk.") or t.name.startswith(("blk.0.", "blk.1."))]
-        cut = {}
-        for name in names:
-            cut[name] = tmp_path / f"{name}.gguf"
-            write_gguf(cut[name], list(gf.fields.values()), [TensorOut.copy_of(t) for t in gf.tensors if t.name != name],
-                       source=gf)
-    runs = llama_cpp_runs(list(cut.values()))
-    refused = {name for name, path in cut.items() if runs[str(path)] != "ok"}
+    results = runs_without_each(files["plain"], (0, 1), tmp_path)
+    cut = refused(results)
     required = set(family.required_tensors(4, experts=True, moe_step=2))
-    assert refused == required & set(names), runs
-    assert {"blk.0.ffn_gate.weight", "blk.1.ffn_gate_exps.weight", "blk.1.ffn_up_shexp.weight"} <= refused
-    assert "output.weight" in set(names) - refused
-    for name, path in cut.items():
+    assert cut == required & set(results), results
+    assert {"blk.0.ffn_gate.weight", "blk.1.ffn_gate_exps.weight", "blk.1.ffn_up_shexp.weight"} <= cut
+    assert "output.weight" in set(results) - cut
+    for name, (path, _) in results.items():
         assert ("missing-tensor" in {f.id for f in lint_gguf(path)}) == (name in required), name
 
 
@@ -214,13 +205,7 @@ REFUSALS = [  # config.json changes llama.cpp's llama4 graph would compute other
 
 @pytest.mark.parametrize("changes,words", REFUSALS, ids=[next(iter(c)) + str(i) for i, (c, _) in enumerate(REFUSALS)])
 def test_a_config_llama_cpp_would_compute_differently_is_refused(changes, words, tmp_path):
-    folder = tmp_path / "m"
-    shutil.copytree(fixture_dir(NAME), folder)
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, **changes}))
-    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
-    assert result.exit_code == 2 and result.output.count("\n") == 1 and words in result.output, result.output
-    assert not (tmp_path / "o.gguf").exists()
+    assert words in convert_refusal(NAME, changes, tmp_path)
 
 
 @pytest.mark.parametrize("which", ["plain", *EXTENSIONS])

@@ -7,12 +7,9 @@ set-rope, the probe on a tampered key and check --end-to-end."""
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 from click.testing import CliRunner
-from conftest import fixture_config, fixture_dir
+from conftest import ABSENT, convert_refusal, fixture_config, fixture_dir
 
 from ropetool.cli import cli
 from ropetool.convert import convert
@@ -59,18 +56,10 @@ def test_inspect_names_the_no_rope_layers(files):
 
 
 @pytest.mark.parametrize("changes", [{"no_rope_layers": [1, 0, 1, 1]}, {"no_rope_layers": [1, 1, 1, 1]},
-                                     {"no_rope_layers": None, "no_rope_layer_interval": 2},
+                                     {"no_rope_layers": ABSENT, "no_rope_layer_interval": 2},
                                      {"attention_bias": True}, {"use_sliding_window": True, "sliding_window": 16}])
 def test_a_config_llama_cpp_would_compute_differently_is_refused(changes, tmp_path):
     """llama.cpp's smollm3 skips rope in layer 3 of 4 and nowhere else, and loads no attention biases or sliding
     window: a config.json asking otherwise is refused in one line, nothing written."""
-    folder = tmp_path / "m"
-    shutil.copytree(fixture_dir(NAME), folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
-    config = {k: v for k, v in config.items() if v is not None}
-    (folder / "config.json").write_text(json.dumps(config))
-    result = CliRunner().invoke(cli, ["convert", str(folder), "-o", str(tmp_path / "o.gguf")])
-    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
-    assert "llama.cpp's smollm3" in result.output and not (tmp_path / "o.gguf").exists()
+    assert "llama.cpp's smollm3" in convert_refusal(NAME, changes, tmp_path)
 

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from conftest import fixture_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from llama_loads import llama_cpp_runs
+from llama_loads import llama_cpp_runs, refused, runs_without_each
 
 from ropetool.cli import cli
 from ropetool.convert import convert
@@ -229,12 +229,6 @@ def test_pre_tokenizer_names_are_the_vendored_llama_cpp_s():
 # Required tensors
 
 
-def _without(src, out, name):
-    with GGUFFile(src) as gf:
-        write_gguf(out, list(gf.fields.values()), [TensorOut.copy_of(t) for t in gf.tensors if t.name != name], source=gf)
-    return out
-
-
 @pytest.mark.parametrize("fixture", FIXTURES)
 def test_required_tensors_are_what_llama_cpp_requires(converted, tmp_path, fixture):
     """Remove each tensor outside the blocks and each of block 0 in turn: llama.cpp fails exactly when the
@@ -242,15 +236,12 @@ def test_required_tensors_are_what_llama_cpp_requires(converted, tmp_path, fixtu
     src = converted[fixture]
     with GGUFFile(src) as gf:
         family = FAMILIES[gf.architecture]
-        names = [t.name for t in gf.tensors if not t.name.startswith("blk.") or t.name.startswith("blk.0.")]
         n_layer = gf.get(K.k(K.BLOCK_COUNT, gf.architecture))
         experts = bool(gf.get(K.k(K.EXPERT_COUNT, gf.architecture)))
     required = set(family.required_tensors(n_layer, experts=experts))
-    files = {name: _without(src, tmp_path / f"{name}.gguf", name) for name in names}
-    runs = llama_cpp_runs(list(files.values()))
-    llama_needs = {name for name, path in files.items() if runs[str(path)] != "ok"}
-    assert llama_needs == required & set(names), runs
-    for name, path in files.items():
+    results = runs_without_each(src, (0,), tmp_path)
+    assert refused(results) == required & set(results), results
+    for name, (path, _) in results.items():
         assert ("missing-tensor" in _ids(path)) == (name in required), name
 
 
