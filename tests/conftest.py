@@ -24,16 +24,14 @@ def fixture_dir(name: str) -> Path:
     return FIXTURES / name
 
 
-ABSENT = object()  # as a config.json change: the field removed
-
-
 def edited_fixture(name: str, folder: Path, **changes) -> Path:
-    """A copy of fixture ``name`` at ``folder`` with config.json's fields changed (``ABSENT`` removes one)."""
+    """A copy of fixture ``name`` at ``folder`` with config.json's fields changed (bad_inputs.ABSENT removes one)."""
     import shutil
 
+    from bad_inputs import set_config
+
     shutil.copytree(fixture_dir(name), folder)
-    config = {**json.loads((folder / "config.json").read_text()), **changes}
-    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not ABSENT}))
+    set_config(folder, **changes)
     return folder
 
 

@@ -15,8 +15,9 @@ import shutil
 import gguf
 import numpy as np
 import pytest
+from bad_inputs import ABSENT
 from click.testing import CliRunner
-from conftest import ABSENT, convert_refusal, extended_files, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
+from conftest import convert_refusal, extended_files, fixture_config, fixture_dir, hf_logits, llama_cpp_logits, token_ids
 from llama_loads import refused, runs_without_each
 from test_convert import TOLERANCE, assert_logits_match
 

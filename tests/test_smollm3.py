@@ -8,8 +8,9 @@ set-rope, the probe on a tampered key and check --end-to-end."""
 from __future__ import annotations
 
 import pytest
+from bad_inputs import ABSENT
 from click.testing import CliRunner
-from conftest import ABSENT, convert_refusal, fixture_config, fixture_dir
+from conftest import convert_refusal, fixture_config, fixture_dir
 
 from ropetool.cli import cli
 from ropetool.convert import convert

@@ -66,15 +66,14 @@ def _convert_case(root: Path, name: str, folder: Path, words, *extra_args: str, 
                 out, notes)
 
 
+ABSENT = object()  # as a config.json change: the key removed (None writes null)
+
+
 def set_config(folder: Path, **changes) -> None:
-    """Change (None: remove) top-level keys of a model folder's config.json."""
-    config = json.loads((folder / "config.json").read_text())
-    for k, v in changes.items():
-        if v is None:
-            config.pop(k, None)
-        else:
-            config[k] = v
-    (folder / "config.json").write_text(json.dumps(config))  # allow_nan: NaN/Infinity literals, as Python writes them
+    """Change (``ABSENT``: remove) top-level keys of a model folder's config.json."""
+    config = {**json.loads((folder / "config.json").read_text()), **changes}
+    # json.dumps allows NaN: NaN/Infinity literals, as Python writes them
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not ABSENT}))
 
 
 def _st_read(path: Path) -> tuple[list, bytes]:
@@ -464,4 +463,4 @@ def build_all(root: Path) -> list[Case]:
     return cases
 
 
-__all__ = ["Case", "build_all", "hf_cases", "gguf_cases", "set_config", "FIXTURES"]
+__all__ = ["ABSENT", "Case", "build_all", "hf_cases", "gguf_cases", "set_config", "FIXTURES"]
